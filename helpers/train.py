@@ -6,10 +6,13 @@ resumable (``runs/<name>/state.pt`` is saved every ``save_every`` steps; rerun t
 command to continue) and ends by exporting the shipped files to ``data/models/<name>/``
 (see helpers.course_models) with a metrics file computed on held-out data.
 
-Language models train on a generated corpus (helpers.corpus) in which some sequences carry a
-random span of token ids 1000..9999 repeated twice, so that induction heads have something to
-do. Their output layer is restricted to the tokens the training data uses (``used``), which
-makes the copying map learnable in CPU hours.
+Language models train on a generated corpus (helpers.corpus) mixed with sequences made of a
+random span of token ids 1000..9999 repeated until the window is full (its period varies from
+sequence to sequence). Every repetition rewards copying, so the model first learns to copy any
+earlier token, then to copy the token that followed the previous occurrence of the current one:
+induction heads form within a few hundred steps. The unpredictable first period is left out of
+the loss. The output layer is restricted to the tokens the training data uses (``used``), which
+keeps a step cheap on a CPU.
 """
 
 from __future__ import annotations
@@ -42,15 +45,12 @@ class Spec:
     checkpoints: list[int] = field(default_factory=list)  # steps whose weights are shipped
     warmup: int = 200
     weight_decay: float = 0.05
-    embed_weight_decay: float = 0.05
     tied: bool = True  # language models: W_U = W_E.T
     corpus_tokens: int = 0
     corpus_mix: dict = field(default_factory=dict)
     python_max_chars: int = 0
-    repeat_fraction: float = 0.0  # share of sequences carrying a repeated random span
-    span_pool_ramp: int = 0  # if > 0, spans draw from a pool of ids that grows to all of 1000..9999 by this step
-    pure_until: int = 0  # before this step, every sequence is BOS + span + span (no text): copying forms first
-    pure_fraction: float = 0.0  # after pure_until, this share of sequences keeps that form
+    repeat_fraction: float = 0.0  # share of sequences made of a repeated random span
+    min_period: int = 8  # the span's length (period) is drawn from min_period .. n_ctx // 2 - 1
     eval_every: int = 250
     save_every: int = 250
     seed: int = 0
@@ -60,22 +60,20 @@ class Spec:
 SPECS: dict[str, Spec] = {
     "course-attn-only-2l": Spec(
         kind="lm",
-        cfg=dict(n_layers=2, d_model=64, n_heads=4, n_ctx=128, attn_only=True, normalization_type="LN",
+        cfg=dict(n_layers=2, d_model=128, n_heads=4, n_ctx=128, attn_only=True, normalization_type="LN",
                  act_fn="gelu", tokenizer_name="gpt2", d_vocab=50257),
-        steps=3000, batch=16, lr=3e-3, warmup=100, embed_weight_decay=0.0, tied=False, span_pool_ramp=1500,
-        pure_until=800, pure_fraction=0.5,
+        steps=3000, batch=16, lr=2e-3, warmup=100, weight_decay=0.01,
         checkpoints=[25, 50, 100, 200, 400, 800, 1600, 3000],
         corpus_tokens=4_000_000, corpus_mix={"ioi": 0.5, "narrative": 0.5},
-        repeat_fraction=1.0,
+        repeat_fraction=0.5,
         description="2-layer attention-only model; stands in for solu-2l / attn-only-2l and their checkpoints",
     ),
     "course-gpt2": Spec(
         kind="lm",
         cfg=dict(n_layers=3, d_model=192, n_heads=6, d_mlp=768, n_ctx=128, act_fn="gelu_new",
                  normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257),
-        steps=2000, batch=16, lr=2e-3, embed_weight_decay=0.0, tied=False, span_pool_ramp=1000, pure_until=600,
-        pure_fraction=0.25,
-        checkpoints=[2000],
+        steps=4000, batch=16, lr=2e-3, weight_decay=0.01,
+        checkpoints=[4000],
         corpus_tokens=8_000_000, corpus_mix={"ioi": 0.6, "narrative": 0.4},
         repeat_fraction=0.25,
         description="GPT-2-architecture model (LN, gelu_new, learned positions); stands in for gpt2-small",
@@ -84,8 +82,8 @@ SPECS: dict[str, Spec] = {
         kind="othello",
         cfg=dict(n_layers=6, d_model=128, n_heads=4, d_mlp=512, n_ctx=59, d_vocab=61, act_fn="gelu",
                  normalization_type="LN"),
-        steps=3000, batch=64, lr=1e-3, warmup=500,
-        checkpoints=[3000], eval_every=1000, save_every=500,
+        steps=15000, batch=64, lr=1e-3, warmup=500,
+        checkpoints=[15000], eval_every=1000, save_every=500,
         description="Othello-GPT on synthetic games of uniformly random legal moves",
     ),
 }
@@ -115,34 +113,24 @@ class LMData:
         used = np.union1d(np.unique(self.corpus), np.arange(RANDOM_LOW, RANDOM_HIGH))
         self.used = torch.from_numpy(np.union1d(used, [BOS]).astype(np.int64))
         self.spec = spec
-        # The ids random spans draw from, in a fixed random order (the pool is a prefix of it).
-        self.span_ids = np.random.default_rng([spec.seed, 7]).permutation(np.arange(RANDOM_LOW, RANDOM_HIGH))
 
-    def pool_size(self, step: int) -> int:
-        """Curriculum: early spans reuse a few hundred ids, so that copying is learnt on tokens seen often;
-        the pool then grows geometrically to every id of the range."""
-        full = len(self.span_ids)
-        if step >= self.spec.span_pool_ramp:
-            return full
-        return int(500 * (full / 500) ** (step / self.spec.span_pool_ramp))
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens [batch, n_ctx] and the mask [batch, n_ctx - 1] of the predictions that enter the loss.
 
-    def batch(self, step: int) -> torch.Tensor:
+        The first ``repeat_fraction`` of the rows are BOS + a random span repeated to the end of the
+        window; the first period of such a row cannot be predicted, so it is masked out.
+        """
         spec, n_ctx = self.spec, self.spec.cfg["n_ctx"]
         rng = np.random.default_rng([spec.seed, step])
         starts = rng.integers(0, len(self.train) - n_ctx, spec.batch)
         x = self.train[starts[:, None] + np.arange(n_ctx)].astype(np.int64)
         x[:, 0] = BOS
-        n_pure = spec.batch if step < spec.pure_until else int(spec.batch * spec.pure_fraction)
-        for i in range(max(n_pure, int(spec.batch * spec.repeat_fraction))):
-            pure = i < n_pure
-            # Varied lengths, so that no fixed positional offset solves the copy.
-            length = int(rng.integers(16 if pure else 8, n_ctx // 2))
-            # Half of the spans start right after BOS, as in the induction test; the rest anywhere.
-            offset = 1 if pure or rng.random() < 0.5 else int(rng.integers(1, n_ctx - 2 * length + 1))
-            span = self.span_ids[rng.integers(0, self.pool_size(step), length)]
-            x[i, offset:offset + length] = span
-            x[i, offset + length:offset + 2 * length] = span
-        return torch.from_numpy(x)
+        mask = np.ones((spec.batch, n_ctx - 1), dtype=bool)
+        for i in range(int(spec.batch * spec.repeat_fraction)):
+            period = int(rng.integers(spec.min_period, n_ctx // 2))
+            x[i, 1:] = np.resize(rng.integers(RANDOM_LOW, RANDOM_HIGH, period), n_ctx - 1)
+            mask[i, :period] = False  # position p predicts token p + 1, known once p >= period
+        return torch.from_numpy(x), torch.from_numpy(mask)
 
 
 class OthelloData:
@@ -223,6 +211,10 @@ def ioi_metrics(model: HookedTransformer, n_prompts: int = 200) -> dict:
 
 @torch.no_grad()
 def text_loss(model: HookedTransformer, tokens: np.ndarray, n_ctx: int = 128, n_windows: int = 64) -> float:
+    """Mean loss over up to ``n_windows`` consecutive windows of held-out text."""
+    n_windows = min(n_windows, len(tokens) // n_ctx)
+    if n_windows == 0:
+        raise ValueError(f"text_loss needs at least {n_ctx} held-out tokens, got {len(tokens)}")
     windows = torch.from_numpy(tokens[: n_windows * n_ctx].astype(np.int64)).view(n_windows, n_ctx)
     windows[:, 0] = BOS
     return float(model(windows.to(model.cfg.device), return_type="loss"))
@@ -268,19 +260,12 @@ class Trainer:
             self.remap = torch.full((cfg.d_vocab,), -1, dtype=torch.long)
             self.remap[self.data.used] = torch.arange(len(self.data.used))
             skip = {"unembed.b_U", "unembed.W_U"} if spec.tied else {"unembed.b_U"}
-            if not spec.tied:
-                # Untied, but W_U starts as W_E.T: copying a token starts as an easy map (W_OV near
-                # the identity), and later pushes on the output side leave the input embeddings distinct.
-                with torch.no_grad():
-                    self.model.unembed.W_U.copy_(self.model.embed.W_E.T)
             params = [p for n, p in self.model.named_parameters() if n not in skip] + [self.b_used]
         else:
             params = list(self.model.parameters())
-        embed = [self.model.embed.W_E]
-        decay = [p for p in params if p.ndim >= 2 and p is not self.model.embed.W_E]
+        decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
-                                      {"params": embed, "weight_decay": spec.embed_weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=spec.lr, betas=(0.9, 0.95))
         self.step, self.history = 0, []
         self._resume()
@@ -311,16 +296,16 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(self._state_path())
 
-    def loss(self, tokens: torch.Tensor) -> torch.Tensor:
+    def loss(self, batch) -> torch.Tensor:
         model = self.model
         if self.spec.kind == "othello":
             # The model reads moves 0..58 and predicts moves 1..59 (the 60th move is never an input).
-            logits = model(tokens[:, :-1])
-            return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
-        resid = model.ln_final(model(tokens, stop_at_layer=model.cfg.n_layers))
+            logits = model(batch[:, :-1])
+            return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        tokens, mask = batch
+        resid = model.ln_final(model(tokens, stop_at_layer=model.cfg.n_layers))[:, :-1][mask]
         W_U = model.embed.W_E[self.data.used].T if self.spec.tied else model.unembed.W_U[:, self.data.used]
-        logits = resid[:, :-1] @ W_U + self.b_used
-        return F.cross_entropy(logits.flatten(0, 1), self.remap[tokens[:, 1:]].flatten())
+        return F.cross_entropy(resid @ W_U + self.b_used, self.remap[tokens[:, 1:][mask]])
 
     def export_model(self) -> HookedTransformer:
         """The model as shipped: unused tokens with zero embedding and unembedding, and a -100 logit bias."""
@@ -359,17 +344,17 @@ class Trainer:
         while self.step < end:
             if max_minutes is not None and time.time() - start > 60 * max_minutes:
                 break
-            tokens = self.data.batch(self.step)
+            batch = self.data.batch(self.step)
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(spec, self.step)
-            loss = self.loss(tokens)
+            loss = self.loss(batch)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.opt.step()
             self.step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if self.step in spec.checkpoints or self.step % spec.eval_every == 0:
                 metrics = self.evaluate()
                 record = {"step": self.step, "tokens_seen": self.step * spec.batch * spec.cfg["n_ctx"],

@@ -1,0 +1,93 @@
+"""The training script on tiny configs: batches, determinism, resuming, export. CI never trains a real model."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import course_models, train
+from helpers.model import HookedTransformer
+
+TINY_LM = train.Spec(
+    kind="lm",
+    cfg=dict(n_layers=1, d_model=16, n_heads=2, n_ctx=128, attn_only=True, normalization_type="LN", act_fn="gelu",
+             tokenizer_name="gpt2", d_vocab=50257),
+    steps=6, batch=4, lr=1e-2, warmup=2, checkpoints=[3, 6], eval_every=3, save_every=2,
+    corpus_tokens=40_000, corpus_mix={"narrative": 1.0}, repeat_fraction=0.5, description="tiny test model",
+)
+TINY_OTHELLO = train.Spec(
+    kind="othello",
+    cfg=dict(n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=59, d_vocab=61, act_fn="gelu",
+             normalization_type="LN"),
+    steps=4, batch=4, lr=1e-3, warmup=2, checkpoints=[4], eval_every=4, save_every=2,
+)
+
+
+@pytest.fixture()
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(course_models, "MODELS_DIR", tmp_path / "models")
+    monkeypatch.setitem(train.SPECS, "tiny-lm", TINY_LM)
+    monkeypatch.setitem(train.SPECS, "tiny-othello", TINY_OTHELLO)
+    monkeypatch.setitem(course_models.COURSE_MODELS, "tiny-lm", "tiny test model")
+    return tmp_path
+
+
+def test_repeated_rows_are_masked_until_their_first_period_ends(tiny):
+    data = train.Trainer("tiny-lm").data
+    tokens, mask = data.batch(step=5)
+    n_repeated = int(TINY_LM.batch * TINY_LM.repeat_fraction)
+    assert mask[n_repeated:].all()  # text rows: every prediction counts
+    for row, row_mask in zip(tokens[:n_repeated], mask[:n_repeated], strict=True):
+        period = int((~row_mask).sum())
+        assert TINY_LM.min_period <= period < TINY_LM.cfg["n_ctx"] // 2
+        assert not row_mask[:period].any() and row_mask[period:].all()
+        random_part = row[1:]
+        assert ((train.RANDOM_LOW <= random_part) & (random_part < train.RANDOM_HIGH)).all()
+        assert torch.equal(random_part[period:], random_part[:-period])  # each kept target was seen one period earlier
+    again, _ = data.batch(step=5)
+    assert torch.equal(tokens, again)
+
+
+@pytest.mark.parametrize("name", ["tiny-lm", "tiny-othello"])
+def test_a_resumed_run_ends_where_an_uninterrupted_run_ends(tiny, monkeypatch, name):
+    whole = train.Trainer(name)
+    assert whole.run()
+    whole_state = {k: v.clone() for k, v in whole.model.state_dict().items()}
+
+    monkeypatch.setattr(train, "RUNS_DIR", tiny / "runs-interrupted")
+    first = train.Trainer(name)
+    assert not first.run(max_steps=2)  # stops early, saves its state
+    second = train.Trainer(name)
+    assert second.step == 2
+    assert second.run()
+    for key, value in second.model.state_dict().items():
+        torch.testing.assert_close(value, whole_state[key], rtol=0, atol=0, msg=key)
+    assert [r["step"] for r in second.history] == [r["step"] for r in whole.history]
+
+
+def test_training_lowers_the_loss(tiny, monkeypatch):
+    monkeypatch.setitem(train.SPECS, "tiny-lm", train.Spec(**{**TINY_LM.__dict__, "steps": 30, "checkpoints": [30],
+                                                              "eval_every": 1000}))
+    trainer = train.Trainer("tiny-lm")
+    batch = trainer.data.batch(step=0)
+    with torch.no_grad():
+        before = float(trainer.loss(batch))
+    trainer.run()
+    with torch.no_grad():
+        assert float(trainer.loss(batch)) < before - 1.0
+
+
+def test_export_writes_loadable_checkpoints_and_metrics(tiny):
+    trainer = train.Trainer("tiny-lm")
+    trainer.run()
+    course_models.export_run(trainer)
+    out = tiny / "models" / "tiny-lm"
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["step_000003.safetensors", "step_000006.safetensors"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [c["step"] for c in metrics["checkpoints"]] == [3, 6]
+    cfg, state_dict = course_models.load_course_model("tiny-lm", checkpoint_index=1)
+    model = HookedTransformer(cfg)
+    model.load_state_dict(state_dict)
+    fresh = train.induction_metrics(model)
+    assert fresh["loss_repeated_half"] == pytest.approx(metrics["final"]["loss_repeated_half"], abs=1e-4)
