@@ -5,8 +5,9 @@ activation by its value on the *clean* batch, and measures with a metric how muc
 behaviour comes back. A patching map does this for every layer and position (or head): the
 straightforward way is one forward pass per patch. Here the corrupted batch is repeated once per
 patch along the batch dimension, so that copy ``p`` of the batch carries patch ``p``, and a single
-hook per hook point writes the clean activations into every copy that needs them, with index
-tensors. The copies go through the model in chunks of at most ``max_batch`` sequences.
+hook writes the clean activations into every copy that needs them, with index tensors. Each pass
+patches one layer and starts there, from the corrupted residual stream (the layers below are the
+same in every copy); its copies go through the model in chunks of at most ``max_batch`` sequences.
 
 Example (IOI, normalised logit difference)::
 
@@ -163,24 +164,25 @@ def _patch_grid(model, kind: str, n_pos: int) -> Int[torch.Tensor, "n_patches 3"
     return torch.stack([columns["layer"], columns.get("pos", full), columns.get("head", full)], dim=1)
 
 
-def _make_hook(clean: torch.Tensor, copies: torch.Tensor, pos: torch.Tensor, head: torch.Tensor,
-               n_copies: int):
-    """A hook that, in copy ``copies[i]`` of the batch, writes the clean activation at position ``pos[i]``
-    and head ``head[i]`` (-1: all), for every i at once.
+def _make_hook(clean: torch.Tensor, pos: torch.Tensor, head: torch.Tensor):
+    """A hook that, in copy ``i`` of the batch, writes the clean activation at position ``pos[i]`` and
+    head ``head[i]`` (-1: all), for every copy at once.
 
-    clean: [batch pos d] or [batch pos head d]; copies, pos, head: [k] long tensors.
+    clean: [batch pos d] or [batch pos head d]; pos, head: [copies] long tensors.
     """
+    n_copies = len(pos)
+    copies = torch.arange(n_copies, device=pos.device)
     by_pos = bool((pos >= 0).all())
     by_head = bool((head >= 0).all())
 
     def patch_hook(activation: torch.Tensor, hook) -> torch.Tensor:
         # [copies*batch pos ...] -> [copies batch pos ...], a view: the writes below edit the activation.
         acts = activation.unflatten(0, (n_copies, clean.shape[0]))
-        if by_pos and by_head:  # acts [copies batch pos head d]; the indexed dims come first: [k batch d]
+        if by_pos and by_head:  # acts [copies batch pos head d]; the indexed dims come first: [copies batch d]
             acts[copies, :, pos, head] = clean[:, pos, head].transpose(0, 1)
-        elif by_pos:  # acts [copies batch pos d] -> [k batch d]
+        elif by_pos:  # acts [copies batch pos d] -> [copies batch d]
             acts[copies, :, pos] = clean[:, pos].transpose(0, 1)
-        elif by_head:  # acts [copies batch pos head d] -> [k batch pos d]
+        elif by_head:  # acts [copies batch pos head d] -> [copies batch pos d]
             acts[copies, :, :, head] = clean[:, :, head].permute(2, 0, 1, 3)
         else:  # pragma: no cover - every kind patches a position or a head
             raise AssertionError("a patch must choose a position or a head")
@@ -241,7 +243,7 @@ def activation_patching(
     Returns a PatchingResult: ``values`` (float32, CPU) with one entry per patch, and ``axes``.
 
     Patch p sets, in copy p only, the activation at its (layer, position and/or head) to the clean
-    one; each pass starts at the lowest layer it patches, from the corrupted residual stream there.
+    one; each pass patches one layer and starts there, from the corrupted residual stream.
     """
     _check_kind(model, kind)
     corrupted_tokens = _check_tokens(corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
@@ -263,13 +265,15 @@ def activation_patching(
     act = _act_name(kind)
     clean_acts = _clean_activations(model, clean, corrupted_tokens, kind)
 
-    # The corrupted residual stream entering each layer, so that a pass can start at its first patched layer.
+    # The corrupted residual stream entering each layer, where the passes start (no logits needed).
     resid_names = [utils.get_act_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
-    _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=resid_names)
+    _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=resid_names,
+                                              stop_at_layer=model.cfg.n_layers)
 
-    patches = _patch_grid(model, kind, n_pos)  # [n_patches 3]: layer, pos, head
+    patches = _patch_grid(model, kind, n_pos)  # [n_patches 3]: layer, pos, head; rows sorted by layer
     per_pass = max(1, max_batch // batch)
-    chunks = patches.split(per_pass)
+    _, per_layer = patches[:, 0].unique_consecutive(return_counts=True)
+    chunks = [chunk for rows in patches.split(per_layer.tolist()) for chunk in rows.split(per_pass)]
     if progress:
         from tqdm.auto import tqdm
 
@@ -277,20 +281,14 @@ def activation_patching(
     values = []
     for chunk in chunks:
         n_copies = chunk.shape[0]
-        layers, pos, head = chunk.unbind(1)
-        copy_index = torch.arange(n_copies)
-        hooks = []
-        for layer in layers.unique().tolist():
-            sel = layers == layer
-            hook = _make_hook(clean_acts[layer], copy_index[sel].to(model.cfg.device),
-                              pos[sel].to(model.cfg.device), head[sel].to(model.cfg.device), n_copies)
-            hooks.append((utils.get_act_name(act, layer), hook))
-        start = int(layers.min())
-        resid = corrupted_cache["resid_pre", start].repeat(n_copies, 1, 1)  # [copies*batch pos d_model]
+        layer = int(chunk[0, 0])
+        _, pos, head = chunk.to(model.cfg.device).unbind(1)
+        hooks = [(utils.get_act_name(act, layer), _make_hook(clean_acts[layer], pos, head))]
+        resid = corrupted_cache["resid_pre", layer].repeat(n_copies, 1, 1)  # [copies*batch pos d_model]
         if logit_positions is None:
-            logits = model.run_with_hooks(resid, start_at_layer=start, fwd_hooks=hooks)
+            logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=hooks)
         else:  # run the blocks, then the final LayerNorm (per position) and unembedding where needed
-            final = model.run_with_hooks(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers,
+            final = model.run_with_hooks(resid, start_at_layer=layer, stop_at_layer=model.cfg.n_layers,
                                          fwd_hooks=hooks)
             logits = model.unembed(model.ln_final(final[:, logit_index]))
         for c, copy_logits in enumerate(logits.unflatten(0, (n_copies, batch))):
