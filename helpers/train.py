@@ -50,6 +50,7 @@ class Spec:
     corpus_mix: dict = field(default_factory=dict)
     python_max_chars: int = 0
     repeat_fraction: float = 0.0  # share of sequences made of a repeated random span
+    repeat_until: int = 0  # before this step, every sequence is one (induction forms first, then text)
     min_period: int = 8  # the span's length (period) is drawn from min_period .. n_ctx // 2 - 1
     eval_every: int = 250
     save_every: int = 250
@@ -65,17 +66,17 @@ SPECS: dict[str, Spec] = {
         steps=3000, batch=16, lr=2e-3, warmup=100, weight_decay=0.01,
         checkpoints=[25, 50, 100, 200, 400, 800, 1600, 3000],
         corpus_tokens=4_000_000, corpus_mix={"ioi": 0.5, "narrative": 0.5},
-        repeat_fraction=0.5,
+        repeat_fraction=0.75,
         description="2-layer attention-only model; stands in for solu-2l / attn-only-2l and their checkpoints",
     ),
     "course-gpt2": Spec(
         kind="lm",
         cfg=dict(n_layers=3, d_model=192, n_heads=6, d_mlp=768, n_ctx=128, act_fn="gelu_new",
                  normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257),
-        steps=4000, batch=16, lr=2e-3, weight_decay=0.01,
+        steps=4000, batch=16, lr=2e-3, warmup=100, weight_decay=0.01,
         checkpoints=[4000],
         corpus_tokens=8_000_000, corpus_mix={"ioi": 0.6, "narrative": 0.4},
-        repeat_fraction=0.25,
+        repeat_fraction=0.25, repeat_until=600,
         description="GPT-2-architecture model (LN, gelu_new, learned positions); stands in for gpt2-small",
     ),
     "course-othello-gpt": Spec(
@@ -117,8 +118,9 @@ class LMData:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [batch, n_ctx] and the mask [batch, n_ctx - 1] of the predictions that enter the loss.
 
-        The first ``repeat_fraction`` of the rows are BOS + a random span repeated to the end of the
-        window; the first period of such a row cannot be predicted, so it is masked out.
+        The first ``repeat_fraction`` of the rows (all of them before ``repeat_until``) are BOS + a
+        random span repeated to the end of the window; the first period of such a row cannot be
+        predicted, so it is masked out.
         """
         spec, n_ctx = self.spec, self.spec.cfg["n_ctx"]
         rng = np.random.default_rng([spec.seed, step])
@@ -126,7 +128,7 @@ class LMData:
         x = self.train[starts[:, None] + np.arange(n_ctx)].astype(np.int64)
         x[:, 0] = BOS
         mask = np.ones((spec.batch, n_ctx - 1), dtype=bool)
-        for i in range(int(spec.batch * spec.repeat_fraction)):
+        for i in range(spec.batch if step < spec.repeat_until else int(spec.batch * spec.repeat_fraction)):
             period = int(rng.integers(spec.min_period, n_ctx // 2))
             x[i, 1:] = np.resize(rng.integers(RANDOM_LOW, RANDOM_HIGH, period), n_ctx - 1)
             mask[i, :period] = False  # position p predicts token p + 1, known once p >= period

@@ -49,6 +49,13 @@ def test_repeated_rows_are_masked_until_their_first_period_ends(tiny):
     assert torch.equal(tokens, again)
 
 
+def test_every_row_repeats_before_repeat_until(tiny, monkeypatch):
+    monkeypatch.setitem(train.SPECS, "tiny-lm", train.Spec(**{**TINY_LM.__dict__, "repeat_until": 3}))
+    data = train.Trainer("tiny-lm").data
+    assert not data.batch(step=2)[1][:, :TINY_LM.min_period].any()  # every row starts with its masked period
+    assert data.batch(step=3)[1][TINY_LM.batch // 2:].all()  # then half of them are text again
+
+
 @pytest.mark.parametrize("name", ["tiny-lm", "tiny-othello"])
 def test_a_resumed_run_ends_where_an_uninterrupted_run_ends(tiny, monkeypatch, name):
     whole = train.Trainer(name)
