@@ -134,6 +134,13 @@ def solu(x: torch.Tensor) -> torch.Tensor:
 
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": gelu_new, "relu": F.relu, "solu_ln": solu}
 
+
+def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_out"],
+           b: Float[torch.Tensor, " d_out"]) -> Float[torch.Tensor, "... d_out"]:
+    """``x @ W + b`` in one call (torch.addmm): the bias is added as the product is written, which saves
+    a pass over the output (for the logits, [batch pos d_vocab], that pass is not small)."""
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], -1)
+
 # ================================================================================================
 # Components
 # ================================================================================================
@@ -239,7 +246,7 @@ class Attention(nn.Module):
         if self.cfg.use_attn_result:
             result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))
             return result.sum(dim=2) + self.b_O
-        return einops.rearrange(z, "b q h e -> b q (h e)") @ self.W_O.flatten(0, 1) + self.b_O
+        return affine(einops.rearrange(z, "b q h e -> b q (h e)"), self.W_O.flatten(0, 1), self.b_O)
 
 
 class MLP(nn.Module):
@@ -257,12 +264,12 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch pos d_mlp]
 
     def forward(self, x: Resid) -> Resid:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        pre = self.hook_pre(affine(x, self.W_in, self.b_in))
         if hasattr(self, "ln"):
             post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
         else:
             post = self.hook_post(self.act_fn(pre))
-        return post @ self.W_out + self.b_out
+        return affine(post, self.W_out, self.b_out)
 
 
 class TransformerBlock(nn.Module):
@@ -319,7 +326,7 @@ class Unembed(nn.Module):
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
 
     def forward(self, x: Resid) -> Float[torch.Tensor, "batch pos d_vocab"]:
-        return x @ self.W_U + self.b_U
+        return affine(x, self.W_U, self.b_U)
 
 
 # ================================================================================================
