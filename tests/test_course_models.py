@@ -24,7 +24,6 @@ def attn_checkpoints():
                    for i in range(len(steps))]
 
 
-@not_yet_trained
 def test_attn_only_checkpoints_straddle_the_induction_phase_change(attn_checkpoints):
     steps, metrics = attn_checkpoints
     assert len(steps) >= 6
