@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export COURSE_EMBEDDED_MODELS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint models bench clean
+.PHONY: install run test lint models bench colab-links clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ models: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Point the Colab badges (README) and the notebooks' Colab cells at the public repository, once.
+colab-links:
+	@test -n "$(REPO)" || { echo "usage: make colab-links REPO=owner/name"; exit 1; }
+	sed -i 's#COURSE_REPO#$(REPO)#g' README.md $(NOTEBOOKS)
 
 clean:
 	rm -rf build .pytest_cache

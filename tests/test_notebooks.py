@@ -1,0 +1,40 @@
+"""The notebooks share one skeleton, and the README's Colab badges open them (the outputs are nbval's job)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CLONE = re.compile(r"git clone --depth 1 https://github\.com/(\S+) ")
+
+
+def cells(path: Path) -> list[dict]:
+    return [{**c, "text": "".join(c["source"])} for c in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+
+
+def test_six_numbered_notebooks():
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_skeleton(path):
+    nb = cells(path)
+    assert nb[0]["cell_type"] == "markdown" and nb[0]["text"].startswith(f"# {path.name[:2]} — ")
+    assert "## Objectifs" in nb[0]["text"]
+    assert nb[1]["cell_type"] == "code" and "google.colab" in nb[1]["text"]  # the Colab install cell
+    setup = next(i for i, c in enumerate(nb) if c["text"].startswith("## Mise en place"))
+    assert "pick_model(" in nb[setup + 1]["text"], "the cell after « Mise en place » picks the model"
+    assert nb[-1]["cell_type"] == "markdown" and nb[-1]["text"].startswith("## À retenir")
+    for before, cell in zip(nb[1:], nb[2:], strict=False):
+        if cell["cell_type"] == "code":
+            assert before["cell_type"] == "markdown", f"code cell without an explanation before it:\n{cell['text'][:200]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_readme_has_a_colab_badge_for_the_repository_the_notebook_clones(path):
+    (repo,) = CLONE.findall(cells(path)[1]["text"])
+    assert f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}" in README
