@@ -76,7 +76,7 @@ SPECS: dict[str, Spec] = {
         steps=4000, batch=16, lr=2e-3, warmup=100, weight_decay=0.01,
         checkpoints=[4000],
         corpus_tokens=8_000_000, corpus_mix={"ioi": 0.6, "narrative": 0.4},
-        repeat_fraction=0.25, repeat_until=1000,
+        repeat_fraction=0.25, repeat_until=1600,
         description="GPT-2-architecture model (LN, gelu_new, learned positions); stands in for gpt2-small",
     ),
     "course-othello-gpt": Spec(
