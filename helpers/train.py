@@ -71,12 +71,12 @@ SPECS: dict[str, Spec] = {
     ),
     "course-gpt2": Spec(
         kind="lm",
-        cfg=dict(n_layers=3, d_model=192, n_heads=6, d_mlp=768, n_ctx=128, act_fn="gelu_new",
+        cfg=dict(n_layers=2, d_model=128, n_heads=4, d_mlp=512, n_ctx=128, act_fn="gelu_new",
                  normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257),
         steps=4000, batch=16, lr=2e-3, warmup=100, weight_decay=0.01,
         checkpoints=[4000],
         corpus_tokens=8_000_000, corpus_mix={"ioi": 0.6, "narrative": 0.4},
-        repeat_fraction=0.25, repeat_until=1600,
+        repeat_fraction=0.25, repeat_until=1000,
         description="GPT-2-architecture model (LN, gelu_new, learned positions); stands in for gpt2-small",
     ),
     "course-othello-gpt": Spec(
