@@ -72,11 +72,11 @@ SPECS: dict[str, Spec] = {
     "course-gpt2": Spec(
         kind="lm",
         cfg=dict(n_layers=2, d_model=128, n_heads=4, d_mlp=512, n_ctx=128, act_fn="gelu_new",
-                 normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257),
-        steps=4000, batch=16, lr=2e-3, warmup=100, weight_decay=0.01,
-        checkpoints=[4000],
+                 normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
+        steps=2500, batch=32, lr=2e-3, warmup=100, weight_decay=0.01,
+        checkpoints=[2500],
         corpus_tokens=8_000_000, corpus_mix={"ioi": 0.6, "narrative": 0.4},
-        repeat_fraction=0.25, repeat_until=1000,
+        repeat_fraction=0.25, repeat_until=500,
         description="GPT-2-architecture model (LN, gelu_new, learned positions); stands in for gpt2-small",
     ),
     "course-othello-gpt": Spec(
