@@ -27,7 +27,8 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 COURSE_MODELS = {
     "course-attn-only-2l": "2-layer attention-only model with training checkpoints (stands in for solu-2l)",
-    "course-gpt2": "3-layer GPT-2-architecture model that does IOI and has induction heads (stands in for gpt2-small)",
+    "course-gpt2": ("2-layer GPT-2-architecture model with induction heads, trained on IOI-like stories "
+                    "(stands in for gpt2-small)"),
     "course-othello-gpt": "Othello-GPT trained on synthetic random legal games (stands in for othello-gpt)",
 }
 

@@ -11,9 +11,9 @@ from helpers.loading import from_pretrained, get_checkpoint_labels
 
 MODELS_DIR = course_models.MODELS_DIR
 
-# The models shipped so far do not reach these thresholds (issue "Embedded course models ...": the
-# induction and IOI circuits did not form within this session's training budget). strict=True makes
-# the suite fail as soon as a retrained model passes, so that the marker is removed then.
+# course-gpt2 does not do IOI yet (issue "Embedded course models ...": it copies names from the context
+# but does not yet prefer the indirect object). strict=True makes the suite fail as soon as a retrained
+# model passes, so that the marker is removed then.
 not_yet_trained = pytest.mark.xfail(strict=True, reason="course model not yet trained to this threshold")
 
 
@@ -64,12 +64,10 @@ def test_course_gpt2_does_ioi(gpt2):
     assert logits[gpt2.to_single_token(" John")] > logits[gpt2.to_single_token(" Mary")]
 
 
-@not_yet_trained
 def test_course_gpt2_has_an_induction_head(gpt2):
     assert train.induction_metrics(gpt2)["best_induction_score"] >= 0.4
 
 
-@not_yet_trained
 def test_course_othello_predicts_legal_moves():
     model = from_pretrained("course-othello-gpt")
     assert model.cfg.normalization_type == "LNPre" and model.cfg.d_vocab == 61 and model.cfg.n_ctx == 59

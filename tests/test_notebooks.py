@@ -31,7 +31,7 @@ def test_skeleton(path):
     assert nb[-1]["cell_type"] == "markdown" and nb[-1]["text"].startswith("## À retenir")
     for before, cell in zip(nb[1:], nb[2:], strict=False):
         if cell["cell_type"] == "code":
-            assert before["cell_type"] == "markdown", f"code cell without an explanation before it:\n{cell['text'][:200]}"
+            assert before["cell_type"] == "markdown", f"code cell with no explanation before it:\n{cell['text'][:200]}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
