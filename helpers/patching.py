@@ -278,7 +278,13 @@ def activation_patching(
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=f"patching {kind}")
-    values = []
+    values, finals = [], []
+
+    def score(logits: torch.Tensor, rows: torch.Tensor) -> None:
+        """The metric of each patched copy in logits [copies*batch pos d_vocab]; rows: their patches."""
+        for c, copy_logits in enumerate(logits.unflatten(0, (len(rows), batch))):
+            values.append(_scalar(metric(copy_logits), f"patch {tuple(rows[c].tolist())}"))
+
     for chunk in chunks:
         n_copies = chunk.shape[0]
         layer = int(chunk[0, 0])
@@ -286,13 +292,16 @@ def activation_patching(
         hooks = [(utils.get_act_name(act, layer), _make_hook(clean_acts[layer], pos, head))]
         resid = corrupted_cache["resid_pre", layer].repeat(n_copies, 1, 1)  # [copies*batch pos d_model]
         if logit_positions is None:
-            logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=hooks)
-        else:  # run the blocks, then the final LayerNorm (per position) and unembedding where needed
+            score(model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=hooks), chunk)
+        else:  # keep the final residual stream where logits are needed; unembed after the loop
             final = model.run_with_hooks(resid, start_at_layer=layer, stop_at_layer=model.cfg.n_layers,
                                          fwd_hooks=hooks)
-            logits = model.unembed(model.ln_final(final[:, logit_index]))
-        for c, copy_logits in enumerate(logits.unflatten(0, (n_copies, batch))):
-            values.append(_scalar(metric(copy_logits), f"patch {tuple(chunk[c].tolist())}"))
+            finals.append(final[:, logit_index])
+    if finals:
+        # One unembedding for many passes: reading W_U [d_model d_vocab] once per max_batch sequences,
+        # rather than once per pass, is most of the saving when few positions are unembedded.
+        for rows, final in zip(patches.split(per_pass), torch.cat(finals).split(per_pass * batch), strict=True):
+            score(model.unembed(model.ln_final(final)), rows)
 
     cfg = model.cfg
     labels = {"layer": [f"L{i}" for i in range(cfg.n_layers)], "pos": list(pos_labels),
