@@ -236,10 +236,9 @@ class Attention(nn.Module):
         k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
         v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
 
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.attn_scale
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)  # in place: one [b h q k] buffer
         n = scores.shape[-1]
-        scores = scores.masked_fill(~self.mask[:n, :n], float("-inf"))
-        scores = self.hook_attn_scores(scores)
+        scores = self.hook_attn_scores(scores.masked_fill_(~self.mask[:n, :n], float("-inf")))
         pattern = self.hook_pattern(F.softmax(scores, dim=-1))
 
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
