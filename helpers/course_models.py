@@ -141,14 +141,14 @@ def export_run(trainer) -> None:
         if spec.kind == "othello":
             model.process_weights_(fold_ln=True, center_writing_weights=False, center_unembed=False,
                                    fold_value_biases=False)
-        _save_weights(model, out / f"step_{step:06d}.safetensors", vocab_rows, tied=lm and spec.tied)
+        _save_weights(model, out / f"step_{step:06d}.safetensors", vocab_rows, tied=lm)
     cfg = trainer.export_model().cfg.to_dict()
     if spec.kind == "othello":
         cfg["normalization_type"] = "LNPre"
     cfg.update(device=None, seed=None)
     config = {"config": cfg, "checkpoints": spec.checkpoints,
               "tokens_per_step": spec.batch * (spec.cfg["n_ctx"] if lm else 59),
-              "tied_unembed": lm and spec.tied, "unused_token_bias": train.UNUSED_TOKEN_BIAS if lm else None,
+              "tied_unembed": lm, "unused_token_bias": train.UNUSED_TOKEN_BIAS if lm else None,
               "description": spec.description, "training": {k: v for k, v in spec.__dict__.items() if k != "cfg"}}
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     update_manifest()

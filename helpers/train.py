@@ -45,7 +45,6 @@ class Spec:
     checkpoints: list[int] = field(default_factory=list)  # steps whose weights are shipped
     warmup: int = 200
     weight_decay: float = 0.05
-    tied: bool = True  # language models: W_U = W_E.T
     corpus_tokens: int = 0
     corpus_mix: dict = field(default_factory=dict)
     python_max_chars: int = 0
@@ -256,12 +255,11 @@ class Trainer:
         self.model = HookedTransformer(cfg)
         self.data = LMData(spec, self.run_dir) if spec.kind == "lm" else OthelloData(spec)
         if spec.kind == "lm":
-            # Unembedding over the used tokens only: logits = resid @ W_U[:, used] + b_used,
-            # with W_U = W_E.T when tied.
+            # Tied unembedding over the used tokens only: logits = resid @ W_E[used].T + b_used.
             self.b_used = torch.nn.Parameter(torch.zeros(len(self.data.used)))
             self.remap = torch.full((cfg.d_vocab,), -1, dtype=torch.long)
             self.remap[self.data.used] = torch.arange(len(self.data.used))
-            skip = {"unembed.b_U", "unembed.W_U"} if spec.tied else {"unembed.b_U"}
+            skip = {"unembed.b_U", "unembed.W_U"}
             params = [p for n, p in self.model.named_parameters() if n not in skip] + [self.b_used]
         else:
             params = list(self.model.parameters())
@@ -306,8 +304,7 @@ class Trainer:
             return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
         tokens, mask = batch
         resid = model.ln_final(model(tokens, stop_at_layer=model.cfg.n_layers))[:, :-1][mask]
-        W_U = model.embed.W_E[self.data.used].T if self.spec.tied else model.unembed.W_U[:, self.data.used]
-        return F.cross_entropy(resid @ W_U + self.b_used, self.remap[tokens[:, 1:][mask]])
+        return F.cross_entropy(resid @ model.embed.W_E[self.data.used].T + self.b_used, self.remap[tokens[:, 1:][mask]])
 
     def export_model(self) -> HookedTransformer:
         """The model as shipped: unused tokens with zero embedding and unembedding, and a -100 logit bias."""
@@ -319,9 +316,7 @@ class Trainer:
         unused = torch.ones(cfg.d_vocab, dtype=torch.bool)
         unused[self.data.used] = False
         sd["embed.W_E"][unused] = 0.0
-        sd["unembed.W_U"][:, unused] = 0.0
-        if self.spec.tied:
-            sd["unembed.W_U"] = sd["embed.W_E"].T.contiguous()
+        sd["unembed.W_U"] = sd["embed.W_E"].T.contiguous()
         sd["unembed.b_U"] = torch.full((cfg.d_vocab,), UNUSED_TOKEN_BIAS)
         sd["unembed.b_U"][self.data.used] = self.b_used.detach()
         exported.load_state_dict(sd)
