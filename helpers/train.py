@@ -44,6 +44,9 @@ class Spec:
     lr: float
     checkpoints: list[int] = field(default_factory=list)  # steps whose weights are shipped
     warmup: int = 200
+    # (step, peak): a warm restart. The first cosine ends at this step; from there the learning rate
+    # follows a second cosine of this peak laid over the whole run, lr = peak * cosine(step / steps).
+    restart: tuple[int, float] | None = None
     weight_decay: float = 0.05
     corpus_tokens: int = 0
     corpus_mix: dict = field(default_factory=dict)
@@ -72,8 +75,8 @@ SPECS: dict[str, Spec] = {
         kind="lm",
         cfg=dict(n_layers=2, d_model=128, n_heads=4, d_mlp=512, n_ctx=128, act_fn="gelu_new",
                  normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
-        steps=2500, batch=32, lr=2e-3, warmup=100, weight_decay=0.01,
-        checkpoints=[2500],
+        steps=6000, batch=32, lr=2e-3, warmup=100, weight_decay=0.01, restart=(2500, 1e-3),
+        checkpoints=[6000],
         corpus_tokens=8_000_000, corpus_mix={"ioi": 0.6, "narrative": 0.4},
         repeat_fraction=0.25, repeat_until=500,
         description="GPT-2-architecture model (LN, gelu_new, learned positions); stands in for gpt2-small",
@@ -236,12 +239,19 @@ def othello_metrics(model: HookedTransformer, n_games: int = 1000) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
+def _cosine(peak: float, progress: float) -> float:
+    """From ``peak`` at progress 0 down to a tenth of it at progress 1."""
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
 def lr_at(spec: Spec, step: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    """Linear warm-up, then cosine decay to a tenth of the peak; after ``spec.restart``, a second cosine."""
+    if spec.restart is not None and step >= spec.restart[0]:
+        return _cosine(spec.restart[1], step / spec.steps)
+    end = spec.steps if spec.restart is None else spec.restart[0]
     if step < spec.warmup:
         return spec.lr * (step + 1) / spec.warmup
-    progress = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
-    return spec.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+    return _cosine(spec.lr, (step - spec.warmup) / max(1, end - spec.warmup))
 
 
 class Trainer:
@@ -328,7 +338,7 @@ class Trainer:
             return othello_metrics(model, n_games=2000 if final else 500)
         metrics = induction_metrics(model)
         metrics["held_out_text_loss"] = text_loss(model, self.data.held_out)
-        if final and not self.spec.cfg.get("attn_only"):
+        if not self.spec.cfg.get("attn_only"):
             metrics.update(ioi_metrics(model))
         return metrics
 

@@ -11,8 +11,8 @@ from helpers.loading import from_pretrained, get_checkpoint_labels
 
 MODELS_DIR = course_models.MODELS_DIR
 
-# course-gpt2 does not do IOI yet (issue "Embedded course models ...": it copies names from the context
-# but does not yet prefer the indirect object). strict=True makes the suite fail as soon as a retrained
+# course-gpt2 does IOI, but the indirect object beats the subject on 88% of the held-out prompts, short of
+# the 90% goal (issue "Embedded course models ..."). strict=True makes the suite fail as soon as a retrained
 # model passes, so that the marker is removed then.
 not_yet_trained = pytest.mark.xfail(strict=True, reason="course model not yet trained to this threshold")
 
@@ -55,13 +55,20 @@ def test_course_gpt2_architecture(gpt2):
     assert cfg.act_fn == "gelu_new" and cfg.d_vocab == 50257
 
 
-@not_yet_trained
-def test_course_gpt2_does_ioi(gpt2):
-    metrics = train.ioi_metrics(gpt2)
-    assert metrics["ioi_mean_logit_diff"] >= 2.5
-    assert metrics["ioi_accuracy"] >= 0.9
+@pytest.fixture(scope="module")
+def gpt2_ioi(gpt2):
+    return train.ioi_metrics(gpt2)
+
+
+def test_course_gpt2_does_ioi(gpt2, gpt2_ioi):
+    assert gpt2_ioi["ioi_mean_logit_diff"] >= 2.5
     logits = gpt2("After John and Mary went to the store, Mary gave a bottle of milk to")[0, -1]
     assert logits[gpt2.to_single_token(" John")] > logits[gpt2.to_single_token(" Mary")]
+
+
+@not_yet_trained
+def test_course_gpt2_prefers_the_indirect_object_on_90_percent_of_prompts(gpt2_ioi):
+    assert gpt2_ioi["ioi_accuracy"] >= 0.9
 
 
 def test_course_gpt2_has_an_induction_head(gpt2):

@@ -1,6 +1,7 @@
 """The training script on tiny configs: batches, determinism, resuming, export. CI never trains a real model."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -98,3 +99,18 @@ def test_export_writes_loadable_checkpoints_and_metrics(tiny):
     model.load_state_dict(state_dict)
     fresh = train.induction_metrics(model)
     assert fresh["loss_repeated_half"] == pytest.approx(metrics["final"]["loss_repeated_half"], abs=1e-4)
+
+
+def test_learning_rate_warms_up_decays_and_restarts():
+    spec = train.Spec(kind="lm", cfg={}, steps=1000, batch=1, lr=2e-3, warmup=100, restart=(400, 1e-3))
+    lrs = [train.lr_at(spec, step) for step in range(spec.steps)]
+    assert lrs[0] == pytest.approx(2e-5) and lrs[99] == pytest.approx(2e-3)
+    first = lrs[100:400]
+    assert all(a >= b for a, b in zip(first, first[1:], strict=False)), "the first cosine must only decay"
+    assert lrs[399] == pytest.approx(2e-4, rel=0.01)  # a tenth of the peak where the restart begins
+    # The restart jumps back up onto a cosine of peak 1e-3 over the whole run, down to a tenth at the end.
+    assert lrs[400] == pytest.approx(1e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi * 0.4))))
+    assert lrs[400] > 3 * lrs[399]
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
+    without = train.Spec(kind="lm", cfg={}, steps=1000, batch=1, lr=2e-3, warmup=100)
+    assert train.lr_at(without, 999) == pytest.approx(2e-4, rel=0.01)
