@@ -97,9 +97,10 @@ class HookPoint(nn.Module):
                     h.handle.remove()
             return kept
 
-        if dir in ("fwd", "both"):
+        # Only points that hold hooks are rewritten: reset_hooks visits every point after each run.
+        if dir in ("fwd", "both") and self.fwd_hooks:
             self.fwd_hooks = keep(self.fwd_hooks)
-        if dir in ("bwd", "both"):
+        if dir in ("bwd", "both") and self.bwd_hooks:
             self.bwd_hooks = keep(self.bwd_hooks)
 
     def layer(self) -> int:
