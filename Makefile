@@ -40,7 +40,7 @@ models: install
 	$(BIN)/python -m helpers.train course-othello-gpt
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --notebooks
 
 # Point the Colab badges (README) and the notebooks' Colab cells at the public repository, once.
 colab-links:

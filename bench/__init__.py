@@ -1,4 +1,4 @@
-"""Speed measurements of ``helpers``: ``python -m bench`` (``make bench``).
+"""Speed measurements of ``helpers``: ``python -m bench`` (``make bench`` adds ``--notebooks``).
 
 Each item times two (or more) ways of doing the same thing side by side in one run: the
 repetitions are interleaved (A B, B A, A B ...) so that a change of machine load hits both sides
