@@ -59,6 +59,11 @@ class Spec:
     seed: int = 0
     description: str = ""
 
+    def __post_init__(self):
+        if self.restart is not None and not self.warmup <= self.restart[0] < self.steps:
+            raise ValueError(f"restart={self.restart}: its step must lie between the warm-up ({self.warmup} "
+                             f"steps) and the end of the run ({self.steps} steps).")
+
 
 SPECS: dict[str, Spec] = {
     "course-attn-only-2l": Spec(

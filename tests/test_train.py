@@ -113,4 +113,6 @@ def test_learning_rate_warms_up_decays_and_restarts():
     assert lrs[400] > 3 * lrs[399]
     assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
     without = train.Spec(kind="lm", cfg={}, steps=1000, batch=1, lr=2e-3, warmup=100)
+    with pytest.raises(ValueError, match="restart"):
+        train.Spec(kind="lm", cfg={}, steps=1000, batch=1, lr=2e-3, warmup=100, restart=(1000, 1e-3))
     assert train.lr_at(without, 999) == pytest.approx(2e-4, rel=0.01)
