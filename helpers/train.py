@@ -57,6 +57,10 @@ class Spec:
     eval_every: int = 250
     save_every: int = 250
     seed: int = 0
+    # torch threads of the shipped run. CPU float sums depend on how work is split between threads,
+    # so a run is bit-identical to the shipped one (and a resumed run to an uninterrupted one)
+    # only at this thread count.
+    threads: int = 1
     description: str = ""
 
     def __post_init__(self):
@@ -260,9 +264,9 @@ def lr_at(spec: Spec, step: int) -> float:
 
 
 class Trainer:
-    def __init__(self, name: str, threads: int = 1):
-        torch.set_num_threads(threads)
+    def __init__(self, name: str, threads: int | None = None):
         self.name, self.spec = name, SPECS[name]
+        torch.set_num_threads(threads or self.spec.threads)
         self.run_dir = RUNS_DIR / name
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         spec = self.spec
@@ -388,7 +392,8 @@ UNUSED_TOKEN_BIAS = -100.0
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(SPECS))
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the shipped run's, the only count that reproduces it exactly)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (resume later)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this long (resume later)")
     parser.add_argument("--export-only", action="store_true", help="export the finished run to data/models")

@@ -1,5 +1,6 @@
 """The training script on tiny configs: batches, determinism, resuming, export. CI never trains a real model."""
 
+import dataclasses
 import json
 import math
 
@@ -116,3 +117,15 @@ def test_learning_rate_warms_up_decays_and_restarts():
     with pytest.raises(ValueError, match="restart"):
         train.Spec(kind="lm", cfg={}, steps=1000, batch=1, lr=2e-3, warmup=100, restart=(1000, 1e-3))
     assert train.lr_at(without, 999) == pytest.approx(2e-4, rel=0.01)
+
+
+def test_a_run_takes_the_thread_count_of_its_spec_unless_told_otherwise(tiny, monkeypatch):
+    monkeypatch.setitem(train.SPECS, "tiny-lm", dataclasses.replace(TINY_LM, threads=2))
+    before = torch.get_num_threads()
+    try:
+        train.Trainer("tiny-lm")
+        assert torch.get_num_threads() == 2
+        train.Trainer("tiny-lm", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
