@@ -240,7 +240,7 @@ def markdown_table() -> str:
                      f"({final['best_induction_score']:.2f})")
             if "ioi_mean_logit_diff" in final:
                 shown += (f" ; IOI : différence de logits {final['ioi_mean_logit_diff']:.2f}, "
-                          f"{final['ioi_accuracy']:.0%} de réussite")
+                          f"{final['ioi_accuracy']:.1%} de réussite")
         rows.append(f"| `{name}` | {arch} | {cfg.n_params / 1e6:.2f} M | {data} | {run} | {shown} |")
     return "\n".join(rows)
 
