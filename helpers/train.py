@@ -57,22 +57,17 @@ class Spec:
     eval_every: int = 250
     save_every: int = 250
     seed: int = 0
-    # torch threads of the shipped run. CPU float sums depend on how work is split between threads,
-    # so a run is bit-identical to the shipped one (and a resumed run to an uninterrupted one)
-    # only at this thread count.
+    # torch threads of the shipped run. CPU float sums depend on how work is split between threads
+    # (and on the CPU's vector instructions), so a run is bit-identical to the shipped one only at
+    # this thread count on the same kind of CPU; a resumed run matches an uninterrupted one if both
+    # use the same count on the same machine.
     threads: int = 1
-    # Exponential moving average of the weights, updated after every step with this decay (about
-    # 1 / (1 - decay) steps of memory). When set, evaluation, checkpoints and export use the average:
-    # it smooths out the step-to-step wobble of what the last few hundred steps learned.
-    ema_decay: float | None = None
     description: str = ""
 
     def __post_init__(self):
         if self.restart is not None and not self.warmup <= self.restart[0] < self.steps:
             raise ValueError(f"restart={self.restart}: its step must lie between the warm-up ({self.warmup} "
                              f"steps) and the end of the run ({self.steps} steps).")
-        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay={self.ema_decay}: use a decay in [0, 1) (e.g. 0.998), or None for no average.")
 
 
 SPECS: dict[str, Spec] = {
@@ -285,15 +280,13 @@ class Trainer:
             self.remap = torch.full((cfg.d_vocab,), -1, dtype=torch.long)
             self.remap[self.data.used] = torch.arange(len(self.data.used))
             skip = {"unembed.b_U", "unembed.W_U"}
-            self.trained = {n: p for n, p in self.model.named_parameters() if n not in skip} | {"b_used": self.b_used}
+            params = [p for n, p in self.model.named_parameters() if n not in skip] + [self.b_used]
         else:
-            self.trained = dict(self.model.named_parameters())
-        params = list(self.trained.values())
+            params = list(self.model.parameters())
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=spec.lr, betas=(0.9, 0.95))
-        self.ema = None if spec.ema_decay is None else {n: p.detach().clone() for n, p in self.trained.items()}
         self.step, self.history = 0, []
         self._resume()
 
@@ -312,12 +305,6 @@ class Trainer:
             if self.spec.kind == "lm":
                 self.b_used.data.copy_(state["b_used"])
             self.step, self.history = state["step"], json.loads(state["history"])
-            if self.ema is not None:
-                if "ema" in state:
-                    self.ema = state["ema"]
-                else:
-                    print("The saved run kept no moving average of its weights; starting it from the current weights.")
-                    self.ema = {n: p.detach().clone() for n, p in self.trained.items()}
             print(f"Resumed {self.name} at step {self.step}", flush=True)
 
     def _save_state(self):
@@ -325,8 +312,6 @@ class Trainer:
                  "history": json.dumps(self.history)}
         if self.spec.kind == "lm":
             state["b_used"] = self.b_used.data
-        if self.ema is not None:
-            state["ema"] = self.ema
         tmp = self._state_path().with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self._state_path())
@@ -341,27 +326,19 @@ class Trainer:
         resid = model.ln_final(model(tokens, stop_at_layer=model.cfg.n_layers))[:, :-1][mask]
         return F.cross_entropy(resid @ model.embed.W_E[self.data.used].T + self.b_used, self.remap[tokens[:, 1:][mask]])
 
-    def _update_ema(self):
-        with torch.no_grad():
-            for name, p in self.trained.items():
-                self.ema[name].lerp_(p, 1.0 - self.spec.ema_decay)
-
     def export_model(self) -> HookedTransformer:
-        """The model as shipped (the moving average of the weights if the spec keeps one). For a language
-        model, unused tokens get zero embedding and unembedding, and a -100 logit bias."""
-        if self.spec.kind == "othello" and self.ema is None:
+        """The model as shipped: unused tokens with zero embedding and unembedding, and a -100 logit bias."""
+        if self.spec.kind == "othello":
             return self.model
-        weights = self.ema if self.ema is not None else {n: p.detach() for n, p in self.trained.items()}
         cfg = HookedTransformerConfig(**self.spec.cfg, model_name=self.name, device="cpu")
         exported = HookedTransformer(cfg)
-        sd = {k: weights.get(k, v).detach().clone() for k, v in self.model.state_dict().items()}
-        if self.spec.kind == "lm":
-            unused = torch.ones(cfg.d_vocab, dtype=torch.bool)
-            unused[self.data.used] = False
-            sd["embed.W_E"][unused] = 0.0
-            sd["unembed.W_U"] = sd["embed.W_E"].T.contiguous()
-            sd["unembed.b_U"] = torch.full((cfg.d_vocab,), UNUSED_TOKEN_BIAS)
-            sd["unembed.b_U"][self.data.used] = weights["b_used"]
+        sd = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        unused = torch.ones(cfg.d_vocab, dtype=torch.bool)
+        unused[self.data.used] = False
+        sd["embed.W_E"][unused] = 0.0
+        sd["unembed.W_U"] = sd["embed.W_E"].T.contiguous()
+        sd["unembed.b_U"] = torch.full((cfg.d_vocab,), UNUSED_TOKEN_BIAS)
+        sd["unembed.b_U"][self.data.used] = self.b_used.detach()
         exported.load_state_dict(sd)
         return exported
 
@@ -392,8 +369,6 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.opt.step()
-            if self.ema is not None:
-                self._update_ema()
             self.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)

@@ -58,9 +58,8 @@ def test_every_row_repeats_before_repeat_until(tiny, monkeypatch):
     assert data.batch(step=3)[1][TINY_LM.batch // 2:].all()  # then half of them are text again
 
 
-@pytest.mark.parametrize("name", ["tiny-lm", "tiny-othello", "tiny-lm-ema"])
+@pytest.mark.parametrize("name", ["tiny-lm", "tiny-othello"])
 def test_a_resumed_run_ends_where_an_uninterrupted_run_ends(tiny, monkeypatch, name):
-    monkeypatch.setitem(train.SPECS, "tiny-lm-ema", dataclasses.replace(TINY_LM, ema_decay=0.9))
     whole = train.Trainer(name)
     assert whole.run()
     whole_state = {k: v.clone() for k, v in whole.model.state_dict().items()}
@@ -74,36 +73,6 @@ def test_a_resumed_run_ends_where_an_uninterrupted_run_ends(tiny, monkeypatch, n
     for key, value in second.model.state_dict().items():
         torch.testing.assert_close(value, whole_state[key], rtol=0, atol=0, msg=key)
     assert [r["step"] for r in second.history] == [r["step"] for r in whole.history]
-    for key, value in second.export_model().state_dict().items():  # the moving average too, if any
-        torch.testing.assert_close(value, whole.export_model().state_dict()[key], rtol=0, atol=0, msg=key)
-
-
-@pytest.mark.parametrize("name", ["tiny-lm", "tiny-othello"])
-def test_the_exported_weights_are_the_moving_average_of_the_trained_ones(tiny, monkeypatch, name):
-    monkeypatch.setitem(train.SPECS, name, dataclasses.replace(train.SPECS[name], ema_decay=0.75))
-    trainer = train.Trainer(name)
-    key = "blocks.0.attn.W_Q"
-    expected = trainer.model.state_dict()[key].clone()
-    for step in (1, 2, 3):
-        trainer.run(max_steps=step)
-        expected = 0.75 * expected + 0.25 * trainer.model.state_dict()[key]
-        torch.testing.assert_close(trainer.export_model().state_dict()[key], expected)
-    assert not torch.equal(expected, trainer.model.state_dict()[key])
-
-
-def test_without_a_moving_average_the_trained_weights_are_exported(tiny):
-    trainer = train.Trainer("tiny-lm")
-    trainer.run(max_steps=2)
-    exported = trainer.export_model().state_dict()
-    for key, value in trainer.model.state_dict().items():
-        if not key.startswith("unembed.") and key != "embed.W_E":
-            torch.testing.assert_close(exported[key], value, rtol=0, atol=0, msg=key)
-    torch.testing.assert_close(exported["embed.W_E"][trainer.data.used], trainer.model.embed.W_E[trainer.data.used])
-
-
-def test_a_moving_average_decay_outside_0_1_is_refused():
-    with pytest.raises(ValueError, match="ema_decay"):
-        dataclasses.replace(TINY_LM, ema_decay=1.0)
 
 
 def test_training_lowers_the_loss(tiny, monkeypatch):
