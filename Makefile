@@ -31,7 +31,7 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	$(BIN)/python -m pytest -p tests.nbval_figures --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
 
 # Retrain the embedded models (hours of CPU; resumable: rerun to continue). Never run in CI.
 models: install
