@@ -16,7 +16,6 @@ import numpy as np
 from nbval.plugin import IPyNbCell
 
 RTOL, ATOL = 1e-3, 1e-4
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
 class CloseArray:
