@@ -192,6 +192,19 @@ EVAL_TEMPLATES = [
     "The {P} was quiet when {A} and {B} arrived. Later, {S} handed {O} to",
 ]
 
+#: Validation templates, for choosing among training checkpoints without looking at the test prompts:
+#: disjoint from the training and the evaluation templates, filled with training places and objects.
+VALIDATION_TEMPLATES = [
+    "Before {A} and {B} went home from the {P}, {S} gave {O} to",
+    "Then {A} and {B} spent the day at the {P}. In the end, {S} handed {O} to",
+    "One morning {A} and {B} walked to the {P}, and there {S} sent {O} to",
+    "After {A} and {B} had dinner at the {P}, {S} lent {O} to",
+    "Every day {A} and {B} went to the {P}. Once, {S} showed {O} to",
+    "When {A} and {B} came out of the {P}, {S} threw {O} to",
+    "After a while, {A} and {B} sat down at the {P}. Suddenly {S} passed {O} to",
+    "It was late, and {A} and {B} were at the {P}. Then {S} brought {O} to",
+]
+
 FAMOUS_PROMPT = "After John and Mary went to the store, Mary gave a bottle of milk to"
 FAMOUS_CORRUPTED = "After John and Mary went to the store, John gave a bottle of milk to"
 FAMOUS_ANSWER = " John"
@@ -479,21 +492,27 @@ def _make_prompt(template: str, io: str, subject: str, order: str, place: str, o
     )
 
 
-def ioi_eval_prompts(n: int = 100, seed: int = 0) -> list[IOIPrompt]:
-    """``n`` IOI evaluation prompts from evaluation-only templates, places and objects.
+def ioi_eval_prompts(n: int = 100, seed: int = 0, split: str = "test") -> list[IOIPrompt]:
+    """``n`` IOI prompts from templates never seen in training.
 
-    Prompt ``i`` uses template ``(i // 2) % len(EVAL_TEMPLATES)`` and order ABB for even ``i``, BAB
-    for odd ``i``, so templates and orders are balanced; names, place and object are random.
+    ``split="test"`` (the reported metrics): evaluation-only templates, places and objects.
+    ``split="validation"`` (to choose a checkpoint): the validation templates, with training places
+    and objects, so that the choice never looks at a test piece.
+    Prompt ``i`` uses template ``(i // 2) % len(templates)`` and order ABB for even ``i``, BAB for
+    odd ``i``, so templates and orders are balanced; names, place and object are random.
     """
-    rng = random.Random(f"helpers.corpus:eval:{seed}")
+    splits = {"test": (EVAL_TEMPLATES, EVAL_PLACES, EVAL_OBJECTS),
+              "validation": (VALIDATION_TEMPLATES, TRAIN_PLACES, TRAIN_OBJECTS)}
+    if split not in splits:
+        raise ValueError(f"split={split!r}: use 'test' (reported metrics) or 'validation' (checkpoint choice).")
+    templates, places, objects = splits[split]
+    rng = random.Random(f"helpers.corpus:eval:{seed}" if split == "test" else f"helpers.corpus:{split}:{seed}")
     prompts = []
     for i in range(n):
-        template = EVAL_TEMPLATES[(i // 2) % len(EVAL_TEMPLATES)]
+        template = templates[(i // 2) % len(templates)]
         io, subject = rng.sample(EVAL_NAMES, 2)
         order = "ABB" if i % 2 == 0 else "BAB"
-        prompts.append(
-            _make_prompt(template, io, subject, order, rng.choice(EVAL_PLACES), rng.choice(EVAL_OBJECTS))
-        )
+        prompts.append(_make_prompt(template, io, subject, order, rng.choice(places), rng.choice(objects)))
     return prompts
 
 

@@ -135,7 +135,9 @@ def export_run(trainer) -> None:
         old.unlink()
     lm = spec.kind == "lm"
     vocab_rows = trainer.data.used if lm else None
-    for step in spec.checkpoints:
+    final_step, selection = trainer.choose_final_step()
+    steps = spec.checkpoints[:-1] + [final_step]
+    for step in steps:
         model = trainer.export_model()
         model.load_state_dict(torch.load(trainer.run_dir / "checkpoints" / f"{step}.pt", weights_only=True))
         if spec.kind == "othello":
@@ -146,7 +148,7 @@ def export_run(trainer) -> None:
     if spec.kind == "othello":
         cfg["normalization_type"] = "LNPre"
     cfg.update(device=None, seed=None)
-    config = {"config": cfg, "checkpoints": spec.checkpoints,
+    config = {"config": cfg, "checkpoints": steps,
               "tokens_per_step": spec.batch * (spec.cfg["n_ctx"] if lm else 59),
               "tied_unembed": lm, "unused_token_bias": train.UNUSED_TOKEN_BIAS if lm else None,
               "description": spec.description, "training": {k: v for k, v in spec.__dict__.items() if k != "cfg"}}
@@ -155,12 +157,12 @@ def export_run(trainer) -> None:
 
     # Metrics, measured on the shipped (float16) weights, at every checkpoint.
     history = []
-    for i, step in enumerate(spec.checkpoints):
+    for i, step in enumerate(steps):
         cfg_i, sd = load_course_model(name, checkpoint_index=i)
         model = HookedTransformer(cfg_i)
         model.load_state_dict(sd, strict=True)
         model.eval()
-        final = i == len(spec.checkpoints) - 1
+        final = i == len(steps) - 1
         if lm:
             m = train.induction_metrics(model)
             m["held_out_text_loss"] = train.text_loss(model, trainer.data.held_out)
@@ -171,6 +173,8 @@ def export_run(trainer) -> None:
         history.append({"step": step, "tokens_seen": step * config["tokens_per_step"], **m})
         print(json.dumps({k: v for k, v in history[-1].items() if k != "induction_scores"}), flush=True)
     metrics = {"final": history[-1], "checkpoints": history, "training_log": trainer.history}
+    if selection:
+        metrics["checkpoint_choice"] = selection
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     update_manifest()
 
@@ -232,6 +236,10 @@ def markdown_table() -> str:
         data = ("parties aléatoires légales générées" if training["kind"] == "othello"
                 else f"corpus généré de {training['corpus_tokens'] / 1e6:.0f} M tokens (voir data/corpus.md)")
         run = f"{steps[-1]} pas, {steps[-1] * raw['tokens_per_step'] / 1e6:.1f} M tokens, {len(steps)} checkpoint(s)"
+        if metrics.get("checkpoint_choice"):
+            candidates = [r["step"] for r in metrics["checkpoint_choice"]]
+            run += (f" ; le modèle livré est le meilleur des checkpoints des pas {candidates[0]} à {candidates[-1]} "
+                    "sur des prompts IOI de validation (gabarits distincts de ceux du test)")
         if "top1_legal_rate" in final:
             shown = f"coup légal en top-1 : {final['top1_legal_rate']:.1%}"
         else:

@@ -56,6 +56,10 @@ class Spec:
     min_period: int = 8  # the span's length (period) is drawn from min_period .. n_ctx // 2 - 1
     eval_every: int = 250
     save_every: int = 250
+    # Checkpoint choice (language models with IOI): from this step on, the weights at every evaluation are
+    # kept, and the final shipped model is the one with the best IOI accuracy on the validation prompts
+    # (templates disjoint from training and from the test prompts whose metrics are reported).
+    select_from: int | None = None
     seed: int = 0
     # torch threads of the shipped run. CPU float sums depend on how work is split between threads
     # (and on the CPU's vector instructions), so a run is bit-identical to the shipped one only at
@@ -201,25 +205,25 @@ def induction_metrics(model: HookedTransformer, seq_len: int = 50) -> dict:
     }
 
 
+def _logit_diff(model: HookedTransformer, prompt) -> float:
+    logits = model(prompt.prompt)[0, -1]
+    return float(logits[model.to_single_token(prompt.io)] - logits[model.to_single_token(prompt.subject)])
+
+
 @torch.no_grad()
-def ioi_metrics(model: HookedTransformer, n_prompts: int = 200) -> dict:
-    """Logit difference (indirect object minus subject) on held-out IOI prompts, and the famous prompt."""
+def ioi_metrics(model: HookedTransformer, n_prompts: int = 200, split: str = "test") -> dict:
+    """Logit difference (indirect object minus subject) on held-out IOI prompts (and, for the test split,
+    on the famous prompt). The validation split's keys start with ``val_``."""
     from helpers.corpus import famous_ioi_prompt, ioi_eval_prompts
 
-    prompts = ioi_eval_prompts(n_prompts, seed=1)
-    diffs = []
-    for p in prompts:
-        logits = model(p.prompt)[0, -1]
-        diffs.append(float(logits[model.to_single_token(p.io)] - logits[model.to_single_token(p.subject)]))
-    famous = famous_ioi_prompt()
-    logits = model(famous.prompt)[0, -1]
-    famous_diff = float(logits[model.to_single_token(famous.io)] - logits[model.to_single_token(famous.subject)])
-    diffs = np.array(diffs)
+    diffs = np.array([_logit_diff(model, p) for p in ioi_eval_prompts(n_prompts, seed=1, split=split)])
+    if split == "validation":
+        return {"val_ioi_mean_logit_diff": float(diffs.mean()), "val_ioi_accuracy": float((diffs > 0).mean())}
     return {
         "ioi_mean_logit_diff": float(diffs.mean()),
         "ioi_accuracy": float((diffs > 0).mean()),
         "ioi_n_prompts": len(diffs),
-        "famous_prompt_logit_diff": famous_diff,
+        "famous_prompt_logit_diff": _logit_diff(model, famous_ioi_prompt()),
     }
 
 
@@ -326,6 +330,28 @@ class Trainer:
         resid = model.ln_final(model(tokens, stop_at_layer=model.cfg.n_layers))[:, :-1][mask]
         return F.cross_entropy(resid @ model.embed.W_E[self.data.used].T + self.b_used, self.remap[tokens[:, 1:][mask]])
 
+    def _is_candidate(self, step: int) -> bool:
+        select_from = self.spec.select_from
+        return select_from is not None and step >= select_from and step % self.spec.eval_every == 0
+
+    def choose_final_step(self) -> tuple[int, list[dict]]:
+        """The step of the shipped final model, and the validation scores of the candidates (if it was chosen).
+
+        Without ``select_from``, the last checkpoint. With it, the candidate of highest validation IOI
+        accuracy (then mean logit difference); the test metrics play no part in the choice.
+        """
+        if self.spec.select_from is None:
+            return self.spec.checkpoints[-1], []
+        model = self.export_model().eval()
+        scores = []
+        for step in range(self.spec.eval_every, self.spec.steps + 1, self.spec.eval_every):
+            if self._is_candidate(step):
+                model.load_state_dict(torch.load(self.run_dir / "checkpoints" / f"{step}.pt", weights_only=True))
+                scores.append({"step": step, **ioi_metrics(model, split="validation")})
+                print(json.dumps(scores[-1]), flush=True)
+        best = max(scores, key=lambda r: (r["val_ioi_accuracy"], r["val_ioi_mean_logit_diff"]))
+        return best["step"], scores
+
     def export_model(self) -> HookedTransformer:
         """The model as shipped: unused tokens with zero embedding and unembedding, and a -100 logit bias."""
         if self.spec.kind == "othello":
@@ -378,7 +404,7 @@ class Trainer:
                           "train_loss": loss.item(), **metrics}
                 self.history.append(record)
                 print(json.dumps({k: v for k, v in record.items() if k != "induction_scores"}), flush=True)
-            if self.step in spec.checkpoints:
+            if self.step in spec.checkpoints or self._is_candidate(self.step):
                 torch.save(self.export_model().state_dict(), self.run_dir / "checkpoints" / f"{self.step}.pt")
             if self.step % spec.save_every == 0 or self.step in spec.checkpoints:
                 self._save_state()

@@ -57,11 +57,25 @@ def test_train_and_eval_pieces_are_disjoint():
     assert not set(C.TRAIN_PLACES) & set(C.EVAL_PLACES)
     assert not set(C.TRAIN_OBJECTS) & set(C.EVAL_OBJECTS)
     assert not set(C.TRAIN_TEMPLATES) & set(C.EVAL_TEMPLATES)
-    for template in C.EVAL_TEMPLATES:
+    for template in C.EVAL_TEMPLATES + C.VALIDATION_TEMPLATES:
         assert template.endswith(" to")
         for t in C.TRAIN_TEMPLATES:
             filled = t.format(A="Ann", B="Bob", S="Bob", IO="Ann", P="lake", O="a book")
             assert not template_regex(template, prefix_only=True).search(filled)
+
+
+def test_validation_and_test_templates_are_disjoint():
+    """Choosing a checkpoint on the validation prompts must not look at the test templates."""
+    assert len(C.VALIDATION_TEMPLATES) >= 8
+    for validation in C.VALIDATION_TEMPLATES:
+        for test in C.EVAL_TEMPLATES:
+            for a, b in [(validation, test), (test, validation)]:
+                filled = a.format(A="Ann", B="Bob", S="Bob", P="lake", O="a book")
+                assert not template_regex(b, prefix_only=True).search(filled), (a, b)
+    records = C.ioi_eval_prompts(64, seed=0, split="validation")
+    assert {r.place for r in records} <= set(C.TRAIN_PLACES) and {r.obj for r in records} <= set(C.TRAIN_OBJECTS)
+    with pytest.raises(ValueError, match="validation"):
+        C.ioi_eval_prompts(4, split="train")
 
 
 def test_eval_strings_never_in_training_text():
@@ -72,7 +86,7 @@ def test_eval_strings_never_in_training_text():
         assert f"the {place}" not in lower, place
     for obj in C.EVAL_OBJECTS:
         assert obj.lower() not in lower, obj
-    for template in C.EVAL_TEMPLATES:
+    for template in C.EVAL_TEMPLATES + C.VALIDATION_TEMPLATES:
         assert not template_regex(template).search(text), template
         assert not template_regex(template, prefix_only=True).search(text), template
     # The famous prompt's pieces are evaluation-only.
@@ -94,7 +108,7 @@ def test_eval_tokens_are_seen_in_training():
     seen = set()
     for enc in tok.backend_tokenizer.encode_batch(training_text()):
         seen.update(enc.ids)
-    records = C.ioi_eval_prompts(800, seed=0)
+    records = C.ioi_eval_prompts(800, seed=0) + C.ioi_eval_prompts(800, seed=0, split="validation")
     batch = C.ioi_prompt_pairs_for_patching()
     texts = [r.prompt for r in records] + [r.corrupted for r in records] + batch.prompts + [C.FAMOUS_PROMPT]
     texts += [f" the {p}" for p in C.EVAL_PLACES] + [" " + o for o in C.EVAL_OBJECTS]
@@ -106,14 +120,17 @@ def test_eval_tokens_are_seen_in_training():
     assert not missing, [tok.decode([i]) for i in missing]
 
 
-def test_eval_records_are_well_formed():
-    records = C.ioi_eval_prompts(160, seed=3)
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_eval_records_are_well_formed(split):
+    records = C.ioi_eval_prompts(160, seed=3, split=split)
+    templates = C.EVAL_TEMPLATES if split == "test" else C.VALIDATION_TEMPLATES
     assert len(records) == 160
     assert sum(r.order == "ABB" for r in records) == sum(r.order == "BAB" for r in records) == 80
-    assert {r.template for r in records} == set(C.EVAL_TEMPLATES)
+    assert {r.template for r in records} == set(templates)
     for r in records:
         assert r.prompt.endswith(" to") and r.io != r.subject
-        assert r.place in C.EVAL_PLACES and r.obj in C.EVAL_OBJECTS and r.template in C.EVAL_TEMPLATES
+        if split == "test":
+            assert r.place in C.EVAL_PLACES and r.obj in C.EVAL_OBJECTS
         io_id, s_id = ids(r.io), ids(r.subject)
         assert len(io_id) == 1 and len(s_id) == 1
         clean, corrupt = ids(r.prompt), ids(r.corrupted)

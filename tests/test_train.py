@@ -102,6 +102,39 @@ def test_export_writes_loadable_checkpoints_and_metrics(tiny):
     assert fresh["loss_repeated_half"] == pytest.approx(metrics["final"]["loss_repeated_half"], abs=1e-4)
 
 
+def test_the_shipped_final_model_is_the_best_candidate_on_validation_prompts(tiny, monkeypatch):
+    spec = dataclasses.replace(TINY_LM, steps=8, checkpoints=[3, 8], eval_every=2, select_from=4)
+    monkeypatch.setitem(train.SPECS, "tiny-lm", spec)
+    trainer = train.Trainer("tiny-lm")
+    trainer.run()
+    real_step, real_scores = trainer.choose_final_step()
+    assert [r["step"] for r in real_scores] == [4, 6, 8]
+    assert all(0 <= r["val_ioi_accuracy"] <= 1 for r in real_scores)
+    assert real_step in (4, 6, 8)
+    # Candidates are scored in step order: make step 6 the best (a tie on accuracy, won on logit difference).
+    calls = []
+    scores = iter([(0.5, 1.0), (0.9, 2.0), (0.9, 1.5)])
+
+    def fake_ioi_metrics(model, n_prompts=200, split="test"):
+        calls.append(split)
+        accuracy, diff = next(scores)
+        return {"val_ioi_accuracy": accuracy, "val_ioi_mean_logit_diff": diff}
+
+    monkeypatch.setattr(train, "ioi_metrics", fake_ioi_metrics)
+    course_models.export_run(trainer)
+    assert calls == ["validation"] * 3  # the test prompts play no part in the choice
+    out = tiny / "models" / "tiny-lm"
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["step_000003.safetensors", "step_000006.safetensors"]
+    assert course_models.checkpoint_steps("tiny-lm") == [3, 6]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["step"] for r in metrics["checkpoint_choice"]] == [4, 6, 8]
+    assert metrics["final"]["step"] == 6
+    cfg, state_dict = course_models.load_course_model("tiny-lm")
+    assert cfg.checkpoint_value == 6
+    saved = torch.load(trainer.run_dir / "checkpoints" / "6.pt", weights_only=True)
+    torch.testing.assert_close(state_dict["blocks.0.attn.W_Q"], saved["blocks.0.attn.W_Q"], rtol=0, atol=1e-3)
+
+
 def test_learning_rate_warms_up_decays_and_restarts():
     spec = train.Spec(kind="lm", cfg={}, steps=1000, batch=1, lr=2e-3, warmup=100, restart=(400, 1e-3))
     lrs = [train.lr_at(spec, step) for step in range(spec.steps)]
