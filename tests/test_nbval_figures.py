@@ -1,11 +1,15 @@
 """The nbval plugin that compares plotly figures up to float tolerance (tests/nbval_figures.py)."""
 
+import itertools
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
+import torch
 
+from helpers import plot
 from tests import nbval_figures
 
 
@@ -34,3 +38,32 @@ def test_figures_with_different_values_shapes_or_labels_still_differ():
 
 def test_other_outputs_are_left_to_nbval():
     assert nbval_figures.sanitize(None, 42) == 42
+
+
+def circuitsvis_page(monkeypatch, attention, tokens=("<|endoftext|>", "When", " Mary")) -> str:
+    """An attention page as a notebook's first view renders it (values rounded to 4 decimals)."""
+    monkeypatch.setattr(plot, "_js_sent", False)
+    monkeypatch.setattr(plot, "_ids", itertools.count())
+    return plot.attention_patterns(list(tokens), torch.tensor(attention))._repr_html_()
+
+
+NBVAL_CELL = SimpleNamespace(parent=SimpleNamespace(sanitize_patterns={}))  # no regex sanitising
+
+
+def test_circuitsvis_pages_one_rounding_step_apart_compare_equal(monkeypatch):
+    attention = np.tril(np.full((1, 3, 3), 0.33333))
+    flipped = attention.copy()
+    flipped[0, 2, 1] += 1e-4  # the 4th decimal rounded the other way on another CPU
+    page, other = circuitsvis_page(monkeypatch, attention), circuitsvis_page(monkeypatch, flipped)
+    assert page != other
+    assert nbval_figures.sanitize(NBVAL_CELL, page) == nbval_figures.sanitize(NBVAL_CELL, other)
+
+
+def test_circuitsvis_pages_with_other_values_or_tokens_still_differ(monkeypatch):
+    attention = np.tril(np.full((1, 3, 3), 0.33333))
+    page = nbval_figures.sanitize(NBVAL_CELL, circuitsvis_page(monkeypatch, attention))
+    other_values = circuitsvis_page(monkeypatch, attention + np.tril(np.full((1, 3, 3), 0.01)))
+    assert page != nbval_figures.sanitize(NBVAL_CELL, other_values)
+    other_tokens = circuitsvis_page(monkeypatch, attention, tokens=("<|endoftext|>", "When", " John"))
+    assert page != nbval_figures.sanitize(NBVAL_CELL, other_tokens)
+    assert page[-2]["tokens"] == ["<|endoftext|>", "When", " Mary"] and isinstance(page[-2]["attention"], list)
