@@ -72,6 +72,11 @@ class Spec:
         if self.restart is not None and not self.warmup <= self.restart[0] < self.steps:
             raise ValueError(f"restart={self.restart}: its step must lie between the warm-up ({self.warmup} "
                              f"steps) and the end of the run ({self.steps} steps).")
+        earlier = self.checkpoints[-2] if len(self.checkpoints) > 1 else 0
+        if self.select_from is not None and not earlier < self.select_from <= self.steps:
+            raise ValueError(f"select_from={self.select_from}: the chosen model replaces the last checkpoint, so "
+                             f"candidates must come after the other checkpoints (step {earlier}) and by the "
+                             f"end of the run ({self.steps} steps).")
 
 
 SPECS: dict[str, Spec] = {

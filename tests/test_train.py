@@ -133,6 +133,8 @@ def test_the_shipped_final_model_is_the_best_candidate_on_validation_prompts(tin
     assert cfg.checkpoint_value == 6
     saved = torch.load(trainer.run_dir / "checkpoints" / "6.pt", weights_only=True)
     torch.testing.assert_close(state_dict["blocks.0.attn.W_Q"], saved["blocks.0.attn.W_Q"], rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="select_from"):
+        dataclasses.replace(spec, select_from=3)  # candidates would not come after checkpoint 3
 
 
 def test_learning_rate_warms_up_decays_and_restarts():
