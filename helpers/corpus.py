@@ -7,6 +7,9 @@ language models on a corpus made here, offline, from three sources:
   gives something to the other ("... Kate handed a red umbrella to Paul."), mixed with other
   sentences about named people (lists, dialogue, one person doing several things, three people,
   reciprocal actions) so that "the name that comes next" is not always the indirect object;
+* ``"ioi_varied"``: the same stories, but the introduction and the action are more often
+  separated or reworded (a time phrase in front, a sentence without names in between, other
+  connectives), so the IOI structure is not always at the same distance and in the same words;
 * ``"narrative"``: simple synthetic English narrative sentences (animals, weather, places, people);
 * ``"python"``: chunks of the Python standard library source of the running interpreter.
 
@@ -26,7 +29,7 @@ import re
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +38,7 @@ import numpy as np
 EOS_ID = 50256
 END_OF_TEXT = "<|endoftext|>"
 DEFAULT_MIX = {"ioi": 0.5, "python": 0.25, "narrative": 0.25}
+SOURCES = ("ioi", "ioi_varied", "narrative", "python")
 
 # --------------------------------------------------------------------------------------------
 # Names: each is a single GPT-2 token when preceded by a space (" John" -> one id); the test
@@ -165,6 +169,17 @@ TRAIN_ACTIONS = [
     "{S} gave a present to {IO}.",
     "{S} passed the salt to {IO}.",
 ]
+#: ``"ioi_varied"`` only: time phrases put in front of an intro ("On Monday, when A and B ..."),
+#: more connectives, and ways of joining an intro ending with "." to the action.
+TIME_PHRASES = [
+    "On Monday", "Last summer", "That evening", "This morning", "Two days ago", "At noon", "In the spring",
+    "On a cold night", "Last year", "At the weekend", "Around midday", "That winter", "On Saturday",
+    "A few weeks ago", "Late at night", "In the autumn",
+]  # fmt: skip
+VARIED_CONNECTIVES = CONNECTIVES + [
+    "Afterwards, ", "Eventually, ", "A bit later, ", "At last, ", "Next, ", "That day, ", "So ", "And then ",
+    "Before long, ", "At one point, ",
+]  # fmt: skip
 #: Training IOI templates: every intro combined with every action.
 TRAIN_TEMPLATES = [f"{intro} {action}" for intro in TRAIN_INTROS for action in TRAIN_ACTIONS]
 #: Short sentences that may follow an IOI action.
@@ -372,14 +387,33 @@ def _fill(rng: random.Random, template: str, **known: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _ioi_episode(rng: random.Random) -> str:
-    """Two people introduced, then one (the subject) acts towards the other (the indirect object)."""
+def _ioi_episode(rng: random.Random, varied: bool = False) -> str:
+    """Two people introduced, then one (the subject) acts towards the other (the indirect object).
+
+    With ``varied``, the intro may get a time phrase in front, and an intro ending with "." may be
+    followed by a sentence without names, or joined to the action by ", and" / ", so".
+    """
     a, b = rng.sample(TRAIN_NAMES, 2)
     s, io = (b, a) if rng.random() < 0.5 else (a, b)  # ABB or BAB
     place, obj = rng.choice(TRAIN_PLACES), rng.choice(TRAIN_OBJECTS)
     intro = rng.choice(TRAIN_INTROS).format(A=a, B=b, P=place)
     action = rng.choice(TRAIN_ACTIONS).format(S=s, IO=io, O=obj)
-    parts = [intro, action if intro.endswith(",") else rng.choice(CONNECTIVES) + action]
+    if not varied:
+        parts = [intro, action if intro.endswith(",") else rng.choice(CONNECTIVES) + action]
+    else:
+        if rng.random() < 0.3:
+            first = intro.split(" ", 1)[0]
+            lowered = intro if first.strip(",.") in _NAME_SET else first.lower() + intro[len(first):]
+            intro = rng.choice(TIME_PHRASES) + rng.choice([", ", " "]) + lowered
+        r = rng.random()
+        if intro.endswith(","):
+            parts = [intro, action]
+        elif r < 0.3:  # a sentence without names between the two people and the action
+            parts = [intro, _narrative_sentence(rng), rng.choice(VARIED_CONNECTIVES) + action]
+        elif r < 0.5:
+            parts = [intro[:-1] + rng.choice([", and", ", so"]), action]
+        else:
+            parts = [intro, rng.choice(VARIED_CONNECTIVES) + action]
     r = rng.random()
     if r < 0.3:
         parts.append(rng.choice(FOLLOW_UPS).format(S=s, IO=io))
@@ -407,9 +441,9 @@ def _starts_with_name(text: str) -> bool:
 _NAME_SET = frozenset(NAMES)
 
 
-def _ioi_document(rng: random.Random) -> str:
+def _ioi_document(rng: random.Random, varied: bool = False) -> str:
     """One training document: 1-3 IOI episodes mixed with other name sentences and narrative."""
-    pieces = [_ioi_episode(rng) for _ in range(rng.choice([1, 1, 2, 2, 3]))]
+    pieces = [_ioi_episode(rng, varied) for _ in range(rng.choice([1, 1, 2, 2, 3]))]
     for _ in range(rng.choice([0, 1, 1, 2])):
         pieces.insert(rng.randrange(len(pieces) + 1), _name_episode(rng))
     if rng.random() < 0.3:
@@ -432,19 +466,21 @@ def _narrative_document(rng: random.Random) -> str:
 
 def _doc_stream(kind: str, seed: int) -> Iterator[str]:
     rng = random.Random(f"helpers.corpus:{kind}:{seed}")
-    make = {"ioi": _ioi_document, "narrative": _narrative_document}[kind]
+    make = {"ioi": _ioi_document, "ioi_varied": partial(_ioi_document, varied=True),
+            "narrative": _narrative_document}[kind]
     while True:
         yield make(rng)
 
 
-def ioi_training_sentences(n: int, seed: int = 0) -> list[str]:
+def ioi_training_sentences(n: int, seed: int = 0, varied: bool = False) -> list[str]:
     """``n`` training documents (a few sentences each) containing IOI structure.
 
     Each document has one to three IOI episodes (two names introduced, then the repeated name gives
     or says something to the other, which is the next name), in both orders (ABB and BAB), mixed
-    with non-IOI sentences about named people and simple narrative sentences.
+    with non-IOI sentences about named people and simple narrative sentences. ``varied`` gives the
+    documents of the ``"ioi_varied"`` source.
     """
-    stream = _doc_stream("ioi", seed)
+    stream = _doc_stream("ioi_varied" if varied else "ioi", seed)
     return [next(stream) for _ in range(n)]
 
 
@@ -709,16 +745,16 @@ def build_token_corpus(
 ) -> np.ndarray:
     """A deterministic corpus of exactly ``n_tokens`` GPT-2 token ids (``np.uint16``).
 
-    ``mix`` gives the share of tokens of each source (``"ioi"``, ``"python"``, ``"narrative"``;
-    default ``DEFAULT_MIX``). Documents of all sources are shuffled together and each is preceded
-    by the end-of-text token ``EOS_ID`` (50256), so documents are separated by EOS and the corpus
-    starts with EOS; the last document is cut at ``n_tokens``. The Python source is reused (in a
-    new random order) if the requested share exceeds the standard library's size.
+    ``mix`` gives the share of tokens of each source (keys from ``SOURCES``; default ``DEFAULT_MIX``).
+    Documents of all sources are shuffled together and each is preceded by the end-of-text token
+    ``EOS_ID`` (50256), so documents are separated by EOS and the corpus starts with EOS; the last
+    document is cut at ``n_tokens``. The Python source is reused (in a new random order) if the
+    requested share exceeds the standard library's size.
     """
     mix = dict(DEFAULT_MIX if mix is None else mix)
-    unknown = set(mix) - set(DEFAULT_MIX)
+    unknown = set(mix) - set(SOURCES)
     if unknown or not mix or min(mix.values()) < 0 or sum(mix.values()) <= 0:
-        raise ValueError(f"mix must map some of {sorted(DEFAULT_MIX)} to non-negative weights, got {mix}")
+        raise ValueError(f"mix must map some of {list(SOURCES)} to non-negative weights, got {mix}")
     if n_tokens <= 0:
         raise ValueError("n_tokens must be positive")
     weight_sum = sum(mix.values())
