@@ -96,8 +96,8 @@ SPECS: dict[str, Spec] = {
                  normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
         steps=6000, batch=32, lr=2e-3, warmup=100, weight_decay=0.01, restart=(2500, 1e-3),
         checkpoints=[6000],
-        corpus_tokens=8_000_000, corpus_mix={"ioi": 0.9, "narrative": 0.1},
-        repeat_fraction=0.25, repeat_until=500,
+        corpus_tokens=8_000_000, corpus_mix={"ioi_varied": 0.9, "narrative": 0.1},
+        repeat_fraction=0.25, repeat_until=500, select_from=4000, threads=2,
         description="GPT-2-architecture model (LN, gelu_new, learned positions); stands in for gpt2-small",
     ),
     "course-othello-gpt": Spec(

@@ -11,12 +11,6 @@ from helpers.loading import from_pretrained, get_checkpoint_labels
 
 MODELS_DIR = course_models.MODELS_DIR
 
-# course-gpt2 does IOI, but the indirect object beats the subject on 88% of the held-out prompts, short of
-# the 90% goal (issue "Embedded course models ..."). strict=True makes the suite fail as soon as a retrained
-# model passes, so that the marker is removed then.
-not_yet_trained = pytest.mark.xfail(strict=True, reason="course model not yet trained to this threshold")
-
-
 @pytest.fixture(scope="module")
 def attn_checkpoints():
     steps = course_models.checkpoint_steps("course-attn-only-2l")
@@ -66,7 +60,6 @@ def test_course_gpt2_does_ioi(gpt2, gpt2_ioi):
     assert logits[gpt2.to_single_token(" John")] > logits[gpt2.to_single_token(" Mary")]
 
 
-@not_yet_trained
 def test_course_gpt2_prefers_the_indirect_object_on_90_percent_of_prompts(gpt2_ioi):
     assert gpt2_ioi["ioi_accuracy"] >= 0.9
 
