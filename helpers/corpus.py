@@ -398,22 +398,19 @@ def _ioi_episode(rng: random.Random, varied: bool = False) -> str:
     place, obj = rng.choice(TRAIN_PLACES), rng.choice(TRAIN_OBJECTS)
     intro = rng.choice(TRAIN_INTROS).format(A=a, B=b, P=place)
     action = rng.choice(TRAIN_ACTIONS).format(S=s, IO=io, O=obj)
-    if not varied:
-        parts = [intro, action if intro.endswith(",") else rng.choice(CONNECTIVES) + action]
+    if varied and rng.random() < 0.3:
+        first = intro.split(" ", 1)[0]
+        lowered = intro if first.strip(",.") in _NAME_SET else first.lower() + intro[len(first):]
+        intro = rng.choice(TIME_PHRASES) + rng.choice([", ", " "]) + lowered
+    r = rng.random() if varied else 1.0
+    if intro.endswith(","):
+        parts = [intro, action]
+    elif r < 0.3:  # a sentence without names between the two people and the action
+        parts = [intro, _narrative_sentence(rng), rng.choice(VARIED_CONNECTIVES) + action]
+    elif r < 0.5:
+        parts = [intro[:-1] + rng.choice([", and", ", so"]), action]
     else:
-        if rng.random() < 0.3:
-            first = intro.split(" ", 1)[0]
-            lowered = intro if first.strip(",.") in _NAME_SET else first.lower() + intro[len(first):]
-            intro = rng.choice(TIME_PHRASES) + rng.choice([", ", " "]) + lowered
-        r = rng.random()
-        if intro.endswith(","):
-            parts = [intro, action]
-        elif r < 0.3:  # a sentence without names between the two people and the action
-            parts = [intro, _narrative_sentence(rng), rng.choice(VARIED_CONNECTIVES) + action]
-        elif r < 0.5:
-            parts = [intro[:-1] + rng.choice([", and", ", so"]), action]
-        else:
-            parts = [intro, rng.choice(VARIED_CONNECTIVES) + action]
+        parts = [intro, rng.choice(VARIED_CONNECTIVES if varied else CONNECTIVES) + action]
     r = rng.random()
     if r < 0.3:
         parts.append(rng.choice(FOLLOW_UPS).format(S=s, IO=io))
