@@ -7,6 +7,7 @@ import io
 from functools import partial
 
 from bench.core import Check, header, interleaved, ratio_check, say
+from bench.tl_reference import SKIP_REASON, TLWorker, interleaved_with_tl, tl_python
 
 CLEAN = "After John and Mary went to the store, Mary gave a bottle of milk to"
 CORRUPTED = "After John and Mary went to the store, John gave a bottle of milk to"
@@ -97,6 +98,68 @@ def run(quick: bool) -> list[Check]:
     if source.startswith("FALLBACK"):
         for c in checks:
             c.label += " [random model]"
+    for c in checks:
+        say(c.line())
+    return checks + against_transformer_lens(quick)
+
+
+def gpt2_small_shaped():
+    """A random HookedTransformer of GPT-2 small's shapes (12 layers, d_model 768, 12 heads, vocab 50257)."""
+    from helpers.model import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_ctx=1024, n_heads=12, d_mlp=3072, d_vocab=50257,
+                                  act_fn="gelu_new", normalization_type="LN", seed=0, device="cpu")
+    return HookedTransformer(cfg).eval()
+
+
+def against_transformer_lens(quick: bool) -> list[Check]:
+    """Batched activation patching vs TransformerLens 3.5.1's patching functions, same weights and tokens."""
+    import torch
+
+    from helpers.patching import activation_patching
+
+    header("1b. activation patching on GPT-2-small shapes: helpers vs TransformerLens 3.5.1 (full logits)")
+    labels = ("speed-up vs TransformerLens, resid_pre map", "speed-up vs TransformerLens, per-head map")
+    python = tl_python()
+    if python is None:
+        return [Check("patching", label, None, "x", ">=", 5, skipped=SKIP_REASON) for label in labels]
+    torch.set_grad_enabled(False)
+    model = gpt2_small_shaped()
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 50257, (8, 15), generator=generator)  # 8 IOI-sized prompts of 15 tokens
+    corrupted = clean.clone()
+    corrupted[:, 3] = torch.randint(0, 50257, (8,), generator=generator)  # one token differs, as in IOI
+    answer, wrong = 1000, 2000
+
+    def metric(logits):  # [batch pos d_vocab] -> logit difference at the last position
+        return (logits[:, -1, answer] - logits[:, -1, wrong]).mean()
+
+    _, clean_cache = model.run_with_cache(clean)
+    worker = TLWorker(python)
+    try:
+        worker.setup(model, clean, corrupted, answer, wrong)
+        say(f"TransformerLens {worker.version} in {python}; random GPT-2-small-shaped weights (unprocessed), "
+            "8 prompts x 15 tokens, metric on the full logits")
+        ours = {"helpers resid_pre": lambda: activation_patching(model, corrupted, clean_cache, metric,
+                                                                 kind="resid_pre").values,
+                "helpers per head (z)": lambda: activation_patching(model, corrupted, clean_cache, metric,
+                                                                    kind="z").values}
+        for (name, fn), what in zip(ours.items(), ("resid_pre", "head_out_all_pos"), strict=True):
+            gap = (fn() - worker.run(what)[1]).abs().max().item()
+            say(f"same map as TransformerLens ({name}): max |difference| {gap:.2e} "
+                + ("ok" if gap < 1e-3 else "<- DIFFERENT"))
+        rounds, budget = (1, 0.0) if quick else (7, 240.0)
+        s = interleaved_with_tl(ours, worker, {"TransformerLens get_act_patch_resid_pre": "resid_pre",
+                                               "TransformerLens get_act_patch_attn_head_out_all_pos":
+                                                   "head_out_all_pos"},
+                                rounds=rounds, budget_s=budget, min_rounds=1 if quick else 3)
+    finally:
+        worker.close()
+    for x in s.values():
+        say(x.line(width=52))
+    ours_resid, ours_heads, tl_resid, tl_heads = s.values()
+    checks = [ratio_check("patching", labels[0], tl_resid, ours_resid, ">=", 5),
+              ratio_check("patching", labels[1], tl_heads, ours_heads, ">=", 5)]
     for c in checks:
         say(c.line())
     return checks
