@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 from helpers import course_models
 from helpers.config import FIELDS, HookedTransformerConfig
 from helpers.tokenizer import END_OF_TEXT
-from helpers.weights import config_from_hf_gpt2, convert_gpt2_weights
+from helpers.weights import PROCESSING, config_from_hf_gpt2, convert_gpt2_weights
 
 PROBE_TIMEOUT = 3.0  # seconds to wait for the Hub before declaring it unreachable
 NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
@@ -399,8 +399,11 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
     spec = MODELS[name]
     unknown = sorted(set(cfg_overrides) - FIELDS)
     if unknown:
-        raise TypeError(f"from_pretrained got unknown arguments {unknown}; besides its own arguments and the "
-                        f"weight-processing flags it accepts HookedTransformerConfig fields: {sorted(FIELDS)}.")
+        close = [c for k in unknown for c in difflib.get_close_matches(k, [*FIELDS, *PROCESSING], n=1)]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise TypeError(f"from_pretrained got unknown arguments {unknown}.{hint} Besides checkpoint_index and "
+                        f"checkpoint_value it accepts the weight-processing flags {sorted(PROCESSING)} and the "
+                        f"HookedTransformerConfig fields {sorted(FIELDS)}.")
     if checkpoint_index is not None and checkpoint_value is not None:
         raise ValueError("Give checkpoint_index or checkpoint_value, not both.")
     if (checkpoint_index is not None or checkpoint_value is not None) and not _has_checkpoints(spec):

@@ -10,7 +10,8 @@ Every ``hook_*`` attribute is a ``HookPoint``; its name in the model is its path
 
 Shapes are named batch, pos (sequence position), d_model (residual stream), head, d_head, d_mlp,
 d_vocab. The einsums use one letter each: b batch, p pos, d d_model, h head, e d_head, and in
-attention q / k for the destination (query) and source (key) positions.
+attention q / k for the destination (query) and source (key) positions (helpers.weights adds
+m d_mlp and v d_vocab).
 
 The components come in the order of the forward pass; the configuration is in helpers.config.
 """
@@ -34,6 +35,7 @@ from helpers.tokenizer import gpt2_tokenizer
 
 Resid = Float[torch.Tensor, "batch pos d_model"]  # the residual stream, or what is added to it
 
+
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's tanh approximation of GELU."""
     return F.gelu(x, approximate="tanh")
@@ -52,6 +54,7 @@ def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_ou
     """``x @ W + b`` in one call (torch.addmm): the bias is added as the product is written, which saves
     a pass over the output (for the logits, [batch pos d_vocab], that pass is not small)."""
     return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], -1)
+
 
 # ================================================================================================
 # Components

@@ -11,6 +11,8 @@ a new one that computes the same function (same log-probs):
 - fold_value_biases: move b_V into b_O (the attention pattern sums to 1 over source positions).
 - refactor_factored_attn_matrices: re-split W_Q W_K^T and W_V W_O by SVD so each factor is balanced.
 
+Einsum letters are those of helpers.model (h head, d d_model, e d_head), with m d_mlp and v d_vocab.
+
 ``PROCESSING`` holds the five flags and their defaults, for every caller (from_pretrained,
 process_weights_, ...); ``process_state_dict`` applies them in order.
 """

@@ -21,6 +21,7 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from helpers import course_models, loading
 from helpers.model import HookedTransformer, HookedTransformerConfig
+from helpers.pick import pick_model
 from training import ship
 
 SMALL = dict(d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=50)  # shrinks classic configs
@@ -152,7 +153,7 @@ def test_gpt2_overrides_and_options(hub, tmp_path):
     _, out = random_hf_gpt2(tmp_path, 2)
     hub.add_dir("gpt2", out)
     model = HookedTransformer.from_pretrained("gpt2", use_attn_result=True, default_prepend_bos=False,
-                                    dtype=torch.float64)
+                                              dtype=torch.float64)
     assert model.cfg.use_attn_result and not model.cfg.default_prepend_bos
     assert model.W_E.dtype == torch.float64
     with pytest.raises(TypeError, match="use_atn_result"):
@@ -420,6 +421,36 @@ def test_offline_without_cache_names_the_stand_in(hub, name, stand_in, command):
     assert name in message and "unreachable" in message and "not in the local cache" in message
     assert command in message and "HF_HOME" in message
     assert f"from_pretrained('{stand_in}')" in message
+
+
+def test_choose_model_takes_the_real_model_when_it_can(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("COURSE_EMBEDDED_MODELS", raising=False)
+    _, out = random_hf_gpt2(tmp_path, 1)
+    hub.add_dir("gpt2", out)
+    assert loading.choose_model("gpt2-small") == "gpt2-small"
+    assert "le vrai modèle" in capsys.readouterr().out
+    hub.online = False  # and nothing in the cache
+    assert loading.choose_model("gpt2-small") == "course-gpt2"
+    assert "injoignable" in capsys.readouterr().out
+    monkeypatch.setenv("COURSE_EMBEDDED_MODELS", "1")
+    hub.online = True
+    assert loading.choose_model("solu-2l") == "course-attn-only-2l"
+    assert "COURSE_EMBEDDED_MODELS" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="no embedded stand-in"):
+        loading.choose_model("course-gpt2")
+
+
+def test_pick_model_loads_the_stand_in_with_its_arguments(monkeypatch):
+    monkeypatch.setenv("COURSE_EMBEDDED_MODELS", "1")
+    model = pick_model("solu-2l", checkpoint_index=0, fold_ln=False, device="cpu")
+    assert model.cfg.model_name == "course-attn-only-2l"
+    assert model.cfg.checkpoint_value == course_models.checkpoint_steps("course-attn-only-2l")[0]
+    assert model.cfg.normalization_type == "LN"  # fold_ln=False was passed on
+
+
+def test_misspelt_processing_flag_is_named_with_its_correction(hub):
+    with pytest.raises(TypeError, match="fold_lm.*Did you mean fold_ln"):
+        HookedTransformer.from_pretrained("course-attn-only-2l", fold_lm=False)
 
 
 def test_offline_checkpoint_labels_need_the_hub(hub):
