@@ -56,6 +56,12 @@ def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_ou
     return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], -1)
 
 
+def hooked(*points: HookPoint) -> bool:
+    """Whether a hook is attached to any of these points. When none is, a component may compute its
+    output with a fused PyTorch kernel that skips these intermediate activations: no hook can see them."""
+    return any(point._forward_hooks or point._backward_hooks for point in points)
+
+
 # ================================================================================================
 # Components
 # ================================================================================================
@@ -98,6 +104,8 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch pos (head) length]
 
     def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
+        if not hooked(self.hook_scale, self.hook_normalized):  # the same computation in one kernel
+            return F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
         x = x / scale
@@ -151,12 +159,16 @@ class Attention(nn.Module):
         k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
         v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
 
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)  # in place: one [b h q k] buffer
-        n = scores.shape[-1]
-        scores = self.hook_attn_scores(scores.masked_fill_(~self.mask[:n, :n], float("-inf")))
-        pattern = self.hook_pattern(F.softmax(scores, dim=-1))
-
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        if hooked(self.hook_attn_scores, self.hook_pattern):
+            scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)  # in place: one [b h q k] buffer
+            n = scores.shape[-1]
+            scores = self.hook_attn_scores(scores.masked_fill_(~self.mask[:n, :n], float("-inf")))
+            pattern = self.hook_pattern(F.softmax(scores, dim=-1))
+            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        else:  # nobody looks at the scores or the pattern: PyTorch's fused causal attention, same z
+            z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               is_causal=True, scale=1 / self.attn_scale).transpose(1, 2)
+        z = self.hook_z(z)
         if not self.cfg.use_attn_result:
             return affine(einops.rearrange(z, "b q h e -> b q (h e)"), self.W_O.flatten(0, 1), self.b_O)
         result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))  # each head's output, apart
