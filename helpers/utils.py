@@ -67,6 +67,11 @@ def to_numpy(tensor) -> np.ndarray:
     return np.array(tensor)
 
 
+def transpose(tensor: Float[torch.Tensor, "... a b"]) -> Float[torch.Tensor, "... b a"]:
+    """Swap the last two dims (``tensor.mT``)."""
+    return tensor.transpose(-1, -2)
+
+
 def get_device() -> str:
     """"cuda" if a GPU is available, else "mps" on Apple silicon, else "cpu"."""
     if torch.cuda.is_available():
