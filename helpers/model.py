@@ -169,7 +169,8 @@ class PosEmbed(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm whose scale and normalised output are hook points. ``LNPre`` has no weight or bias."""
+    """LayerNorm whose scale and normalised input (before ``* w + b``) are hook points. ``LNPre`` has no weight
+    or bias."""
 
     def __init__(self, cfg: HookedTransformerConfig, length: int, with_weights: bool = True):
         super().__init__()
@@ -185,10 +186,11 @@ class LayerNorm(nn.Module):
     def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        x = x / scale
+        # hook_normalized: mean 0 and norm sqrt(length), before the learned weight and bias (the classic meaning).
+        x = self.hook_normalized(x / scale)
         if self.w is not None:
             x = x * self.w + self.b
-        return self.hook_normalized(x)
+        return x
 
 
 def make_norm(cfg: HookedTransformerConfig, length: int) -> nn.Module:
