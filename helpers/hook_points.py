@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from helpers.activation_cache import ActivationCache
+
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookFn = Callable[..., torch.Tensor | None]
 
@@ -319,8 +321,6 @@ class HookedRootModule(nn.Module):
                        reset_hooks_end: bool = True, clear_contexts: bool = False, return_cache_object: bool = True,
                        **model_kwargs):
         """Run the model and return ``(output, cache)`` of the activations at the chosen hook points."""
-        from helpers.activation_cache import ActivationCache
-
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim)
         with self.hooks(fwd, bwd, reset_hooks_end, clear_contexts):
             out = self(*model_args, **model_kwargs)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import HookedTransformer, evals
-from helpers.corpus import ioi_eval_prompts
+from helpers.ioi import ioi_eval_prompts
 
 
 def test_seed_001_phase_change_cell_on_the_embedded_checkpoints():
