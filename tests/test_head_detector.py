@@ -4,13 +4,13 @@ pattern a hook sets to a known matrix (so that every expected score is computed 
 import pytest
 import torch
 
+from helpers import HookedTransformer
 from helpers.head_detector import (
     detect_head,
     get_duplicate_token_head_detection_pattern,
     get_induction_head_detection_pattern,
     get_previous_token_head_detection_pattern,
 )
-from helpers.loading import from_pretrained
 
 TOKENS = torch.tensor([[0, 5, 6, 5, 6]])
 
@@ -26,7 +26,7 @@ def test_builtin_patterns():
 
 @pytest.fixture(scope="module")
 def model():
-    return from_pretrained("course-attn-only-2l")
+    return HookedTransformer.from_pretrained("course-attn-only-2l")
 
 
 PROMPT = "one two three one two three"
