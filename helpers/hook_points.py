@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from helpers import checks
+
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookFn = Callable[..., torch.Tensor | None]
 
@@ -51,36 +53,20 @@ class HookPoint(nn.Module):
         if dir == "fwd":
 
             def forward_hook(module, inputs, output):
-                return self._checked(fn(output, hook=self), output, fn)
+                return checks.hook_output(checks.call_hook(fn, output, self), output, fn, self.name)
 
             handle = self.register_forward_hook(forward_hook)
             self.fwd_hooks.append(LensHandle(handle, is_permanent, level))
         elif dir == "bwd":
 
             def backward_hook(module, grad_input, grad_output):
-                new = self._checked(fn(grad_output[0], hook=self), grad_output[0], fn)
+                new = checks.hook_output(checks.call_hook(fn, grad_output[0], self), grad_output[0], fn, self.name)
                 return None if new is None else (new,)
 
             handle = self.register_full_backward_hook(backward_hook)
             self.bwd_hooks.append(LensHandle(handle, is_permanent, level))
         else:
             raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
-
-    def _checked(self, new, old: torch.Tensor, fn) -> torch.Tensor | None:
-        if new is None:
-            return None
-        if not isinstance(new, torch.Tensor):
-            raise TypeError(
-                f"Hook {getattr(fn, '__name__', fn)!r} on {self.name} returned {type(new).__name__}; "
-                "a hook must return None (keep the activation) or a tensor (replace it)."
-            )
-        if new.shape != old.shape:
-            raise ValueError(
-                f"Hook {getattr(fn, '__name__', fn)!r} on {self.name} returned a tensor of shape "
-                f"{tuple(new.shape)}, but the activation has shape {tuple(old.shape)}. "
-                "Edit the activation in place or return a tensor of the same shape."
-            )
-        return new
 
     def remove_hooks(self, dir: str = "both", including_permanent: bool = False,
                      level: int | None = None) -> None:
@@ -154,6 +140,7 @@ class HookedRootModule(nn.Module):
             names = [names]
         if callable(names):
             return [n for n in self.hook_dict if names(n)]
+        names = checks.names_filter(names)
         for n in names:
             if n not in self.hook_dict:
                 raise self._unknown_name(n)
@@ -184,6 +171,8 @@ class HookedRootModule(nn.Module):
         self.context_level += 1
         level = self.context_level
         try:
+            fwd_hooks = checks.hook_pairs(fwd_hooks, "fwd_hooks")
+            bwd_hooks = checks.hook_pairs(bwd_hooks, "bwd_hooks")
             for name, fn in fwd_hooks:
                 self.add_hook(name, fn, dir="fwd", level=level)
             for name, fn in bwd_hooks:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from helpers import course_models
+from helpers import checks, course_models
 from helpers.model import HookedTransformer, HookedTransformerConfig
 
 PROBE_TIMEOUT = 3.0  # seconds to wait for the Hub before declaring it unreachable
@@ -401,6 +401,7 @@ def from_pretrained(model_name: str, fold_ln: bool = True, center_writing_weight
     """
     name = resolve_name(model_name)
     spec = MODELS[name]
+    checks.device(device)
     unknown = sorted(set(cfg_overrides) - _CFG_FIELDS)
     if unknown:
         raise TypeError(f"from_pretrained got unknown arguments {unknown}; besides its own arguments it "
