@@ -37,7 +37,8 @@ def token_ids(tokens, d_vocab: int, what: str = "tokens", ndims: tuple[int, ...]
             tokens = torch.as_tensor(tokens)
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"{what} must be token ids (a tensor of integers [batch pos]), got "
-                            f"{_describe(tokens)}. For text, tokenize it first: model.to_tokens(text).") from None
+                            f"{_describe(tokens)}. For text, model.to_tokens(text) gives its ids and "
+                            "model.to_str_tokens(text) its tokens as strings.") from None
     if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype in (torch.bool, torch.uint8):
         hint = (" A float tensor [batch pos d_model] is a residual stream: pass it with start_at_layer=..."
                 if tokens.dtype.is_floating_point and tokens.ndim == 3 else
@@ -70,13 +71,6 @@ def texts(input, what: str = "input") -> list[str]:
     hint = (" These look like token ids already: pass them to the model as a tensor, or read them with "
             "model.to_string / model.to_str_tokens." if _looks_like_ids(input) else "")
     raise TypeError(f"{what} must be a string or a list of strings, got {_describe(input)}.{hint}")
-
-
-def not_text(input, what: str, method: str) -> None:
-    """Raise if ``input`` is text given to a method that decodes token ids."""
-    if isinstance(input, str) or (isinstance(input, list | tuple) and input and isinstance(input[0], str)):
-        raise TypeError(f"{method} decodes token ids, but {what} is {_describe(input)}. To split text into "
-                        "tokens use model.to_str_tokens(text); to get its ids, model.to_tokens(text).")
 
 
 def cut_to_context(tokens: torch.Tensor, n_ctx: int) -> torch.Tensor:

@@ -365,6 +365,7 @@ class HookedTransformer(HookedRootModule):
 
         self.init_weights()
         if move_to_device:
+            checks.device(cfg.device)
             self.to(cfg.device)
         self.setup()
 
@@ -447,7 +448,6 @@ class HookedTransformer(HookedRootModule):
     def to_string(self, tokens) -> str | list[str]:
         """Decode tokens [pos] to a string, or [batch pos] to a list of strings."""
         tok = self._need_tokenizer()
-        checks.not_text(tokens, "tokens", "to_string")
         tokens = checks.token_ids(tokens, self.cfg.d_vocab, "tokens", ndims=(0, 1, 2))
         if tokens.ndim == 0:
             tokens = tokens[None]

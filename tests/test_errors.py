@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from helpers import HookedTransformer
+from helpers import HookedTransformer, HookedTransformerConfig
 from helpers.patching import activation_patching
 
 N_LAYERS, D_VOCAB, N_CTX = 2, 50257, 128
@@ -245,6 +245,12 @@ def test_from_pretrained_on_an_unknown_device():
     assert "device='gpu' is not available" in text and "Available devices: cpu" in text
 
 
+def test_config_on_an_unknown_device():
+    cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_vocab=10, n_ctx=4, device="gpu")
+    text = message(ValueError, HookedTransformer, cfg)
+    assert "device='gpu' is not available" in text and "Available devices: cpu" in text
+
+
 # ---------------------------------------------------------------- tokenizer methods
 
 
@@ -260,7 +266,8 @@ def test_to_tokens_of_an_empty_list(model):
 
 def test_to_string_of_text(model):
     text = message(TypeError, model.to_string, "Hello")
-    assert "to_string decodes token ids, but tokens is str 'Hello'" in text and "to_str_tokens(text)" in text
+    assert "tokens must be token ids (a tensor of integers [batch pos]), got str 'Hello'" in text
+    assert "model.to_str_tokens(text)" in text
 
 
 def test_to_string_of_an_id_beyond_the_vocabulary(model):
