@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from helpers import checks
 from helpers.activation_cache import ActivationCache
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
@@ -63,10 +64,10 @@ class HookPoint(nn.Module):
 
         def run(x: torch.Tensor) -> torch.Tensor | None:
             conversion = self.hook_conversion
-            new = hook(x if conversion is None else conversion.convert(x), hook=self)
+            new = checks.call_hook(hook, x if conversion is None else conversion.convert(x), self)
             if new is not None and conversion is not None:
                 new = conversion.revert(new)
-            return self._checked(new, x, hook)
+            return checks.hook_output(new, x, hook, self.name)
 
         if dir == "fwd":
             handle = self.register_forward_hook(lambda module, inputs, output: run(output), prepend=prepend)
@@ -102,22 +103,6 @@ class HookPoint(nn.Module):
     def clear_context(self) -> None:
         """Empty ``ctx``."""
         self.ctx = {}
-
-    def _checked(self, new, old: torch.Tensor, fn) -> torch.Tensor | None:
-        if new is None:
-            return None
-        if not isinstance(new, torch.Tensor):
-            raise TypeError(
-                f"Hook {getattr(fn, '__name__', fn)!r} on {self.name} returned {type(new).__name__}; "
-                "a hook must return None (keep the activation) or a tensor (replace it)."
-            )
-        if new.shape != old.shape:
-            raise ValueError(
-                f"Hook {getattr(fn, '__name__', fn)!r} on {self.name} returned a tensor of shape "
-                f"{tuple(new.shape)}, but the activation has shape {tuple(old.shape)}. "
-                "Edit the activation in place or return a tensor of the same shape."
-            )
-        return new
 
     def remove_hooks(self, dir: str = "fwd", including_permanent: bool = False,
                      level: int | None = None) -> None:
@@ -192,6 +177,7 @@ class HookedRootModule(nn.Module):
             names = [names]
         if callable(names):
             return [n for n in self.hook_dict if names(n)]
+        names = checks.names_filter(names)
         for n in names:
             if n not in self.hook_dict:
                 raise self._unknown_name(n)
@@ -256,6 +242,8 @@ class HookedRootModule(nn.Module):
         self.context_level += 1
         level = self.context_level
         try:
+            fwd_hooks = checks.hook_pairs(fwd_hooks, "fwd_hooks")
+            bwd_hooks = checks.hook_pairs(bwd_hooks, "bwd_hooks")
             for name, fn in fwd_hooks:
                 self.add_hook(name, fn, dir="fwd", level=level)
             for name, fn in bwd_hooks:

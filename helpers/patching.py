@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from helpers import utils
+from helpers import checks, utils
 from helpers.activation_cache import ActivationCache
 
 Metric = Callable[[Float[torch.Tensor, "batch pos d_vocab"]], torch.Tensor]
@@ -80,6 +80,7 @@ def _act_name(kind: str) -> str:
 
 
 def _check_kind(model, kind: str) -> None:
+    checks.is_model(model, "activation_patching(model, corrupted_tokens, clean, metric, kind=...)")
     if kind not in PATCH_KINDS:
         raise ValueError(f"Unknown patching kind {kind!r}; the kinds are {list(PATCH_KINDS)}.")
     cfg = model.cfg
@@ -101,17 +102,9 @@ def _trailing_shape(model, act: str) -> tuple[int, ...]:
     return (cfg.d_model,)
 
 
-def _check_tokens(tokens, what: str) -> Int[torch.Tensor, "batch pos"]:
-    if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"{what} must be a tensor of token ids [batch pos], not {type(tokens).__name__} "
-                        "(use model.to_tokens on strings first).")
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-        raise TypeError(f"{what} must hold integer token ids, not {tokens.dtype}.")
-    if tokens.ndim == 1:
-        tokens = tokens[None]
-    if tokens.ndim != 2:
-        raise ValueError(f"{what} must have shape [batch pos], got {tuple(tokens.shape)}.")
-    return tokens
+def _check_tokens(model, tokens, what: str) -> Int[torch.Tensor, "batch pos"]:
+    tokens = checks.token_ids(tokens, model.cfg.d_vocab, what)
+    return tokens if tokens.ndim == 2 else tokens[None]
 
 
 def _clean_activations(model, clean, corrupted_tokens: torch.Tensor, kind: str) -> list[torch.Tensor]:
@@ -122,7 +115,7 @@ def _clean_activations(model, clean, corrupted_tokens: torch.Tensor, kind: str) 
     act = _act_name(kind)
     names = [utils.get_act_name(act, layer) for layer in range(model.cfg.n_layers)]
     if isinstance(clean, torch.Tensor):
-        clean_tokens = _check_tokens(clean, "clean tokens")
+        clean_tokens = _check_tokens(model, clean, "clean")
         if clean_tokens.shape != corrupted_tokens.shape:
             raise ValueError(f"Clean tokens have shape {tuple(clean_tokens.shape)} but the corrupted tokens "
                              f"have shape {tuple(corrupted_tokens.shape)}: they must match (same prompts "
@@ -247,11 +240,11 @@ def activation_patching(
     one; each pass patches one layer and starts there, from the corrupted residual stream.
     """
     _check_kind(model, kind)
-    corrupted_tokens = _check_tokens(corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
+    corrupted_tokens = _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
     if not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}.")
     if not callable(metric):
-        raise TypeError("metric must be a function logits -> scalar tensor.")
+        raise TypeError(f"metric must be a function logits -> scalar tensor, got {type(metric).__name__}.")
     batch, n_pos = corrupted_tokens.shape
     if pos_labels is None:
         pos_labels = [str(i) for i in range(n_pos)]
@@ -382,7 +375,7 @@ def generic_activation_patch(model, corrupted_tokens: Int[torch.Tensor, "batch p
     sequences per pass) and each pass starts at the patched layer from the corrupted residual stream.
     With ``return_index_df`` also returns the DataFrame of indices (needs pandas).
     """
-    corrupted_tokens = _check_tokens(corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
+    corrupted_tokens = _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
     batch, n_pos = corrupted_tokens.shape
     if (index_df is None) == (index_axis_names is None):
         raise ValueError("generic_activation_patch: pass exactly one of index_axis_names (e.g. ('layer', 'pos')) "

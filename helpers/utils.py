@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 
 import numpy as np
@@ -39,7 +40,10 @@ def get_act_name(name: str, layer: int | None = None, layer_type: str | None = N
     if "." in name or name.startswith("hook_"):
         return name
     if name not in ACT_ALIASES:
-        raise ValueError(f"Unknown activation name {name!r}; known short names: {sorted(ACT_ALIASES)}.")
+        close = difflib.get_close_matches(name, list(ACT_ALIASES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown activation name {name!r}.{hint} Known short names: {sorted(ACT_ALIASES)}; "
+                         "full hook names (blocks.0.attn.hook_pattern) are accepted too.")
     act = ACT_ALIASES[name]
     if act in ("embed", "pos_embed"):
         return f"hook_{act}"

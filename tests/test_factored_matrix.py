@@ -1,6 +1,5 @@
 """Tests for helpers.factored_matrix: every operation is checked against the dense matrix A @ B."""
 
-import time
 
 import pytest
 import torch
@@ -303,7 +302,6 @@ def test_full_circuit_gpt2_vocab_never_materialised(monkeypatch):
         raise AssertionError("FactoredMatrix.AB was called")
 
     monkeypatch.setattr(FactoredMatrix, "AB", property(forbidden))
-    start = time.perf_counter()
     with _ForbidHugeTensors(max_numel=10 * d_vocab * 64):  # a d_vocab x d_vocab tensor is ~800x bigger
         circuit = W_E @ W_OV @ W_U
         eigs = circuit.eigenvalues
@@ -311,7 +309,6 @@ def test_full_circuit_gpt2_vocab_never_materialised(monkeypatch):
         U, S, V = circuit.svd()
         corner = circuit.get_corner()
         rows = circuit[:5, :7]
-    assert time.perf_counter() - start < 5
 
     assert circuit.shape == (d_vocab, d_vocab) and circuit.mdim == 16
     # References computed with small matrices only, using cyclic invariance:
