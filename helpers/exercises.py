@@ -123,7 +123,8 @@ def _compare(got, expected: torch.Tensor, dims: tuple[str, ...], case: str, fn_n
     if got.is_floating_point() and torch.isnan(got).any() and not torch.isnan(expected).any():
         index = tuple(torch.nonzero(torch.isnan(got))[0].tolist())
         raise ExerciseError(f"Le résultat contient NaN{where}, par exemple en {_where(index, dims)} : une "
-                            "division par zéro, ou le log d'un nombre négatif ou nul ?")
+                            "division par zéro, le log d'un nombre négatif ou nul, ou une exponentielle qui déborde "
+                            "(un softmax écrit à la main sans retirer le maximum) ?")
     if expected.is_floating_point():
         if expected.abs().max() > atol and _close(got, -expected, atol, rtol):
             raise ExerciseError(f"Signe inversé{where} : le résultat est l'opposé de celui attendu "
@@ -173,14 +174,14 @@ def _run_hook(fn, z: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------
 
 
-def check_next_token_probs(next_token_probs, model, prompt: str) -> None:
-    """01.1: next_token_probs(model, prompt) -> [d_vocab], the distribution of the token after the prompt."""
+def check_next_token_distribution(next_token_distribution, model, prompt: str) -> None:
+    """01.1: next_token_distribution(model, prompt) -> [d_vocab], the distribution of the token after the prompt."""
     prompts = [prompt, "When Kate and Paul went to the park, Paul gave a ball to", "The little fox ran"]
     for i, text in enumerate(prompts):
         case = "le prompt du notebook" if i == 0 else f"prompt inédit {text!r}"
         logits = model(text)[0]  # [pos d_vocab]
-        got = _run(next_token_probs, model, text)
-        _compare(got, logits[-1].softmax(-1), ("d_vocab",), case, next_token_probs.__name__, mistakes=[
+        got = _run(next_token_distribution, model, text)
+        _compare(got, logits[-1].softmax(-1), ("d_vocab",), case, next_token_distribution.__name__, mistakes=[
             ("Ce sont des logits, pas des probabilités : appliquez `softmax(dim=-1)`", lambda lg=logits: lg[-1]),
             ("Ce sont des log-probabilités : utilisez `softmax`, pas `log_softmax`",
              lambda lg=logits: lg[-1].log_softmax(-1)),
@@ -653,7 +654,8 @@ def _relative(board: np.ndarray, player: int) -> torch.Tensor:
 
 def check_relative_board_state(relative_board_state) -> None:
     """06.2: relative_board_state(board [8 8] in {1 black, -1 white, 0}, player) -> int [64] in {0 1 2}."""
-    positions = _positions()
+    positions = sorted(_positions(), key=lambda position: -position[1])  # black to move first
+    black_passed = False
     for board, player in positions:
         before = board.copy()
         got = _run(relative_board_state, board, player)
@@ -661,15 +663,17 @@ def check_relative_board_state(relative_board_state) -> None:
             raise ExerciseError(f"`{relative_board_state.__name__}` a modifié le plateau reçu en place : "
                                 "travaillez sur une copie.")
         colour = "noirs" if player == 1 else "blancs"
+        inverted = "Inversé : « à moi » (1) et « à l'adversaire » (2) sont échangés ; « moi » est le joueur `player`"
+        if black_passed and player == -1:
+            inverted = ("Juste quand les noirs jouent, inversé quand ce sont les blancs : ce sont les couleurs "
+                        "absolues (1 noir, 2 blanc) ; codez par rapport au joueur `player`")
         _compare(got, _relative(board, player), ("case",), f"un plateau où les {colour} jouent",
                  relative_board_state.__name__, mistakes=[
-            ("Inversé : « à moi » (1) et « à l'adversaire » (2) sont échangés ; « moi » est le joueur `player`",
-             lambda b=board, p=player: _relative(b, -p)),
+            (inverted, lambda b=board, p=player: _relative(b, -p)),
             ("Lignes et colonnes échangées : aplatissez le plateau ligne par ligne, `board.reshape(64)`",
              lambda b=board, p=player: _relative(b.T, p)),
-            ("Ce sont les couleurs absolues (1 noir, 2 blanc) : codez par rapport au joueur qui joue",
-             lambda b=board: _relative(b, 1)),
         ])
+        black_passed |= player == 1
     _passed("06.2", len(positions))
 
 
@@ -703,7 +707,7 @@ def check_legal_move_mask(legal_move_mask) -> None:
         missing = (expected & ~got).nonzero().flatten().tolist()
         if torch.equal(got, _legal(board, -player)):
             message = "Joueur inversé : ce sont les coups légaux de l'adversaire"
-        elif torch.equal(got, _legal(board.T.copy(), player).view(8, 8).T.reshape(64)):
+        elif torch.equal(got, expected.view(8, 8).T.reshape(64)):
             message = "Lignes et colonnes échangées : la case s est en ligne s // 8, colonne s % 8"
         elif extra and all(occupied[s] for s in extra):
             message = "Des cases déjà occupées sont marquées légales : un coup se joue sur une case vide"
