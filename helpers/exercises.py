@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from helpers import utils
+from helpers.activation_cache import ActivationCache
 from helpers.factored_matrix import FactoredMatrix
 from helpers.hook_points import HookPoint
 from helpers.othello import OthelloBoard, batch_board_states, generate_games, square_label
@@ -442,17 +443,19 @@ def check_patch_attn_out_by_position(patch_attn_out_by_position, model, corrupte
         last = logits[0, -1]
         return last.max() - last.mean()
 
-    cases = [("la métrique du notebook, couche 0", metric, 0), ("une autre métrique, couche 1", raw_logit_diff, 1)]
-    for case, fn, layer in cases:
-        expected = activation_patching(model, corrupted_tokens, clean_cache, fn, kind="attn_out").values[layer]
-        got = _run(patch_attn_out_by_position, model, corrupted_tokens, clean_cache, fn, layer)
-        _compare(got, expected, ("pos",), case, patch_attn_out_by_position.__name__, mistakes=[
+    # the unseen case: the first two prompts only (a quarter of the cost), another layer and another metric
+    two_prompts = ActivationCache({name: act[:2] for name, act in clean_cache.items()}, model)
+    cases = [("la métrique du notebook, couche 0", metric, 0, corrupted_tokens, clean_cache),
+             ("deux prompts, une autre métrique, couche 1", raw_logit_diff, 1, corrupted_tokens[:2], two_prompts)]
+    for case, fn, layer, tokens, cache in cases:
+        def patching_map(kind, fn=fn, layer=layer, tokens=tokens, cache=cache):  # both metrics read logits[:, -1]
+            return activation_patching(model, tokens, cache, fn, kind=kind, logit_positions=-1).values[layer]
+
+        got = _run(patch_attn_out_by_position, model, tokens, cache, fn, layer)
+        _compare(got, patching_map("attn_out"), ("pos",), case, patch_attn_out_by_position.__name__, mistakes=[
             ("C'est la carte de `resid_pre` : patchez `hook_attn_out` (`utils.get_act_name('attn_out', layer)`)",
-             lambda fn=fn, layer=layer: activation_patching(model, corrupted_tokens, clean_cache, fn,
-                                                            kind="resid_pre").values[layer]),
-            ("C'est la carte de `mlp_out` : patchez `hook_attn_out`",
-             lambda fn=fn, layer=layer: activation_patching(model, corrupted_tokens, clean_cache, fn,
-                                                            kind="mlp_out").values[layer]),
+             lambda: patching_map("resid_pre")),
+            ("C'est la carte de `mlp_out` : patchez `hook_attn_out`", lambda: patching_map("mlp_out")),
         ], atol=1e-3)
     _passed("03.4", len(cases))
 
