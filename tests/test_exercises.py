@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 
 from helpers import FactoredMatrix, HookedTransformer, utils
 from helpers import exercises as ex
-from helpers.corpus import ioi_prompt_pairs_for_patching
+from helpers.ioi import ioi_prompt_pairs_for_patching
 from tools import make_exercices as mk
 
 ROOT = Path(__file__).resolve().parent.parent
