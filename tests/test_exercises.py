@@ -38,11 +38,8 @@ SOLUTIONS = _solution_sources()
 def _define(source: str):
     """Run a solution or stub cell and return the function it defines."""
     namespace = {"torch": torch, "np": np, "partial": partial, "utils": utils, "FactoredMatrix": FactoredMatrix}
-    exec(source, namespace)  # noqa: S102 - the course's own notebook cells
-    functions = [v for k, v in namespace.items() if callable(v) and getattr(v, "__module__", None) is None
-                 and k not in {"partial"}]
-    names = re.findall(r"^def (\w+)\(", source, flags=re.M)
-    return namespace[names[0]] if names else functions[0]
+    exec(source, namespace)  # the course's own notebook cells
+    return namespace[re.search(r"^def (\w+)\(", source, flags=re.M).group(1)]
 
 
 def solution(number: str):
@@ -120,7 +117,8 @@ def test_every_exercise_has_statement_check_hint_and_folded_solution():
             number = mk.exercise_id(cell, mk.SOLUTION)
             if not number:
                 continue
-            statement, check, hint, folded = (mk.source(c) for c in (cells[i - 1], *cells[i + 1 : i + 4]))
+            statement, before_check, check, hint, folded = (mk.source(c) for c in (cells[i - 1], *cells[i + 1 : i + 5]))
+            assert cells[i + 1]["cell_type"] == "markdown" and before_check.startswith("On vérifie `")
             assert statement.startswith(f"### Exercice {number} — ")
             assert "*Niveau " in statement and " min*" in statement
             assert check.startswith(f"# EXERCICE {number} — vérification\n") and "check_" in check
@@ -208,8 +206,9 @@ def test_stale_folded_solution_is_refused():
     assert mk.stale_folded_solutions(nb) == []
 
 
-def test_learner_notebook_runs_with_stubs_failing_only_at_their_checks():
+def test_learner_notebook_runs_with_stubs_failing_only_at_their_checks(monkeypatch):
     """Execute one learner notebook (05, the quickest): the only errors are its checks, saying to fill in."""
+    monkeypatch.setenv("COURSE_EMBEDDED_MODELS", "1")  # the kernel inherits it: no network, as in CI
     path = ROOT / "exercices" / "05_factored_matrix.ipynb"
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
@@ -543,3 +542,11 @@ def test_06_4_flip_delta():
 
     fails_with(check, in_place, "en place", "`resid`")
     fails_with(check, stub("06.4"), "complétez la fonction")
+
+
+def test_readme_has_a_colab_badge_for_each_learner_notebook():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        (repo,) = re.findall(r"git clone --depth 1 https://github\.com/(\S+) ", mk.source(mk.read(path)["cells"][1]))
+        assert f"https://colab.research.google.com/github/{repo}/blob/main/exercices/{path.name}" in readme
+        assert f"`{path.stem}`" in readme.split("## Étudier avec les exercices")[1].split("## ")[0]

@@ -61,7 +61,7 @@ def stub(solution: str) -> str:
     indent = " " * docstring.col_offset
     head = "\n".join(lines[: docstring.end_lineno])
     return (f"# EXERCICE {number} — à compléter\n{head}\n"
-            f'{indent}raise NotImplementedError("exercice {number} : complétez cette fonction")\n')
+            f'{indent}raise NotImplementedError("exercice {number} : complétez cette fonction")')
 
 
 def folded_solution(solution: str) -> str:
