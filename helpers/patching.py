@@ -429,7 +429,7 @@ def path_patching(
     For each sender, on the corrupted tokens:
       1. the sender's z is set to its clean value and every other head's z is frozen to its corrupted
          value (MLPs and LayerNorms are recomputed, so paths through MLPs count). With receivers=None the
-         metric is read on this run's logits; otherwise the receivers' q, k or v are kept:
+         metric is read on this run's logits; otherwise the receivers' q, k or v are kept;
       2. a second run sets only the receivers' q, k or v to those values, the rest runs freely, and the
          metric is read.
     Senders go through in batched copies, as patches do in ``activation_patching``. Returns a
