@@ -218,8 +218,12 @@ def test_activations_match_their_definitions():
     resid = cache["resid_pre", 1]
     variance = resid.var(-1, unbiased=False, keepdim=True)
     torch.testing.assert_close(cache["scale", 1, "ln1"], (variance + 1e-5).sqrt())
-    torch.testing.assert_close(cache["normalized", 1, "ln1"],
-                               F.layer_norm(resid, (16,), ln1.w, ln1.b, eps=1e-5))
+    # hook_normalized is taken before the learned weight and bias (seed 001, classic TransformerLens)
+    normalized = cache["normalized", 1, "ln1"]
+    torch.testing.assert_close(normalized, F.layer_norm(resid, (16,), eps=1e-5))
+    assert not torch.allclose(ln1.w, torch.ones_like(ln1.w))  # randomised, so the two meanings differ
+    q = (normalized * ln1.w + ln1.b) @ model.W_Q[1, 0] + model.b_Q[1, 0]
+    torch.testing.assert_close(cache["q", 1][:, :, 0], q)
     pre = cache["pre", 0]
     torch.testing.assert_close(cache["mid", 0], pre * pre.softmax(-1))
     pattern = cache["pattern", 1]
@@ -323,6 +327,21 @@ def test_return_types_and_loss():
     assert model(tokens, return_type=None) is None
     with pytest.raises(ValueError, match="return_type"):
         model(tokens, return_type="probs")
+
+
+def test_return_type_none_runs_every_hook_but_not_the_unembedding(monkeypatch):
+    model = make_model()
+    seen = []
+    model.add_hook("ln_final.hook_normalized", lambda x, hook: seen.append(hook.name))
+
+    def unembed(x):
+        raise AssertionError("return_type=None computed the logits")
+
+    monkeypatch.setattr(model.unembed, "forward", unembed)
+    assert model(tokens_for(model), return_type=None) is None
+    assert seen == ["ln_final.hook_normalized"]
+    with pytest.raises(AssertionError, match="computed the logits"):
+        model(tokens_for(model))
 
 
 def test_one_dimensional_tokens_are_a_batch_of_one():
