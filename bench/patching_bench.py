@@ -1,4 +1,5 @@
-"""Item ``patching``: batched activation patching vs the seed-style loop (one pass per patch)."""
+"""Items ``patching`` (batched activation patching vs the seed-style loop, one pass per patch) and
+``attribution`` (attribution patching vs both)."""
 
 from __future__ import annotations
 
@@ -162,4 +163,73 @@ def against_transformer_lens(quick: bool) -> list[Check]:
               ratio_check("patching", labels[1], tl_heads, ours_heads, ">=", 5)]
     for c in checks:
         say(c.line())
+    return checks
+
+
+def gpt2_small_shaped():
+    """A random HookedTransformer with GPT-2 small's shapes (12 layers, d_model 768, 12 heads, 50257 tokens)."""
+    from helpers.model import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_mlp=3072, d_vocab=50257, n_ctx=1024,
+                                  act_fn="gelu_new", seed=0, device="cpu")
+    return HookedTransformer(cfg).eval()
+
+
+def run_attribution(quick: bool) -> list[Check]:
+    """Item ``attribution``: attribution patching vs batched activation patching vs the one-pass-per-patch loop."""
+    import torch
+
+    from helpers import utils
+    from helpers.patching import activation_patching, attribution_patching
+
+    header("2. attribution patching vs batched activation patching vs one pass per patch (resid_pre map)")
+    torch.set_grad_enabled(False)
+    course, source = load_course_gpt2()
+    clean_tokens, corrupted_tokens = course.to_tokens(CLEAN), course.to_tokens(CORRUPTED)
+    john, mary = course.to_single_token(" John"), course.to_single_token(" Mary")
+
+    def metric(logits):  # [batch pos d_vocab]
+        return (logits[:, -1, john] - logits[:, -1, mary]).mean()
+
+    checks = []
+    for model, name in ((course, source), (gpt2_small_shaped(), "random weights of GPT-2 small's shapes")):
+        _, clean_cache = model.run_with_cache(clean_tokens)
+        n_layers, n_pos = model.cfg.n_layers, clean_tokens.shape[1]
+        say(f"model: {name}; {n_layers} layers x {n_pos} positions = {n_layers * n_pos} patches")
+
+        def loop(model=model, clean_cache=clean_cache, n_layers=n_layers, n_pos=n_pos):
+            out = torch.zeros(n_layers, n_pos)
+            for layer in range(n_layers):
+                hook_name = utils.get_act_name("resid_pre", layer)
+                for position in range(n_pos):
+                    hook = partial(patch_resid_at, position=position, clean_cache=clean_cache)
+                    out[layer, position] = metric(model.run_with_hooks(corrupted_tokens, fwd_hooks=[(hook_name, hook)]))
+            return out
+
+        def batched(model=model, clean_cache=clean_cache):
+            return activation_patching(model, corrupted_tokens, clean_cache, metric, logit_positions=-1).values
+
+        def attribution(model=model, clean_cache=clean_cache):
+            return attribution_patching(model, corrupted_tokens, clean_cache, metric).values
+
+        exact, approx = batched(), attribution()
+        corr = torch.corrcoef(torch.stack([exact.flatten(), approx.flatten()]))[0, 1].item()
+        say(f"correlation of the attribution map with the exact one: {corr:.3f} "
+            f"(max |difference| {(exact - approx).abs().max().item():.3g})")
+        rounds, budget = (3, None) if quick else (9, 90.0)
+        s = interleaved({"loop (1 pass per patch)": loop, "activation_patching, logits at -1": batched,
+                         "attribution_patching": attribution}, rounds=rounds, warmup=1, budget_s=budget,
+                        min_rounds=3)
+        loop_s, batched_s, attr_s = s.values()
+        for x in s.values():
+            say(x.line())
+        tag = " [course-gpt2]" if name == source else " [GPT-2 small shapes]"
+        if source.startswith("FALLBACK") and name == source:
+            tag = " [random course-gpt2]"
+        new = [ratio_check("attribution", "loop / attribution" + tag, loop_s, attr_s),
+               ratio_check("attribution", "batched / attribution" + tag, batched_s, attr_s),
+               ratio_check("attribution", "loop / batched" + tag, loop_s, batched_s)]
+        for c in new:
+            say(c.line())
+        checks += new
     return checks

@@ -323,3 +323,19 @@ def _keep_dim(i):
     if isinstance(i, int):
         return slice(i, i + 1 if i != -1 else None)  # slice(-1, 0) would be empty
     return i
+
+
+def composition_score(W_A: FactoredMatrix, W_B: FactoredMatrix) -> Float[Tensor, "..."]:
+    """How much ``W_B`` reads what ``W_A`` writes: ``|W_A W_B|_F / (|W_A|_F |W_B|_F)``, in [0, 1].
+
+    The composition score of *A Mathematical Framework for Transformer Circuits* (Elhage et al., 2021),
+    in this library's row-vector convention (``x @ W``): W_A is the OV circuit [..., d_model, d_model] of
+    an earlier head, W_B the circuit of a later head that reads its output, and leading dims broadcast:
+    Q-composition W_B = the later head's QK, K-composition W_B = QK.T, V-composition W_B = its OV.
+    E.g. every (layer-0 head, layer-1 head) pair: ``composition_score(model.OV[0][:, None], model.QK[1][None])``.
+    """
+    for name, W in (("W_A", W_A), ("W_B", W_B)):
+        if not isinstance(W, FactoredMatrix):
+            raise TypeError(f"{name} must be a FactoredMatrix (e.g. model.OV[layer]), not {type(W).__name__}; "
+                            "wrap a dense matrix M as FactoredMatrix(M, torch.eye(M.shape[-1])).")
+    return (W_A @ W_B).norm() / (W_A.norm() * W_B.norm())
