@@ -166,15 +166,6 @@ def against_transformer_lens(quick: bool) -> list[Check]:
     return checks
 
 
-def gpt2_small_shaped():
-    """A random HookedTransformer with GPT-2 small's shapes (12 layers, d_model 768, 12 heads, 50257 tokens)."""
-    from helpers.model import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_mlp=3072, d_vocab=50257, n_ctx=1024,
-                                  act_fn="gelu_new", seed=0, device="cpu")
-    return HookedTransformer(cfg).eval()
-
-
 def run_attribution(quick: bool) -> list[Check]:
     """Item ``attribution``: attribution patching vs batched activation patching vs the one-pass-per-patch loop."""
     import torch
