@@ -24,13 +24,12 @@ import json
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
-from helpers import course_models
+from helpers import course_models, utils
 from helpers.model import HookedTransformer, HookedTransformerConfig
 
 PROBE_TIMEOUT = 3.0  # seconds to wait for the Hub before declaring it unreachable
@@ -207,19 +206,45 @@ def is_available(model_name: str) -> bool:
 
 
 def _repo_files(repo: str) -> tuple[list[str], bool]:
-    """The files of a Hub repository, and whether the list is complete (from the Hub).
+    """The files of a Hub repository, and whether the list is complete.
 
-    Offline, the list is that of the files in the local cache.
+    Online, the Hub's list. Offline, the listing a multi-file ``hf download`` records in the cache when
+    there is one (complete, even if only some files were downloaded), else the files in the cached snapshot.
     """
     import huggingface_hub
 
     if _online():
         return huggingface_hub.list_repo_files(repo), True
+    cached, listing = _cached_repo_files(repo)
+    if not cached:
+        raise _NotAvailable(repo, None, _offline_mode())
+    return (listing, True) if listing else (cached, False)
+
+
+def _cached_repo_files(repo: str) -> tuple[list[str], list[str] | None]:
+    """The files of ``repo`` present in the local cache (snapshot of ``refs/main``), and the repository's
+    full listing if the cache recorded one (``trees/<commit>.json``, huggingface_hub >= 1.x; else None).
+
+    Read directly, not through ``snapshot_download(local_files_only=True)``: that raises when the recorded
+    listing names files that were not downloaded, which is what a partial ``hf download`` leaves.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+    ref = storage / "refs" / constants.DEFAULT_REVISION
+    if not ref.is_file():
+        return [], None
+    snapshot = storage / "snapshots" / ref.read_text().strip()
+    cached = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    cached_tree = getattr(huggingface_hub, "get_cached_repo_tree", None)  # absent from older versions
+    if cached_tree is None:
+        return cached, None
     try:
-        snapshot = Path(huggingface_hub.snapshot_download(repo, local_files_only=True))
-    except Exception:
-        raise _NotAvailable(repo, None, _offline_mode()) from None
-    return sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()), False
+        return cached, sorted(f.path for f in cached_tree(repo))
+    except huggingface_hub.errors.CachedRepoTreeNotFoundError:
+        return cached, None
 
 
 def _load_tensors(path: str) -> dict[str, torch.Tensor]:
@@ -292,8 +317,8 @@ def get_checkpoint_labels(model_name: str) -> tuple[list[int], str]:
         except _NotAvailable as e:
             raise HubUnavailableError(_unavailable_message(name, e, spec)) from None
         if not complete:
-            warnings.warn(f"The Hub is unreachable: listing only the {len(found)} checkpoints of {name} "
-                          "found in the local cache.", stacklevel=2)
+            utils.warn(f"The Hub is unreachable: listing only the {len(found)} checkpoints of {name} "
+                       "found in the local cache.")
         return list(found), _label_type(list(found))
     checkpointed = ", ".join(n for n, s in MODELS.items() if _has_checkpoints(s))
     raise ValueError(f"{name} has no training checkpoints. Models with checkpoints: {checkpointed}.")
@@ -325,11 +350,43 @@ def _load_hf_gpt2(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
                                                                                     "pytorch_model.bin")
     from transformers import GPT2Config  # imported once the files are there: offline errors come fast
 
+    config, sd = _convert_gpt2(GPT2Config.from_json_file(config_file), _load_tensors(weights), name)
+    return config, sd, None
+
+
+def _convert_gpt2(hf_config, hf_sd: dict, name: str) -> tuple[dict, dict]:
+    """Config dict and classic float32 state dict of a transformers GPT-2 (its config and state dict)."""
     from helpers.weights import config_from_hf_gpt2, convert_gpt2_weights
 
-    cfg = config_from_hf_gpt2(GPT2Config.from_json_file(config_file), model_name=name, device="cpu")
-    sd = convert_gpt2_weights({k: v.float() for k, v in _load_tensors(weights).items()}, cfg)
-    return cfg.to_dict(), sd, None
+    if hf_config.model_type != "gpt2":
+        raise ValueError(f"{name}: a transformers model of type {hf_config.model_type!r} was given; only GPT-2 "
+                         "architectures (model_type 'gpt2': GPT2LMHeadModel, GPT2Model) can be converted.")
+    cfg = config_from_hf_gpt2(hf_config, model_name=name, device="cpu")
+    return cfg.to_dict(), convert_gpt2_weights({k: v.float() for k, v in hf_sd.items()}, cfg)
+
+
+def _load_user_gpt2(model_name: str, hf_model):
+    """(config, state dict, tokenizer) of a user's GPT-2: a transformers model in memory (``hf_model``), or
+    a directory written by ``save_pretrained`` (its tokenizer too, if it was saved there)."""
+    name = resolve_name(model_name) if model_name.lower() in _alias_map() else model_name
+    if hf_model is not None:
+        config, sd = _convert_gpt2(hf_model.config, hf_model.state_dict(), name)
+        return config, sd, None
+    from transformers import AutoTokenizer, GPT2Config
+
+    directory = Path(model_name).expanduser()
+    weights = [directory / f for f in ("model.safetensors", "pytorch_model.bin") if (directory / f).is_file()]
+    if not (directory / "config.json").is_file() or not weights:
+        raise FileNotFoundError(f"{directory} is not a directory written by save_pretrained: it needs config.json "
+                                "and model.safetensors (or pytorch_model.bin). Sharded checkpoints are not supported.")
+    config, sd = _convert_gpt2(GPT2Config.from_json_file(directory / "config.json"), _load_tensors(str(weights[0])),
+                               directory.name)
+    tokenizer = None
+    if (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        if tokenizer.pad_token is None:  # GPT-2 tokenizers have none; batches of prompts need one
+            tokenizer.pad_token = tokenizer.eos_token
+    return config, sd, tokenizer
 
 
 def _strip_buffers(sd: dict) -> dict:
@@ -355,8 +412,8 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
             if not complete and not labels:
                 raise _NotAvailable(spec.repo, "checkpoints/", _offline_mode())
             if not complete and checkpoint_index is not None:
-                warnings.warn(f"The Hub is unreachable: checkpoint_index counts only the {len(labels)} "
-                              f"checkpoints of {name} in the local cache.", stacklevel=3)
+                utils.warn(f"The Hub is unreachable: checkpoint_index counts only the {len(labels)} "
+                           f"checkpoints of {name} in the local cache.")
             label = _pick_checkpoint(name, labels, _label_type(labels), checkpoint_index, checkpoint_value)
             path = _hub_file(spec.repo, found[label])
             config.update(checkpoint_value=label, checkpoint_index=labels.index(label))
@@ -390,32 +447,44 @@ def from_pretrained(model_name: str, fold_ln: bool = True, center_writing_weight
                     center_unembed: bool = True, refactor_factored_attn_matrices: bool = False,
                     fold_value_biases: bool = True, device: str | None = None,
                     dtype: torch.dtype = torch.float32, checkpoint_index: int | None = None,
-                    checkpoint_value: int | None = None, default_prepend_bos: bool = True,
-                    **cfg_overrides) -> HookedTransformer:
+                    checkpoint_value: int | None = None, hf_model=None, tokenizer=None,
+                    default_prepend_bos: bool = True, **cfg_overrides) -> HookedTransformer:
     """Load a model by name (see ``MODELS``), with the classic weight processing.
 
     The processing steps (fold_ln, center_writing_weights, center_unembed, fold_value_biases,
     refactor_factored_attn_matrices) leave the model's log-probs unchanged. checkpoint_index /
-    checkpoint_value pick a training checkpoint (see get_checkpoint_labels). Any other keyword
+    checkpoint_value pick a training checkpoint (see get_checkpoint_labels). ``hf_model``: a transformers
+    GPT-2 (your own or fine-tuned) whose weights are used instead of the Hub's; ``model_name`` may also be a
+    directory written by ``save_pretrained``. ``tokenizer`` replaces the model's tokenizer. Any other keyword
     overrides a field of the HookedTransformerConfig (e.g. ``use_attn_result=True``).
     """
-    name = resolve_name(model_name)
-    spec = MODELS[name]
+    user_model = hf_model is not None or Path(model_name).expanduser().is_dir()
+    name = model_name if user_model else resolve_name(model_name)
+    spec = None if user_model else MODELS[name]
     unknown = sorted(set(cfg_overrides) - _CFG_FIELDS)
     if unknown:
         raise TypeError(f"from_pretrained got unknown arguments {unknown}; besides its own arguments it "
                         f"accepts HookedTransformerConfig fields: {sorted(_CFG_FIELDS)}.")
     if checkpoint_index is not None and checkpoint_value is not None:
         raise ValueError("Give checkpoint_index or checkpoint_value, not both.")
-    if (checkpoint_index is not None or checkpoint_value is not None) and not _has_checkpoints(spec):
+    checkpoint = checkpoint_index is not None or checkpoint_value is not None
+    if user_model and checkpoint:
+        raise ValueError("checkpoint_index / checkpoint_value pick a training checkpoint of a registered model; "
+                         "they do not apply to hf_model= or to a local directory.")
+    if checkpoint and not _has_checkpoints(spec):
         get_checkpoint_labels(name)  # raises: this model has no checkpoints
     try:
-        config, sd, tokenizer = _LOADERS[spec.family](name, spec, checkpoint_index, checkpoint_value)
+        if user_model:
+            config, sd, own_tokenizer = _load_user_gpt2(model_name, hf_model)
+        else:
+            config, sd, own_tokenizer = _LOADERS[spec.family](name, spec, checkpoint_index, checkpoint_value)
     except _NotAvailable as e:
         shown = name if model_name == name else f"{model_name} ({name})"
         raise HubUnavailableError(_unavailable_message(shown, e, spec)) from None
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
 
-    config.update(model_name=name, dtype=dtype, device=device, default_prepend_bos=default_prepend_bos)
+    config.update(model_name=config["model_name"] if user_model else name, dtype=dtype, device=device,
+                  default_prepend_bos=default_prepend_bos)
     config.update(cfg_overrides)
     cfg = HookedTransformerConfig.from_dict(config)
     model = HookedTransformer(cfg, tokenizer=tokenizer)

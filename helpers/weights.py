@@ -164,23 +164,3 @@ def convert_gpt2_weights(hf_sd: Weights, cfg) -> Weights:
         sd[f"{dst}.mlp.b_out"] = hf[f"{src}.mlp.c_proj.bias"]
     return sd
 
-
-def from_hf_gpt2(hf_model=None, *, state_dict: Weights | None = None, hf_config=None, fold_ln: bool = True,
-                 center_writing_weights: bool = True, center_unembed: bool = True,
-                 fold_value_biases: bool = True, refactor_factored_attn_matrices: bool = False,
-                 tokenizer=None, **cfg_overrides):
-    """A HookedTransformer from a transformers GPT2LMHeadModel (or its state dict and config)."""
-    from helpers.model import HookedTransformer
-
-    if hf_model is not None:
-        state_dict, hf_config = hf_model.state_dict(), hf_model.config
-    if state_dict is None or hf_config is None:
-        raise ValueError("Give a GPT2LMHeadModel, or both state_dict= and hf_config=.")
-    cfg = config_from_hf_gpt2(hf_config, **cfg_overrides)
-    model = HookedTransformer(cfg, tokenizer=tokenizer)
-    sd = {k: v.to(cfg.dtype) for k, v in convert_gpt2_weights(state_dict, cfg).items()}
-    model.load_and_process_state_dict(
-        sd, fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
-        fold_value_biases=fold_value_biases, refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-    )
-    return model
