@@ -28,8 +28,10 @@ but its merges are synthetic (pairs of byte symbols), so it splits real text dif
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import math
 import json
 import os
 import shlex
@@ -94,15 +96,25 @@ def _torch_bytes(state_dict: dict) -> bytes:
     return buffer.getvalue()
 
 
-def _random_classic(official: str, seed: int) -> dict:
-    """A classic-format state dict with the registry's config for ``official``, random weights, and the
-    attention buffers the published files carry (mask, IGNORE)."""
-    cfg = HookedTransformerConfig.from_dict({**loading.MODELS[official].config, "seed": seed, "device": "cpu",
+@functools.lru_cache(maxsize=None)
+def _classic_shapes(official: str) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """n_ctx and the parameter shapes of the registry's config for ``official``."""
+    cfg = HookedTransformerConfig.from_dict({**loading.MODELS[official].config, "device": "cpu",
                                              "tokenizer_name": None})
-    model = HookedTransformer(cfg)
-    sd = dict(model.state_dict())
-    for layer in range(cfg.n_layers):
-        sd[f"blocks.{layer}.attn.mask"] = torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool))
+    return cfg.n_ctx, {k: tuple(v.shape) for k, v in HookedTransformer(cfg).state_dict().items()}
+
+
+def _random_classic(official: str, seed: int) -> dict:
+    """A classic-format state dict with the registry's shapes for ``official``, random weights (LayerNorm
+    weights near 1), and the attention buffers the published files carry (mask, IGNORE)."""
+    n_ctx, shapes = _classic_shapes(official)
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, shape in shapes.items():
+        scale = 1 / math.sqrt(shape[-2]) if name.split(".")[-1].startswith("W_") else 0.1
+        sd[name] = torch.randn(shape, generator=gen) * scale + (1.0 if name.endswith(".w") else 0.0)
+    for layer in {int(k.split(".")[1]) for k in shapes if k.startswith("blocks.")}:
+        sd[f"blocks.{layer}.attn.mask"] = torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool))
         sd[f"blocks.{layer}.attn.IGNORE"] = torch.tensor(-1e5)
     return sd
 
