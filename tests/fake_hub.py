@@ -31,8 +31,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import math
 import json
+import math
 import os
 import shlex
 import tempfile
@@ -96,7 +96,7 @@ def _torch_bytes(state_dict: dict) -> bytes:
     return buffer.getvalue()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _classic_shapes(official: str) -> tuple[int, dict[str, tuple[int, ...]]]:
     """n_ctx and the parameter shapes of the registry's config for ``official``."""
     cfg = HookedTransformerConfig.from_dict({**loading.MODELS[official].config, "device": "cpu",
