@@ -9,6 +9,8 @@ Where the weights come from:
   ``NeelNanda/...`` repositories; their configurations are known here.
 - The course's own models (course-gpt2, course-attn-only-2l, course-othello-gpt): ``data/models``,
   with no network at all (see helpers.course_models).
+- A user's own GPT-2: ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or
+  ``from_pretrained("path/to/dir")`` (a directory written by ``save_pretrained``).
 
 Files from the Hub are read from the local Hugging Face cache when they are there (``HF_HOME``,
 ``HF_HUB_OFFLINE=1`` are honoured) and downloaded otherwise. When the Hub cannot be reached, loading
