@@ -41,8 +41,7 @@ from pathlib import Path
 
 import torch
 
-from helpers import loading
-from helpers.model import HookedTransformer, HookedTransformerConfig
+from helpers import HookedTransformer, HookedTransformerConfig, loading
 
 # Label schedule of Neel Nanda's 512-wide C4+code toy models (tokens seen; 163 checkpoints, the same for all).
 TOY_LABELS = [

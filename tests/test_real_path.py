@@ -7,7 +7,7 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from helpers import course_models, loading
+from helpers import HookedTransformer, loading
 from tests import real_path
 from tests.fake_hub import OTHELLO, SOLU, TOY_LABELS, FakeHub
 
@@ -44,8 +44,8 @@ def test_the_fake_cache_is_what_huggingface_hub_reads(offline_cache):
 def test_a_partial_gpt2_download_is_accepted(offline_cache):
     offline_cache.hf_download("hf download gpt2 config.json model.safetensors")
     assert loading.is_available("gpt2-small")
-    assert course_models.choose_model("gpt2-small") == "gpt2-small"
-    model = loading.from_pretrained("gpt2-small")
+    assert loading.choose_model("gpt2-small") == "gpt2-small"
+    model = HookedTransformer.from_pretrained("gpt2-small")
     assert (model.cfg.n_layers, model.cfg.d_model, model.cfg.model_name) == (2, 64, "gpt2")
     assert model.to_str_tokens("Hello world") == ["<|endoftext|>", "Hello", " world"]
 
@@ -55,15 +55,15 @@ def test_the_loaders_own_commands_are_accepted(offline_cache):
     offline_cache.hf_download("hf download gpt2 config.json model.safetensors")  # any warm repo
     for name in ("solu-2l", "othello-gpt"):
         with pytest.raises(loading.HubUnavailableError) as error:
-            loading.from_pretrained(name)
+            HookedTransformer.from_pretrained(name)
         commands = [line.strip() for line in str(error.value).splitlines() if line.strip().startswith("hf download")]
         for command in commands:
             if "checkpoints/*" not in command:  # all 163 checkpoints: not needed to load the model
                 offline_cache.hf_download(command)
-    solu = loading.from_pretrained("solu-2l")
+    solu = HookedTransformer.from_pretrained("solu-2l")
     assert solu.cfg.d_vocab == 48262 and solu.tokenizer.bos_token_id == 0
     assert solu.to_str_tokens("x 2024")[2:] == [" ", "2", "0", "2", "4"]  # digits one by one
-    othello = loading.from_pretrained("othello-gpt")
+    othello = HookedTransformer.from_pretrained("othello-gpt")
     assert othello.cfg.n_layers == 8 and othello.cfg.normalization_type == "LNPre"
 
 
@@ -75,14 +75,14 @@ def test_some_checkpoints_with_the_recorded_listing(offline_cache):
                               f"checkpoints/{stem}_{TOY_LABELS[10]}.pth")
     offline_cache.hf_download(f"hf download {loading.NEEL_TOKENIZER} tokenizer.json")
     assert loading.get_checkpoint_labels("solu-2l") == (TOY_LABELS, "token")
-    model = loading.from_pretrained("solu-2l", checkpoint_index=10)
+    model = HookedTransformer.from_pretrained("solu-2l", checkpoint_index=10)
     assert model.cfg.checkpoint_value == TOY_LABELS[10]
     reference = torch.load(offline_cache.cache_dir / f"models--NeelNanda--{stem}" / "snapshots" /
                            offline_cache.commit(SOLU) / f"checkpoints/{stem}_{TOY_LABELS[10]}.pth", weights_only=True)
-    raw = loading.from_pretrained_no_processing("solu-2l", checkpoint_value=TOY_LABELS[10])
+    raw = HookedTransformer.from_pretrained_no_processing("solu-2l", checkpoint_value=TOY_LABELS[10])
     assert torch.equal(raw.W_E, reference["embed.W_E"])
     with pytest.raises(loading.HubUnavailableError, match=f"{stem}_{TOY_LABELS[11]}.pth"):
-        loading.from_pretrained("solu-2l", checkpoint_index=11)
+        HookedTransformer.from_pretrained("solu-2l", checkpoint_index=11)
 
 
 def test_readme_commands_cover_every_notebook_model(offline_cache):
@@ -91,10 +91,10 @@ def test_readme_commands_cover_every_notebook_model(offline_cache):
     for command in commands:
         offline_cache.hf_download(command)
     for name in ("gpt2-small", "distilgpt2", "solu-2l", "othello-gpt"):
-        assert course_models.choose_model(name) == name
+        assert loading.choose_model(name) == name
     labels, _ = loading.get_checkpoint_labels("solu-2l")
     for index in (0, 10, 25, 35, 60, len(labels) - 1):  # the checkpoints notebook 04 measures
-        assert loading.from_pretrained("solu-2l", checkpoint_index=index).cfg.checkpoint_value == TOY_LABELS[index]
+        assert HookedTransformer.from_pretrained("solu-2l", checkpoint_index=index).cfg.checkpoint_value == TOY_LABELS[index]
     assert loading.MODELS["othello-gpt"].repo == OTHELLO
 
 

@@ -12,7 +12,6 @@ import torch
 from conftest import randomise_
 
 from helpers import HookedTransformer, HookedTransformerConfig
-from helpers.loading import from_pretrained
 from helpers.weights import config_from_hf_gpt2
 
 TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, d_vocab=40, n_ctx=10, seed=0, device="cpu")
@@ -193,18 +192,43 @@ def test_gpt2_config(hf_gpt2):
 
 def test_gpt2_logits_equal_without_processing(hf_gpt2):
     hf, tokens, expected = hf_gpt2
-    model = from_pretrained("gpt2", hf_model=hf, **NONE, device="cpu")  # the classic signature
-    assert model.cfg.normalization_type == "LN" and model.cfg.model_name == "gpt2"
+    model = HookedTransformer.from_hf_gpt2(hf, **NONE, device="cpu")
+    assert model.cfg.normalization_type == "LN"
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), expected, rtol=0, atol=1e-4)
 
 
 def test_gpt2_log_probs_equal_with_all_processing(hf_gpt2):
     hf, tokens, expected = hf_gpt2
-    model = HookedTransformer.from_pretrained("my-fine-tuned-gpt2", hf_model=hf, **ALL, device="cpu")
+    model = HookedTransformer.from_hf_gpt2(hf, **ALL, device="cpu")
     assert model.cfg.normalization_type == "LNPre"
     with torch.no_grad():
         assert_same_log_probs(model(tokens), expected)
+
+
+def test_gpt2_from_state_dict_and_config(hf_gpt2):
+    hf, tokens, expected = hf_gpt2
+    # default processing
+    model = HookedTransformer.from_hf_gpt2(state_dict=hf.state_dict(), hf_config=hf.config, device="cpu")
+    with torch.no_grad():
+        assert_same_log_probs(model(tokens), expected)
+
+
+def test_gpt2_needs_a_model_or_weights():
+    with pytest.raises(ValueError, match="state_dict"):
+        HookedTransformer.from_hf_gpt2(state_dict={})
+
+
+def test_from_pretrained_with_hf_model(hf_gpt2):
+    """The classic signature: a user's transformers GPT-2 (fine-tuned...) in place of the Hub's weights."""
+    hf, tokens, expected = hf_gpt2
+    with torch.no_grad():
+        raw = HookedTransformer.from_pretrained("gpt2", hf_model=hf, **NONE, device="cpu")
+        assert raw.cfg.normalization_type == "LN" and raw.cfg.model_name == "gpt2"
+        torch.testing.assert_close(raw(tokens), expected, rtol=0, atol=1e-4)
+        processed = HookedTransformer.from_pretrained("my-fine-tuned-gpt2", hf_model=hf, **ALL, device="cpu")
+        assert processed.cfg.normalization_type == "LNPre" and processed.cfg.model_name == "my-fine-tuned-gpt2"
+        assert_same_log_probs(processed(tokens), expected)
 
 
 def test_gpt2_from_a_save_pretrained_directory(hf_gpt2, tmp_path):
@@ -226,7 +250,7 @@ def test_gpt2_directory_with_its_tokenizer(tmp_path):
     hf = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=16)).eval()
     hf.save_pretrained(tmp_path / "d")
     gpt2_tokenizer().save_pretrained(tmp_path / "d")
-    model = from_pretrained(str(tmp_path / "d"))
+    model = HookedTransformer.from_pretrained(str(tmp_path / "d"))
     assert model.to_tokens("Hello world").tolist() == [[50256, 15496, 995]]
     with torch.no_grad():
         assert_same_log_probs(model(model.to_tokens("Hello world")), hf(model.to_tokens("Hello world")).logits)
@@ -236,12 +260,12 @@ def test_gpt2_user_model_errors(tmp_path):
     from transformers import BertConfig, BertModel
 
     with pytest.raises(FileNotFoundError, match="config.json and model.safetensors"):
-        from_pretrained(str(tmp_path))
+        HookedTransformer.from_pretrained(str(tmp_path))
     bert = BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
     with pytest.raises(ValueError, match="type 'bert'.*only GPT-2"):
-        from_pretrained("bert", hf_model=bert)
+        HookedTransformer.from_pretrained("bert", hf_model=bert)
     with pytest.raises(ValueError, match="do not apply to hf_model"):
-        from_pretrained("gpt2", hf_model=bert, checkpoint_index=0)
+        HookedTransformer.from_pretrained("gpt2", hf_model=bert, checkpoint_index=0)
 
 
 def test_gpt2_unsupported_options_are_refused():
