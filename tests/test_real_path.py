@@ -94,7 +94,8 @@ def test_readme_commands_cover_every_notebook_model(offline_cache):
         assert loading.choose_model(name) == name
     labels, _ = loading.get_checkpoint_labels("solu-2l")
     for index in (0, 10, 25, 35, 60, len(labels) - 1):  # the checkpoints notebook 04 measures
-        assert HookedTransformer.from_pretrained("solu-2l", checkpoint_index=index).cfg.checkpoint_value == TOY_LABELS[index]
+        model = HookedTransformer.from_pretrained("solu-2l", checkpoint_index=index)
+        assert model.cfg.checkpoint_value == TOY_LABELS[index]
     assert loading.MODELS["othello-gpt"].repo == OTHELLO
 
 
