@@ -231,7 +231,7 @@ def _cached_repo_files(repo: str) -> tuple[list[str], list[str] | None]:
     Read directly, not through ``snapshot_download(local_files_only=True)``: that raises when the recorded
     listing names files that were not downloaded, which is what a partial ``hf download`` leaves.
     """
-    import huggingface_hub
+    import huggingface_hub  # slow to import: only when the Hub is used
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
