@@ -64,7 +64,7 @@ def _execute_one(notebook: Path, out: Path) -> None:
     nb = nbformat.read(notebook, as_version=4)
     error = None
     try:
-        NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+        NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     except Exception as e:  # reported by the caller, with the notebook written for inspection
         error = f"{type(e).__name__}: {e}"[-3000:]
     nbformat.write(nb, out)
