@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from helpers import utils
+from helpers import checks, utils
 from helpers.activation_cache import ActivationCache
 
 Metric = Callable[[Float[torch.Tensor, "batch pos d_vocab"]], torch.Tensor]
@@ -80,6 +80,7 @@ def _act_name(kind: str) -> str:
 
 
 def _check_kind(model, kind: str) -> None:
+    checks.is_model(model, "activation_patching(model, corrupted_tokens, clean, metric, kind=...)")
     if kind not in PATCH_KINDS:
         raise ValueError(f"Unknown patching kind {kind!r}; the kinds are {list(PATCH_KINDS)}.")
     cfg = model.cfg
@@ -101,17 +102,9 @@ def _trailing_shape(model, act: str) -> tuple[int, ...]:
     return (cfg.d_model,)
 
 
-def _check_tokens(tokens, what: str) -> Int[torch.Tensor, "batch pos"]:
-    if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"{what} must be a tensor of token ids [batch pos], not {type(tokens).__name__} "
-                        "(use model.to_tokens on strings first).")
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-        raise TypeError(f"{what} must hold integer token ids, not {tokens.dtype}.")
-    if tokens.ndim == 1:
-        tokens = tokens[None]
-    if tokens.ndim != 2:
-        raise ValueError(f"{what} must have shape [batch pos], got {tuple(tokens.shape)}.")
-    return tokens
+def _check_tokens(model, tokens, what: str) -> Int[torch.Tensor, "batch pos"]:
+    tokens = checks.token_ids(tokens, model.cfg.d_vocab, what)
+    return tokens if tokens.ndim == 2 else tokens[None]
 
 
 def _clean_activations(model, clean, corrupted_tokens: torch.Tensor, kind: str) -> list[torch.Tensor]:
@@ -122,7 +115,7 @@ def _clean_activations(model, clean, corrupted_tokens: torch.Tensor, kind: str) 
     act = _act_name(kind)
     names = [utils.get_act_name(act, layer) for layer in range(model.cfg.n_layers)]
     if isinstance(clean, torch.Tensor):
-        clean_tokens = _check_tokens(clean, "clean tokens")
+        clean_tokens = _check_tokens(model, clean, "clean")
         if clean_tokens.shape != corrupted_tokens.shape:
             raise ValueError(f"Clean tokens have shape {tuple(clean_tokens.shape)} but the corrupted tokens "
                              f"have shape {tuple(corrupted_tokens.shape)}: they must match (same prompts "
@@ -247,11 +240,11 @@ def activation_patching(
     one; each pass patches one layer and starts there, from the corrupted residual stream.
     """
     _check_kind(model, kind)
-    corrupted_tokens = _check_tokens(corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
+    corrupted_tokens = _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
     if not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}.")
     if not callable(metric):
-        raise TypeError("metric must be a function logits -> scalar tensor.")
+        raise TypeError(f"metric must be a function logits -> scalar tensor, got {type(metric).__name__}.")
     batch, n_pos = corrupted_tokens.shape
     if pos_labels is None:
         pos_labels = [str(i) for i in range(n_pos)]
@@ -308,3 +301,183 @@ def activation_patching(
     axes = {a: labels[a] for a in PATCH_KINDS[kind]}
     shape = tuple(len(v) for v in axes.values())
     return PatchingResult(torch.tensor(values, dtype=torch.float32).reshape(shape), axes, kind)
+
+
+# ------------------------------------------------------------------------------------------------
+# The classic names (transformer_lens.patching), as thin layers over the batched implementation
+# ------------------------------------------------------------------------------------------------
+#
+# Same arguments, same return shapes and axis order as the classic functions: a float tensor of the metric
+# after each patch, on the model's device. Those that patch a residual stream, a layer output or a head's z
+# call ``activation_patching``; the others (q, k, v, attention patterns, any patch setter) go through
+# ``generic_activation_patch``, which also batches the patches but applies a Python setter per patched copy.
+
+
+def layer_pos_patch_setter(corrupted_activation, index, clean_activation):
+    """index (layer, pos): copy the clean activation at that position, activation [batch pos ...]."""
+    _, pos = index
+    corrupted_activation[:, pos] = clean_activation[:, pos]
+    return corrupted_activation
+
+
+def layer_pos_head_vector_patch_setter(corrupted_activation, index, clean_activation):
+    """index (layer, pos, head): one head at one position, activation [batch pos head_index d_head]."""
+    _, pos, head = index
+    corrupted_activation[:, pos, head] = clean_activation[:, pos, head]
+    return corrupted_activation
+
+
+def layer_head_vector_patch_setter(corrupted_activation, index, clean_activation):
+    """index (layer, head): one head at every position, activation [batch pos head_index d_head]."""
+    _, head = index
+    corrupted_activation[:, :, head] = clean_activation[:, :, head]
+    return corrupted_activation
+
+
+def layer_head_pattern_patch_setter(corrupted_activation, index, clean_activation):
+    """index (layer, head): a head's whole pattern, activation [batch head_index dest_pos src_pos]."""
+    _, head = index
+    corrupted_activation[:, head] = clean_activation[:, head]
+    return corrupted_activation
+
+
+def layer_head_pos_pattern_patch_setter(corrupted_activation, index, clean_activation):
+    """index (layer, head, dest_pos): one row of a head's pattern, activation [batch head_index dest_pos src_pos]."""
+    _, head, dest = index
+    corrupted_activation[:, head, dest] = clean_activation[:, head, dest]
+    return corrupted_activation
+
+
+def layer_head_dest_src_pos_pattern_patch_setter(corrupted_activation, index, clean_activation):
+    """index (layer, head, dest_pos, src_pos): one entry of a head's pattern."""
+    _, head, dest, src = index
+    corrupted_activation[:, head, dest, src] = clean_activation[:, head, dest, src]
+    return corrupted_activation
+
+
+def _axis_size(model, axis: str, n_pos: int) -> int:
+    sizes = {"layer": model.cfg.n_layers, "pos": n_pos, "dest_pos": n_pos, "src_pos": n_pos,
+             "head": model.cfg.n_heads, "head_index": model.cfg.n_heads}
+    if axis not in sizes:
+        raise ValueError(f"index_axis_names: unknown axis {axis!r}; the axes are {list(sizes)} (layer first).")
+    return sizes[axis]
+
+
+@torch.no_grad()
+def generic_activation_patch(model, corrupted_tokens: Int[torch.Tensor, "batch pos"], clean_cache, patching_metric,
+                             patch_setter, activation_name: str, index_axis_names=None, index_df=None,
+                             return_index_df: bool = False, max_batch: int = 64):
+    """The metric after each patch ``patch_setter(corrupted_activation, index, clean_activation)`` of the
+    activation ``activation_name`` of layer ``index[0]``, for every index of ``index_axis_names`` (a grid, the
+    result has one dim per axis) or for every row of ``index_df`` (a pandas DataFrame; the result is flat).
+
+    As ``activation_patching``, the corrupted batch is repeated once per patch (at most ``max_batch``
+    sequences per pass) and each pass starts at the patched layer from the corrupted residual stream.
+    With ``return_index_df`` also returns the DataFrame of indices (needs pandas).
+    """
+    corrupted_tokens = _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
+    batch, n_pos = corrupted_tokens.shape
+    if (index_df is None) == (index_axis_names is None):
+        raise ValueError("generic_activation_patch: pass exactly one of index_axis_names (e.g. ('layer', 'pos')) "
+                         "and index_df (a DataFrame of indices, layer in its first column).")
+    if index_df is None:
+        shape = [_axis_size(model, a, n_pos) for a in index_axis_names]
+        grids = torch.meshgrid(*[torch.arange(s) for s in shape], indexing="ij")
+        index = torch.stack([g.flatten() for g in grids], dim=1)  # [n_patches n_axes], row-major
+    else:
+        index = torch.tensor(index_df.to_numpy(), dtype=torch.long)
+        shape = [len(index)]
+    resid_names = [utils.get_act_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
+    _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=resid_names,
+                                              stop_at_layer=model.cfg.n_layers)
+    per_pass = max(1, max_batch // batch)
+    values = torch.zeros(len(index))
+    for layer in index[:, 0].unique().tolist():
+        name = utils.get_act_name(activation_name, layer)
+        clean = clean_cache[name].to(model.cfg.device)
+        for rows in (index[:, 0] == layer).nonzero().flatten().split(per_pass):
+
+            def hook(activation, hook, rows=rows, clean=clean):
+                for copy, row in zip(activation.unflatten(0, (len(rows), batch)), rows.tolist(), strict=True):
+                    patched = patch_setter(copy, index[row].tolist(), clean)
+                    if patched is not copy:
+                        copy.copy_(patched)
+                return activation
+
+            resid = corrupted_cache["resid_pre", layer].repeat(len(rows), 1, 1)
+            logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=[(name, hook)])
+            for copy_logits, row in zip(logits.unflatten(0, (len(rows), batch)), rows.tolist(), strict=True):
+                values[row] = _scalar(patching_metric(copy_logits), f"patch {tuple(index[row].tolist())}")
+    values = values.reshape(shape).to(model.cfg.device)
+    if not return_index_df:
+        return values
+    if index_df is None:
+        import pandas as pd  # optional: only this return value needs it
+
+        index_df = pd.DataFrame(index.numpy(), columns=list(index_axis_names))
+    return values, index_df
+
+
+def _patch(kind: str):
+    def patch(model, corrupted_tokens, clean_cache, patching_metric):
+        result = activation_patching(model, corrupted_tokens, clean_cache, patching_metric, kind=kind)
+        return result.values.to(model.cfg.device)
+
+    patch.__doc__ = (f"Classic name: the '{kind}' map of ``activation_patching``, a tensor "
+                     f"[{' '.join(PATCH_KINDS[kind])}] on the model's device.")
+    return patch
+
+
+def _generic(activation_name: str, setter, axes: tuple[str, ...]):
+    def patch(model, corrupted_tokens, clean_cache, patching_metric):
+        return generic_activation_patch(model, corrupted_tokens, clean_cache, patching_metric, setter,
+                                        activation_name, index_axis_names=axes)
+
+    patch.__doc__ = f"Classic name: patch '{activation_name}' for each ({', '.join(axes)}); a tensor of that shape."
+    return patch
+
+
+get_act_patch_resid_pre = _patch("resid_pre")
+get_act_patch_resid_mid = _patch("resid_mid")
+get_act_patch_attn_out = _patch("attn_out")
+get_act_patch_mlp_out = _patch("mlp_out")
+get_act_patch_attn_head_out_by_pos = _patch("z_by_pos")
+get_act_patch_attn_head_out_all_pos = _patch("z")
+get_act_patch_attn_head_q_by_pos = _generic("q", layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
+get_act_patch_attn_head_k_by_pos = _generic("k", layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
+get_act_patch_attn_head_v_by_pos = _generic("v", layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
+get_act_patch_attn_head_q_all_pos = _generic("q", layer_head_vector_patch_setter, ("layer", "head"))
+get_act_patch_attn_head_k_all_pos = _generic("k", layer_head_vector_patch_setter, ("layer", "head"))
+get_act_patch_attn_head_v_all_pos = _generic("v", layer_head_vector_patch_setter, ("layer", "head"))
+get_act_patch_attn_head_pattern_all_pos = _generic("pattern", layer_head_pattern_patch_setter, ("layer", "head_index"))
+get_act_patch_attn_head_pattern_by_pos = _generic("pattern", layer_head_pos_pattern_patch_setter,
+                                                  ("layer", "head_index", "dest_pos"))
+get_act_patch_attn_head_pattern_dest_src_pos = _generic("pattern", layer_head_dest_src_pos_pattern_patch_setter,
+                                                        ("layer", "head_index", "dest_pos", "src_pos"))
+
+
+def get_act_patch_attn_head_all_pos_every(model, corrupted_tokens, clean_cache, metric
+                                          ) -> Float[torch.Tensor, "5 layer head"]:
+    """Every head at every position, for its output, q, k, v and pattern: [5 n_layers n_heads] in that order."""
+    maps = (get_act_patch_attn_head_out_all_pos, get_act_patch_attn_head_q_all_pos,
+            get_act_patch_attn_head_k_all_pos, get_act_patch_attn_head_v_all_pos,
+            get_act_patch_attn_head_pattern_all_pos)
+    return torch.stack([f(model, corrupted_tokens, clean_cache, metric) for f in maps])
+
+
+def get_act_patch_attn_head_by_pos_every(model, corrupted_tokens, clean_cache, metric
+                                         ) -> Float[torch.Tensor, "5 layer pos head"]:
+    """Every head at each position, for its output, q, k, v and pattern (its destination row):
+    [5 n_layers pos n_heads] in that order."""
+    maps = [f(model, corrupted_tokens, clean_cache, metric) for f in (
+        get_act_patch_attn_head_out_by_pos, get_act_patch_attn_head_q_by_pos,
+        get_act_patch_attn_head_k_by_pos, get_act_patch_attn_head_v_by_pos)]
+    pattern = get_act_patch_attn_head_pattern_by_pos(model, corrupted_tokens, clean_cache, metric)
+    return torch.stack(maps + [pattern.transpose(1, 2)])  # pattern [layer head pos] -> [layer pos head]
+
+
+def get_act_patch_block_every(model, corrupted_tokens, clean_cache, metric) -> Float[torch.Tensor, "3 layer pos"]:
+    """The residual stream before each block, each attention output and each MLP output, per position:
+    [3 n_layers pos] in that order."""
+    return torch.stack([f(model, corrupted_tokens, clean_cache, metric) for f in (
+        get_act_patch_resid_pre, get_act_patch_attn_out, get_act_patch_mlp_out)])
