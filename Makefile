@@ -11,7 +11,7 @@ EXERCICES := $(sort $(wildcard exercices/[0-9][0-9]_*.ipynb))
 export COURSE_EMBEDDED_MODELS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint models bench exercices colab-links clean
+.PHONY: install run test test-real lint models bench exercices colab-links clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ lint: install
 test: install lint
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest -p tests.nbval_figures --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+
+# The notebooks on the real loading path (COURSE_EMBEDDED_MODELS unset) at the real models' shapes, on a fake
+# Hugging Face cache filled by the README's `hf download` commands (random weights); prints time and peak memory.
+test-real: install
+	$(BIN)/python -m tests.real_path --scale real
 
 # Retrain the embedded models (hours of CPU; resumable: rerun to continue). Never run in CI.
 # training/ runs from this checkout (it is not installed): its state goes to runs/, its output to data/models.

@@ -10,6 +10,8 @@ Where the weights come from:
   ``NeelNanda/...`` repositories; their configurations are known here.
 - The course's own models (course-gpt2, course-attn-only-2l, course-othello-gpt): ``data/models``,
   with no network at all (see helpers.course_models).
+- A user's own GPT-2: ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or
+  ``from_pretrained("path/to/dir")`` (a directory written by ``save_pretrained``).
 
 Files from the Hub are read from the local Hugging Face cache when they are there (``HF_HOME``,
 ``HF_HUB_OFFLINE=1`` are honoured) and downloaded otherwise. When the Hub cannot be reached, loading
@@ -25,14 +27,13 @@ import json
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from helpers import checks, course_models, othello
+from helpers import checks, course_models, othello, utils
 from helpers.config import FIELDS, HookedTransformerConfig
 from helpers.tokenizer import END_OF_TEXT
 from helpers.weights import PROCESSING, config_from_hf_gpt2, convert_gpt2_weights
@@ -208,19 +209,45 @@ def is_available(model_name: str) -> bool:
 
 
 def _repo_files(repo: str) -> tuple[list[str], bool]:
-    """The files of a Hub repository, and whether the list is complete (from the Hub).
+    """The files of a Hub repository, and whether the list is complete.
 
-    Offline, the list is that of the files in the local cache.
+    Online, the Hub's list. Offline, the listing a multi-file ``hf download`` records in the cache when
+    there is one (complete, even if only some files were downloaded), else the files in the cached snapshot.
     """
     import huggingface_hub  # slow to import: only when the Hub is used
 
     if _online():
         return huggingface_hub.list_repo_files(repo), True
+    cached, listing = _cached_repo_files(repo)
+    if not cached:
+        raise _NotAvailable(repo, None, _offline_mode())
+    return (listing, True) if listing else (cached, False)
+
+
+def _cached_repo_files(repo: str) -> tuple[list[str], list[str] | None]:
+    """The files of ``repo`` present in the local cache (snapshot of ``refs/main``), and the repository's
+    full listing if the cache recorded one (``trees/<commit>.json``, recent huggingface_hub; else None).
+
+    Read directly, not through ``snapshot_download(local_files_only=True)``: that raises when the recorded
+    listing names files that were not downloaded, which is what a partial ``hf download`` leaves.
+    """
+    import huggingface_hub  # slow to import: only when the Hub is used
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+    ref = storage / "refs" / constants.DEFAULT_REVISION
+    if not ref.is_file():
+        return [], None
+    snapshot = storage / "snapshots" / ref.read_text().strip()
+    cached = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    cached_tree = getattr(huggingface_hub, "get_cached_repo_tree", None)  # absent from older versions
+    if cached_tree is None:
+        return cached, None
     try:
-        snapshot = Path(huggingface_hub.snapshot_download(repo, local_files_only=True))
-    except Exception:
-        raise _NotAvailable(repo, None, _offline_mode()) from None
-    return sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()), False
+        return cached, sorted(f.path for f in cached_tree(repo))
+    except huggingface_hub.errors.CachedRepoTreeNotFoundError:
+        return cached, None
 
 
 def _load_tensors(path: str) -> dict[str, torch.Tensor]:
@@ -291,8 +318,8 @@ def get_checkpoint_labels(model_name: str) -> tuple[list[int], str]:
         except _NotAvailable as e:
             raise HubUnavailableError(_unavailable_message(name, e, spec)) from None
         if not complete:
-            warnings.warn(f"The Hub is unreachable: listing only the {len(found)} checkpoints of {name} "
-                          "found in the local cache.", stacklevel=2)
+            utils.warn(f"The Hub is unreachable: listing only the {len(found)} checkpoints of {name} "
+                       "found in the local cache.")
         return list(found), _label_type(list(found))
     checkpointed = ", ".join(n for n, s in MODELS.items() if _has_checkpoints(s))
     raise ValueError(f"{name} has no training checkpoints. Models with checkpoints: {checkpointed}.")
@@ -325,9 +352,41 @@ def _load_hf_gpt2(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
                                                                                     "pytorch_model.bin")
     from transformers import GPT2Config  # heavy, and imported once the files are there: offline errors come fast
 
-    cfg = config_from_hf_gpt2(GPT2Config.from_json_file(config_file), model_name=name, device="cpu")
-    sd = convert_gpt2_weights({k: v.float() for k, v in _load_tensors(weights).items()}, cfg)
-    return cfg.to_dict(), sd, None
+    config, sd = _convert_gpt2(GPT2Config.from_json_file(config_file), _load_tensors(weights), name)
+    return config, sd, None
+
+
+def _convert_gpt2(hf_config, hf_sd: dict, name: str) -> tuple[dict, dict]:
+    """Config dict and classic float32 state dict of a transformers GPT-2 (its config and state dict)."""
+    if hf_config.model_type != "gpt2":
+        raise ValueError(f"{name}: a transformers model of type {hf_config.model_type!r} was given; only GPT-2 "
+                         "architectures (model_type 'gpt2': GPT2LMHeadModel, GPT2Model) can be converted.")
+    cfg = config_from_hf_gpt2(hf_config, model_name=name, device="cpu")
+    return cfg.to_dict(), convert_gpt2_weights({k: v.float() for k, v in hf_sd.items()}, cfg)
+
+
+def _load_user_gpt2(model_name: str, hf_model):
+    """(config, state dict, tokenizer) of a user's GPT-2: a transformers model in memory (``hf_model``), or
+    a directory written by ``save_pretrained`` (its tokenizer too, if it was saved there)."""
+    if hf_model is not None:
+        name = resolve_name(model_name) if model_name.lower() in _alias_map() else model_name
+        config, sd = _convert_gpt2(hf_model.config, hf_model.state_dict(), name)
+        return config, sd, None
+    from transformers import AutoTokenizer, GPT2Config  # heavy: only for a local directory
+
+    directory = Path(model_name).expanduser()
+    weights = [directory / f for f in ("model.safetensors", "pytorch_model.bin") if (directory / f).is_file()]
+    if not (directory / "config.json").is_file() or not weights:
+        raise FileNotFoundError(f"{directory} is not a directory written by save_pretrained: it needs config.json "
+                                "and model.safetensors (or pytorch_model.bin). Sharded checkpoints are not supported.")
+    config, sd = _convert_gpt2(GPT2Config.from_json_file(directory / "config.json"), _load_tensors(str(weights[0])),
+                               directory.name)
+    tokenizer = None
+    if (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        if tokenizer.pad_token is None:  # GPT-2 tokenizers have none; batches of prompts need one
+            tokenizer.pad_token = tokenizer.eos_token
+    return config, sd, tokenizer
 
 
 def _strip_buffers(sd: dict) -> dict:
@@ -353,8 +412,8 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
             if not complete and not labels:
                 raise _NotAvailable(spec.repo, "checkpoints/", _offline_mode())
             if not complete and checkpoint_index is not None:
-                warnings.warn(f"The Hub is unreachable: checkpoint_index counts only the {len(labels)} "
-                              f"checkpoints of {name} in the local cache.", stacklevel=3)
+                utils.warn(f"The Hub is unreachable: checkpoint_index counts only the {len(labels)} "
+                           f"checkpoints of {name} in the local cache.")
             label = _pick_checkpoint(name, labels, _label_type(labels), checkpoint_index, checkpoint_value)
             path = _hub_file(spec.repo, found[label])
             config.update(checkpoint_value=label, checkpoint_index=labels.index(label))
@@ -388,15 +447,18 @@ _LOADERS = {"hf-gpt2": _load_hf_gpt2, "classic": _load_classic, "course": _load_
 
 
 def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkpoint_value: int | None = None,
-                    **cfg_overrides) -> tuple[HookedTransformerConfig, dict[str, torch.Tensor], object]:
+                    hf_model=None, **cfg_overrides) -> tuple[HookedTransformerConfig, dict[str, torch.Tensor], object]:
     """The config, the classic-named float32 state dict (unprocessed) and the tokenizer (None: the config's
     ``tokenizer_name`` says which) of a model given by name (see ``MODELS``).
 
-    checkpoint_index / checkpoint_value pick a training checkpoint (see get_checkpoint_labels). Keywords
-    override fields of the HookedTransformerConfig (e.g. ``device="cpu"``, ``use_attn_result=True``).
+    checkpoint_index / checkpoint_value pick a training checkpoint (see get_checkpoint_labels). ``hf_model``:
+    a transformers GPT-2 (your own or fine-tuned) whose weights are used instead of the Hub's; ``model_name``
+    may also be a directory written by ``save_pretrained``. Keywords override fields of the
+    HookedTransformerConfig (e.g. ``device="cpu"``, ``use_attn_result=True``).
     """
-    name = resolve_name(model_name)
-    spec = MODELS[name]
+    user_model = hf_model is not None or Path(model_name).expanduser().is_dir()
+    name = model_name if user_model else resolve_name(model_name)
+    spec = None if user_model else MODELS[name]
     checks.device(cfg_overrides.get("device"))
     unknown = sorted(set(cfg_overrides) - FIELDS)
     if unknown:
@@ -407,15 +469,23 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
                         f"HookedTransformerConfig fields {sorted(FIELDS)}.")
     if checkpoint_index is not None and checkpoint_value is not None:
         raise ValueError("Give checkpoint_index or checkpoint_value, not both.")
-    if (checkpoint_index is not None or checkpoint_value is not None) and not _has_checkpoints(spec):
+    checkpoint = checkpoint_index is not None or checkpoint_value is not None
+    if user_model and checkpoint:
+        raise ValueError("checkpoint_index / checkpoint_value pick a training checkpoint of a registered model; "
+                         "they do not apply to hf_model= or to a local directory.")
+    if checkpoint and not _has_checkpoints(spec):
         get_checkpoint_labels(name)  # raises: this model has no checkpoints
     try:
-        config, sd, tokenizer = _LOADERS[spec.family](name, spec, checkpoint_index, checkpoint_value)
+        if user_model:
+            config, sd, tokenizer = _load_user_gpt2(model_name, hf_model)
+        else:
+            config, sd, tokenizer = _LOADERS[spec.family](name, spec, checkpoint_index, checkpoint_value)
     except _NotAvailable as e:
         shown = name if model_name == name else f"{model_name} ({name})"
         raise HubUnavailableError(_unavailable_message(shown, e, spec)) from None
     # Where the model runs is this machine's choice, not the stored config's.
-    config.update(model_name=name, device=None, dtype=torch.float32, default_prepend_bos=True)
+    config.update(model_name=config["model_name"] if user_model else name, device=None, dtype=torch.float32,
+                  default_prepend_bos=True)
     config.update(cfg_overrides)
     return HookedTransformerConfig.from_dict(config), sd, tokenizer
 

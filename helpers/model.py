@@ -581,18 +581,21 @@ class HookedTransformer(HookedRootModule):
 
     @classmethod
     def from_pretrained(cls, model_name: str, checkpoint_index: int | None = None,
-                        checkpoint_value: int | None = None, **kwargs) -> HookedTransformer:
+                        checkpoint_value: int | None = None, hf_model=None, tokenizer=None,
+                        **kwargs) -> HookedTransformer:
         """Load a model by name (see helpers.loading.MODELS): real ones from the Hub, the course's from data/.
 
         kwargs: the weight-processing steps (``weights.PROCESSING``: fold_ln, center_writing_weights,
         center_unembed, fold_value_biases, refactor_factored_attn_matrices; they leave the log-probs
         unchanged), and any HookedTransformerConfig field (device, dtype, use_attn_result, ...).
         checkpoint_index / checkpoint_value pick a training checkpoint (see loading.get_checkpoint_labels).
+        ``hf_model``: a transformers GPT-2 of yours (fine-tuned...) whose weights replace the Hub's;
+        ``model_name`` may also be a directory written by ``save_pretrained``. ``tokenizer`` replaces the model's.
         """
         processing, cfg_overrides = weights.split_processing(kwargs)
-        cfg, state_dict, tokenizer = loading.load_pretrained(model_name, checkpoint_index, checkpoint_value,
-                                                             **cfg_overrides)
-        model = cls(cfg, tokenizer=tokenizer)
+        cfg, state_dict, own_tokenizer = loading.load_pretrained(model_name, checkpoint_index, checkpoint_value,
+                                                                 hf_model=hf_model, **cfg_overrides)
+        model = cls(cfg, tokenizer=tokenizer if tokenizer is not None else own_tokenizer)
         model.load_and_process_state_dict(state_dict, **processing)
         model.eval()
         print(f"Loaded pretrained model {model_name} into HookedTransformer")

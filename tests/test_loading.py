@@ -72,23 +72,18 @@ class FakeHub:
         base = self.root / repo_id
         return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
 
-    def snapshot_download(self, repo_id, *, local_files_only=False, **kwargs):
-        assert local_files_only, "loading only reads snapshots from the cache"
-        files = [f for r, f in self.cached if r == repo_id]
-        if not files:
-            raise LocalEntryNotFoundError(f"{repo_id} is not cached")
-        snapshot = self.root.parent / "snapshots" / repo_id
-        for f in files:
-            (snapshot / f).parent.mkdir(parents=True, exist_ok=True)
-            (snapshot / f).write_bytes((self.root / repo_id / f).read_bytes())
-        return str(snapshot)
+    def cached_repo_files(self, repo_id):
+        """Stands for loading._cached_repo_files: what this fake cache holds (no recorded listing).
+        The real on-disk cache layout is exercised by tests/test_real_path.py."""
+        return sorted(f for r, f in self.cached if r == repo_id), None
 
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     fake = FakeHub(tmp_path / "repos")
-    for name in ("hf_hub_download", "list_repo_files", "snapshot_download"):
+    for name in ("hf_hub_download", "list_repo_files"):
         monkeypatch.setattr(huggingface_hub, name, getattr(fake, name))
+    monkeypatch.setattr(loading, "_cached_repo_files", fake.cached_repo_files)
     monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: fake.online)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

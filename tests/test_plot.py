@@ -45,3 +45,11 @@ def test_circuitsvis_bundle_inlined_once_and_ids_stable():
     for html in (first, second):  # nothing loaded from a CDN
         assert 'from "https://' not in html and 'src="https://' not in html
     assert repr(plot.attention_heads(tokens, torch.rand(2, 3, 3))) == "<circuitsvis AttentionHeads: 3 tokens>"
+
+
+def test_plotly_express_line_and_scatter_work():
+    """The seeds' own helpers call px.line / px.scatter, which need pandas (a dependency of the course)."""
+    import plotly.express as px
+
+    assert px.line(y=[1.0, 2.0, 3.0]).data[0].y.tolist() == [1.0, 2.0, 3.0]
+    assert px.scatter(x=[0, 1], y=[2.0, 3.0]).data[0].x.tolist() == [0, 1]

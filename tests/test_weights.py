@@ -219,6 +219,55 @@ def test_gpt2_needs_a_model_or_weights():
         HookedTransformer.from_hf_gpt2(state_dict={})
 
 
+def test_from_pretrained_with_hf_model(hf_gpt2):
+    """The classic signature: a user's transformers GPT-2 (fine-tuned...) in place of the Hub's weights."""
+    hf, tokens, expected = hf_gpt2
+    with torch.no_grad():
+        raw = HookedTransformer.from_pretrained("gpt2", hf_model=hf, **NONE, device="cpu")
+        assert raw.cfg.normalization_type == "LN" and raw.cfg.model_name == "gpt2"
+        torch.testing.assert_close(raw(tokens), expected, rtol=0, atol=1e-4)
+        processed = HookedTransformer.from_pretrained("my-fine-tuned-gpt2", hf_model=hf, **ALL, device="cpu")
+        assert processed.cfg.normalization_type == "LNPre" and processed.cfg.model_name == "my-fine-tuned-gpt2"
+        assert_same_log_probs(processed(tokens), expected)
+
+
+def test_gpt2_from_a_save_pretrained_directory(hf_gpt2, tmp_path):
+    hf, tokens, expected = hf_gpt2
+    hf.save_pretrained(tmp_path / "my-gpt2")
+    with torch.no_grad():
+        raw = HookedTransformer.from_pretrained_no_processing(str(tmp_path / "my-gpt2"))
+        torch.testing.assert_close(raw(tokens), expected, rtol=0, atol=1e-4)
+        processed = HookedTransformer.from_pretrained(str(tmp_path / "my-gpt2"))  # default processing
+        assert_same_log_probs(processed(tokens), expected)
+    assert raw.cfg.model_name == "my-gpt2" and raw.tokenizer is None  # no tokenizer saved, d_vocab is not GPT-2's
+
+
+def test_gpt2_directory_with_its_tokenizer(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from helpers.tokenizer import gpt2_tokenizer
+
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=16)).eval()
+    hf.save_pretrained(tmp_path / "d")
+    gpt2_tokenizer().save_pretrained(tmp_path / "d")
+    model = HookedTransformer.from_pretrained(str(tmp_path / "d"))
+    assert model.to_tokens("Hello world").tolist() == [[50256, 15496, 995]]
+    with torch.no_grad():
+        assert_same_log_probs(model(model.to_tokens("Hello world")), hf(model.to_tokens("Hello world")).logits)
+
+
+def test_gpt2_user_model_errors(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    with pytest.raises(FileNotFoundError, match="config.json and model.safetensors"):
+        HookedTransformer.from_pretrained(str(tmp_path))
+    bert = BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    with pytest.raises(ValueError, match="type 'bert'.*only GPT-2"):
+        HookedTransformer.from_pretrained("bert", hf_model=bert)
+    with pytest.raises(ValueError, match="do not apply to hf_model"):
+        HookedTransformer.from_pretrained("gpt2", hf_model=bert, checkpoint_index=0)
+
+
 def test_gpt2_unsupported_options_are_refused():
     from transformers import GPT2Config
 

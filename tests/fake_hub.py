@@ -1,0 +1,262 @@
+"""A Hugging Face cache filled as ``hf download`` fills it, with random-weight models of the real repositories.
+
+Built at test time (nothing here is committed weights). ``FakeHub(cache_dir, scale)`` knows, for each of the
+course's real models, the repository's files (generated on demand) and ``hf_download(command)`` writes what
+huggingface_hub 2.x writes for that command (read from its ``file_download`` / ``_snapshot_download`` code):
+
+    <cache>/CACHEDIR.TAG
+    <cache>/.locks/models--<org>--<name>/<etag>.lock
+    <cache>/models--<org>--<name>/blobs/<etag>           etag: sha256 of an LFS file, git blob sha1 otherwise
+    <cache>/models--<org>--<name>/snapshots/<commit>/<path> -> ../../blobs/<etag>   (relative symlink)
+    <cache>/models--<org>--<name>/refs/main              the commit hash, no newline
+    <cache>/models--<org>--<name>/trees/<commit>.json     the repository's full listing, written by
+                                                          snapshot_download: any command with several
+                                                          files or --include (one file: hf_hub_download, none)
+
+Files of a repository that no command downloads are never generated: the listing gives them a size and ids
+derived from their name (the real 163 SoLU checkpoints would be 35 GB).
+
+Shapes: ``scale="small"`` shrinks GPT-2 and DistilGPT-2 (their shapes come from config.json); SoLU-2L and
+Othello-GPT always have the registry's shapes (helpers.loading knows their configs; their repositories do not
+carry one that the loader reads), 2L512W and 8L512W. ``scale="real"``: GPT-2 small is 12 layers, d_model 768.
+
+Tokenizers: gpt2 and distilgpt2 carry the real GPT-2 tokenizer (data/tokenizer, saved by transformers).
+NeelNanda/gpt-neox-tokenizer-digits is a stand-in built with the tokenizers library: the same size (48262),
+the same special tokens (<|endoftext|> = 0, <|padding|> = 1), byte-level BPE with digits split one by one,
+but its merges are synthetic (pairs of byte symbols), so it splits real text differently from the real one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import shlex
+import tempfile
+from fnmatch import fnmatch
+from pathlib import Path
+
+import torch
+
+from helpers import HookedTransformer, HookedTransformerConfig, loading
+
+# Label schedule of Neel Nanda's 512-wide C4+code toy models (tokens seen; 163 checkpoints, the same for all).
+TOY_LABELS = [
+    262144, 2621440, 4718592, 7077888, 9175040, 11272192, 13631488, 15728640, 18087936, 20185088, 22282240,
+    33292288, 44302336, 55312384, 66322432, 77332480, 88342528, 99352576, 110362624, 121372672, 132382720,
+    143392768, 154402816, 165412864, 176422912, 187432960, 198443008, 209453056, 220463104, 264503296, 308281344,
+    352321536, 396361728, 440401920, 484442112, 528482304, 572522496, 616300544, 660340736, 704380928, 748421120,
+    792461312, 836501504, 880279552, 924319744, 968359936, 1012400128, 1056440320, 1100480512, 1144520704,
+    1188298752, 1232338944, 1276379136, 1320419328, 1364459520, 1408499712, 1452277760, 1496317952, 1540358144,
+    1584398336, 1628438528, 1672478720, 1716518912, 1760296960, 1804337152, 1848377344, 1892417536, 1936457728,
+    1980497920, 2024275968, 2068316160, 2112356352, 2156396544, 2200436736, 2420375552, 2640314368, 2860515328,
+    3080454144, 3300392960, 3520331776, 3740270592, 3960471552, 4180410368, 4400349184, 4620288000, 4840488960,
+    5060427776, 5280366592, 5500305408, 5720506368, 5940445184, 6160384000, 6380322816, 6600523776, 6820462592,
+    7040401408, 7260340224, 7480279040, 7700480000, 7920418816, 8140357632, 8360296448, 8580497408, 8800436224,
+    9020375040, 9240313856, 9460514816, 9680453632, 9900392448, 10120331264, 10340270080, 10560471040,
+    10780409856, 11000348672, 11220287488, 11440488448, 11660427264, 11880366080, 12100304896, 12320505856,
+    12540444672, 12760383488, 12980322304, 13200523264, 13420462080, 13640400896, 13860339712, 14080278528,
+    14300479488, 14520418304, 14740357120, 14960295936, 15180496896, 15400435712, 15620374528, 15840313344,
+    16060514304, 16280453120, 16500391936, 16720330752, 16940269568, 17160470528, 17380409344, 17600348160,
+    17820286976, 18040487936, 18260426752, 18480365568, 18700304384, 18920505344, 19140444160, 19360382976,
+    19580321792, 19800522752, 20020461568, 20240400384, 20460339200, 20680278016, 20900478976, 21120417792,
+    21340356608, 21560295424, 21780496384,
+]
+SOLU = "NeelNanda/SoLU_2L512W_C4_Code"
+OTHELLO = "NeelNanda/Othello-GPT-Transformer-Lens"
+GPT2_SHAPES = {  # (n_layer, n_embd, n_head) of the fake gpt2 / distilgpt2
+    "small": {"gpt2": (2, 64, 4), "distilgpt2": (2, 64, 4)},
+    "real": {"gpt2": (12, 768, 12), "distilgpt2": (6, 768, 12)},
+}
+LFS_SUFFIXES = (".safetensors", ".pth", ".bin", ".h5", ".msgpack", ".ot", ".onnx", ".tflite")
+# Files the real repositories also hold, listed but never generated (no command here downloads them).
+LISTED_ONLY = {
+    "gpt2": [".gitattributes", "README.md", "64.tflite", "flax_model.msgpack", "merges.txt", "vocab.json",
+             "pytorch_model.bin", "rust_model.ot", "tf_model.h5", "onnx/decoder_model.onnx"],
+    "distilgpt2": [".gitattributes", "README.md", "flax_model.msgpack", "merges.txt", "vocab.json",
+                   "pytorch_model.bin", "rust_model.ot", "tf_model.h5"],
+    SOLU: [".gitattributes", "README.md", "config.json"],
+    loading.NEEL_TOKENIZER: [".gitattributes", "special_tokens_map.json", "tokenizer_config.json"],
+    OTHELLO: [".gitattributes", "README.md", "board_seqs_int_small.npy", "board_seqs_string_small.npy"],
+}
+
+
+def _sha1_blob(data: bytes) -> str:
+    """Git's id of a file's contents."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _torch_bytes(state_dict: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return buffer.getvalue()
+
+
+@functools.cache
+def _classic_shapes(official: str) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """n_ctx and the parameter shapes of the registry's config for ``official``."""
+    cfg = HookedTransformerConfig.from_dict({**loading.MODELS[official].config, "device": "cpu",
+                                             "tokenizer_name": None})
+    return cfg.n_ctx, {k: tuple(v.shape) for k, v in HookedTransformer(cfg).state_dict().items()}
+
+
+def _random_classic(official: str, seed: int) -> dict:
+    """A classic-format state dict with the registry's shapes for ``official``, random weights (LayerNorm
+    weights near 1), and the attention buffers the published files carry (mask, IGNORE)."""
+    n_ctx, shapes = _classic_shapes(official)
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, shape in shapes.items():
+        scale = 1 / math.sqrt(shape[-2]) if name.split(".")[-1].startswith("W_") else 0.1
+        sd[name] = torch.randn(shape, generator=gen) * scale + (1.0 if name.endswith(".w") else 0.0)
+    for layer in {int(k.split(".")[1]) for k in shapes if k.startswith("blocks.")}:
+        sd[f"blocks.{layer}.attn.mask"] = torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool))
+        sd[f"blocks.{layer}.attn.IGNORE"] = torch.tensor(-1e5)
+    return sd
+
+
+def _gpt2_files(repo: str, scale: str) -> dict[str, bytes]:
+    """config.json, generation_config.json, model.safetensors and tokenizer files, as save_pretrained writes."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from helpers.tokenizer import gpt2_tokenizer
+
+    n_layer, n_embd, n_head = GPT2_SHAPES[scale][repo]
+    torch.manual_seed(len(repo))
+    model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head))
+    with tempfile.TemporaryDirectory() as out:
+        model.save_pretrained(out)
+        gpt2_tokenizer().save_pretrained(out)
+        return {p.name: p.read_bytes() for p in Path(out).iterdir()}
+
+
+def _neox_digits_tokenizer() -> bytes:
+    """tokenizer.json of a byte-level BPE with 48262 tokens and GPT-NeoX's special tokens (see module doc)."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    symbols = list(pre_tokenizers.ByteLevel.alphabet())
+    symbols.sort()
+    vocab = {"<|endoftext|>": 0, "<|padding|>": 1}
+    for s in symbols:
+        vocab[s] = len(vocab)
+    merges = []
+    for a in symbols:
+        for b in symbols:
+            if len(vocab) == 48262:
+                break
+            if a + b not in vocab:
+                vocab[a + b] = len(vocab)
+                merges.append((a, b))
+    tokenizer = Tokenizer(BPE(vocab, merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                       pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(["<|endoftext|>", "<|padding|>"])
+    return tokenizer.to_str().encode()
+
+
+class FakeHub:
+    """The course's real repositories, with random weights, and an ``hf download`` that fills ``cache_dir``."""
+
+    def __init__(self, cache_dir: Path, scale: str = "small"):
+        if scale not in GPT2_SHAPES:
+            raise ValueError(f"scale={scale!r}: expected 'small' or 'real'.")
+        self.cache_dir, self.scale = Path(cache_dir), scale
+        stem = SOLU.split("/")[1]
+        self.makers = {  # repo -> {path: function returning the file's bytes}
+            "gpt2": self._lazy_dict(lambda: _gpt2_files("gpt2", scale)),
+            "distilgpt2": self._lazy_dict(lambda: _gpt2_files("distilgpt2", scale)),
+            SOLU: {"model_final.pth": lambda: _torch_bytes(_random_classic("solu-2l", seed=1000)),
+                   **{f"checkpoints/{stem}_{label}.pth": (lambda i=i: _torch_bytes(_random_classic("solu-2l", i)))
+                      for i, label in enumerate(TOY_LABELS)}},
+            loading.NEEL_TOKENIZER: {"tokenizer.json": _neox_digits_tokenizer},
+            OTHELLO: {"synthetic_model.pth": lambda: _torch_bytes(_random_classic("othello-gpt", seed=7))},
+        }
+
+    @staticmethod
+    def _lazy_dict(make_all) -> dict:
+        """{name: maker} for files produced together (save_pretrained writes them in one go)."""
+        names = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json"]
+        made = {}
+
+        def maker(name):
+            def make():
+                if not made:
+                    made.update(make_all())
+                return made[name]
+            return make
+
+        return {name: maker(name) for name in names}
+
+    def files(self, repo: str) -> list[str]:
+        return sorted([*self.makers[repo], *LISTED_ONLY[repo]])
+
+    @staticmethod
+    def commit(repo: str) -> str:
+        return hashlib.sha1(f"commit of {repo}".encode()).hexdigest()
+
+    # ----- what huggingface_hub writes -------------------------------------------------------------
+
+    def _storage(self, repo: str) -> Path:
+        return self.cache_dir / ("models--" + repo.replace("/", "--"))
+
+    def _entry(self, path: str, data: bytes | None) -> dict:
+        """The listing's entry for a file (the Hub's /tree fields); data None for a file never generated."""
+        if data is None:
+            data = f"never generated: {path}".encode()
+        if not path.endswith(LFS_SUFFIXES):
+            return {"size": len(data), "blob_id": _sha1_blob(data)}
+        sha256 = hashlib.sha256(data).hexdigest()
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
+        return {"size": len(data), "blob_id": _sha1_blob(pointer), "lfs_sha256": sha256, "lfs_size": len(data),
+                "xet_hash": hashlib.sha256(b"xet" + data).hexdigest()}
+
+    def _download_file(self, repo: str, path: str) -> bytes:
+        """One file into blobs/ and snapshots/<commit>/, and refs/main (hf_hub_download's layout)."""
+        from huggingface_hub._local_folder import CACHEDIR_TAG_CONTENT
+
+        data = self.makers[repo][path]()
+        etag = hashlib.sha256(data).hexdigest() if path.endswith(LFS_SUFFIXES) else _sha1_blob(data)
+        storage, commit = self._storage(repo), self.commit(repo)
+        blob = storage / "blobs" / etag
+        pointer = storage / "snapshots" / commit / path
+        for directory in (blob.parent, pointer.parent, storage / "refs"):
+            directory.mkdir(parents=True, exist_ok=True)
+        (self.cache_dir / "CACHEDIR.TAG").write_text(CACHEDIR_TAG_CONTENT)
+        (storage / "refs" / "main").write_text(commit)
+        lock = self.cache_dir / ".locks" / storage.name / f"{etag}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+        blob.write_bytes(data)
+        if not pointer.exists():
+            os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+        return data
+
+    def hf_download(self, command: str) -> list[str]:
+        """Run ``hf download <repo> [files...] [--include PATTERN ...]``; returns the paths downloaded."""
+        args = shlex.split(command.split("  (")[0])  # the loader's messages add "  (why)" after a command
+        if args[:2] != ["hf", "download"] or len(args) < 3:
+            raise ValueError(f"not an `hf download` command: {command!r}")
+        repo, rest = args[2], args[3:]
+        filenames = [a for i, a in enumerate(rest) if a != "--include" and (i == 0 or rest[i - 1] != "--include")]
+        patterns = [rest[i + 1] for i, a in enumerate(rest) if a == "--include"]
+        listing = self.files(repo)
+        for f in filenames:
+            if f not in self.makers[repo]:
+                raise ValueError(f"{repo} has no file {f} here (files: {sorted(self.makers[repo])})")
+        wanted = filenames or [f for f in listing if any(fnmatch(f, p) for p in patterns)]
+        if set(wanted) - set(self.makers[repo]):
+            raise ValueError(f"this fake Hub generates only {sorted(self.makers[repo])} of {repo}")
+        entries = {}
+        for path in listing:
+            entries[path] = self._entry(path, self._download_file(repo, path) if path in wanted else None)
+        if len(wanted) > 1 or patterns:  # snapshot_download: records the listing of the whole repository
+            tree = self._storage(repo) / "trees" / f"{self.commit(repo)}.json"
+            tree.parent.mkdir(parents=True, exist_ok=True)
+            tree.write_text(json.dumps({"format_version": 1, "files": entries}, indent=1))
+        return wanted

@@ -1,0 +1,114 @@
+"""The real-model path, offline: a Hugging Face cache laid out exactly as ``hf download`` leaves it
+(tests/fake_hub.py, random weights), read by the real huggingface_hub. The README's pre-download commands are
+the ones tested here, and every notebook runs on them with COURSE_EMBEDDED_MODELS unset.
+"""
+
+import pytest
+import torch
+from huggingface_hub import constants
+
+from helpers import HookedTransformer, loading
+from tests import real_path
+from tests.fake_hub import OTHELLO, SOLU, TOY_LABELS, FakeHub
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """An empty cache in HF_HUB_CACHE, HF_HUB_OFFLINE=1, and a FakeHub whose hf_download fills it."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("COURSE_EMBEDDED_MODELS", raising=False)
+    return FakeHub(tmp_path / "hub", "small")
+
+
+def test_the_fake_cache_is_what_huggingface_hub_reads(offline_cache):
+    """huggingface_hub itself finds the files, the recorded listing, and calls the partial snapshot incomplete
+    (the IncompleteSnapshotError that made the loader reject such caches)."""
+    import huggingface_hub
+    from huggingface_hub.errors import IncompleteSnapshotError
+
+    offline_cache.hf_download("hf download gpt2 config.json model.safetensors")
+    path = huggingface_hub.hf_hub_download("gpt2", "config.json", local_files_only=True)
+    assert '"n_layer": 2' in open(path).read()
+    listed = [f.path for f in huggingface_hub.get_cached_repo_tree("gpt2")]
+    assert {"config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json"} <= set(listed)
+    with pytest.raises(IncompleteSnapshotError):
+        huggingface_hub.snapshot_download("gpt2", local_files_only=True)
+    info = huggingface_hub.scan_cache_dir()
+    (repo,) = info.repos
+    assert repo.repo_id == "gpt2" and {f.file_name for f in next(iter(repo.revisions)).files} == {
+        "config.json", "model.safetensors"}
+
+
+def test_a_partial_gpt2_download_is_accepted(offline_cache):
+    offline_cache.hf_download("hf download gpt2 config.json model.safetensors")
+    assert loading.is_available("gpt2-small")
+    assert loading.choose_model("gpt2-small") == "gpt2-small"
+    model = HookedTransformer.from_pretrained("gpt2-small")
+    assert (model.cfg.n_layers, model.cfg.d_model, model.cfg.model_name) == (2, 64, "gpt2")
+    assert model.to_str_tokens("Hello world") == ["<|endoftext|>", "Hello", " world"]
+
+
+def test_the_loaders_own_commands_are_accepted(offline_cache):
+    """What the offline message says to run, for a toy model (final file and its tokenizer) and Othello-GPT."""
+    offline_cache.hf_download("hf download gpt2 config.json model.safetensors")  # any warm repo
+    for name in ("solu-2l", "othello-gpt"):
+        with pytest.raises(loading.HubUnavailableError) as error:
+            HookedTransformer.from_pretrained(name)
+        commands = [line.strip() for line in str(error.value).splitlines() if line.strip().startswith("hf download")]
+        for command in commands:
+            if "checkpoints/*" not in command:  # all 163 checkpoints: not needed to load the model
+                offline_cache.hf_download(command)
+    solu = HookedTransformer.from_pretrained("solu-2l")
+    assert solu.cfg.d_vocab == 48262 and solu.tokenizer.bos_token_id == 0
+    assert solu.to_str_tokens("x 2024")[2:] == [" ", "2", "0", "2", "4"]  # digits one by one
+    othello = HookedTransformer.from_pretrained("othello-gpt")
+    assert othello.cfg.n_layers == 8 and othello.cfg.normalization_type == "LNPre"
+
+
+def test_some_checkpoints_with_the_recorded_listing(offline_cache):
+    """A multi-file download records the repository's listing: the labels and indices are the Hub's, and only
+    the downloaded checkpoints load (the others get the offline message naming their file)."""
+    stem = SOLU.split("/")[1]
+    offline_cache.hf_download(f"hf download {SOLU} checkpoints/{stem}_{TOY_LABELS[0]}.pth "
+                              f"checkpoints/{stem}_{TOY_LABELS[10]}.pth")
+    offline_cache.hf_download(f"hf download {loading.NEEL_TOKENIZER} tokenizer.json")
+    assert loading.get_checkpoint_labels("solu-2l") == (TOY_LABELS, "token")
+    model = HookedTransformer.from_pretrained("solu-2l", checkpoint_index=10)
+    assert model.cfg.checkpoint_value == TOY_LABELS[10]
+    reference = torch.load(offline_cache.cache_dir / f"models--NeelNanda--{stem}" / "snapshots" /
+                           offline_cache.commit(SOLU) / f"checkpoints/{stem}_{TOY_LABELS[10]}.pth", weights_only=True)
+    raw = HookedTransformer.from_pretrained_no_processing("solu-2l", checkpoint_value=TOY_LABELS[10])
+    assert torch.equal(raw.W_E, reference["embed.W_E"])
+    with pytest.raises(loading.HubUnavailableError, match=f"{stem}_{TOY_LABELS[11]}.pth"):
+        HookedTransformer.from_pretrained("solu-2l", checkpoint_index=11)
+
+
+def test_readme_commands_cover_every_notebook_model(offline_cache):
+    commands = real_path.readme_commands()
+    assert len(commands) >= 4
+    for command in commands:
+        offline_cache.hf_download(command)
+    for name in ("gpt2-small", "distilgpt2", "solu-2l", "othello-gpt"):
+        assert loading.choose_model(name) == name
+    labels, _ = loading.get_checkpoint_labels("solu-2l")
+    for index in (0, 10, 25, 35, 60, len(labels) - 1):  # the checkpoints notebook 04 measures
+        model = HookedTransformer.from_pretrained("solu-2l", checkpoint_index=index)
+        assert model.cfg.checkpoint_value == TOY_LABELS[index]
+    assert loading.MODELS["othello-gpt"].repo == OTHELLO
+
+
+@pytest.fixture(scope="module")
+def readme_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("real-path") / "hub"
+    real_path.build_cache(cache, "small")
+    return cache
+
+
+@pytest.mark.parametrize("notebook", real_path.NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_the_real_path(notebook, readme_cache, tmp_path):
+    result = real_path.execute(notebook, readme_cache, tmp_path / notebook.name)
+    assert result["error"] is None, result["error"]
+    assert real_path.REAL_MODEL in real_path.setup_output(tmp_path / notebook.name)
+    print(f"{notebook.stem}: {result['seconds']:.0f} s, kernel peak {result['peak_mb']:.0f} MB")
