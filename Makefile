@@ -29,9 +29,10 @@ run: install
 lint: install
 	$(BIN)/ruff check helpers tests bench
 
+# nbval re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.
 test: install lint
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest -p tests.nbval_figures --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	tests/run_variants.sh $(BIN)/python $(NOTEBOOKS)
 
 # Retrain the embedded models (hours of CPU; resumable: rerun to continue). Never run in CI.
 models: install
