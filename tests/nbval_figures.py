@@ -13,9 +13,10 @@ of a circuitsvis page's props into an object that compares with a tolerance:
   top: the same noise can flip the last digit.
 
 Integers, booleans and strings (labels, titles, tokens, hover text, the page's script) and the order of
-the elements are still compared exactly. ``RTOL`` is 1e-3: at most a third of one step of a 256-colour
-scale or about half a pixel on a 500-pixel axis, and more than 100 times the noise measured between CPU
-variants (native vs AVX2-only, 2 threads vs 1: at most 8e-6 of an array's scale). Used by
+the elements are still compared exactly. ``RTOL`` is 1e-3: a quarter of one step of a 256-colour scale,
+half a pixel on a 500-pixel axis, and ten times the largest difference measured between the CPU variants
+of ``make test`` (native vs AVX2-only, 2 threads vs 1): 9e-5 of the scale, in notebook 06's map of the
+difference of two nearly equal probabilities; below 5e-6 of the scale in every other figure. Used by
 ``make test`` (``-p tests.nbval_figures``).
 """
 
