@@ -24,10 +24,10 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	mkdir -p build
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ClearMetadataPreprocessor.enabled=True $(NOTEBOOKS)
-	$(BIN)/python -m helpers.export notebooks build
+	$(BIN)/python -m tools.html_export notebooks build
 
 lint: install
-	$(BIN)/ruff check helpers tests bench
+	$(BIN)/ruff check helpers training tools tests bench
 
 # nbval re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.
 test: install lint
@@ -35,10 +35,11 @@ test: install lint
 	tests/run_variants.sh $(BIN)/python $(NOTEBOOKS)
 
 # Retrain the embedded models (hours of CPU; resumable: rerun to continue). Never run in CI.
+# training/ runs from this checkout (it is not installed): its state goes to runs/, its output to data/models.
 models: install
-	$(BIN)/python -m helpers.train course-attn-only-2l
-	$(BIN)/python -m helpers.train course-gpt2
-	$(BIN)/python -m helpers.train course-othello-gpt
+	$(BIN)/python -m training.train course-attn-only-2l
+	$(BIN)/python -m training.train course-gpt2
+	$(BIN)/python -m training.train course-othello-gpt
 
 bench: install
 	$(BIN)/python -m bench --notebooks

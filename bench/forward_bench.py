@@ -19,7 +19,8 @@ def build_models():
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
-    from helpers.weights import from_hf_gpt2
+    from helpers import HookedTransformer
+    from helpers.weights import NO_PROCESSING
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)
@@ -29,8 +30,7 @@ def build_models():
     hf_eager.set_attn_implementation("eager")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ht = from_hf_gpt2(hf, fold_ln=False, center_writing_weights=False, center_unembed=False,
-                          fold_value_biases=False, device="cpu").eval()
+        ht = HookedTransformer.from_hf_gpt2(hf, **NO_PROCESSING, device="cpu").eval()
     return hf, hf_eager, ht
 
 

@@ -25,12 +25,12 @@ def load_course_gpt2():
             return model, "embedded course-gpt2 (from_pretrained)"
         except Exception as e:  # e.g. a manifest being rewritten by a training run
             problem = f"course-gpt2 failed to load ({type(e).__name__}: {str(e)[:120]})"
-    from helpers.train import SPECS
+    from training.train import SPECS
 
     cfg = HookedTransformerConfig(**{**SPECS["course-gpt2"].cfg, "seed": 0, "device": "cpu"})
     model = HookedTransformer(cfg).eval()
     return model, (f"FALLBACK: {problem}; a RANDOM HookedTransformer with the config of "
-                   "helpers.train.SPECS['course-gpt2'] stands in (same shapes, same cost)")
+                   "training.train.SPECS['course-gpt2'] stands in (same shapes, same cost)")
 
 
 def patch_resid_at(resid, hook, position: int, clean_cache):

@@ -7,6 +7,7 @@ per neuron) and project them onto logit directions: the logit lens and direct lo
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 
 import einops
@@ -62,8 +63,6 @@ class ActivationCache:
     def __getitem__(self, key) -> torch.Tensor:
         name = self._name(key)
         if name not in self.cache_dict:
-            import difflib
-
             close = difflib.get_close_matches(name, list(self.cache_dict), n=3, cutoff=0.5)
             hint = f" Closest cached names: {', '.join(close)}." if close else ""
             raise KeyError(f"{name!r} is not in the cache ({len(self)} activations).{hint} "

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from helpers.activation_cache import ActivationCache
+
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookFn = Callable[..., torch.Tensor | None]
 
@@ -228,8 +230,6 @@ class HookedRootModule(nn.Module):
                        remove_batch_dim: bool = False, incl_bwd: bool = False,
                        reset_hooks_end: bool = True, return_cache_object: bool = True, **model_kwargs):
         """Run the model and return ``(output, cache)`` of the activations at the chosen hook points."""
-        from helpers.activation_cache import ActivationCache
-
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim)
         with self.hooks(fwd, bwd, reset_hooks_end):
             out = self(*model_args, **model_kwargs)

@@ -1,4 +1,5 @@
-"""``from_pretrained``: load a model by name, as in the classic API.
+"""Find a model by name and read its config, weights and tokenizer; ``HookedTransformer.from_pretrained``
+builds the model from what ``load_pretrained`` returns.
 
 Where the weights come from:
 
@@ -25,13 +26,16 @@ import os
 import re
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from helpers import course_models
-from helpers.model import HookedTransformer, HookedTransformerConfig
+from helpers.config import FIELDS, HookedTransformerConfig
+from helpers.tokenizer import END_OF_TEXT
+from helpers.weights import PROCESSING, config_from_hf_gpt2, convert_gpt2_weights
 
 PROBE_TIMEOUT = 3.0  # seconds to wait for the Hub before declaring it unreachable
 NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
@@ -105,9 +109,6 @@ MODELS: dict[str, ModelSpec] = {
        for name, description in course_models.COURSE_MODELS.items()},
 }
 
-_CFG_FIELDS = {f.name for f in fields(HookedTransformerConfig)}
-
-
 def _alias_map() -> dict[str, str]:
     names = {}
     for official, spec in MODELS.items():
@@ -140,7 +141,7 @@ class _NotAvailable(Exception):
 
 
 def _offline_mode() -> bool:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # slow to import: only when the Hub is used
 
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
         "1", "ON", "YES", "TRUE"}
@@ -151,7 +152,7 @@ _probe: dict[str, tuple[float, bool]] = {}
 
 def hub_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
     """Whether the Hub answers one request within ``timeout`` seconds (remembered for a minute)."""
-    from huggingface_hub import constants, get_session
+    from huggingface_hub import constants, get_session  # slow to import: only when the Hub is used
 
     endpoint = constants.ENDPOINT
     seen = _probe.get(endpoint)
@@ -177,7 +178,7 @@ def _hub_file(repo: str, filename: str, subfolder: str | None = None, cache_dir=
     Raises _NotAvailable when it is not cached and the Hub is off limits; FileNotFoundError (or
     returns None if ``optional``) when the repository has no such file.
     """
-    import huggingface_hub
+    import huggingface_hub  # slow to import: only when the Hub is used
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     kwargs = dict(subfolder=subfolder, cache_dir=cache_dir)
@@ -211,7 +212,7 @@ def _repo_files(repo: str) -> tuple[list[str], bool]:
 
     Offline, the list is that of the files in the local cache.
     """
-    import huggingface_hub
+    import huggingface_hub  # slow to import: only when the Hub is used
 
     if _online():
         return huggingface_hub.list_repo_files(repo), True
@@ -225,8 +226,6 @@ def _repo_files(repo: str) -> tuple[list[str], bool]:
 def _load_tensors(path: str) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file, or from a pickle with weights_only=True (never code)."""
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
         return load_file(path)
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -301,6 +300,7 @@ def get_checkpoint_labels(model_name: str) -> tuple[list[int], str]:
 
 def _pick_checkpoint(name: str, labels: list, label_type: str, checkpoint_index: int | None,
                      checkpoint_value: int | None):
+    # Toy models (labels from their Hub repository) and course models (their shipped steps) alike.
     """The label chosen by checkpoint_index or checkpoint_value (clear errors when out of range)."""
     if checkpoint_index is not None:
         if not -len(labels) <= checkpoint_index < len(labels):
@@ -323,9 +323,7 @@ def _load_hf_gpt2(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
     config_file = _hub_file(spec.repo, "config.json")
     weights = _hub_file(spec.repo, "model.safetensors", optional=True) or _hub_file(spec.repo,
                                                                                     "pytorch_model.bin")
-    from transformers import GPT2Config  # imported once the files are there: offline errors come fast
-
-    from helpers.weights import config_from_hf_gpt2, convert_gpt2_weights
+    from transformers import GPT2Config  # heavy, and imported once the files are there: offline errors come fast
 
     cfg = config_from_hf_gpt2(GPT2Config.from_json_file(config_file), model_name=name, device="cpu")
     sd = convert_gpt2_weights({k: v.float() for k, v in _load_tensors(weights).items()}, cfg)
@@ -366,15 +364,18 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
 
 def _neel_tokenizer(repo: str):
     """A fast tokenizer from a repository's tokenizer.json, with <|endoftext|> as BOS, EOS and padding."""
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # heavy: imported when a tokenizer is needed
 
-    end = "<|endoftext|>"
-    return PreTrainedTokenizerFast(tokenizer_file=_hub_file(repo, "tokenizer.json"), bos_token=end,
-                                   eos_token=end, unk_token=end, pad_token=end)
+    return PreTrainedTokenizerFast(tokenizer_file=_hub_file(repo, "tokenizer.json"), bos_token=END_OF_TEXT,
+                                   eos_token=END_OF_TEXT, unk_token=END_OF_TEXT, pad_token=END_OF_TEXT)
 
 
 def _load_course(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
-    cfg, sd = course_models.load_course_model(name, checkpoint_index, checkpoint_value)
+    step = None
+    if checkpoint_index is not None or checkpoint_value is not None:
+        step = _pick_checkpoint(name, course_models.checkpoint_steps(name), "step", checkpoint_index,
+                                checkpoint_value)
+    cfg, sd = course_models.load_course_model(name, step)
     return cfg.to_dict(), sd, None
 
 
@@ -382,29 +383,27 @@ _LOADERS = {"hf-gpt2": _load_hf_gpt2, "classic": _load_classic, "course": _load_
 
 
 # ================================================================================================
-# from_pretrained
+# load_pretrained: what from_pretrained builds a model from
 # ================================================================================================
 
 
-def from_pretrained(model_name: str, fold_ln: bool = True, center_writing_weights: bool = True,
-                    center_unembed: bool = True, refactor_factored_attn_matrices: bool = False,
-                    fold_value_biases: bool = True, device: str | None = None,
-                    dtype: torch.dtype = torch.float32, checkpoint_index: int | None = None,
-                    checkpoint_value: int | None = None, default_prepend_bos: bool = True,
-                    **cfg_overrides) -> HookedTransformer:
-    """Load a model by name (see ``MODELS``), with the classic weight processing.
+def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkpoint_value: int | None = None,
+                    **cfg_overrides) -> tuple[HookedTransformerConfig, dict[str, torch.Tensor], object]:
+    """The config, the classic-named float32 state dict (unprocessed) and the tokenizer (None: the config's
+    ``tokenizer_name`` says which) of a model given by name (see ``MODELS``).
 
-    The processing steps (fold_ln, center_writing_weights, center_unembed, fold_value_biases,
-    refactor_factored_attn_matrices) leave the model's log-probs unchanged. checkpoint_index /
-    checkpoint_value pick a training checkpoint (see get_checkpoint_labels). Any other keyword
-    overrides a field of the HookedTransformerConfig (e.g. ``use_attn_result=True``).
+    checkpoint_index / checkpoint_value pick a training checkpoint (see get_checkpoint_labels). Keywords
+    override fields of the HookedTransformerConfig (e.g. ``device="cpu"``, ``use_attn_result=True``).
     """
     name = resolve_name(model_name)
     spec = MODELS[name]
-    unknown = sorted(set(cfg_overrides) - _CFG_FIELDS)
+    unknown = sorted(set(cfg_overrides) - FIELDS)
     if unknown:
-        raise TypeError(f"from_pretrained got unknown arguments {unknown}; besides its own arguments it "
-                        f"accepts HookedTransformerConfig fields: {sorted(_CFG_FIELDS)}.")
+        close = [c for k in unknown for c in difflib.get_close_matches(k, [*FIELDS, *PROCESSING], n=1)]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise TypeError(f"from_pretrained got unknown arguments {unknown}.{hint} Besides checkpoint_index and "
+                        f"checkpoint_value it accepts the weight-processing flags {sorted(PROCESSING)} and the "
+                        f"HookedTransformerConfig fields {sorted(FIELDS)}.")
     if checkpoint_index is not None and checkpoint_value is not None:
         raise ValueError("Give checkpoint_index or checkpoint_value, not both.")
     if (checkpoint_index is not None or checkpoint_value is not None) and not _has_checkpoints(spec):
@@ -414,24 +413,30 @@ def from_pretrained(model_name: str, fold_ln: bool = True, center_writing_weight
     except _NotAvailable as e:
         shown = name if model_name == name else f"{model_name} ({name})"
         raise HubUnavailableError(_unavailable_message(shown, e, spec)) from None
-
-    config.update(model_name=name, dtype=dtype, device=device, default_prepend_bos=default_prepend_bos)
+    # Where the model runs is this machine's choice, not the stored config's.
+    config.update(model_name=name, device=None, dtype=torch.float32, default_prepend_bos=True)
     config.update(cfg_overrides)
-    cfg = HookedTransformerConfig.from_dict(config)
-    model = HookedTransformer(cfg, tokenizer=tokenizer)
-    model.load_and_process_state_dict(
-        sd, fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
-        fold_value_biases=fold_value_biases, refactor_factored_attn_matrices=refactor_factored_attn_matrices)
-    model.eval()
-    print(f"Loaded pretrained model {model_name} into HookedTransformer")
-    return model
+    return HookedTransformerConfig.from_dict(config), sd, tokenizer
 
 
-def from_pretrained_no_processing(model_name: str, **kwargs) -> HookedTransformer:
-    """``from_pretrained`` with every weight-processing step off: the weights as published."""
-    processing = dict(fold_ln=False, center_writing_weights=False, center_unembed=False,
-                      fold_value_biases=False, refactor_factored_attn_matrices=False)
-    return from_pretrained(model_name, **{**processing, **kwargs})
+def choose_model(real_name: str) -> str:
+    """The name to load: ``real_name`` when its weights can be had, else its embedded stand-in.
+
+    Prints which one and why. COURSE_EMBEDDED_MODELS=1 (set by CI and `make run`) always picks the
+    embedded model. Use the returned name for from_pretrained and get_checkpoint_labels.
+    """
+    spec = MODELS[resolve_name(real_name)]
+    if spec.stand_in is None:
+        raise KeyError(f"{real_name!r} has no embedded stand-in.")
+    if os.environ.get("COURSE_EMBEDDED_MODELS", "") not in ("", "0"):
+        reason = "COURSE_EMBEDDED_MODELS est défini"
+    else:
+        if is_available(real_name):
+            print(f"Modèle utilisé : {real_name} (le vrai modèle)")
+            return real_name
+        reason = "le Hub est injoignable et ses poids ne sont pas en cache"
+    print(f"Modèle utilisé : {spec.stand_in}, modèle embarqué du cours, à la place de {real_name} ({reason})")
+    return spec.stand_in
 
 
 # ================================================================================================
@@ -458,7 +463,7 @@ def _download_commands(spec: ModelSpec | None, e: _NotAvailable) -> list[str]:
 
 
 def _unavailable_message(what: str, e: _NotAvailable, spec: ModelSpec | None) -> str:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy: imported when a message needs it
 
     missing = f"{e.repo}/{e.filename} is" if e.filename else f"the files of {e.repo} are"
     why = ("HF_HUB_OFFLINE=1 is set" if e.offline_mode

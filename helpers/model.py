@@ -1,125 +1,39 @@
 """A GPT-2-style decoder with a hook point on every activation, read top to bottom.
 
-Shapes use: batch, pos (sequence position), d_model (residual stream), head, d_head,
-d_mlp, d_vocab. Every ``hook_*`` attribute is a ``HookPoint``; its name in the model is
-its path, e.g. ``blocks.0.attn.hook_pattern``, the name ``run_with_cache`` stores it under.
+Every ``hook_*`` attribute is a ``HookPoint``; its name in the model is its path, e.g.
+``blocks.0.attn.hook_pattern``, the name ``run_with_cache`` stores it under.
 
     tokens -> hook_embed + hook_pos_embed -> blocks.0.hook_resid_pre
       block: resid_pre -> ln1 -> attn -> hook_attn_out; resid_mid = resid_pre + attn_out
              resid_mid -> ln2 -> mlp  -> hook_mlp_out;  resid_post = resid_mid + mlp_out
     -> ln_final -> unembed -> logits
+
+Shapes are named batch, pos (sequence position), d_model (residual stream), head, d_head, d_mlp,
+d_vocab. The einsums use one letter each: b batch, p pos, d d_model, h head, e d_head, and in
+attention q / k for the destination (query) and source (key) positions (helpers.weights adds
+m d_mlp and v d_vocab).
+
+The components come in the order of the forward pass; the configuration is in helpers.config.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
 
 import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import nn
+from tqdm.auto import tqdm
 
-from helpers import utils
+from helpers import loading, utils, weights
+from helpers.config import HookedTransformerConfig
 from helpers.factored_matrix import FactoredMatrix
 from helpers.hook_points import HookedRootModule, HookPoint
+from helpers.tokenizer import gpt2_tokenizer
 
 Resid = Float[torch.Tensor, "batch pos d_model"]  # the residual stream, or what is added to it
-
-# ================================================================================================
-# Configuration
-# ================================================================================================
-
-
-@dataclass
-class HookedTransformerConfig:
-    """Hyperparameters of a HookedTransformer.
-
-    ``d_head`` defaults to d_model // n_heads, ``d_mlp`` to 4 d_model, ``d_vocab`` to the tokenizer's size.
-    """
-
-    n_layers: int
-    d_model: int
-    n_ctx: int
-    d_head: int = -1
-    n_heads: int = -1
-    d_mlp: int | None = None
-    d_vocab: int = -1
-    d_vocab_out: int = -1
-    act_fn: str = "gelu_new"
-    normalization_type: str | None = "LN"
-    attn_only: bool = False
-    eps: float = 1e-5
-    model_name: str = "custom"
-    tokenizer_name: str | None = None
-    default_prepend_bos: bool = True
-    positional_embedding_type: str = "standard"
-    use_attn_result: bool = False
-    use_split_qkv_input: bool = False
-    use_hook_mlp_in: bool = False
-    use_attn_in: bool = False
-    use_attn_scale: bool = True
-    initializer_range: float = -1.0
-    seed: int | None = None
-    device: str | None = None
-    dtype: torch.dtype = torch.float32
-    original_architecture: str | None = None
-    checkpoint_index: int | None = None
-    checkpoint_value: int | None = None
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.n_heads == -1 and self.d_head == -1:
-            raise ValueError("Give n_heads or d_head (or both).")
-        if self.n_heads == -1:
-            self.n_heads = self.d_model // self.d_head
-        if self.d_head == -1:
-            if self.d_model % self.n_heads:
-                raise ValueError(
-                    f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; give d_head."
-                )
-            self.d_head = self.d_model // self.n_heads
-        if not self.attn_only and self.d_mlp is None:
-            self.d_mlp = 4 * self.d_model
-        if self.act_fn not in ACTIVATIONS:
-            raise ValueError(f"act_fn={self.act_fn!r} is not one of {sorted(ACTIVATIONS)}.")
-        if self.normalization_type not in ("LN", "LNPre", None):
-            raise ValueError(
-                f"normalization_type must be 'LN', 'LNPre' or None, got {self.normalization_type!r}."
-            )
-        if self.positional_embedding_type != "standard":
-            raise ValueError("Only learned ('standard') positional embeddings are supported.")
-        if self.d_vocab_out == -1:
-            self.d_vocab_out = self.d_vocab
-        if self.initializer_range < 0:
-            self.initializer_range = 0.8 / math.sqrt(self.d_model)
-        if self.device is None:
-            self.device = utils.get_device()
-
-    @property
-    def n_params(self) -> int:
-        """Weights of the attention and MLP layers (no embeddings, no biases), as in the classic config."""
-        attn = 4 * self.n_heads * self.d_model * self.d_head
-        mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
-        return self.n_layers * (attn + mlp)
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["dtype"] = str(self.dtype).removeprefix("torch.")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> HookedTransformerConfig:
-        d = dict(d)
-        if isinstance(d.get("dtype"), str):
-            d["dtype"] = getattr(torch, d["dtype"])
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def __repr__(self) -> str:
-        lines = [f"    {k}: {v!r}" for k, v in self.to_dict().items() if k != "extra" or v]
-        return "HookedTransformerConfig:\n" + "\n".join(lines)
 
 
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
@@ -140,6 +54,7 @@ def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_ou
     """``x @ W + b`` in one call (torch.addmm): the bias is added as the product is written, which saves
     a pass over the output (for the logits, [batch pos d_vocab], that pass is not small)."""
     return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], -1)
+
 
 # ================================================================================================
 # Components
@@ -242,10 +157,10 @@ class Attention(nn.Module):
         pattern = self.hook_pattern(F.softmax(scores, dim=-1))
 
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-        if self.cfg.use_attn_result:
-            result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))
-            return result.sum(dim=2) + self.b_O
-        return affine(einops.rearrange(z, "b q h e -> b q (h e)"), self.W_O.flatten(0, 1), self.b_O)
+        if not self.cfg.use_attn_result:
+            return affine(einops.rearrange(z, "b q h e -> b q (h e)"), self.W_O.flatten(0, 1), self.b_O)
+        result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))  # each head's output, apart
+        return result.sum(dim=2) + self.b_O
 
 
 class MLP(nn.Module):
@@ -264,15 +179,15 @@ class MLP(nn.Module):
 
     def forward(self, x: Resid) -> Resid:
         pre = self.hook_pre(affine(x, self.W_in, self.b_in))
-        if hasattr(self, "ln"):
-            post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
-        else:
+        if not hasattr(self, "ln"):
             post = self.hook_post(self.act_fn(pre))
+        else:  # SoLU: its output is normalised before W_out
+            post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
         return affine(post, self.W_out, self.b_out)
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig, layer: int):
+    def __init__(self, cfg: HookedTransformerConfig):
         super().__init__()
         self.cfg = cfg
         self.ln1 = make_norm(cfg, cfg.d_model)
@@ -294,28 +209,34 @@ class TransformerBlock(nn.Module):
 
     def forward(self, resid_pre: Resid) -> Resid:
         resid_pre = self.hook_resid_pre(resid_pre)
-        cfg = self.cfg
-        if cfg.use_split_qkv_input or cfg.use_attn_in:
-            # One copy per hook (not an expanded view), so that a hook may edit its input in place.
-            per_head = einops.repeat(resid_pre, "b p d -> b p h d", h=cfg.n_heads)
-            if cfg.use_split_qkv_input:
-                q_in = self.hook_q_input(per_head.clone())
-                k_in = self.hook_k_input(per_head.clone())
-                v_in = self.hook_v_input(per_head.clone())
-            else:
-                q_in = k_in = v_in = self.hook_attn_in(per_head.clone())
-            attn_out = self.attn(self.ln1(q_in), self.ln1(k_in), self.ln1(v_in))
-        else:
-            normed = self.ln1(resid_pre)
-            attn_out = self.attn(normed, normed, normed)
-        attn_out = self.hook_attn_out(attn_out)
-
-        if cfg.attn_only:
+        attn_out = self.hook_attn_out(self.attn(*self._attn_inputs(resid_pre)))
+        if self.cfg.attn_only:
             return self.hook_resid_post(resid_pre + attn_out)
+
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
-        mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid
+        mlp_in = self.hook_mlp_in(resid_mid.clone()) if self.cfg.use_hook_mlp_in else resid_mid
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
         return self.hook_resid_post(resid_mid + mlp_out)
+
+    def _attn_inputs(self, resid_pre: Resid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The query, key and value inputs: ln1 of the residual stream, the same tensor for all three.
+
+        With use_split_qkv_input (or use_attn_in), each is one copy of the stream per head
+        [batch pos head d_model], through its own hook (or one hook shared by the three).
+        """
+        cfg = self.cfg
+        if not (cfg.use_split_qkv_input or cfg.use_attn_in):
+            normed = self.ln1(resid_pre)
+            return normed, normed, normed
+        # One copy per hook (not an expanded view), so that a hook may edit its input in place.
+        per_head = einops.repeat(resid_pre, "b p d -> b p h d", h=cfg.n_heads)
+        if cfg.use_split_qkv_input:
+            q_in = self.hook_q_input(per_head.clone())
+            k_in = self.hook_k_input(per_head.clone())
+            v_in = self.hook_v_input(per_head.clone())
+        else:
+            q_in = k_in = v_in = self.hook_attn_in(per_head.clone())
+        return self.ln1(q_in), self.ln1(k_in), self.ln1(v_in)
 
 
 class Unembed(nn.Module):
@@ -346,8 +267,6 @@ class HookedTransformer(HookedRootModule):
             cfg = HookedTransformerConfig.from_dict(cfg)
         self.cfg = cfg
         if tokenizer is None and cfg.tokenizer_name == "gpt2":
-            from helpers.tokenizer import gpt2_tokenizer
-
             tokenizer = gpt2_tokenizer()
         self.tokenizer = tokenizer
         if cfg.d_vocab == -1:
@@ -359,7 +278,7 @@ class HookedTransformer(HookedRootModule):
         self.hook_embed = HookPoint()  # [batch pos d_model]
         self.pos_embed = PosEmbed(cfg)
         self.hook_pos_embed = HookPoint()  # [batch pos d_model]
-        self.blocks = nn.ModuleList([TransformerBlock(cfg, layer) for layer in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = make_norm(cfg, cfg.d_model)
         self.unembed = Unembed(cfg)
 
@@ -408,11 +327,12 @@ class HookedTransformer(HookedRootModule):
         if stop_at_layer is not None:
             return residual
 
-        logits = self.unembed(self.ln_final(residual))
+        residual = self.ln_final(residual)
+        if return_type is None:  # the hooks have run (ln_final's too); the unembedding is not needed
+            return None
+        logits = self.unembed(residual)
         if return_type == "logits":
             return logits
-        if return_type is None:
-            return None
         if tokens is None:
             raise ValueError("The loss needs tokens: it cannot be computed with start_at_layer.")
         loss = self.loss_fn(logits, tokens, per_token=loss_per_token)
@@ -533,9 +453,6 @@ class HookedTransformer(HookedRootModule):
         # With seed, a private generator; without, torch's global one (so torch.manual_seed applies).
         generator = torch.Generator(device=tokens.device).manual_seed(seed) if seed is not None else None
         finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-
-        from tqdm.auto import tqdm
-
         for _ in tqdm(range(max_new_tokens), disable=not verbose):
             logits = self(tokens[:, -self.cfg.n_ctx:])[:, -1, :]
             if do_sample and temperature > 0:
@@ -643,36 +560,51 @@ class HookedTransformer(HookedRootModule):
     # ----- loading and weight processing --------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, model_name: str, **kwargs) -> HookedTransformer:
-        """Load a model by name: real ones from the Hub, the course's from data/. See helpers.loading."""
-        from helpers.loading import from_pretrained
+    def from_pretrained(cls, model_name: str, checkpoint_index: int | None = None,
+                        checkpoint_value: int | None = None, **kwargs) -> HookedTransformer:
+        """Load a model by name (see helpers.loading.MODELS): real ones from the Hub, the course's from data/.
 
-        return from_pretrained(model_name, **kwargs)
+        kwargs: the weight-processing steps (``weights.PROCESSING``: fold_ln, center_writing_weights,
+        center_unembed, fold_value_biases, refactor_factored_attn_matrices; they leave the log-probs
+        unchanged), and any HookedTransformerConfig field (device, dtype, use_attn_result, ...).
+        checkpoint_index / checkpoint_value pick a training checkpoint (see loading.get_checkpoint_labels).
+        """
+        processing, cfg_overrides = weights.split_processing(kwargs)
+        cfg, state_dict, tokenizer = loading.load_pretrained(model_name, checkpoint_index, checkpoint_value,
+                                                             **cfg_overrides)
+        model = cls(cfg, tokenizer=tokenizer)
+        model.load_and_process_state_dict(state_dict, **processing)
+        model.eval()
+        print(f"Loaded pretrained model {model_name} into HookedTransformer")
+        return model
 
     @classmethod
     def from_pretrained_no_processing(cls, model_name: str, **kwargs) -> HookedTransformer:
-        from helpers.loading import from_pretrained_no_processing
+        """``from_pretrained`` with every weight-processing step off: the weights as published."""
+        return cls.from_pretrained(model_name, **{**weights.NO_PROCESSING, **kwargs})
 
-        return from_pretrained_no_processing(model_name, **kwargs)
+    @classmethod
+    def from_hf_gpt2(cls, hf_model=None, *, state_dict: dict | None = None, hf_config=None, tokenizer=None,
+                     **kwargs) -> HookedTransformer:
+        """A model from a transformers GPT2LMHeadModel (or its state dict and config); kwargs as in
+        ``from_pretrained``."""
+        if hf_model is not None:
+            state_dict, hf_config = hf_model.state_dict(), hf_model.config
+        if state_dict is None or hf_config is None:
+            raise ValueError("Give a GPT2LMHeadModel, or both state_dict= and hf_config=.")
+        processing, cfg_overrides = weights.split_processing(kwargs)
+        cfg = weights.config_from_hf_gpt2(hf_config, **cfg_overrides)
+        model = cls(cfg, tokenizer=tokenizer)
+        sd = {k: v.to(cfg.dtype) for k, v in weights.convert_gpt2_weights(state_dict, cfg).items()}
+        model.load_and_process_state_dict(sd, **processing)
+        return model
 
-    def load_and_process_state_dict(self, state_dict: dict[str, torch.Tensor], fold_ln: bool = True,
-                                    center_writing_weights: bool = True, center_unembed: bool = True,
-                                    fold_value_biases: bool = True,
-                                    refactor_factored_attn_matrices: bool = False) -> None:
-        """Load classic-named weights, then apply the processing steps (each keeps the model's function)."""
-        from helpers import weights
-
-        if fold_ln and self.cfg.normalization_type == "LN":
-            state_dict = weights.fold_layer_norm(state_dict, self.cfg)
-            self.set_normalization("LNPre")
-        if center_writing_weights and self.cfg.normalization_type in ("LN", "LNPre"):
-            state_dict = weights.center_writing_weights(state_dict, self.cfg)
-        if center_unembed:
-            state_dict = weights.center_unembed(state_dict)
-        if fold_value_biases:
-            state_dict = weights.fold_value_biases(state_dict, self.cfg)
-        if refactor_factored_attn_matrices:
-            state_dict = weights.refactor_factored_attn_matrices(state_dict, self.cfg)
+    def load_and_process_state_dict(self, state_dict: dict[str, torch.Tensor], **processing) -> None:
+        """Load classic-named weights, then apply the processing steps (``weights.PROCESSING``; each keeps
+        the model's function). Folding the LayerNorms turns them into ``LNPre``."""
+        state_dict, normalization_type = weights.process_state_dict(state_dict, self.cfg, **processing)
+        if normalization_type != self.cfg.normalization_type:
+            self.set_normalization(normalization_type)
         missing, unexpected = self.load_state_dict(state_dict, strict=False)
         if missing or unexpected:
             raise KeyError(f"State dict does not match the model: missing {missing}, "
@@ -691,10 +623,8 @@ class HookedTransformer(HookedRootModule):
         self.to(self.cfg.device)
         self.setup()
 
-    def process_weights_(self, **kwargs) -> HookedTransformer:
-        """Apply fold_ln / center_writing_weights / ... to this model in place."""
+    def process_weights_(self, **processing) -> HookedTransformer:
+        """Apply the processing steps (fold_ln=..., see ``weights.PROCESSING``) to this model in place."""
         state_dict = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        self.load_and_process_state_dict(state_dict, **kwargs)
+        self.load_and_process_state_dict(state_dict, **processing)
         return self
-
-

@@ -1,6 +1,7 @@
-"""Othello rules, board states, fast random-game generation and board plots for Othello-GPT.
+"""Othello rules, board states and fast random-game generation (bitboards) for Othello-GPT.
 
-This module is shared by the training script of our small Othello-GPT and by the course notebook.
+This module is shared by the training of our small Othello-GPT and by the course notebook; the
+board plots are in helpers.othello_plots.
 It follows the conventions of the original Othello-GPT work (Li et al. 2023) and of Neel Nanda's
 follow-up with TransformerLens.
 
@@ -45,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 # ---------------------------------------------------------------------------------------------------
 # Constants and square / token conversions
@@ -132,7 +134,7 @@ def token_label(token: int) -> str:
     return "pass" if int(token) == PAD_TOKEN else square_label(to_square(int(token)))
 
 
-def _as_squares(games, kind: str) -> np.ndarray:
+def as_squares(games, kind: str) -> np.ndarray:
     """Convert games given as squares or tokens to an ``np.int64`` array of squares (pad -1)."""
     if hasattr(games, "detach"):  # a torch tensor
         games = games.detach().cpu().numpy()
@@ -222,7 +224,7 @@ class OthelloBoard:
     def from_moves(cls, moves, kind: str = "squares") -> OthelloBoard:
         """Play a sequence of moves (squares or tokens, padding ignored) from the start."""
         board = cls()
-        for square in _as_squares(moves, kind).ravel():
+        for square in as_squares(moves, kind).ravel():
             if square == PAD_SQUARE:
                 break
             board.play(int(square))
@@ -371,7 +373,7 @@ def board_states(game, kind: str = "squares") -> GameStates:
         :class:`GameStates` with ``boards [n_moves, 8, 8]``, ``players [n_moves]``,
         ``next_players [n_moves]``, ``legal [n_moves, 64]``, ``flipped [n_moves, 64]``.
     """
-    squares = _as_squares(game, kind)
+    squares = as_squares(game, kind)
     if squares.ndim != 1:
         raise ValueError(f"board_states takes one game [n_moves]; use batch_board_states for {squares.shape}")
     n = len(squares)
@@ -581,7 +583,7 @@ def generate_games(n_games: int, seed: int = 0, full_length: bool = True) -> np.
 
 def game_lengths(games, kind: str = "squares") -> np.ndarray:
     """``int64 [n_games]`` number of moves of each game (entries before the padding)."""
-    squares = _as_squares(games, kind)
+    squares = as_squares(games, kind)
     return (squares != PAD_SQUARE).sum(axis=-1)
 
 
@@ -659,7 +661,7 @@ def _raise_illegal(game: int, t: int, square: int, colour: int, legal: int):
 
 
 def _as_batch(games, kind: str) -> tuple[np.ndarray, bool]:
-    squares = _as_squares(games, kind)
+    squares = as_squares(games, kind)
     if squares.ndim == 1:
         return squares[None, :], True
     if squares.ndim != 2:
@@ -716,8 +718,6 @@ def relative_board_states(games, kind: str = "squares", as_tensor: bool = False)
     states = batch_board_states(games, kind)
     rel = states.relative()
     if as_tensor:
-        import torch
-
         return torch.from_numpy(rel)
     return rel
 
@@ -758,248 +758,3 @@ def top1_legal_rate(logits, masks) -> float:
     hit = np.take_along_axis(masks, top[..., None], axis=-1)[..., 0]
     valid = masks.any(axis=-1)
     return float(hit[valid].mean()) if valid.any() else float("nan")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Plots (plotly is imported lazily, inside the functions)
-# ---------------------------------------------------------------------------------------------------
-
-_GREEN = "#2e7d32"
-_GRID = "#123d16"
-
-
-def _board_array(board_or_state) -> np.ndarray:
-    """OthelloBoard / array [8, 8] or [64] / tensor -> int8 [8, 8]."""
-    if isinstance(board_or_state, OthelloBoard):
-        return board_or_state.board
-    if hasattr(board_or_state, "detach"):
-        board_or_state = board_or_state.detach().cpu().numpy()
-    arr = np.asarray(board_or_state)
-    if arr.size != N_SQUARES:
-        raise ValueError(f"a board has 64 squares ([8, 8] or [64]), got shape {arr.shape}")
-    return arr.reshape(8, 8).astype(np.int8)
-
-
-def _square_list(squares) -> list[int]:
-    """None / int / list of squares / bool mask [64] -> list of squares."""
-    if squares is None:
-        return []
-    if hasattr(squares, "detach"):
-        squares = squares.detach().cpu().numpy()
-    arr = np.asarray(squares)
-    if arr.dtype == bool:
-        return np.flatnonzero(arr.ravel()).tolist()
-    return [int(s) for s in arr.ravel()]
-
-
-def _xy(squares) -> tuple[list[int], list[int]]:
-    return [s % 8 for s in squares], [s // 8 for s in squares]
-
-
-def _layout_board(fig, title, width, height, background="white"):
-    fig.update_layout(
-        title=title,
-        width=width,
-        height=height + (40 if title else 0),
-        margin=dict(l=40, r=20, t=80 if title else 40, b=20),
-        showlegend=False,
-        plot_bgcolor=background,
-    )
-    fig.update_xaxes(
-        tickvals=list(range(8)),
-        ticktext=list(COL_LABELS),
-        side="top",
-        range=[-0.5, 7.5],
-        showgrid=False,
-        zeroline=False,
-        constrain="domain",
-    )
-    fig.update_yaxes(
-        tickvals=list(range(8)),
-        ticktext=list(ROW_LABELS),
-        range=[7.5, -0.5],
-        showgrid=False,
-        zeroline=False,
-        scaleanchor="x",
-        constrain="domain",
-    )
-    return fig
-
-
-def _add_discs(fig, board: np.ndarray, size: float):
-    import plotly.graph_objects as go
-
-    for colour, fill, edge in ((BLACK, "black", "#555"), (WHITE, "white", "#333")):
-        squares = np.flatnonzero(board.ravel() == colour).tolist()
-        if not squares:
-            continue
-        x, y = _xy(squares)
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="markers",
-                name=COLOUR_NAMES[colour],
-                marker=dict(size=size, color=fill, line=dict(color=edge, width=1)),
-                text=[f"{square_label(s)}: {COLOUR_NAMES[colour]}" for s in squares],
-                hoverinfo="text",
-            )
-        )
-
-
-def _add_highlight(fig, highlight, size: float, colour: str = "red"):
-    import plotly.graph_objects as go
-
-    squares = _square_list(highlight)
-    if squares:
-        x, y = _xy(squares)
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="markers",
-                name="highlight",
-                hoverinfo="skip",
-                marker=dict(symbol="square-open", size=size, color=colour, line=dict(width=3)),
-            )
-        )
-
-
-def plot_board(board_or_state, title: str | None = None, legal_moves=None, highlight=None, size: int = 420):
-    """Draw an Othello board with plotly.
-
-    Args:
-        board_or_state: an :class:`OthelloBoard`, or a board ``[8, 8]`` / ``[64]`` (1 black, -1 white).
-        title: figure title.
-        legal_moves: squares to mark as legal moves (list of ints or bool mask ``[64]``). Pass
-            ``"auto"`` with an :class:`OthelloBoard` to mark the legal moves of the player to move.
-        highlight: square(s) outlined in red, e.g. the last move.
-        size: width of the figure in pixels.
-
-    Returns:
-        a ``plotly.graph_objects.Figure`` (call ``.show()`` yourself).
-    """
-    import plotly.graph_objects as go
-
-    if isinstance(legal_moves, str):
-        if legal_moves != "auto" or not isinstance(board_or_state, OthelloBoard):
-            raise ValueError("legal_moves='auto' needs an OthelloBoard")
-        legal_moves = board_or_state.legal_moves()
-    board = _board_array(board_or_state)
-    cell = (size - 60) / 8
-    fig = go.Figure(
-        go.Heatmap(
-            z=np.zeros((8, 8)),
-            colorscale=[[0, _GREEN], [1, _GREEN]],
-            showscale=False,
-            xgap=2,
-            ygap=2,
-            text=[[square_label(8 * r + c) for c in range(8)] for r in range(8)],
-            hoverinfo="text",
-        )
-    )
-    _add_discs(fig, board, 0.8 * cell)
-    legal = _square_list(legal_moves)
-    if legal:
-        x, y = _xy(legal)
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="markers",
-                name="legal",
-                marker=dict(size=0.25 * cell, color="rgba(255, 235, 59, 0.9)"),
-                text=[f"{square_label(s)}: legal" for s in legal],
-                hoverinfo="text",
-            )
-        )
-    _add_highlight(fig, highlight, 0.95 * cell)
-    return _layout_board(fig, title, size, size, background=_GRID)
-
-
-def plot_board_values(
-    values,
-    title: str | None = None,
-    board=None,
-    highlight=None,
-    colorscale: str | None = None,
-    zmid: float | None = None,
-    show_values: bool = False,
-    size: int = 460,
-):
-    """Heatmap of one value per square: model logits over moves, probe outputs, attributions...
-
-    Args:
-        values: ``[64]`` or ``[8, 8]`` per square, or ``[60]`` per playable square, or ``[61]`` per token
-            (e.g. the model's logits; token 0 is dropped). Centre squares are blank for 60/61 values.
-        title: figure title.
-        board: optional board (or :class:`OthelloBoard`) whose discs are drawn on top, small.
-        highlight: square(s) outlined in black, e.g. the true next move.
-        colorscale: plotly colour scale; default ``"RdBu"`` centred at 0 (``zmid=0``, symmetric range)
-            when values are signed, ``"Blues"`` otherwise.
-        zmid: centre of the colour scale (default 0 for signed values).
-        show_values: write the values in the cells.
-        size: width of the figure in pixels.
-
-    Returns:
-        a ``plotly.graph_objects.Figure``.
-    """
-    import plotly.graph_objects as go
-
-    if hasattr(values, "detach"):
-        values = values.detach().float().cpu().numpy()
-    vals = np.asarray(values, dtype=float).ravel()
-    if vals.size in (MAX_MOVES, D_VOCAB):
-        full = np.full(N_SQUARES, np.nan)
-        full[PLAYABLE_SQUARES] = vals[-MAX_MOVES:]
-        vals = full
-    if vals.size != N_SQUARES:
-        raise ValueError(f"values must have 64 ([8, 8] is fine), 60 or 61 entries, got {np.shape(values)}")
-    grid = vals.reshape(8, 8)
-    finite = grid[np.isfinite(grid)]
-    signed = finite.size > 0 and finite.min() < 0
-    heat = dict(colorscale=colorscale or ("RdBu" if signed else "Blues"))
-    if signed or zmid is not None:
-        centre = 0.0 if zmid is None else zmid
-        bound = float(np.abs(finite - centre).max()) if finite.size else 1.0
-        heat.update(zmid=centre, zmin=centre - bound, zmax=centre + bound)
-    labels = [[square_label(8 * r + c) for c in range(8)] for r in range(8)]
-    fig = go.Figure(
-        go.Heatmap(
-            z=grid,
-            customdata=labels,
-            xgap=1,
-            ygap=1,
-            colorbar=dict(thickness=12),
-            hovertemplate="%{customdata}: %{z:.3g}<extra></extra>",
-            texttemplate="%{z:.2f}" if show_values else None,
-            **heat,
-        )
-    )
-    cell = (size - 120) / 8
-    if board is not None:
-        _add_discs(fig, _board_array(board), 0.35 * cell)
-    _add_highlight(fig, highlight, 0.95 * cell, colour="black")
-    return _layout_board(fig, title, size, size - 60)
-
-
-def plot_game(game, n_moves: int | None = None, kind: str = "squares", title: str | None = None, **kwargs):
-    """Board after the first ``n_moves`` moves of ``game`` (all moves if None), with the legal moves
-    of the player to move marked and the last move outlined in red.
-
-    Args:
-        game: ``[n_moves]`` squares or tokens (``kind``), padding allowed.
-        kwargs: passed to :func:`plot_board` (e.g. ``size``).
-    """
-    squares = _as_squares(game, kind).ravel()
-    squares = squares[squares != PAD_SQUARE]
-    n_moves = len(squares) if n_moves is None else int(n_moves)
-    if not 0 <= n_moves <= len(squares):
-        raise ValueError(f"n_moves must be in 0..{len(squares)}, got {n_moves}")
-    board = OthelloBoard.from_moves(squares[:n_moves])
-    if title is None:
-        to_move = "game over" if board.game_over else f"{COLOUR_NAMES[board.player]} to play"
-        last = f", last move {square_label(squares[n_moves - 1])}" if n_moves else ""
-        title = f"After {n_moves} moves{last} ({to_move})"
-    last_move = int(squares[n_moves - 1]) if n_moves else None
-    return plot_board(board, title=title, legal_moves=board.legal_moves(), highlight=last_move, **kwargs)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
+from tqdm.auto import tqdm
 
 from helpers import utils
 from helpers.activation_cache import ActivationCache
@@ -275,8 +276,6 @@ def activation_patching(
     _, per_layer = patches[:, 0].unique_consecutive(return_counts=True)
     chunks = [chunk for rows in patches.split(per_layer.tolist()) for chunk in rows.split(per_pass)]
     if progress:
-        from tqdm.auto import tqdm
-
         chunks = tqdm(chunks, desc=f"patching {kind}")
     values, finals = [], []
 

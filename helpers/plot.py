@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import plotly.express as px
@@ -87,6 +88,16 @@ _ids = itertools.count()
 _js_sent = False
 
 
+@lru_cache(maxsize=1)
+def circuitsvis_bundle() -> str:
+    """The circuitsvis IIFE bundle (defines ``window.CircuitsVis``) of the installed package, without
+    ``</script>``: what the first view of a session inlines (tools/html_export.py takes it out again)."""
+    import circuitsvis  # slow to import: only when a view is drawn
+
+    path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
+    return path.read_text(encoding="utf-8").replace("</script>", "")
+
+
 class CircuitsVisHTML:
     """A circuitsvis view as HTML. Offline, the circuitsvis bundle (from the installed package) is
     inlined in the first view of the session; in Colab the views import it from the CDN."""
@@ -99,6 +110,7 @@ class CircuitsVisHTML:
 
     def _repr_html_(self) -> str:
         global _js_sent
+        # circuitsvis is slow to import: only when a view is drawn.
         import circuitsvis
         from circuitsvis.utils.convert_props import convert_props
 
@@ -111,8 +123,7 @@ class CircuitsVisHTML:
                     f'render("{div}", {self.element}, {props});\n</script>')
         bundle = ""
         if not _js_sent:
-            js = (Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js").read_text(encoding="utf-8")
-            bundle = "<script>\n" + js.replace("</script>", "") + "\n</script>\n"
+            bundle = "<script>\n" + circuitsvis_bundle() + "\n</script>\n"
             _js_sent = True
         return (f'{bundle}<div id="{div}" style="margin: 15px 0;"></div><script>\n'
                 f'CircuitsVis.render("{div}", CircuitsVis.{self.element}, {props});\n</script>')
@@ -123,21 +134,21 @@ def _rounded(attention):
     return to_numpy(attention).astype(float).round(4)
 
 
+def _attention_view(element: str, tokens: list[str], attention, head_names: list[str] | None) -> CircuitsVisHTML:
+    props = {"tokens": list(tokens), "attention": _rounded(attention)}
+    if head_names is not None:
+        props["headLabels"] = list(head_names)
+    return CircuitsVisHTML(element, props)
+
+
 def attention_patterns(tokens: list[str], attention, head_names: list[str] | None = None) -> CircuitsVisHTML:
     """circuitsvis ``attention_patterns`` view: one thumbnail per head, click to enlarge.
 
     attention: [head dest src]; tokens: the str tokens of the sequence.
     """
-    props = {"tokens": list(tokens), "attention": _rounded(attention)}
-    if head_names is not None:
-        props["headLabels"] = list(head_names)
-    return CircuitsVisHTML("AttentionPatterns", props)
+    return _attention_view("AttentionPatterns", tokens, attention, head_names)
 
 
 def attention_heads(tokens: list[str], attention, head_names: list[str] | None = None) -> CircuitsVisHTML:
     """circuitsvis ``attention_heads`` view: every head's pattern as a grid, with the token view."""
-    props = {"tokens": list(tokens), "attention": _rounded(attention)}
-    if head_names is not None:
-        props["headLabels"] = list(head_names)
-    return CircuitsVisHTML("AttentionHeads", props)
-
+    return _attention_view("AttentionHeads", tokens, attention, head_names)

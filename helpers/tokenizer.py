@@ -12,12 +12,14 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TOKENIZER_DIR = DATA_DIR / "tokenizer"
-END_OF_TEXT = "<|endoftext|>"
+END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token: BOS, EOS and padding
+END_OF_TEXT_ID = 50256  # its id (the last of the vocabulary)
 
 
 @lru_cache(maxsize=1)
 def gpt2_tokenizer():
-    """Return a ``transformers`` fast tokenizer equal to GPT-2's, with BOS = EOS = PAD = 50256."""
+    """Return a ``transformers`` fast tokenizer equal to GPT-2's, with BOS = EOS = PAD = END_OF_TEXT_ID."""
+    # tokenizers and transformers are slow to import: only when a tokenizer is built.
     from tokenizers import Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
@@ -42,6 +44,6 @@ def gpt2_tokenizer():
         clean_up_tokenization_spaces=False,
     )
     probe = tokenizer("Hello world")["input_ids"]
-    if probe != [15496, 995]:
+    if probe != [15496, 995] or tokenizer.eos_token_id != END_OF_TEXT_ID:
         raise RuntimeError(f"The GPT-2 tokenizer built from {TOKENIZER_DIR} is broken: 'Hello world' -> {probe}")
     return tokenizer

@@ -135,11 +135,3 @@ def test_prompt(prompt: str, answer: str, model, prepend_space_to_answer: bool =
 
 
 test_prompt.__test__ = False  # not a pytest test
-
-
-def download_file_from_hf(repo_name: str, file_name: str, subfolder: str = ".", cache_dir=None,
-                          force_is_torch: bool = False):
-    """Download a file from a Hugging Face repository and load it (see helpers.loading)."""
-    from helpers.loading import download_file_from_hf as download
-
-    return download(repo_name, file_name, subfolder=subfolder, cache_dir=cache_dir, force_is_torch=force_is_torch)

@@ -1,4 +1,4 @@
-"""Weight conversion (transformers GPT-2 -> classic names) and the load-time processing steps.
+"""State dicts: conversion (transformers GPT-2 -> classic names) and the load-time processing steps.
 
 Each processing step takes a state dict with classic names (``blocks.0.attn.W_Q`` ...) and returns
 a new one that computes the same function (same log-probs):
@@ -10,6 +10,11 @@ a new one that computes the same function (same log-probs):
 - center_unembed: remove the mean over the vocabulary from W_U and b_U (softmax ignores it).
 - fold_value_biases: move b_V into b_O (the attention pattern sums to 1 over source positions).
 - refactor_factored_attn_matrices: re-split W_Q W_K^T and W_V W_O by SVD so each factor is balanced.
+
+Einsum letters are those of helpers.model (h head, d d_model, e d_head), with m d_mlp and v d_vocab.
+
+``PROCESSING`` holds the five flags and their defaults, for every caller (from_pretrained,
+process_weights_, ...); ``process_state_dict`` applies them in order.
 """
 
 from __future__ import annotations
@@ -17,7 +22,41 @@ from __future__ import annotations
 import einops
 import torch
 
+from helpers.config import HookedTransformerConfig
+
 Weights = dict[str, torch.Tensor]
+
+#: The load-time processing steps and their defaults (those of the classic from_pretrained).
+PROCESSING = dict(fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True,
+                  refactor_factored_attn_matrices=False)
+NO_PROCESSING = dict.fromkeys(PROCESSING, False)
+
+
+def split_processing(kwargs: dict) -> tuple[dict, dict]:
+    """(the processing flags among ``kwargs``, the other keywords)."""
+    processing = {k: v for k, v in kwargs.items() if k in PROCESSING}
+    return processing, {k: v for k, v in kwargs.items() if k not in PROCESSING}
+
+
+def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool) -> tuple[Weights, str | None]:
+    """The state dict after the processing steps ``flags`` asks for (others at their ``PROCESSING``
+    default), and the normalization type the model then needs (``"LNPre"`` once LayerNorms are folded)."""
+    unknown = sorted(set(flags) - set(PROCESSING))
+    if unknown:
+        raise TypeError(f"Unknown weight-processing flags {unknown}; they are {sorted(PROCESSING)}.")
+    flags = {**PROCESSING, **flags}
+    normalization = cfg.normalization_type
+    if flags["fold_ln"] and normalization == "LN":
+        sd, normalization = fold_layer_norm(sd, cfg), "LNPre"
+    if flags["center_writing_weights"] and normalization in ("LN", "LNPre"):
+        sd = center_writing_weights(sd, cfg)
+    if flags["center_unembed"]:
+        sd = center_unembed(sd)
+    if flags["fold_value_biases"]:
+        sd = fold_value_biases(sd, cfg)
+    if flags["refactor_factored_attn_matrices"]:
+        sd = refactor_factored_attn_matrices(sd, cfg)
+    return sd, normalization
 
 
 def _blocks(cfg):
@@ -110,8 +149,6 @@ def refactor_factored_attn_matrices(sd: Weights, cfg) -> Weights:
 
 def config_from_hf_gpt2(hf_config, **overrides):
     """A HookedTransformerConfig from a transformers ``GPT2Config``."""
-    from helpers.model import HookedTransformerConfig
-
     act = {"gelu_new": "gelu_new", "gelu": "gelu", "relu": "relu", "gelu_pytorch_tanh": "gelu_new"}
     if hf_config.activation_function not in act:
         raise ValueError(f"Unsupported GPT-2 activation {hf_config.activation_function!r}.")
@@ -163,24 +200,3 @@ def convert_gpt2_weights(hf_sd: Weights, cfg) -> Weights:
         sd[f"{dst}.mlp.W_out"] = hf[f"{src}.mlp.c_proj.weight"]
         sd[f"{dst}.mlp.b_out"] = hf[f"{src}.mlp.c_proj.bias"]
     return sd
-
-
-def from_hf_gpt2(hf_model=None, *, state_dict: Weights | None = None, hf_config=None, fold_ln: bool = True,
-                 center_writing_weights: bool = True, center_unembed: bool = True,
-                 fold_value_biases: bool = True, refactor_factored_attn_matrices: bool = False,
-                 tokenizer=None, **cfg_overrides):
-    """A HookedTransformer from a transformers GPT2LMHeadModel (or its state dict and config)."""
-    from helpers.model import HookedTransformer
-
-    if hf_model is not None:
-        state_dict, hf_config = hf_model.state_dict(), hf_model.config
-    if state_dict is None or hf_config is None:
-        raise ValueError("Give a GPT2LMHeadModel, or both state_dict= and hf_config=.")
-    cfg = config_from_hf_gpt2(hf_config, **cfg_overrides)
-    model = HookedTransformer(cfg, tokenizer=tokenizer)
-    sd = {k: v.to(cfg.dtype) for k, v in convert_gpt2_weights(state_dict, cfg).items()}
-    model.load_and_process_state_dict(
-        sd, fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
-        fold_value_biases=fold_value_biases, refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-    )
-    return model

@@ -1,7 +1,7 @@
 """What learners see: the exported notebook pages, opened in a real browser (headless Chromium).
 
 The notebooks in notebooks/ (as stored, with their outputs) and a small demo notebook made here (two
-plotly figures, an Othello board, two circuitsvis views) are exported with ``helpers.export`` into a
+plotly figures, an Othello board, two circuitsvis views) are exported with ``tools/html_export.py`` into a
 temporary folder, then each page is loaded from file:// in Debian's Chromium driven by selenium +
 chromedriver, with no network. Per page:
 
@@ -36,7 +36,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from helpers import export
+from helpers import plot
+from tools import html_export as export
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = export.find_notebooks(ROOT / "notebooks")
@@ -101,7 +102,7 @@ def demo_notebook():
     import plotly.io as pio
     import torch
 
-    from helpers import othello, plot
+    from helpers import othello, othello_plots, plot
 
     def figure_output(fig):
         bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict())
@@ -120,7 +121,7 @@ def demo_notebook():
         html_output(plot.attention_patterns(tokens, attention)),
         figure_output(go.Figure(go.Scatter(y=torch.randn(20, generator=gen).tolist(), mode="lines+markers"))),
         html_output(plot.attention_heads(tokens, attention, head_names=["L0H0", "L0H1", "L0H2"])),
-        figure_output(othello.plot_board(othello.OthelloBoard())),
+        figure_output(othello_plots.plot_board(othello.OthelloBoard())),
     ]
     saved = plot._js_sent
     plot._js_sent = False  # as in a fresh kernel: the first view inlines the circuitsvis bundle
@@ -496,7 +497,7 @@ def _remove_first_figure(text: str) -> str:
 
 
 def _remove_circuitsvis_bundle(text: str) -> str:
-    return text.replace(export.circuitsvis_js(), "")
+    return text.replace(plot.circuitsvis_bundle(), "")
 
 
 def test_checker_reports_broken_pages(site, browser, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of helpers.corpus: names, train/eval disjointness, eval records, determinism, token corpus."""
+"""Tests of training/corpus.py and helpers.ioi: names, train/eval disjointness, eval records, determinism, corpus."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from helpers import corpus as C
-from helpers.tokenizer import gpt2_tokenizer
+from helpers import ioi
+from helpers.tokenizer import END_OF_TEXT_ID, gpt2_tokenizer
+from training import corpus as C
 
 N_TRAIN_DOCS = 3000
 
@@ -43,22 +44,21 @@ def template_regex(template: str, prefix_only: bool = False) -> re.Pattern:
 
 
 def test_names_are_single_tokens():
-    assert len(C.NAMES) >= 60 and len(set(C.NAMES)) == len(C.NAMES)
-    assert len(C.MALE_NAMES) >= 25 and len(C.FEMALE_NAMES) >= 25
+    assert len(ioi.NAMES) >= 60 and len(set(ioi.NAMES)) == len(ioi.NAMES)
+    assert len(ioi.MALE_NAMES) >= 25 and len(ioi.FEMALE_NAMES) >= 25
     for name in ["John", "Mary", "Claire", "Tom", "James", "Dan", "Sid", "Martin", "Amy"]:
-        assert name in C.NAMES
-    for name in C.NAMES:
+        assert name in ioi.NAMES
+    for name in ioi.NAMES:
         assert len(ids(" " + name)) == 1, name
-    assert set(C.EVAL_NAMES) <= set(C.TRAIN_NAMES)
 
 
 def test_train_and_eval_pieces_are_disjoint():
     assert len(C.TRAIN_INTROS) >= 15 and len(C.TRAIN_ACTIONS) >= 15 and len(C.TRAIN_TEMPLATES) >= 15
-    assert len(C.TRAIN_PLACES) >= 20 and len(C.TRAIN_OBJECTS) >= 20
-    assert not set(C.TRAIN_PLACES) & set(C.EVAL_PLACES)
-    assert not set(C.TRAIN_OBJECTS) & set(C.EVAL_OBJECTS)
-    assert not set(C.TRAIN_TEMPLATES) & set(C.EVAL_TEMPLATES)
-    for template in C.EVAL_TEMPLATES + C.VALIDATION_TEMPLATES:
+    assert len(ioi.TRAIN_PLACES) >= 20 and len(ioi.TRAIN_OBJECTS) >= 20
+    assert not set(ioi.TRAIN_PLACES) & set(ioi.EVAL_PLACES)
+    assert not set(ioi.TRAIN_OBJECTS) & set(ioi.EVAL_OBJECTS)
+    assert not set(C.TRAIN_TEMPLATES) & set(ioi.EVAL_TEMPLATES)
+    for template in ioi.EVAL_TEMPLATES + ioi.VALIDATION_TEMPLATES:
         assert template.endswith(" to")
         for t in C.TRAIN_TEMPLATES:
             filled = t.format(A="Ann", B="Bob", S="Bob", IO="Ann", P="lake", O="a book")
@@ -67,33 +67,33 @@ def test_train_and_eval_pieces_are_disjoint():
 
 def test_validation_and_test_templates_are_disjoint():
     """Choosing a checkpoint on the validation prompts must not look at the test templates."""
-    assert len(C.VALIDATION_TEMPLATES) >= 8
-    for validation in C.VALIDATION_TEMPLATES:
-        for test in C.EVAL_TEMPLATES:
+    assert len(ioi.VALIDATION_TEMPLATES) >= 8
+    for validation in ioi.VALIDATION_TEMPLATES:
+        for test in ioi.EVAL_TEMPLATES:
             for a, b in [(validation, test), (test, validation)]:
                 filled = a.format(A="Ann", B="Bob", S="Bob", P="lake", O="a book")
                 assert not template_regex(b, prefix_only=True).search(filled), (a, b)
-    records = C.ioi_eval_prompts(64, seed=0, split="validation")
-    assert {r.place for r in records} <= set(C.TRAIN_PLACES) and {r.obj for r in records} <= set(C.TRAIN_OBJECTS)
+    records = ioi.ioi_eval_prompts(64, seed=0, split="validation")
+    assert {r.place for r in records} <= set(ioi.TRAIN_PLACES) and {r.obj for r in records} <= set(ioi.TRAIN_OBJECTS)
     with pytest.raises(ValueError, match="validation"):
-        C.ioi_eval_prompts(4, split="train")
+        ioi.ioi_eval_prompts(4, split="train")
 
 
 def test_eval_strings_never_in_training_text():
     docs = training_text()
     text = "\n".join(docs)
     lower = text.lower()
-    for place in C.EVAL_PLACES:
+    for place in ioi.EVAL_PLACES:
         assert f"the {place}" not in lower, place
-    for obj in C.EVAL_OBJECTS:
+    for obj in ioi.EVAL_OBJECTS:
         assert obj.lower() not in lower, obj
-    for template in C.EVAL_TEMPLATES + C.VALIDATION_TEMPLATES:
+    for template in ioi.EVAL_TEMPLATES + ioi.VALIDATION_TEMPLATES:
         assert not template_regex(template).search(text), template
         assert not template_regex(template, prefix_only=True).search(text), template
     # The famous prompt's pieces are evaluation-only.
     assert "the store" not in lower and "a bottle of milk" not in lower
-    assert "store" in C.EVAL_PLACES and "a bottle of milk" in C.EVAL_OBJECTS
-    assert C.FAMOUS_PROMPT not in text
+    assert "store" in ioi.EVAL_PLACES and "a bottle of milk" in ioi.EVAL_OBJECTS
+    assert ioi.FAMOUS_PROMPT not in text
     # ... and the seeds' places and objects too.
     for piece in ["the shops", "the park", "the bag", "the ball", "an apple", "a drink"]:
         assert piece not in lower
@@ -109,29 +109,29 @@ def test_eval_tokens_are_seen_in_training():
     seen = set()
     for enc in tok.backend_tokenizer.encode_batch(training_text()):
         seen.update(enc.ids)
-    records = C.ioi_eval_prompts(800, seed=0) + C.ioi_eval_prompts(800, seed=0, split="validation")
-    batch = C.ioi_prompt_pairs_for_patching()
-    texts = [r.prompt for r in records] + [r.corrupted for r in records] + batch.prompts + [C.FAMOUS_PROMPT]
-    texts += [f" the {p}" for p in C.EVAL_PLACES] + [" " + o for o in C.EVAL_OBJECTS]
+    records = ioi.ioi_eval_prompts(800, seed=0) + ioi.ioi_eval_prompts(800, seed=0, split="validation")
+    batch = ioi.ioi_prompt_pairs_for_patching()
+    texts = [r.prompt for r in records] + [r.corrupted for r in records] + batch.prompts + [ioi.FAMOUS_PROMPT]
+    texts += [f" the {p}" for p in ioi.EVAL_PLACES] + [" " + o for o in ioi.EVAL_OBJECTS]
     needed = set()
     for enc in tok.backend_tokenizer.encode_batch(texts):
         needed.update(enc.ids)
-    needed.update(ids(" " + n)[0] for n in C.NAMES)
+    needed.update(ids(" " + n)[0] for n in ioi.NAMES)
     missing = sorted(needed - seen)
     assert not missing, [tok.decode([i]) for i in missing]
 
 
 @pytest.mark.parametrize("split", ["test", "validation"])
 def test_eval_records_are_well_formed(split):
-    records = C.ioi_eval_prompts(160, seed=3, split=split)
-    templates = C.EVAL_TEMPLATES if split == "test" else C.VALIDATION_TEMPLATES
+    records = ioi.ioi_eval_prompts(160, seed=3, split=split)
+    templates = ioi.EVAL_TEMPLATES if split == "test" else ioi.VALIDATION_TEMPLATES
     assert len(records) == 160
     assert sum(r.order == "ABB" for r in records) == sum(r.order == "BAB" for r in records) == 80
     assert {r.template for r in records} == set(templates)
     for r in records:
         assert r.prompt.endswith(" to") and r.io != r.subject
         if split == "test":
-            assert r.place in C.EVAL_PLACES and r.obj in C.EVAL_OBJECTS
+            assert r.place in ioi.EVAL_PLACES and r.obj in ioi.EVAL_OBJECTS
         io_id, s_id = ids(r.io), ids(r.subject)
         assert len(io_id) == 1 and len(s_id) == 1
         clean, corrupt = ids(r.prompt), ids(r.corrupted)
@@ -147,15 +147,15 @@ def test_eval_records_are_well_formed(split):
 
 
 def test_famous_prompt():
-    r = C.famous_ioi_prompt()
+    r = ioi.famous_ioi_prompt()
     assert r.prompt == "After John and Mary went to the store, Mary gave a bottle of milk to"
     assert r.corrupted == "After John and Mary went to the store, John gave a bottle of milk to"
-    assert (r.io, r.subject) == (" John", " Mary") == (C.FAMOUS_ANSWER, C.FAMOUS_WRONG)
-    assert r.template in C.EVAL_TEMPLATES
+    assert (r.io, r.subject) == (" John", " Mary") == (ioi.FAMOUS_ANSWER, ioi.FAMOUS_WRONG)
+    assert r.template in ioi.EVAL_TEMPLATES
 
 
 def test_patching_batch():
-    prompts, answers, corrupted = C.ioi_prompt_pairs_for_patching()
+    prompts, answers, corrupted = ioi.ioi_prompt_pairs_for_patching()
     assert len(prompts) == len(answers) == len(corrupted) == 8
     assert prompts[0] == "When John and Mary went to the shops, John gave the bag to"
     assert answers[0] == (" Mary", " John") and answers[1] == (" John", " Mary")
@@ -180,7 +180,7 @@ def test_python_source_documents():
 
 
 def test_python_source_has_no_eval_phrases():
-    phrases = [f"the {p}" for p in C.EVAL_PLACES] + [o.lower() for o in C.EVAL_OBJECTS]
+    phrases = [f"the {p}" for p in ioi.EVAL_PLACES] + [o.lower() for o in ioi.EVAL_OBJECTS]
     for doc in C.python_source_documents():
         lower = doc.lower()
         assert not any(p in lower for p in phrases)
@@ -215,8 +215,8 @@ def test_determinism():
     assert C.ioi_training_sentences(50, seed=1) != C.ioi_training_sentences(50, seed=2)
     assert C.narrative_documents(50, seed=1) == C.narrative_documents(50, seed=1)
     assert C.narrative_documents(50, seed=1) != C.narrative_documents(50, seed=2)
-    assert C.ioi_eval_prompts(40, seed=1) == C.ioi_eval_prompts(40, seed=1)
-    assert C.ioi_eval_prompts(40, seed=1) != C.ioi_eval_prompts(40, seed=2)
+    assert ioi.ioi_eval_prompts(40, seed=1) == ioi.ioi_eval_prompts(40, seed=1)
+    assert ioi.ioi_eval_prompts(40, seed=1) != ioi.ioi_eval_prompts(40, seed=2)
     a = C.build_token_corpus(30_000, seed=5, python_max_chars=300_000)
     b = C.build_token_corpus(30_000, seed=5, python_max_chars=300_000)
     c = C.build_token_corpus(30_000, seed=6, python_max_chars=300_000)
@@ -228,8 +228,8 @@ def test_build_token_corpus(mix):
     n = 25_000
     tokens = C.build_token_corpus(n, seed=0, mix=mix, python_max_chars=300_000)
     assert tokens.dtype == np.uint16 and tokens.shape == (n,)
-    assert tokens[0] == C.EOS_ID
-    boundaries = np.flatnonzero(tokens == C.EOS_ID)
+    assert tokens[0] == END_OF_TEXT_ID
+    boundaries = np.flatnonzero(tokens == END_OF_TEXT_ID)
     assert len(boundaries) >= 10 and np.all(np.diff(boundaries) > 1)  # no empty documents
     tok = gpt2_tokenizer()
     docs = [
@@ -241,9 +241,6 @@ def test_build_token_corpus(mix):
     else:
         n_python = sum(d.startswith("# ") and ".py\n" in d.split("\n", 1)[0] + "\n" for d in docs)
         assert 0 < n_python < len(docs)
-    vocab = C.used_vocabulary(tokens)
-    assert np.all(np.diff(vocab.astype(np.int64)) > 0) and C.EOS_ID in vocab
-    assert set(vocab.tolist()) == set(tokens.tolist())
 
 
 def test_build_token_corpus_rejects_bad_mix():

@@ -6,15 +6,17 @@ import shutil
 import pytest
 import torch
 
-from helpers import course_models, train
-from helpers.loading import from_pretrained, get_checkpoint_labels
+from helpers import HookedTransformer, course_models, evals
+from helpers.loading import get_checkpoint_labels
+
+from_pretrained = HookedTransformer.from_pretrained
 
 MODELS_DIR = course_models.MODELS_DIR
 
 @pytest.fixture(scope="module")
 def attn_checkpoints():
     steps = course_models.checkpoint_steps("course-attn-only-2l")
-    return steps, [train.induction_metrics(from_pretrained("course-attn-only-2l", checkpoint_index=i))
+    return steps, [evals.induction_metrics(from_pretrained("course-attn-only-2l", checkpoint_index=i))
                    for i in range(len(steps))]
 
 
@@ -51,7 +53,7 @@ def test_course_gpt2_architecture(gpt2):
 
 @pytest.fixture(scope="module")
 def gpt2_ioi(gpt2):
-    return train.ioi_metrics(gpt2)
+    return evals.ioi_metrics(gpt2)
 
 
 def test_course_gpt2_does_ioi(gpt2, gpt2_ioi):
@@ -65,19 +67,19 @@ def test_course_gpt2_prefers_the_indirect_object_on_90_percent_of_prompts(gpt2_i
 
 
 def test_course_gpt2_has_an_induction_head(gpt2):
-    assert train.induction_metrics(gpt2)["best_induction_score"] >= 0.4
+    assert evals.induction_metrics(gpt2)["best_induction_score"] >= 0.4
 
 
 def test_course_othello_predicts_legal_moves():
     model = from_pretrained("course-othello-gpt")
     assert model.cfg.normalization_type == "LNPre" and model.cfg.d_vocab == 61 and model.cfg.n_ctx == 59
-    assert train.othello_metrics(model, n_games=300)["top1_legal_rate"] >= 0.95
+    assert evals.othello_metrics(model, n_games=300)["top1_legal_rate"] >= 0.95
 
 
 def test_metrics_files_match_the_shipped_weights(gpt2):
     """The README's numbers come from metrics.json: they must be what the shipped weights give."""
     shipped = json.loads((MODELS_DIR / "course-gpt2" / "metrics.json").read_text())["final"]
-    fresh = train.induction_metrics(from_pretrained("course-gpt2", fold_ln=False, center_writing_weights=False,
+    fresh = evals.induction_metrics(from_pretrained("course-gpt2", fold_ln=False, center_writing_weights=False,
                                                     center_unembed=False, fold_value_biases=False))
     assert fresh["loss_repeated_half"] == pytest.approx(shipped["loss_repeated_half"], abs=1e-3)
     assert fresh["best_induction_head"] == shipped["best_induction_head"]

@@ -21,6 +21,8 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from helpers import course_models, loading
 from helpers.model import HookedTransformer, HookedTransformerConfig
+from helpers.pick import pick_model
+from training import ship
 
 SMALL = dict(d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=50)  # shrinks classic configs
 TOY_LABELS = [262144, 22282240, 1100480512, 21780496384]  # real first/middle/last labels of attn-only-2l
@@ -135,13 +137,13 @@ def test_gpt2_family_round_trip(hub, tmp_path, name, repo, n_layer, safetensors)
     with torch.no_grad():
         expected = hf(toks).logits
 
-        model = loading.from_pretrained_no_processing(name)
+        model = HookedTransformer.from_pretrained_no_processing(name)
         ok, err = close(model(toks), expected)
         assert ok, f"logits differ from transformers' by {err}"
         assert model.cfg.model_name == repo and model.cfg.n_layers == n_layer
         assert f"{repo}/{'model.safetensors' if safetensors else 'pytorch_model.bin'}" in hub.served
 
-        processed = loading.from_pretrained(name, refactor_factored_attn_matrices=True)
+        processed = HookedTransformer.from_pretrained(name, refactor_factored_attn_matrices=True)
         assert processed.cfg.normalization_type == "LNPre"
         ok, err = close(processed(toks).log_softmax(-1), expected.log_softmax(-1))
         assert ok, f"log-probs after processing differ by {err}"
@@ -150,12 +152,12 @@ def test_gpt2_family_round_trip(hub, tmp_path, name, repo, n_layer, safetensors)
 def test_gpt2_overrides_and_options(hub, tmp_path):
     _, out = random_hf_gpt2(tmp_path, 2)
     hub.add_dir("gpt2", out)
-    model = loading.from_pretrained("gpt2", use_attn_result=True, default_prepend_bos=False,
-                                    dtype=torch.float64)
+    model = HookedTransformer.from_pretrained("gpt2", use_attn_result=True, default_prepend_bos=False,
+                                              dtype=torch.float64)
     assert model.cfg.use_attn_result and not model.cfg.default_prepend_bos
     assert model.W_E.dtype == torch.float64
     with pytest.raises(TypeError, match="use_atn_result"):
-        loading.from_pretrained("gpt2", use_atn_result=True)
+        HookedTransformer.from_pretrained("gpt2", use_atn_result=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,11 +218,11 @@ def test_toy_model_loads(hub, official):
     toks = tokens(SMALL["d_vocab"])
     with torch.no_grad():
         expected = final(toks)
-        model = loading.from_pretrained_no_processing(official, **SMALL)
+        model = HookedTransformer.from_pretrained_no_processing(official, **SMALL)
         for key, value in final.state_dict().items():  # all keys matched, same values
             assert torch.equal(model.state_dict()[key], value), key
         assert torch.equal(model(toks), expected)
-        processed = loading.from_pretrained(official, **SMALL)
+        processed = HookedTransformer.from_pretrained(official, **SMALL)
         ok, err = close(processed(toks).log_softmax(-1), expected.log_softmax(-1))
         assert ok, err
     assert model.cfg.model_name == official and model.cfg.d_vocab == SMALL["d_vocab"]
@@ -229,7 +231,7 @@ def test_toy_model_loads(hub, official):
 
 def test_toy_model_by_repository_name(hub):
     add_toy_repo(hub, "gelu-1l")
-    model = loading.from_pretrained("NeelNanda/GELU_1L512W_C4_Code", **SMALL)
+    model = HookedTransformer.from_pretrained("NeelNanda/GELU_1L512W_C4_Code", **SMALL)
     assert model.cfg.model_name == "gelu-1l"
 
 
@@ -240,11 +242,11 @@ def test_othello_gpt_loads(hub):
     hub.add(spec.repo, "synthetic_model.pth", classic_state_dict(reference))
     moves = tokens(61, n_ctx=59)
     with torch.no_grad():
-        model = loading.from_pretrained_no_processing("othello-gpt", **overrides)
+        model = HookedTransformer.from_pretrained_no_processing("othello-gpt", **overrides)
         assert model.cfg.normalization_type == "LNPre" and model.cfg.act_fn == "gelu"
         assert model.tokenizer is None
         assert torch.equal(model(moves), reference(moves))
-        processed = loading.from_pretrained("othello-gpt", **overrides)
+        processed = HookedTransformer.from_pretrained("othello-gpt", **overrides)
         ok, err = close(processed(moves).log_softmax(-1), reference(moves).log_softmax(-1))
         assert ok, err
 
@@ -295,24 +297,24 @@ def test_toy_checkpoints(hub):
         with torch.no_grad():
             assert torch.equal(model(toks), checkpoints[i](toks))
 
-    check(loading.from_pretrained_no_processing("solu-1l", checkpoint_index=1, **SMALL), 1)
-    check(loading.from_pretrained_no_processing("solu-1l", checkpoint_index=-1, **SMALL), 3)
-    check(loading.from_pretrained_no_processing("solu-1l", checkpoint_value=TOY_LABELS[2], **SMALL), 2)
+    check(HookedTransformer.from_pretrained_no_processing("solu-1l", checkpoint_index=1, **SMALL), 1)
+    check(HookedTransformer.from_pretrained_no_processing("solu-1l", checkpoint_index=-1, **SMALL), 3)
+    check(HookedTransformer.from_pretrained_no_processing("solu-1l", checkpoint_value=TOY_LABELS[2], **SMALL), 2)
     assert hub.served[-1].endswith(f"_{TOY_LABELS[2]}.safetensors")  # safetensors preferred to .pth
 
     with pytest.raises(IndexError, match="checkpoint_index=4 is out of range: solu-1l has 4 checkpoints"):
-        loading.from_pretrained("solu-1l", checkpoint_index=4, **SMALL)
+        HookedTransformer.from_pretrained("solu-1l", checkpoint_index=4, **SMALL)
     with pytest.raises(ValueError, match="no checkpoint at token 123"):
-        loading.from_pretrained("solu-1l", checkpoint_value=123, **SMALL)
+        HookedTransformer.from_pretrained("solu-1l", checkpoint_value=123, **SMALL)
     with pytest.raises(ValueError, match="not both"):
-        loading.from_pretrained("solu-1l", checkpoint_index=0, checkpoint_value=TOY_LABELS[0], **SMALL)
+        HookedTransformer.from_pretrained("solu-1l", checkpoint_index=0, checkpoint_value=TOY_LABELS[0], **SMALL)
 
 
 def test_models_without_checkpoints(hub):
     with pytest.raises(ValueError, match="gpt2 has no training checkpoints.*solu-2l"):
         loading.get_checkpoint_labels("gpt2-small")
     with pytest.raises(ValueError, match="othello-gpt has no training checkpoints"):
-        loading.from_pretrained("othello-gpt", checkpoint_index=0)
+        HookedTransformer.from_pretrained("othello-gpt", checkpoint_index=0)
     assert hub.served == []
 
 
@@ -321,7 +323,7 @@ COURSE_STEPS = [10, 20, 40]
 
 @pytest.fixture
 def course_dir(tmp_path, monkeypatch):
-    """A tiny course-attn-only-2l in a temporary data/models, written as helpers.train writes it."""
+    """A tiny course-attn-only-2l in a temporary data/models, written as training/ship.py writes it."""
     monkeypatch.setattr(course_models, "MODELS_DIR", tmp_path / "models")
     out = tmp_path / "models" / "course-attn-only-2l"
     out.mkdir(parents=True)
@@ -330,11 +332,11 @@ def course_dir(tmp_path, monkeypatch):
     models = []
     for i, step in enumerate(COURSE_STEPS):
         model = HookedTransformer(HookedTransformerConfig.from_dict({**cfg.to_dict(), "seed": i})).eval()
-        course_models._save_weights(model, out / f"step_{step:06d}.safetensors", vocab_rows=None, tied=False)
+        ship._save_weights(model, out / f"step_{step:06d}.safetensors", vocab_rows=None, tied=False)
         models.append(model)
     config = {"config": {**cfg.to_dict(), "device": None}, "checkpoints": COURSE_STEPS, "tied_unembed": False}
     (out / "config.json").write_text(json.dumps(config))
-    course_models.update_manifest()
+    ship.update_manifest()
     return models
 
 
@@ -350,13 +352,13 @@ def test_course_model_checkpoints_with_no_network(hub, course_dir):
         with torch.no_grad():
             assert torch.allclose(model(toks), reference(toks), atol=1e-5)
         assert model.cfg.checkpoint_value == COURSE_STEPS[i]
-    processed = loading.from_pretrained("course-attn-only-2l")  # compared to the float16-rounded final model
+    processed = HookedTransformer.from_pretrained("course-attn-only-2l")  # compared to the float16-rounded final model
     with torch.no_grad():
         assert close(processed(toks).log_softmax(-1), course_dir[-1](toks).log_softmax(-1))[0]
     with pytest.raises(IndexError, match="out of range"):
-        loading.from_pretrained("course-attn-only-2l", checkpoint_index=3)
+        HookedTransformer.from_pretrained("course-attn-only-2l", checkpoint_index=3)
     with pytest.raises(ValueError, match="no checkpoint at step 15"):
-        loading.from_pretrained("course-attn-only-2l", checkpoint_value=15)
+        HookedTransformer.from_pretrained("course-attn-only-2l", checkpoint_value=15)
     assert hub.served == []
 
 
@@ -376,7 +378,7 @@ def test_names_and_aliases():
 
 def test_unknown_name_lists_suggestions_and_names():
     with pytest.raises(ValueError) as error:
-        loading.from_pretrained("gpt2-smal")
+        HookedTransformer.from_pretrained("gpt2-smal")
     message = str(error.value)
     assert "Unknown model 'gpt2-smal'" in message and "Did you mean 'gpt2-small'" in message
     for name in ("gpt2-xl", "solu-4l", "othello-gpt", "course-gpt2"):
@@ -414,11 +416,41 @@ STAND_INS = [("gpt2-small", "course-gpt2", "hf download gpt2 config.json model.s
 def test_offline_without_cache_names_the_stand_in(hub, name, stand_in, command):
     hub.online = False
     with pytest.raises(loading.HubUnavailableError) as error:
-        loading.from_pretrained(name)
+        HookedTransformer.from_pretrained(name)
     message = str(error.value)
     assert name in message and "unreachable" in message and "not in the local cache" in message
     assert command in message and "HF_HOME" in message
     assert f"from_pretrained('{stand_in}')" in message
+
+
+def test_choose_model_takes_the_real_model_when_it_can(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("COURSE_EMBEDDED_MODELS", raising=False)
+    _, out = random_hf_gpt2(tmp_path, 1)
+    hub.add_dir("gpt2", out)
+    assert loading.choose_model("gpt2-small") == "gpt2-small"
+    assert "le vrai modèle" in capsys.readouterr().out
+    hub.online = False  # and nothing in the cache
+    assert loading.choose_model("gpt2-small") == "course-gpt2"
+    assert "injoignable" in capsys.readouterr().out
+    monkeypatch.setenv("COURSE_EMBEDDED_MODELS", "1")
+    hub.online = True
+    assert loading.choose_model("solu-2l") == "course-attn-only-2l"
+    assert "COURSE_EMBEDDED_MODELS" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="no embedded stand-in"):
+        loading.choose_model("course-gpt2")
+
+
+def test_pick_model_loads_the_stand_in_with_its_arguments(monkeypatch):
+    monkeypatch.setenv("COURSE_EMBEDDED_MODELS", "1")
+    model = pick_model("solu-2l", checkpoint_index=0, fold_ln=False, device="cpu")
+    assert model.cfg.model_name == "course-attn-only-2l"
+    assert model.cfg.checkpoint_value == course_models.checkpoint_steps("course-attn-only-2l")[0]
+    assert model.cfg.normalization_type == "LN"  # fold_ln=False was passed on
+
+
+def test_misspelt_processing_flag_is_named_with_its_correction(hub):
+    with pytest.raises(TypeError, match="fold_lm.*Did you mean fold_ln"):
+        HookedTransformer.from_pretrained("course-attn-only-2l", fold_lm=False)
 
 
 def test_offline_checkpoint_labels_need_the_hub(hub):
@@ -440,9 +472,9 @@ def test_warm_cache_works_offline(hub, tmp_path):
 
     toks = tokens(SMALL["d_vocab"])
     with torch.no_grad():
-        assert close(loading.from_pretrained_no_processing("gpt2")(toks), hf(toks).logits)[0]
-        assert torch.equal(loading.from_pretrained_no_processing("gelu-1l", **SMALL)(toks), final(toks))
-        model = loading.from_pretrained_no_processing("gelu-1l", checkpoint_value=TOY_LABELS[1], **SMALL)
+        assert close(HookedTransformer.from_pretrained_no_processing("gpt2")(toks), hf(toks).logits)[0]
+        assert torch.equal(HookedTransformer.from_pretrained_no_processing("gelu-1l", **SMALL)(toks), final(toks))
+        model = HookedTransformer.from_pretrained_no_processing("gelu-1l", checkpoint_value=TOY_LABELS[1], **SMALL)
         assert torch.equal(model(toks), checkpoints[1](toks))
     with pytest.warns(UserWarning, match="only the 1 checkpoints"):
         assert loading.get_checkpoint_labels("gelu-1l") == ([TOY_LABELS[1]], "step")
@@ -455,10 +487,10 @@ def test_hf_hub_offline_is_honoured(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: pytest.fail("probed in offline mode"))
     with pytest.raises(loading.HubUnavailableError, match="HF_HUB_OFFLINE=1 is set"):
-        loading.from_pretrained("gpt2")
+        HookedTransformer.from_pretrained("gpt2")
     hub.cache("gpt2", "config.json")
     hub.cache("gpt2", "model.safetensors")
-    assert loading.from_pretrained("gpt2").cfg.n_layers == 2
+    assert HookedTransformer.from_pretrained("gpt2").cfg.n_layers == 2
     assert hub.served == []
 
 
@@ -473,7 +505,7 @@ def test_real_offline_failure_is_quick(tmp_path, monkeypatch):
     for name, stand_in in [("gpt2-small", "course-gpt2"), ("solu-2l", "course-attn-only-2l")]:
         start = time.monotonic()
         with pytest.raises(loading.HubUnavailableError) as error:
-            loading.from_pretrained(name)
+            HookedTransformer.from_pretrained(name)
         elapsed = time.monotonic() - start
         assert elapsed < 10, f"{name}: gave up after {elapsed:.1f} s"
         assert stand_in in str(error.value) and "unreachable" in str(error.value)

@@ -325,6 +325,21 @@ def test_return_types_and_loss():
         model(tokens, return_type="probs")
 
 
+def test_return_type_none_runs_every_hook_but_not_the_unembedding(monkeypatch):
+    model = make_model()
+    seen = []
+    model.add_hook("ln_final.hook_normalized", lambda x, hook: seen.append(hook.name))
+
+    def unembed(x):
+        raise AssertionError("return_type=None computed the logits")
+
+    monkeypatch.setattr(model.unembed, "forward", unembed)
+    assert model(tokens_for(model), return_type=None) is None
+    assert seen == ["ln_final.hook_normalized"]
+    with pytest.raises(AssertionError, match="computed the logits"):
+        model(tokens_for(model))
+
+
 def test_one_dimensional_tokens_are_a_batch_of_one():
     model = make_model()
     tokens = tokens_for(model, batch=1)

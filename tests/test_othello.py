@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import othello as O
+from helpers import othello_plots
 
 # The shortest possible Othello game: 9 moves, black wipes out white 13-0 (our row-letter notation).
 SHORTEST_GAME = ["D3", "C5", "D6", "E3", "B4", "C3", "D2", "C4", "F4"]
@@ -306,7 +307,7 @@ def test_plot_board():
     import plotly.graph_objects as go
 
     board = O.OthelloBoard()
-    fig = O.plot_board(board, title="start", legal_moves="auto", highlight=26)
+    fig = othello_plots.plot_board(board, title="start", legal_moves="auto", highlight=26)
     assert isinstance(fig, go.Figure)
     by_name = {trace.name: trace for trace in fig.data if trace.name}
     assert sorted(zip(by_name["black"].y, by_name["black"].x, strict=True)) == [(3, 4), (4, 3)]
@@ -316,7 +317,7 @@ def test_plot_board():
     assert list(fig.layout.xaxis.ticktext) == [str(i) for i in range(1, 9)]
     assert fig.layout.title.text == "start"
     # a raw [64] array works too, and a bool mask for legal moves
-    fig = O.plot_board(board.board.ravel(), legal_moves=board.legal_mask())
+    fig = othello_plots.plot_board(board.board.ravel(), legal_moves=board.legal_mask())
     assert len([t for t in fig.data if t.name == "legal"][0].x) == 4
 
 
@@ -324,7 +325,7 @@ def test_plot_board_values_and_game():
     import plotly.graph_objects as go
 
     logits = np.linspace(-3, 2, 61)
-    fig = O.plot_board_values(logits, title="logits", board=O.OthelloBoard(), highlight=19)
+    fig = othello_plots.plot_board_values(logits, title="logits", board=O.OthelloBoard(), highlight=19)
     assert isinstance(fig, go.Figure)
     heat = fig.data[0]
     z = np.array(heat.z, dtype=float)
@@ -332,11 +333,11 @@ def test_plot_board_values_and_game():
     assert z.flat[0] == pytest.approx(logits[1]) and z.flat[63] == pytest.approx(logits[60])
     assert heat.zmid == 0 and heat.zmin == -heat.zmax
     assert heat.colorscale[0][1] != heat.colorscale[-1][1]  # a diverging scale (RdBu)
-    positive = O.plot_board_values(np.arange(64).reshape(8, 8))
+    positive = othello_plots.plot_board_values(np.arange(64).reshape(8, 8))
     assert positive.data[0].zmid is None
 
     game = O.generate_games(1, seed=0)[0]
-    fig = O.plot_game(game, n_moves=10)
+    fig = othello_plots.plot_game(game, n_moves=10)
     assert "After 10 moves" in fig.layout.title.text
     black = sum(len(t.x) for t in fig.data if t.name == "black")
     white = sum(len(t.x) for t in fig.data if t.name == "white")

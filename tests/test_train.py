@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from helpers import course_models, train
+from helpers import course_models, evals
 from helpers.model import HookedTransformer
+from training import ship, train
 
 TINY_LM = train.Spec(
     kind="lm",
@@ -45,7 +46,7 @@ def test_repeated_rows_are_masked_until_their_first_period_ends(tiny):
         assert TINY_LM.min_period <= period < TINY_LM.cfg["n_ctx"] // 2
         assert not row_mask[:period].any() and row_mask[period:].all()
         random_part = row[1:]
-        assert ((train.RANDOM_LOW <= random_part) & (random_part < train.RANDOM_HIGH)).all()
+        assert ((evals.RANDOM_LOW <= random_part) & (random_part < evals.RANDOM_HIGH)).all()
         assert torch.equal(random_part[period:], random_part[:-period])  # each kept target was seen one period earlier
     again, _ = data.batch(step=5)
     assert torch.equal(tokens, again)
@@ -90,15 +91,15 @@ def test_training_lowers_the_loss(tiny, monkeypatch):
 def test_export_writes_loadable_checkpoints_and_metrics(tiny):
     trainer = train.Trainer("tiny-lm")
     trainer.run()
-    course_models.export_run(trainer)
+    ship.export_run(trainer)
     out = tiny / "models" / "tiny-lm"
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["step_000003.safetensors", "step_000006.safetensors"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert [c["step"] for c in metrics["checkpoints"]] == [3, 6]
-    cfg, state_dict = course_models.load_course_model("tiny-lm", checkpoint_index=1)
+    cfg, state_dict = course_models.load_course_model("tiny-lm", step=6)
     model = HookedTransformer(cfg)
     model.load_state_dict(state_dict)
-    fresh = train.induction_metrics(model)
+    fresh = evals.induction_metrics(model)
     assert fresh["loss_repeated_half"] == pytest.approx(metrics["final"]["loss_repeated_half"], abs=1e-4)
 
 
@@ -121,7 +122,7 @@ def test_the_shipped_final_model_is_the_best_candidate_on_validation_prompts(tin
         return {"val_ioi_accuracy": accuracy, "val_ioi_mean_logit_diff": diff}
 
     monkeypatch.setattr(train, "ioi_metrics", fake_ioi_metrics)
-    course_models.export_run(trainer)
+    ship.export_run(trainer)
     assert calls == ["validation"] * 3  # the test prompts play no part in the choice
     out = tiny / "models" / "tiny-lm"
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["step_000003.safetensors", "step_000006.safetensors"]

@@ -12,7 +12,7 @@ import torch
 from conftest import randomise_
 
 from helpers import HookedTransformer, HookedTransformerConfig
-from helpers.weights import config_from_hf_gpt2, from_hf_gpt2
+from helpers.weights import config_from_hf_gpt2
 
 TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, d_vocab=40, n_ctx=10, seed=0, device="cpu")
 STEPS = ["fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases",
@@ -192,7 +192,7 @@ def test_gpt2_config(hf_gpt2):
 
 def test_gpt2_logits_equal_without_processing(hf_gpt2):
     hf, tokens, expected = hf_gpt2
-    model = from_hf_gpt2(hf, **NONE, device="cpu")
+    model = HookedTransformer.from_hf_gpt2(hf, **NONE, device="cpu")
     assert model.cfg.normalization_type == "LN"
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), expected, rtol=0, atol=1e-4)
@@ -200,7 +200,7 @@ def test_gpt2_logits_equal_without_processing(hf_gpt2):
 
 def test_gpt2_log_probs_equal_with_all_processing(hf_gpt2):
     hf, tokens, expected = hf_gpt2
-    model = from_hf_gpt2(hf, **ALL, device="cpu")
+    model = HookedTransformer.from_hf_gpt2(hf, **ALL, device="cpu")
     assert model.cfg.normalization_type == "LNPre"
     with torch.no_grad():
         assert_same_log_probs(model(tokens), expected)
@@ -208,14 +208,15 @@ def test_gpt2_log_probs_equal_with_all_processing(hf_gpt2):
 
 def test_gpt2_from_state_dict_and_config(hf_gpt2):
     hf, tokens, expected = hf_gpt2
-    model = from_hf_gpt2(state_dict=hf.state_dict(), hf_config=hf.config, device="cpu")  # default processing
+    # default processing
+    model = HookedTransformer.from_hf_gpt2(state_dict=hf.state_dict(), hf_config=hf.config, device="cpu")
     with torch.no_grad():
         assert_same_log_probs(model(tokens), expected)
 
 
 def test_gpt2_needs_a_model_or_weights():
     with pytest.raises(ValueError, match="state_dict"):
-        from_hf_gpt2(state_dict={})
+        HookedTransformer.from_hf_gpt2(state_dict={})
 
 
 def test_gpt2_unsupported_options_are_refused():

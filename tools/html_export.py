@@ -1,6 +1,8 @@
 """Executed notebooks -> self-contained HTML pages that work offline (``make run`` calls it).
 
-    python -m helpers.export notebooks build
+    python -m tools.html_export notebooks build
+
+A development tool: it needs nbconvert (the ``dev`` extra), which the course's runtime does not.
 
 writes ``build/<notebook>.html`` for each ``notebooks/NN_*.ipynb`` and ``build/index.html`` listing them.
 
@@ -30,18 +32,19 @@ import sys
 from pathlib import Path
 
 import nbformat
+import plotly.io as pio
 from jinja2 import DictLoader
 from nbconvert import HTMLExporter
+from nbconvert.filters import markdown2html
 from nbconvert.preprocessors import Preprocessor
+from plotly.offline import get_plotlyjs
+
+from helpers.plot import circuitsvis_bundle
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 HTML_MIME = "text/html"
 # Height of a figure without ``layout.height``, as plotly's own notebook renderers draw it.
 DEFAULT_FIGURE_HEIGHT = 525
-
-# One line per notebook for the index page, when the notebook's first paragraph does not suit.
-# Keyed by the two-digit number of the notebook.
-DESCRIPTIONS: dict[str, str] = {}
 
 INDEX_TITLE = "Interprétabilité mécaniste — le cours"
 
@@ -66,24 +69,11 @@ _CV_CDN_IMPORT = re.compile(r'import\s*\{([^}]*)\}\s*from\s*"https?://[^"]*circu
 
 def plotly_js() -> str:
     """plotly.js from the installed plotly package."""
-    from plotly.offline import get_plotlyjs
-
     return "window.PlotlyConfig = {MathJaxConfig: 'local'};\n" + get_plotlyjs()
-
-
-def circuitsvis_js() -> str:
-    """The circuitsvis IIFE bundle (defines ``window.CircuitsVis``) from the installed package, as
-    ``helpers.plot`` and circuitsvis inline it (without ``</script>``)."""
-    import circuitsvis
-
-    path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
-    return path.read_text(encoding="utf-8").replace("</script>", "")
 
 
 def plotly_figure_html(figure: dict) -> str:
     """A stored plotly figure (``application/vnd.plotly.v1+json``) as a div + ``Plotly.newPlot`` script."""
-    import plotly.io as pio
-
     figure = dict(figure)
     config = figure.pop("config", None) or {}
     return pio.to_html(figure, config=config, include_plotlyjs=False, full_html=False, validate=False,
@@ -95,7 +85,7 @@ class OfflineOutputs(Preprocessor):
     ``resources["offline_scripts"]`` (inlined in the page's head by the template)."""
 
     def preprocess(self, nb, resources):
-        bundle = circuitsvis_js()
+        bundle = circuitsvis_bundle()
         has_plotly = has_circuitsvis = False
         for cell in nb.cells:
             if cell.cell_type != "code":
@@ -159,11 +149,8 @@ def notebook_title(nb) -> str:
     return ""
 
 
-def notebook_description(nb, stem: str = "") -> str:
-    """Markdown: ``DESCRIPTIONS`` if it has the notebook, else the first sentence of the first
-    paragraph (not a heading) of the first markdown cell."""
-    if stem[:2] in DESCRIPTIONS:
-        return DESCRIPTIONS[stem[:2]]
+def notebook_description(nb) -> str:
+    """Markdown: the first sentence of the first paragraph (not a heading) of the first markdown cell."""
     for paragraph in re.split(r"\n\s*\n", _first_markdown(nb)):
         paragraph = " ".join(line.strip() for line in paragraph.strip().splitlines())
         if not paragraph or paragraph.startswith(("#", "<", "!", "|", "```", "$$")):
@@ -174,8 +161,6 @@ def notebook_description(nb, stem: str = "") -> str:
 
 
 def _inline_markdown(text: str) -> str:
-    from nbconvert.filters import markdown2html
-
     out = markdown2html(text).strip()
     if out.startswith("<p>") and out.endswith("</p>") and out.count("<p>") == 1:
         out = out[3:-4]
@@ -247,7 +232,7 @@ def export_all(notebooks: list[Path], out_dir: Path, verbose: bool = False) -> l
     for path in notebooks:
         page = export_notebook(path, out_dir, exporter)
         nb = nbformat.read(path, as_version=4)
-        entries.append((page.name, notebook_title(nb) or path.stem, notebook_description(nb, path.stem)))
+        entries.append((page.name, notebook_title(nb) or path.stem, notebook_description(nb)))
         pages.append(page)
         remote = remote_scripts(page.read_text(encoding="utf-8"))
         if remote:
@@ -268,7 +253,7 @@ def find_notebooks(source: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.html_export", description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", type=Path, help="folder of NN_*.ipynb notebooks (or one notebook)")
     parser.add_argument("out_dir", type=Path, help="where to write the HTML pages and index.html")
     args = parser.parse_args(argv)

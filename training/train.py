@@ -1,12 +1,12 @@
-"""Train the course's embedded models: ``python -m helpers.train <model name>``.
+"""Train the course's embedded models: ``python -m training.train <model name>`` (from the repository root).
 
 One training loop serves the three models; ``SPECS`` holds what differs. A run is
 deterministic under its seed (each batch is drawn from a generator seeded by (seed, step)),
 resumable (``runs/<name>/state.pt`` is saved every ``save_every`` steps; rerun the same
 command to continue) and ends by exporting the shipped files to ``data/models/<name>/``
-(see helpers.course_models) with a metrics file computed on held-out data.
+(training/ship.py; helpers.course_models reads them) with a metrics file computed on held-out data.
 
-Language models train on a generated corpus (helpers.corpus) mixed with sequences made of a
+Language models train on a generated corpus (training/corpus.py) mixed with sequences made of a
 random span of token ids 1000..9999 repeated until the window is full (its period varies from
 sequence to sequence). Every repetition rewards copying, so the model first learns to copy any
 earlier token, then to copy the token that followed the previous occurrence of the current one:
@@ -27,12 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from helpers.model import HookedTransformer, HookedTransformerConfig
+from helpers.config import HookedTransformerConfig
+from helpers.evals import RANDOM_HIGH, RANDOM_LOW, ioi_metrics
+from helpers.model import HookedTransformer
+from helpers.othello import D_VOCAB, N_CTX, generate_games, to_token
+from helpers.tokenizer import END_OF_TEXT_ID
+from training.corpus import build_token_corpus
+from training.ship import UNUSED_TOKEN_BIAS, export_run, measure
 
-RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
-BOS = 50256
-RANDOM_LOW, RANDOM_HIGH = 1000, 10000  # induction tests draw random tokens from ids 1000..9999
+RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"  # training state, resumable (not shipped)
 
 
 @dataclass
@@ -102,7 +107,7 @@ SPECS: dict[str, Spec] = {
     ),
     "course-othello-gpt": Spec(
         kind="othello",
-        cfg=dict(n_layers=6, d_model=128, n_heads=4, d_mlp=512, n_ctx=59, d_vocab=61, act_fn="gelu",
+        cfg=dict(n_layers=6, d_model=128, n_heads=4, d_mlp=512, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",
                  normalization_type="LN"),
         steps=15000, batch=64, lr=1e-3, warmup=500,
         checkpoints=[15000], eval_every=1000, save_every=500,
@@ -120,8 +125,6 @@ class LMData:
     """Batches of text windows from the corpus, some carrying a random span repeated twice."""
 
     def __init__(self, spec: Spec, run_dir: Path):
-        from helpers.corpus import build_token_corpus
-
         path = run_dir / "corpus.npy"
         if path.exists():
             self.corpus = np.load(path)
@@ -133,7 +136,7 @@ class LMData:
         n_held_out = min(200_000, len(self.corpus) // 20)
         self.train, self.held_out = self.corpus[:-n_held_out], self.corpus[-n_held_out:]
         used = np.union1d(np.unique(self.corpus), np.arange(RANDOM_LOW, RANDOM_HIGH))
-        self.used = torch.from_numpy(np.union1d(used, [BOS]).astype(np.int64))
+        self.used = torch.from_numpy(np.union1d(used, [END_OF_TEXT_ID]).astype(np.int64))
         self.spec = spec
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +150,7 @@ class LMData:
         rng = np.random.default_rng([spec.seed, step])
         starts = rng.integers(0, len(self.train) - n_ctx, spec.batch)
         x = self.train[starts[:, None] + np.arange(n_ctx)].astype(np.int64)
-        x[:, 0] = BOS
+        x[:, 0] = END_OF_TEXT_ID
         mask = np.ones((spec.batch, n_ctx - 1), dtype=bool)
         for i in range(spec.batch if step < spec.repeat_until else int(spec.batch * spec.repeat_fraction)):
             period = int(rng.integers(spec.min_period, n_ctx // 2))
@@ -166,91 +169,12 @@ class OthelloData:
         self._block, self._games = None, None
 
     def batch(self, step: int) -> torch.Tensor:
-        from helpers.othello import generate_games, to_token
-
         block = step // self.BLOCK
         if block != self._block:
             games = generate_games(self.BLOCK * self.spec.batch, seed=1_000_003 * (self.spec.seed + 1) + block)
             self._games, self._block = torch.from_numpy(to_token(games)), block
         i = step % self.BLOCK
         return self._games[i * self.spec.batch:(i + 1) * self.spec.batch]
-
-
-# ------------------------------------------------------------------------------------------------
-# Metrics, shared with the tests that check the shipped models
-# ------------------------------------------------------------------------------------------------
-
-
-def repeated_random_tokens(model: HookedTransformer, seq_len: int = 50, batch: int = 20,
-                           seed: int = 0) -> torch.Tensor:
-    """BOS + seq_len random tokens (ids 1000..9999) + the same tokens again: [batch 1+2*seq_len]."""
-    generator = torch.Generator().manual_seed(seed)
-    random = torch.randint(RANDOM_LOW, RANDOM_HIGH, (batch, seq_len), generator=generator)
-    bos = torch.full((batch, 1), model.tokenizer.bos_token_id)
-    return torch.cat([bos, random, random], dim=1).to(model.cfg.device)
-
-
-@torch.no_grad()
-def induction_metrics(model: HookedTransformer, seq_len: int = 50) -> dict:
-    """Losses on the first and repeated halves of repeated random tokens, and each head's induction score."""
-    tokens = repeated_random_tokens(model, seq_len)
-    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    loss = model.loss_fn(logits, tokens, per_token=True).mean(0)
-    scores = torch.stack([
-        cache["pattern", layer].diagonal(offset=1 - seq_len, dim1=-2, dim2=-1).mean((0, -1))
-        for layer in range(model.cfg.n_layers)
-    ])
-    best = int(scores.argmax())
-    return {
-        "loss_first_half": float(loss[:seq_len].mean()),
-        "loss_repeated_half": float(loss[seq_len:].mean()),
-        "induction_scores": [[round(float(s), 4) for s in row] for row in scores],
-        "best_induction_head": f"L{best // model.cfg.n_heads}H{best % model.cfg.n_heads}",
-        "best_induction_score": float(scores.max()),
-    }
-
-
-def _logit_diff(model: HookedTransformer, prompt) -> float:
-    logits = model(prompt.prompt)[0, -1]
-    return float(logits[model.to_single_token(prompt.io)] - logits[model.to_single_token(prompt.subject)])
-
-
-@torch.no_grad()
-def ioi_metrics(model: HookedTransformer, n_prompts: int = 200, split: str = "test") -> dict:
-    """Logit difference (indirect object minus subject) on held-out IOI prompts (and, for the test split,
-    on the famous prompt). The validation split's keys start with ``val_``."""
-    from helpers.corpus import famous_ioi_prompt, ioi_eval_prompts
-
-    diffs = np.array([_logit_diff(model, p) for p in ioi_eval_prompts(n_prompts, seed=1, split=split)])
-    if split == "validation":
-        return {"val_ioi_mean_logit_diff": float(diffs.mean()), "val_ioi_accuracy": float((diffs > 0).mean())}
-    return {
-        "ioi_mean_logit_diff": float(diffs.mean()),
-        "ioi_accuracy": float((diffs > 0).mean()),
-        "ioi_n_prompts": len(diffs),
-        "famous_prompt_logit_diff": _logit_diff(model, famous_ioi_prompt()),
-    }
-
-
-@torch.no_grad()
-def text_loss(model: HookedTransformer, tokens: np.ndarray, n_ctx: int = 128, n_windows: int = 64) -> float:
-    """Mean loss over up to ``n_windows`` consecutive windows of held-out text."""
-    n_windows = min(n_windows, len(tokens) // n_ctx)
-    if n_windows == 0:
-        raise ValueError(f"text_loss needs at least {n_ctx} held-out tokens, got {len(tokens)}")
-    windows = torch.from_numpy(tokens[: n_windows * n_ctx].astype(np.int64)).view(n_windows, n_ctx)
-    windows[:, 0] = BOS
-    return float(model(windows.to(model.cfg.device), return_type="loss"))
-
-
-@torch.no_grad()
-def othello_metrics(model: HookedTransformer, n_games: int = 1000) -> dict:
-    from helpers.othello import generate_games, legal_move_masks, to_token, top1_legal_rate
-
-    games = generate_games(n_games, seed=987_654)  # never a training seed (those are 1_000_003 * k + block)
-    tokens = torch.from_numpy(to_token(games))
-    logits = model(tokens[:, :59])
-    return {"top1_legal_rate": top1_legal_rate(logits, legal_move_masks(games)), "n_held_out_games": n_games}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,7 +271,7 @@ class Trainer:
         """
         if self.spec.select_from is None:
             return self.spec.checkpoints[-1], []
-        model = self.export_model().eval()
+        model = self.shipped_model().eval()
         scores = []
         for step in range(self.spec.eval_every, self.spec.steps + 1, self.spec.eval_every):
             if self._is_candidate(step):
@@ -357,7 +281,7 @@ class Trainer:
         best = max(scores, key=lambda r: (r["val_ioi_accuracy"], r["val_ioi_mean_logit_diff"]))
         return best["step"], scores
 
-    def export_model(self) -> HookedTransformer:
+    def shipped_model(self) -> HookedTransformer:
         """The model as shipped: unused tokens with zero embedding and unembedding, and a -100 logit bias."""
         if self.spec.kind == "othello":
             return self.model
@@ -373,19 +297,11 @@ class Trainer:
         exported.load_state_dict(sd)
         return exported
 
-    def evaluate(self, final: bool = False) -> dict:
-        model = self.export_model().eval()
-        if self.spec.kind == "othello":
-            return othello_metrics(model, n_games=2000 if final else 500)
-        metrics = induction_metrics(model)
-        metrics["held_out_text_loss"] = text_loss(model, self.data.held_out)
-        if not self.spec.cfg.get("attn_only"):
-            metrics.update(ioi_metrics(model))
-        return metrics
+    def evaluate(self) -> dict:
+        held_out = self.data.held_out if self.spec.kind == "lm" else None
+        return measure(self.shipped_model().eval(), self.spec, held_out, final=False)
 
     def run(self, max_steps: int | None = None, max_minutes: float | None = None):
-        from tqdm.auto import tqdm
-
         spec, start = self.spec, time.time()
         end = spec.steps if max_steps is None else min(spec.steps, max_steps)
         bar = tqdm(total=end, initial=self.step, desc=self.name, mininterval=30)
@@ -410,15 +326,12 @@ class Trainer:
                 self.history.append(record)
                 print(json.dumps({k: v for k, v in record.items() if k != "induction_scores"}), flush=True)
             if self.step in spec.checkpoints or self._is_candidate(self.step):
-                torch.save(self.export_model().state_dict(), self.run_dir / "checkpoints" / f"{self.step}.pt")
+                torch.save(self.shipped_model().state_dict(), self.run_dir / "checkpoints" / f"{self.step}.pt")
             if self.step % spec.save_every == 0 or self.step in spec.checkpoints:
                 self._save_state()
         bar.close()
         self._save_state()
         return self.step >= spec.steps
-
-
-UNUSED_TOKEN_BIAS = -100.0
 
 
 def main(argv=None):
@@ -433,8 +346,6 @@ def main(argv=None):
     trainer = Trainer(args.name, threads=args.threads)
     done = args.export_only or trainer.run(args.max_steps, args.max_minutes)
     if done:
-        from helpers.course_models import export_run
-
         export_run(trainer)
     else:
         print(f"Stopped at step {trainer.step}/{trainer.spec.steps}; rerun the same command to resume.")

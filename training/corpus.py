@@ -1,4 +1,4 @@
-"""Deterministic training corpus and Indirect Object Identification (IOI) datasets.
+"""The training text of the course's language models: deterministic, generated offline.
 
 GPT-2 small cannot be downloaded where the course is built, so the course trains its own small
 language models on a corpus made here, offline, from three sources:
@@ -13,10 +13,9 @@ language models on a corpus made here, offline, from three sources:
 * ``"narrative"``: simple synthetic English narrative sentences (animals, weather, places, people);
 * ``"python"``: chunks of the Python standard library source of the running interpreter.
 
-The IOI *evaluation* prompts are built from templates, places and objects that never occur in
-the training text (tests check this), so a model that solves them has learned the task rather than
-memorised sentences. Names are shared between training and evaluation: every name must be seen in
-training for its embedding to be learned.
+The IOI *evaluation* prompts (helpers.ioi) are built from templates, places and objects that never
+occur in this text (tests check this), so a model that solves them has learned the task rather than
+memorised sentences. Names, places and objects come from helpers.ioi.
 
 Everything is deterministic: the same seed gives the same text and the same tokens.
 See ``data/corpus.md`` for the recipe and provenance.
@@ -28,74 +27,16 @@ import random
 import re
 import sysconfig
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-EOS_ID = 50256
-END_OF_TEXT = "<|endoftext|>"
+from helpers.ioi import EVAL_OBJECTS, EVAL_PLACES, NAMES, TRAIN_OBJECTS, TRAIN_PLACES
+from helpers.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, gpt2_tokenizer
+
 DEFAULT_MIX = {"ioi": 0.5, "python": 0.25, "narrative": 0.25}
 SOURCES = ("ioi", "ioi_varied", "narrative", "python")
-
-# --------------------------------------------------------------------------------------------
-# Names: each is a single GPT-2 token when preceded by a space (" John" -> one id); the test
-# suite checks this with the tokenizer. Names that are also common English words (Rose, Grace,
-# Bill, Ray, ...) are left out to avoid ambiguity.
-# --------------------------------------------------------------------------------------------
-
-MALE_NAMES = [
-    "John", "Tom", "James", "Dan", "Sid", "Martin", "David", "Michael", "Robert", "William",
-    "Richard", "Thomas", "Charles", "Daniel", "Matthew", "Paul", "Steven", "Andrew", "Kevin",
-    "Brian", "George", "Edward", "Peter", "Jack", "Ryan", "Jason", "Eric", "Adam", "Henry", "Sam",
-    "Ben", "Alex", "Joe", "Mike", "Jim", "Tim", "Greg", "Scott", "Luke", "Simon", "Harry", "Oliver",
-    "Chris", "Jacob", "Tony", "Carl", "Roger", "Victor", "Philip", "Arthur", "Oscar", "Leo",
-    "Louis", "Ian", "Neil", "Patrick", "Kyle", "Sean", "Aaron", "Nathan",
-]  # fmt: skip
-FEMALE_NAMES = [
-    "Mary", "Claire", "Amy", "Sarah", "Emma", "Anna", "Lisa", "Laura", "Kate", "Jane", "Susan",
-    "Linda", "Karen", "Nancy", "Betty", "Helen", "Sandra", "Donna", "Carol", "Sharon", "Michelle",
-    "Emily", "Jessica", "Rachel", "Rebecca", "Alice", "Lucy", "Julia", "Sophie", "Ellen", "Amanda",
-    "Melissa", "Maria", "Diana", "Anne", "Jennifer", "Elizabeth", "Barbara", "Megan", "Hannah",
-    "Olivia", "Chloe", "Katie", "Jenny", "Jill", "Eva", "Nina", "Sara", "Lily", "Molly", "Heather",
-    "Judy", "Beth", "Kelly", "Nicole", "Natalie", "Julie", "Monica", "Wendy", "Fiona",
-]  # fmt: skip
-NAMES = MALE_NAMES + FEMALE_NAMES
-#: Names used in the training text: all of them, so that every name embedding is trained.
-TRAIN_NAMES = list(NAMES)
-#: Names used in evaluation prompts: all of them too (we test generalisation over templates,
-#: places and objects, not over names).
-EVAL_NAMES = list(NAMES)
-
-# --------------------------------------------------------------------------------------------
-# Places and objects. Places are bare nouns used as "the {place}"; objects carry their article.
-# Training and evaluation sets are disjoint, and no evaluation string ("the store", "the bag",
-# "a bottle of milk", ...) is a substring of any training text (checked by the tests).
-# --------------------------------------------------------------------------------------------
-
-TRAIN_PLACES = [
-    "market", "school", "garden", "station", "office", "farm", "river", "lake", "forest",
-    "hospital", "restaurant", "cafe", "bakery", "church", "harbour", "airport", "theatre",
-    "castle", "hotel", "gym", "village", "square", "playground", "hill", "bridge", "bus stop",
-    "post office", "campsite", "stadium", "pier", "island", "circus", "fair", "bank", "factory",
-]  # fmt: skip
-EVAL_PLACES = ["store", "shops", "park", "zoo", "cinema", "museum", "beach", "library"]
-
-TRAIN_OBJECTS = [
-    "a book", "a letter", "the keys", "a cup of tea", "a glass of milk", "a bottle of water",
-    "a paper bag", "a tennis ball", "a red umbrella", "an old camera", "a silver necklace",
-    "a cheese sandwich", "a cold drink", "some apple juice", "a flower", "a pencil", "the map",
-    "a box of chocolates", "a toy car", "a hat", "a blue scarf", "a present", "a ticket",
-    "a newspaper", "a cookie", "an orange", "a banana", "a coin", "a photo", "a small gift",
-    "a candle", "a basket of eggs", "a piece of cake", "a notebook", "a watch", "a spoon",
-    "a jacket", "a green kite", "a pair of gloves", "a bunch of grapes",
-]  # fmt: skip
-EVAL_OBJECTS = [
-    "a bottle of milk", "the bag", "the ball", "an apple", "a drink", "a sandwich", "the camera",
-    "a necklace", "the umbrella", "a kite",
-]  # fmt: skip
 
 # --------------------------------------------------------------------------------------------
 # IOI templates. {A} and {B} are the two names in order of introduction, {S} is the subject
@@ -193,37 +134,6 @@ FOLLOW_UPS = [
     "It was a kind thing to do.",
     "{IO} did not expect that.",
 ]
-
-#: Evaluation templates: none of them, nor the part before the subject, occurs in training.
-#: All prompts end with " to"; the correct next token is the indirect object.
-EVAL_TEMPLATES = [
-    "After {A} and {B} went to the {P}, {S} gave {O} to",
-    "When {A} and {B} went to the {P}, {S} gave {O} to",
-    "Then, {A} and {B} were working at the {P}. {S} decided to give {O} to",
-    "While {A} and {B} were relaxing at the {P}, {S} offered {O} to",
-    "Friends {A} and {B} found {O} at the {P}. {S} gave it to",
-    "Yesterday {A} and {B} had a lot of fun at the {P}, and {S} brought {O} to",
-    "On the way to the {P}, {A} and {B} talked for a while. Then {S} passed {O} to",
-    "The {P} was quiet when {A} and {B} arrived. Later, {S} handed {O} to",
-]
-
-#: Validation templates, for choosing among training checkpoints without looking at the test prompts:
-#: disjoint from the training and the evaluation templates, filled with training places and objects.
-VALIDATION_TEMPLATES = [
-    "Before {A} and {B} went home from the {P}, {S} gave {O} to",
-    "Then {A} and {B} spent the day at the {P}. In the end, {S} handed {O} to",
-    "One morning {A} and {B} walked to the {P}, and there {S} sent {O} to",
-    "After {A} and {B} had dinner at the {P}, {S} lent {O} to",
-    "Every day {A} and {B} went to the {P}. Once, {S} showed {O} to",
-    "When {A} and {B} came out of the {P}, {S} threw {O} to",
-    "After a while, {A} and {B} sat down at the {P}. Suddenly {S} passed {O} to",
-    "It was late, and {A} and {B} were at the {P}. Then {S} brought {O} to",
-]
-
-FAMOUS_PROMPT = "After John and Mary went to the store, Mary gave a bottle of milk to"
-FAMOUS_CORRUPTED = "After John and Mary went to the store, John gave a bottle of milk to"
-FAMOUS_ANSWER = " John"
-FAMOUS_WRONG = " Mary"
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary for the narrative sentences (and the non-IOI name sentences).
@@ -393,7 +303,7 @@ def _ioi_episode(rng: random.Random, varied: bool = False) -> str:
     With ``varied``, the intro may get a time phrase in front, and an intro ending with "." may be
     followed by a sentence without names, or joined to the action by ", and" / ", so".
     """
-    a, b = rng.sample(TRAIN_NAMES, 2)
+    a, b = rng.sample(NAMES, 2)
     s, io = (b, a) if rng.random() < 0.5 else (a, b)  # ABB or BAB
     place, obj = rng.choice(TRAIN_PLACES), rng.choice(TRAIN_OBJECTS)
     intro = rng.choice(TRAIN_INTROS).format(A=a, B=b, P=place)
@@ -423,7 +333,7 @@ def _ioi_episode(rng: random.Random, varied: bool = False) -> str:
 
 def _name_episode(rng: random.Random) -> str:
     """Sentences about named people that are not IOI (repetitions, lists, dialogue, ...)."""
-    a, b, c, d = rng.sample(TRAIN_NAMES, 4)
+    a, b, c, d = rng.sample(NAMES, 4)
     return _fill(rng, rng.choice(_NAME_EPISODES), A=a, B=b, C=c, D=d, S=rng.choice([a, b]))
 
 
@@ -462,6 +372,7 @@ def _narrative_document(rng: random.Random) -> str:
 
 
 def _doc_stream(kind: str, seed: int) -> Iterator[str]:
+    # The seed string names the module this generator first lived in: changing it would change the text.
     rng = random.Random(f"helpers.corpus:{kind}:{seed}")
     make = {"ioi": _ioi_document, "ioi_varied": partial(_ioi_document, varied=True),
             "narrative": _narrative_document}[kind]
@@ -485,112 +396,6 @@ def narrative_documents(n: int, seed: int = 0) -> list[str]:
     """``n`` short synthetic narrative documents (3 to 7 simple sentences)."""
     stream = _doc_stream("narrative", seed)
     return [next(stream) for _ in range(n)]
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation set
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IOIPrompt:
-    """One IOI evaluation prompt. ``io`` and ``subject`` are single tokens with a leading space."""
-
-    prompt: str  # ends right before the answer, e.g. "... gave a drink to"
-    corrupted: str  # the same prompt with the second mention of the subject replaced by the IO name
-    io: str  # correct answer, e.g. " John"
-    subject: str  # repeated name, incorrect answer, e.g. " Mary"
-    order: str  # "ABB" (IO introduced first) or "BAB" (subject introduced first)
-    template: str
-    place: str
-    obj: str
-
-    @property
-    def answers(self) -> tuple[str, str]:
-        """(correct, incorrect) answer strings."""
-        return (self.io, self.subject)
-
-
-def _make_prompt(template: str, io: str, subject: str, order: str, place: str, obj: str) -> IOIPrompt:
-    a, b = (io, subject) if order == "ABB" else (subject, io)
-    return IOIPrompt(
-        prompt=template.format(A=a, B=b, S=subject, P=place, O=obj),
-        corrupted=template.format(A=a, B=b, S=io, P=place, O=obj),
-        io=" " + io,
-        subject=" " + subject,
-        order=order,
-        template=template,
-        place=place,
-        obj=obj,
-    )
-
-
-def ioi_eval_prompts(n: int = 100, seed: int = 0, split: str = "test") -> list[IOIPrompt]:
-    """``n`` IOI prompts from templates never seen in training.
-
-    ``split="test"`` (the reported metrics): evaluation-only templates, places and objects.
-    ``split="validation"`` (to choose a checkpoint): the validation templates, with training places
-    and objects, so that the choice never looks at a test piece.
-    Prompt ``i`` uses template ``(i // 2) % len(templates)`` and order ABB for even ``i``, BAB for
-    odd ``i``, so templates and orders are balanced; names, place and object are random.
-    """
-    splits = {"test": (EVAL_TEMPLATES, EVAL_PLACES, EVAL_OBJECTS),
-              "validation": (VALIDATION_TEMPLATES, TRAIN_PLACES, TRAIN_OBJECTS)}
-    if split not in splits:
-        raise ValueError(f"split={split!r}: use 'test' (reported metrics) or 'validation' (checkpoint choice).")
-    templates, places, objects = splits[split]
-    rng = random.Random(f"helpers.corpus:eval:{seed}" if split == "test" else f"helpers.corpus:{split}:{seed}")
-    prompts = []
-    for i in range(n):
-        template = templates[(i // 2) % len(templates)]
-        io, subject = rng.sample(EVAL_NAMES, 2)
-        order = "ABB" if i % 2 == 0 else "BAB"
-        prompts.append(_make_prompt(template, io, subject, order, rng.choice(places), rng.choice(objects)))
-    return prompts
-
-
-def famous_ioi_prompt() -> IOIPrompt:
-    """The classic "After John and Mary went to the store, Mary gave a bottle of milk to" -> " John"."""
-    record = _make_prompt(EVAL_TEMPLATES[0], "John", "Mary", "ABB", "store", "a bottle of milk")
-    assert record.prompt == FAMOUS_PROMPT and record.corrupted == FAMOUS_CORRUPTED
-    return record
-
-
-class PatchingBatch(NamedTuple):
-    """A small fixed IOI batch for activation patching (unpacks as ``prompts, answers, corrupted``)."""
-
-    prompts: list[str]
-    answers: list[tuple[str, str]]  # [n, 2]: (correct, incorrect)
-    corrupted_prompts: list[str]  # prompt i with its S2 name swapped = the partner prompt of i
-
-
-_PATCHING_SPECS = [
-    # (template, first name, second name, place, object), as in the TransformerLens demo
-    (EVAL_TEMPLATES[1], "John", "Mary", "shops", "the bag"),
-    (EVAL_TEMPLATES[1], "Tom", "James", "park", "the ball"),
-    (EVAL_TEMPLATES[1], "Dan", "Sid", "shops", "an apple"),
-    (EVAL_TEMPLATES[0], "Martin", "Amy", "park", "a drink"),
-]
-
-
-def ioi_prompt_pairs_for_patching() -> PatchingBatch:
-    """8 IOI prompts, each pair of names used twice with the subject swapped (both name orders).
-
-    Prompt ``2k`` has the first-introduced name as subject (answer: the second name) and prompt
-    ``2k+1`` the second one (answer: the first name), so prompt ``2k+1`` is the corrupted version of
-    prompt ``2k`` and vice versa. All prompts have the same number of GPT-2 tokens (tested).
-    """
-    prompts, answers, corrupted = [], [], []
-    for template, first, second, place, obj in _PATCHING_SPECS:
-        pair = [
-            _make_prompt(template, io=second, subject=first, order="BAB", place=place, obj=obj),
-            _make_prompt(template, io=first, subject=second, order="ABB", place=place, obj=obj),
-        ]
-        for record in pair:
-            prompts.append(record.prompt)
-            answers.append(record.answers)
-            corrupted.append(record.corrupted)
-    return PatchingBatch(prompts, answers, corrupted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -690,8 +495,6 @@ def python_source_documents(max_chars: int = 10_000_000, chunk_chars: int = 3000
 
 def tokenize_documents(docs: list[str]) -> list[np.ndarray]:
     """GPT-2 token ids (``uint16``) of each document, via the fast tokenizer's batch encoding."""
-    from helpers.tokenizer import gpt2_tokenizer
-
     backend = gpt2_tokenizer().backend_tokenizer
     out: list[np.ndarray] = []
     for start in range(0, len(docs), 256):  # small batches: Encoding objects are memory-hungry
@@ -744,7 +547,7 @@ def build_token_corpus(
 
     ``mix`` gives the share of tokens of each source (keys from ``SOURCES``; default ``DEFAULT_MIX``).
     Documents of all sources are shuffled together and each is preceded by the end-of-text token
-    ``EOS_ID`` (50256), so documents are separated by EOS and the corpus starts with EOS; the last
+    ``END_OF_TEXT_ID``, so documents are separated by EOS and the corpus starts with EOS; the last
     document is cut at ``n_tokens``. The Python source is reused (in a new random order) if the
     requested share exceeds the standard library's size.
     """
@@ -765,7 +568,7 @@ def build_token_corpus(
         else:
             docs += _generated_token_docs(kind, seed, budget)
     order = np.random.default_rng([seed, 11]).permutation(len(docs))
-    eos = np.array([EOS_ID], dtype=np.uint16)
+    eos = np.array([END_OF_TEXT_ID], dtype=np.uint16)
     pieces = []
     total = 0
     for i in order:
@@ -776,8 +579,3 @@ def build_token_corpus(
     tokens = np.concatenate(pieces)[:n_tokens]
     assert len(tokens) == n_tokens, "not enough documents (mix weights rounding)"
     return tokens
-
-
-def used_vocabulary(tokens: np.ndarray) -> np.ndarray:
-    """Sorted unique token ids occurring in ``tokens`` (e.g. to restrict a model's output layer)."""
-    return np.unique(np.asarray(tokens))

@@ -1,0 +1,115 @@
+"""``HookedTransformerConfig``: the hyperparameters of a HookedTransformer.
+
+Weights, loading and the course-model reader build configs without importing the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+
+from helpers import utils
+
+ACT_FNS = ("gelu", "gelu_new", "relu", "solu_ln")  # the model's ACTIVATIONS implement each of these
+NORMALIZATION_TYPES = ("LN", "LNPre", None)
+
+
+@dataclass
+class HookedTransformerConfig:
+    """Hyperparameters of a HookedTransformer, with the classic names.
+
+    ``d_head`` defaults to d_model // n_heads, ``d_mlp`` to 4 d_model, ``d_vocab`` to the tokenizer's size.
+    """
+
+    # Fields keep the classic order (it is the order ``print(cfg)`` shows).
+    # --- shape ---
+    n_layers: int
+    d_model: int  # width of the residual stream
+    n_ctx: int  # longest input, in tokens
+    d_head: int = -1
+    n_heads: int = -1
+    d_mlp: int | None = None  # None with attn_only
+    d_vocab: int = -1  # -1: read from the tokenizer
+    d_vocab_out: int = -1  # -1: d_vocab
+    # --- layers ---
+    act_fn: str = "gelu_new"  # one of ACT_FNS
+    normalization_type: str | None = "LN"  # "LN" (with weights), "LNPre" (centre and scale only) or None
+    attn_only: bool = False  # blocks without MLP
+    eps: float = 1e-5  # LayerNorm epsilon
+    # --- name and tokenizer ---
+    model_name: str = "custom"
+    tokenizer_name: str | None = None  # "gpt2": the GPT-2 tokenizer shipped in data/tokenizer
+    default_prepend_bos: bool = True  # to_tokens puts BOS first unless told otherwise
+    # --- attention, and the optional hook points (off by default: they cost memory) ---
+    positional_embedding_type: str = "standard"  # learned positions, the only kind supported
+    use_attn_result: bool = False  # blocks.L.attn.hook_result: each head's output in d_model
+    use_split_qkv_input: bool = False  # blocks.L.hook_{q,k,v}_input: one copy of the input per head
+    use_hook_mlp_in: bool = False  # blocks.L.hook_mlp_in
+    use_attn_in: bool = False  # blocks.L.hook_attn_in: one input per head, shared by q, k and v
+    use_attn_scale: bool = True  # divide attention scores by sqrt(d_head)
+    # --- initialisation and placement ---
+    initializer_range: float = -1.0  # std of the weight init; -1: 0.8 / sqrt(d_model)
+    seed: int | None = None  # seed of the weight init
+    device: str | None = None  # None: utils.get_device()
+    dtype: torch.dtype = torch.float32
+    # --- provenance ---
+    original_architecture: str | None = None
+    checkpoint_index: int | None = None  # which training checkpoint was loaded, if any
+    checkpoint_value: int | None = None
+
+    def __post_init__(self):
+        if self.n_heads == -1 and self.d_head == -1:
+            raise ValueError("Give n_heads or d_head (or both).")
+        if self.n_heads == -1:
+            self.n_heads = self.d_model // self.d_head
+        if self.d_head == -1:
+            if self.d_model % self.n_heads:
+                raise ValueError(
+                    f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; give d_head."
+                )
+            self.d_head = self.d_model // self.n_heads
+        if not self.attn_only and self.d_mlp is None:
+            self.d_mlp = 4 * self.d_model
+        if self.act_fn not in ACT_FNS:
+            raise ValueError(f"act_fn={self.act_fn!r} is not one of {sorted(ACT_FNS)}.")
+        if self.normalization_type not in NORMALIZATION_TYPES:
+            raise ValueError(
+                f"normalization_type must be 'LN', 'LNPre' or None, got {self.normalization_type!r}."
+            )
+        if self.positional_embedding_type != "standard":
+            raise ValueError("Only learned ('standard') positional embeddings are supported.")
+        if self.d_vocab_out == -1:
+            self.d_vocab_out = self.d_vocab
+        if self.initializer_range < 0:
+            self.initializer_range = 0.8 / math.sqrt(self.d_model)
+        if self.device is None:
+            self.device = utils.get_device()
+
+    @property
+    def n_params(self) -> int:
+        """Weights of the attention and MLP layers (no embeddings, no biases), as in the classic config."""
+        attn = 4 * self.n_heads * self.d_model * self.d_head
+        mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
+        return self.n_layers * (attn + mlp)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["dtype"] = str(self.dtype).removeprefix("torch.")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HookedTransformerConfig:
+        """A config from ``to_dict()``'s output (keys that are not fields are ignored)."""
+        d = dict(d)
+        if isinstance(d.get("dtype"), str):
+            d["dtype"] = getattr(torch, d["dtype"])
+        return cls(**{k: v for k, v in d.items() if k in FIELDS})
+
+    def __repr__(self) -> str:
+        lines = [f"    {k}: {v!r}" for k, v in self.to_dict().items()]
+        return "HookedTransformerConfig:\n" + "\n".join(lines)
+
+
+FIELDS = frozenset(f.name for f in fields(HookedTransformerConfig))

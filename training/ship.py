@@ -1,0 +1,139 @@
+"""Ship a finished training run: its files in data/models (read back by helpers.course_models), the
+manifest of their sha256, and the README's table of the course models.
+
+    python -m training.ship      # prints the README's table, from data/models/*/metrics.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from helpers import course_models
+from helpers.config import HookedTransformerConfig
+from helpers.course_models import COURSE_MODELS, checkpoint_steps, load_course_model, model_config, sha256
+from helpers.evals import induction_metrics, ioi_metrics, othello_metrics, text_loss
+from helpers.model import HookedTransformer
+from helpers.othello import N_CTX
+from helpers.weights import NO_PROCESSING
+
+UNUSED_TOKEN_BIAS = -100.0  # logit bias of the tokens a language model never saw in training
+
+
+def measure(model: HookedTransformer, spec, held_out: np.ndarray | None, final: bool) -> dict:
+    """The metrics of a model during training and in metrics.json: Othello-GPT's legal-move rate (more games
+    for the ``final`` model), or for a language model induction, the held-out text loss and, with an MLP, IOI."""
+    if spec.kind == "othello":
+        return othello_metrics(model, n_games=2000 if final else 500)
+    metrics = induction_metrics(model)
+    metrics["held_out_text_loss"] = text_loss(model, held_out)
+    if not spec.cfg.get("attn_only"):
+        metrics.update(ioi_metrics(model))
+    return metrics
+
+
+def _save_weights(model, path: Path, vocab_rows: torch.Tensor | None, tied: bool) -> None:
+    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    if tied:
+        del sd["unembed.W_U"]
+    if vocab_rows is not None:
+        sd["embed.W_E"] = sd["embed.W_E"][vocab_rows].contiguous()
+        if not tied:
+            sd["unembed.W_U"] = sd["unembed.W_U"][:, vocab_rows].contiguous()
+        sd["vocab_rows"] = vocab_rows.to(torch.int32)
+    save_file(sd, str(path))
+
+
+def export_run(trainer) -> None:
+    """Write a finished training run's checkpoints, config and metrics to data/models/<name>/."""
+    name, spec = trainer.name, trainer.spec
+    out = course_models.MODELS_DIR / name
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("step_*.safetensors"):
+        old.unlink()
+    lm = spec.kind == "lm"
+    vocab_rows = trainer.data.used if lm else None
+    final_step, selection = trainer.choose_final_step()
+    steps = spec.checkpoints[:-1] + [final_step]
+    for step in steps:
+        model = trainer.shipped_model()
+        model.load_state_dict(torch.load(trainer.run_dir / "checkpoints" / f"{step}.pt", weights_only=True))
+        if spec.kind == "othello":
+            model.process_weights_(**{**NO_PROCESSING, "fold_ln": True})
+        _save_weights(model, out / f"step_{step:06d}.safetensors", vocab_rows, tied=lm)
+    cfg = trainer.shipped_model().cfg.to_dict()
+    if spec.kind == "othello":
+        cfg["normalization_type"] = "LNPre"
+    cfg.update(device=None, seed=None)
+    config = {"config": cfg, "checkpoints": steps,
+              "tokens_per_step": spec.batch * (spec.cfg["n_ctx"] if lm else N_CTX),
+              "tied_unembed": lm, "unused_token_bias": UNUSED_TOKEN_BIAS if lm else None,
+              "description": spec.description, "training": {k: v for k, v in spec.__dict__.items() if k != "cfg"}}
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    update_manifest()
+
+    # Metrics, measured on the shipped (float16) weights, at every checkpoint.
+    history = []
+    for i, step in enumerate(steps):
+        cfg_i, sd = load_course_model(name, step)
+        model = HookedTransformer(cfg_i)
+        model.load_state_dict(sd, strict=True)
+        model.eval()
+        m = measure(model, spec, trainer.data.held_out if lm else None, final=i == len(steps) - 1)
+        history.append({"step": step, "tokens_seen": step * config["tokens_per_step"], **m})
+        print(json.dumps({k: v for k, v in history[-1].items() if k != "induction_scores"}), flush=True)
+    metrics = {"final": history[-1], "checkpoints": history, "training_log": trainer.history}
+    if selection:
+        metrics["checkpoint_choice"] = selection
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    update_manifest()
+
+
+def update_manifest() -> None:
+    """Write data/models/manifest.json: the sha256 of every shipped file, checked at load."""
+    models_dir = course_models.MODELS_DIR
+    files = sorted(p for p in models_dir.glob("*/*") if p.is_file())
+    manifest = {"files": {p.relative_to(models_dir).as_posix(): sha256(p) for p in files}}
+    (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def markdown_table() -> str:
+    """The README's table of course models, from their config and metrics files."""
+    header = ["Modèle", "Architecture", "Paramètres (hors embeddings)", "Données d'entraînement", "Entraînement",
+              "Métriques (poids livrés)"]
+    rows = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for name in COURSE_MODELS:
+        raw = model_config(name)
+        cfg = HookedTransformerConfig.from_dict({**raw["config"], "device": "cpu"})
+        metrics = course_models.metrics(name)
+        final, steps = metrics["final"], checkpoint_steps(name)
+        arch = (f"{cfg.n_layers} couches, d_model {cfg.d_model}, {cfg.n_heads} têtes"
+                + (", attention seule" if cfg.attn_only else f", d_mlp {cfg.d_mlp}, {cfg.act_fn}")
+                + f", {cfg.normalization_type}, n_ctx {cfg.n_ctx}")
+        training = raw["training"]
+        data = ("parties aléatoires légales générées" if training["kind"] == "othello"
+                else f"corpus généré de {training['corpus_tokens'] / 1e6:.0f} M tokens (voir data/corpus.md)")
+        run = f"{steps[-1]} pas, {steps[-1] * raw['tokens_per_step'] / 1e6:.1f} M tokens, {len(steps)} checkpoint(s)"
+        if metrics.get("checkpoint_choice"):
+            candidates = [r["step"] for r in metrics["checkpoint_choice"]]
+            run += (f" ; le modèle livré est le meilleur des checkpoints des pas {candidates[0]} à {candidates[-1]} "
+                    "sur des prompts IOI de validation (gabarits distincts de ceux du test)")
+        if "top1_legal_rate" in final:
+            shown = f"coup légal en top-1 : {final['top1_legal_rate']:.1%}"
+        else:
+            shown = (f"perte sur la moitié répétée {final['loss_repeated_half']:.2f} vs "
+                     f"{final['loss_first_half']:.2f} ; meilleure tête d'induction {final['best_induction_head']} "
+                     f"({final['best_induction_score']:.2f})")
+            if "ioi_mean_logit_diff" in final:
+                shown += (f" ; IOI : différence de logits {final['ioi_mean_logit_diff']:.2f}, "
+                          f"{final['ioi_accuracy']:.1%} de réussite")
+        rows.append(f"| `{name}` | {arch} | {cfg.n_params / 1e6:.2f} M | {data} | {run} | {shown} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
