@@ -10,7 +10,7 @@ import plotly.io as pio
 import torch
 
 from helpers import plot
-from helpers.othello import plot_board_values
+from helpers.othello_plots import plot_board_values
 from tests import nbval_figures
 
 
