@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from helpers import course_models
+from helpers import checks, course_models, othello
 from helpers.config import FIELDS, HookedTransformerConfig
 from helpers.tokenizer import END_OF_TEXT
 from helpers.weights import PROCESSING, config_from_hf_gpt2, convert_gpt2_weights
@@ -101,8 +101,8 @@ MODELS: dict[str, ModelSpec] = {
     **dict(_toy(kind, n) for kind in ("attn-only", "gelu", "solu") for n in (1, 2, 3, 4)),
     "othello-gpt": ModelSpec(
         "classic", "NeelNanda/Othello-GPT-Transformer-Lens", (),
-        dict(n_layers=8, d_model=512, d_head=64, n_heads=8, d_mlp=2048, d_vocab=61, n_ctx=59, act_fn="gelu",
-             normalization_type="LNPre"),
+        dict(n_layers=8, d_model=512, d_head=64, n_heads=8, d_mlp=2048, d_vocab=othello.D_VOCAB,
+             n_ctx=othello.N_CTX, act_fn="gelu", normalization_type="LNPre"),
         weights_file="synthetic_model.pth", stand_in="course-othello-gpt",
         description="Othello-GPT trained on synthetic games (Li et al. 2022, ported by Neel Nanda)"),
     **{name: ModelSpec("course", description=description)
@@ -300,8 +300,8 @@ def get_checkpoint_labels(model_name: str) -> tuple[list[int], str]:
 
 def _pick_checkpoint(name: str, labels: list, label_type: str, checkpoint_index: int | None,
                      checkpoint_value: int | None):
-    # Toy models (labels from their Hub repository) and course models (their shipped steps) alike.
-    """The label chosen by checkpoint_index or checkpoint_value (clear errors when out of range)."""
+    """The label chosen by checkpoint_index or checkpoint_value (clear errors when out of range), for toy
+    models (labels from their Hub repository) and course models (their shipped steps) alike."""
     if checkpoint_index is not None:
         if not -len(labels) <= checkpoint_index < len(labels):
             raise IndexError(f"checkpoint_index={checkpoint_index} is out of range: {name} has {len(labels)} "
@@ -397,6 +397,7 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
     """
     name = resolve_name(model_name)
     spec = MODELS[name]
+    checks.device(cfg_overrides.get("device"))
     unknown = sorted(set(cfg_overrides) - FIELDS)
     if unknown:
         close = [c for k in unknown for c in difflib.get_close_matches(k, [*FIELDS, *PROCESSING], n=1)]

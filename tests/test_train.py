@@ -165,3 +165,13 @@ def test_a_run_takes_the_thread_count_of_its_spec_unless_told_otherwise(tiny, mo
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_command_line_trains_resumes_and_ships(tiny, capsys):
+    train.main(["tiny-lm", "--max-steps", "2"])
+    assert "Stopped at step 2/6" in capsys.readouterr().out
+    assert not (tiny / "models" / "tiny-lm").exists()
+    train.main(["tiny-lm"])
+    assert "Resumed tiny-lm at step 2" in capsys.readouterr().out
+    assert course_models.checkpoint_steps("tiny-lm") == [3, 6]
+    assert (tiny / "models" / "manifest.json").exists()
