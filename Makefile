@@ -30,9 +30,10 @@ run: install
 lint: install
 	$(BIN)/ruff check helpers training tools tests bench
 
+# nbval re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.
 test: install lint
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest -p tests.nbval_figures --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	tests/run_variants.sh $(BIN)/python $(NOTEBOOKS)
 
 # The notebooks on the real loading path (COURSE_EMBEDDED_MODELS unset) at the real models' shapes, on a fake
 # Hugging Face cache filled by the README's `hf download` commands (random weights); prints time and peak memory.
