@@ -578,9 +578,12 @@ def check_ov_copying_scores(ov_copying_scores, W_V: torch.Tensor, W_O: torch.Ten
 
 
 class _NoDenseFactoredMatrix(FactoredMatrix):
-    """A FactoredMatrix that refuses to build a large dense product (to check an exercise)."""
+    """A FactoredMatrix that refuses to build a dense product of more than ``max_entries`` entries (to check
+    an exercise: the sampled rows are allowed, the whole matrix is not)."""
 
-    max_entries = 4_000_000
+    def __init__(self, A, B, max_entries: int):
+        super().__init__(A, B)
+        self.max_entries = max_entries
 
     @property
     def AB(self):
@@ -592,7 +595,7 @@ class _NoDenseFactoredMatrix(FactoredMatrix):
 
     def __getitem__(self, idx):
         out = super().__getitem__(idx)
-        return _NoDenseFactoredMatrix(out.A, out.B)
+        return _NoDenseFactoredMatrix(out.A, out.B, self.max_entries)
 
 
 def check_top1_copying_rate(top1_copying_rate, full_ov: FactoredMatrix, sample: torch.Tensor) -> None:
@@ -604,7 +607,7 @@ def check_top1_copying_rate(top1_copying_rate, full_ov: FactoredMatrix, sample: 
     cases = [("le circuit OV complet du notebook", full_ov, sample),
              ("une matrice factorisée aléatoire 5000 × 5000", FactoredMatrix(A, B), random_sample)]
     for case, fm, s in cases:
-        guarded = _NoDenseFactoredMatrix(fm.A, fm.B)
+        guarded = _NoDenseFactoredMatrix(fm.A, fm.B, max_entries=len(s) * fm.B.shape[-1])
         expected = (fm[s].AB.argmax(-1) == s).float().mean()
         got = _run_pure(top1_copying_rate, ("full_ov", "sample"), guarded, s)
         _compare(got, expected, (), case, top1_copying_rate.__name__, mistakes=[

@@ -418,7 +418,20 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
             path = _hub_file(spec.repo, found[label])
             config.update(checkpoint_value=label, checkpoint_index=labels.index(label))
     tokenizer = _neel_tokenizer(spec.tokenizer_repo) if spec.tokenizer_repo else None
-    return config, _strip_buffers(_load_tensors(path)), tokenizer
+    sd = _strip_buffers(_load_tensors(path))
+    config.update(_classic_shapes(sd))
+    return config, sd, tokenizer
+
+
+def _classic_shapes(sd: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The sizes a classic-format state dict's tensors imply (for the published files, the registry's own)."""
+    n_heads, d_model, d_head = sd["blocks.0.attn.W_Q"].shape  # [head d_model d_head]
+    shapes = dict(n_layers=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
+                  d_model=d_model, n_heads=n_heads, d_head=d_head, d_vocab=sd["embed.W_E"].shape[0],
+                  n_ctx=sd["pos_embed.W_pos"].shape[0])
+    if "blocks.0.mlp.W_in" in sd:
+        shapes["d_mlp"] = sd["blocks.0.mlp.W_in"].shape[1]
+    return shapes
 
 
 def _neel_tokenizer(repo: str):

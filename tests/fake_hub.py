@@ -16,9 +16,9 @@ huggingface_hub 2.x writes for that command (read from its ``file_download`` / `
 Files of a repository that no command downloads are never generated: the listing gives them a size and ids
 derived from their name (the real 163 SoLU checkpoints would be 35 GB).
 
-Shapes: ``scale="small"`` shrinks GPT-2 and DistilGPT-2 (their shapes come from config.json); SoLU-2L and
-Othello-GPT always have the registry's shapes (helpers.loading knows their configs; their repositories do not
-carry one that the loader reads), 2L512W and 8L512W. ``scale="real"``: GPT-2 small is 12 layers, d_model 768.
+Shapes: ``scale="small"`` shrinks every model to 2 layers (GPT-2 and DistilGPT-2 through their config.json;
+SoLU-2L and Othello-GPT to width 64, sizes the loader reads from the weights files); ``scale="real"`` keeps
+the real shapes: GPT-2 small 12 layers, d_model 768; SoLU 2L512W; Othello-GPT 8L512W.
 
 Tokenizers: gpt2 and distilgpt2 carry the real GPT-2 tokenizer (data/tokenizer, saved by transformers).
 NeelNanda/gpt-neox-tokenizer-digits is a stand-in built with the tokenizers library: the same size (48262),
@@ -95,18 +95,22 @@ def _torch_bytes(state_dict: dict) -> bytes:
     return buffer.getvalue()
 
 
+# scale="small": the classic models shrink to 2 layers of width 64 (the loader reads the sizes from the file).
+SMALL_CLASSIC = dict(n_layers=2, d_model=64, d_head=16, n_heads=4, d_mlp=256)
+
+
 @functools.cache
-def _classic_shapes(official: str) -> tuple[int, dict[str, tuple[int, ...]]]:
-    """n_ctx and the parameter shapes of the registry's config for ``official``."""
-    cfg = HookedTransformerConfig.from_dict({**loading.MODELS[official].config, "device": "cpu",
-                                             "tokenizer_name": None})
+def _classic_shapes(official: str, scale: str) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """n_ctx and the parameter shapes of the registry's config for ``official`` (shrunk when scale is small)."""
+    config = {**loading.MODELS[official].config, **(SMALL_CLASSIC if scale == "small" else {})}
+    cfg = HookedTransformerConfig.from_dict({**config, "device": "cpu", "tokenizer_name": None})
     return cfg.n_ctx, {k: tuple(v.shape) for k, v in HookedTransformer(cfg).state_dict().items()}
 
 
-def _random_classic(official: str, seed: int) -> dict:
-    """A classic-format state dict with the registry's shapes for ``official``, random weights (LayerNorm
-    weights near 1), and the attention buffers the published files carry (mask, IGNORE)."""
-    n_ctx, shapes = _classic_shapes(official)
+def _random_classic(official: str, seed: int, scale: str) -> dict:
+    """A classic-format state dict with the registry's shapes for ``official`` (or SMALL_CLASSIC's), random
+    weights (LayerNorm weights near 1), and the attention buffers the published files carry (mask, IGNORE)."""
+    n_ctx, shapes = _classic_shapes(official, scale)
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, shape in shapes.items():
@@ -170,11 +174,11 @@ class FakeHub:
         self.makers = {  # repo -> {path: function returning the file's bytes}
             "gpt2": self._lazy_dict(lambda: _gpt2_files("gpt2", scale)),
             "distilgpt2": self._lazy_dict(lambda: _gpt2_files("distilgpt2", scale)),
-            SOLU: {"model_final.pth": lambda: _torch_bytes(_random_classic("solu-2l", seed=1000)),
-                   **{f"checkpoints/{stem}_{label}.pth": (lambda i=i: _torch_bytes(_random_classic("solu-2l", i)))
+            SOLU: {"model_final.pth": lambda: _torch_bytes(_random_classic("solu-2l", 1000, scale)),
+                   **{f"checkpoints/{stem}_{label}.pth": (lambda i=i: _torch_bytes(_random_classic("solu-2l", i, scale)))
                       for i, label in enumerate(TOY_LABELS)}},
             loading.NEEL_TOKENIZER: {"tokenizer.json": _neox_digits_tokenizer},
-            OTHELLO: {"synthetic_model.pth": lambda: _torch_bytes(_random_classic("othello-gpt", seed=7))},
+            OTHELLO: {"synthetic_model.pth": lambda: _torch_bytes(_random_classic("othello-gpt", 7, scale))},
         }
 
     @staticmethod

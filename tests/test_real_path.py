@@ -64,7 +64,9 @@ def test_the_loaders_own_commands_are_accepted(offline_cache):
     assert solu.cfg.d_vocab == 48262 and solu.tokenizer.bos_token_id == 0
     assert solu.to_str_tokens("x 2024")[2:] == [" ", "2", "0", "2", "4"]  # digits one by one
     othello = HookedTransformer.from_pretrained("othello-gpt")
-    assert othello.cfg.n_layers == 8 and othello.cfg.normalization_type == "LNPre"
+    # The sizes come from the weights file: the small fake is 2 layers of width 64, the registry says 8L512W.
+    assert (othello.cfg.n_layers, othello.cfg.d_model, othello.cfg.d_mlp) == (2, 64, 256)
+    assert othello.cfg.normalization_type == "LNPre" and othello.cfg.n_ctx == 59
 
 
 def test_some_checkpoints_with_the_recorded_listing(offline_cache):
