@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from helpers.ioi import famous_ioi_prompt, ioi_eval_prompts
+from helpers.ioi import OUT_OF_STRUCTURE_TEMPLATES, famous_ioi_prompt, ioi_eval_prompts
 from helpers.model import HookedTransformer
 from helpers.othello import N_CTX, generate_games, legal_move_masks, to_token, top1_legal_rate
 from helpers.tokenizer import END_OF_TEXT_ID
@@ -46,23 +46,52 @@ def induction_metrics(model: HookedTransformer, seq_len: int = 50) -> dict:
     }
 
 
-def _logit_diff(model: HookedTransformer, prompt) -> float:
-    logits = model(prompt.prompt)[0, -1]
-    return float(logits[model.to_single_token(prompt.io)] - logits[model.to_single_token(prompt.subject)])
+@torch.no_grad()
+def _logit_diffs(model: HookedTransformer, prompts) -> np.ndarray:
+    """Logit of the indirect object minus that of the subject after each prompt: [n_prompts].
+
+    Prompts of the same number of tokens run in one batch (no padding)."""
+    tokens = [model.to_tokens(p.prompt)[0] for p in prompts]
+    answers = torch.tensor([[model.to_single_token(p.io), model.to_single_token(p.subject)] for p in prompts],
+                           device=model.cfg.device)  # [n, 2]
+    diffs = torch.empty(len(prompts))
+    for length in sorted({len(t) for t in tokens}):
+        idx = [i for i, t in enumerate(tokens) if len(t) == length]
+        logits = model(torch.stack([tokens[i] for i in idx]))[:, -1]  # [batch, d_vocab]
+        pair = logits.gather(-1, answers[idx])  # [batch, 2]
+        diffs[idx] = (pair[:, 0] - pair[:, 1]).float().cpu()
+    return diffs.numpy()
+
+
+#: Out-of-structure prompts measured with the test split: 20 per template, 10 in each name order.
+N_OUT_OF_STRUCTURE_PROMPTS = 20 * len(OUT_OF_STRUCTURE_TEMPLATES)
 
 
 @torch.no_grad()
 def ioi_metrics(model: HookedTransformer, n_prompts: int = 200, split: str = "test") -> dict:
-    """Logit difference (indirect object minus subject) on held-out IOI prompts (and, for the test split,
-    on the famous prompt). The validation split's keys start with ``val_``."""
-    diffs = np.array([_logit_diff(model, p) for p in ioi_eval_prompts(n_prompts, seed=1, split=split)])
+    """Logit difference (indirect object minus subject) on held-out IOI prompts.
+
+    The validation split's keys start with ``val_``. The test split comes with the famous prompt and with
+    the out-of-structure prompts (keys ``oos_``; ``oos_ioi_by_template``: accuracy and mean logit difference
+    of each template)."""
+    diffs = _logit_diffs(model, ioi_eval_prompts(n_prompts, seed=1, split=split))
     if split == "validation":
         return {"val_ioi_mean_logit_diff": float(diffs.mean()), "val_ioi_accuracy": float((diffs > 0).mean())}
+    oos = ioi_eval_prompts(N_OUT_OF_STRUCTURE_PROMPTS, seed=1, split="out_of_structure")
+    oos_diffs = _logit_diffs(model, oos)
+    by_template = {}
+    for template in OUT_OF_STRUCTURE_TEMPLATES:
+        d = oos_diffs[[p.template == template for p in oos]]
+        by_template[template] = {"accuracy": float((d > 0).mean()), "mean_logit_diff": round(float(d.mean()), 4)}
     return {
         "ioi_mean_logit_diff": float(diffs.mean()),
         "ioi_accuracy": float((diffs > 0).mean()),
         "ioi_n_prompts": len(diffs),
-        "famous_prompt_logit_diff": _logit_diff(model, famous_ioi_prompt()),
+        "famous_prompt_logit_diff": float(_logit_diffs(model, [famous_ioi_prompt()])[0]),
+        "oos_ioi_mean_logit_diff": float(oos_diffs.mean()),
+        "oos_ioi_accuracy": float((oos_diffs > 0).mean()),
+        "oos_ioi_n_prompts": len(oos_diffs),
+        "oos_ioi_by_template": by_template,
     }
 
 

@@ -66,6 +66,13 @@ def test_course_gpt2_prefers_the_indirect_object_on_90_percent_of_prompts(gpt2_i
     assert gpt2_ioi["ioi_accuracy"] >= 0.9
 
 
+@pytest.mark.xfail(strict=True, reason="the shipped course-gpt2 prefers the indirect object on 75.4% of the "
+                   "out-of-structure prompts (mean logit difference 5.63); it needs the retraining of issue 22")
+def test_course_gpt2_prefers_the_indirect_object_on_85_percent_of_out_of_structure_prompts(gpt2_ioi):
+    assert gpt2_ioi["oos_ioi_n_prompts"] == 240
+    assert gpt2_ioi["oos_ioi_accuracy"] >= 0.85
+
+
 def test_course_gpt2_has_an_induction_head(gpt2):
     assert evals.induction_metrics(gpt2)["best_induction_score"] >= 0.4
 

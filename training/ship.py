@@ -26,7 +26,8 @@ UNUSED_TOKEN_BIAS = -100.0  # logit bias of the tokens a language model never sa
 
 def measure(model: HookedTransformer, spec, held_out: np.ndarray | None, final: bool) -> dict:
     """The metrics of a model during training and in metrics.json: Othello-GPT's legal-move rate (more games
-    for the ``final`` model), or for a language model induction, the held-out text loss and, with an MLP, IOI."""
+    for the ``final`` model), or for a language model induction, the held-out text loss and, with an MLP, IOI
+    (test and out-of-structure prompts)."""
     if spec.kind == "othello":
         return othello_metrics(model, n_games=2000 if final else 500)
     metrics = induction_metrics(model)
@@ -131,6 +132,9 @@ def markdown_table() -> str:
             if "ioi_mean_logit_diff" in final:
                 shown += (f" ; IOI : différence de logits {final['ioi_mean_logit_diff']:.2f}, "
                           f"{final['ioi_accuracy']:.1%} de réussite")
+            if "oos_ioi_accuracy" in final:
+                shown += (f" ; IOI hors structure : différence {final['oos_ioi_mean_logit_diff']:.2f}, "
+                          f"{final['oos_ioi_accuracy']:.1%} de réussite")
         rows.append(f"| `{name}` | {arch} | {cfg.n_params / 1e6:.2f} M | {data} | {run} | {shown} |")
     return "\n".join(rows)
 
