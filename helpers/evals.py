@@ -1,17 +1,27 @@
 """Metrics of the shipped course models, run by the tests and written to data/models/*/metrics.json.
 
 Induction (losses on repeated random tokens, each head's induction score), IOI (logit difference on
-the prompt sets of helpers.ioi), the loss on held-out text, and Othello-GPT's rate of legal moves.
+the prompt sets of helpers.ioi), the loss on held-out text, and Othello-GPT's rate of legal moves, linear
+probe of the board and intervention along the probe (notebook 06's protocol).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from helpers.ioi import OUT_OF_STRUCTURE_TEMPLATES, famous_ioi_prompt, ioi_eval_prompts
 from helpers.model import HookedTransformer
-from helpers.othello import N_CTX, generate_games, legal_move_masks, to_token, top1_legal_rate
+from helpers.othello import (
+    N_CTX,
+    OthelloBoard,
+    generate_games,
+    legal_move_masks,
+    relative_board_states,
+    to_token,
+    top1_legal_rate,
+)
 from helpers.tokenizer import END_OF_TEXT_ID
 
 RANDOM_LOW, RANDOM_HIGH = 1000, 10000  # random tokens are drawn from ids 1000..9999 (training uses them too)
@@ -113,3 +123,97 @@ def othello_metrics(model: HookedTransformer, n_games: int = 1000) -> dict:
     tokens = torch.from_numpy(to_token(games))
     logits = model(tokens[:, :N_CTX])
     return {"top1_legal_rate": top1_legal_rate(logits, legal_move_masks(games)), "n_held_out_games": n_games}
+
+
+def fit_board_probes(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear probes "empty / mine / theirs", one per slice of x, in closed form (deterministic).
+
+    x: [n_probes, n, d_model] activations; y: [n, 64] labels in {0, 1, 2}. Returns W [n_probes, d_model, 64, 3]
+    and b [n_probes, 64, 3] acting on the raw activations; the prediction is the argmax of x @ W + b, and
+    (x @ W + b)[mine] - (x @ W + b)[theirs] is the probe's gap. Notebook 06 fits a softmax regression with
+    200 AdamW steps on random batches; this is its closed-form relative: a ridge regression of the one-hot
+    labels on the centred activations (ridge ``ridge`` times the mean variance, which keeps the solve well
+    conditioned), one linear solve per depth, no randomness and no iterations (about a second on CPU).
+    """
+    mean = x.mean(1, keepdim=True)
+    xc = x - mean
+    cov = torch.einsum("pnd,pne->pde", xc, xc) / x.shape[1]  # [n_probes, d_model, d_model]
+    scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None]
+    target = F.one_hot(y, 3).float().flatten(1)  # [n, 64 * 3]
+    xty = torch.einsum("pnd,nk->pdk", xc, target) / x.shape[1]
+    eye = torch.eye(x.shape[2], device=x.device)
+    W = torch.linalg.solve(cov + ridge * scale * eye, xty).reshape(x.shape[0], x.shape[2], 64, 3)
+    b = target.mean(0).reshape(64, 3) - torch.einsum("pd,pdsc->psc", mean[:, 0], W)
+    return W, b
+
+
+MINE, THEIRS = 1, 2
+
+
+@torch.no_grad()
+def othello_probe_metrics(model: HookedTransformer) -> dict:
+    """Notebook 06's linear probe and intervention, with :func:`fit_board_probes` as the probe fit.
+
+    Probe: on ``generate_games(300, seed=11)``, one probe per depth (the residual stream before each
+    layer and after the last), fitted on the first 200 games, scored on the 100 others; its accuracy on
+    occupied squares (mine or theirs?) at each depth and the best depth. Intervention, after
+    ``n_layers // 2`` layers with the probe of that depth: 200 (test game, position 10..49, square of the
+    opponent) drawn with ``default_rng(0)`` among those whose flip to "mine" changes the legal moves; at
+    the position, add ``-2 e d / |d|^2`` (d = w_mine - w_theirs of the square, e the probe's gap) to
+    reverse the probe's reading, or a random vector of the same norm (seed 1). For no edit / probe / random,
+    the share of top-1 moves legal on the edited board and the mean probability on the moves that become
+    legal (``p_gained``) and illegal (``p_lost``).
+    """
+    device, n_layers = model.cfg.device, model.cfg.n_layers
+    games = generate_games(300, seed=11)
+    n_train = 200
+    tokens = torch.from_numpy(to_token(games))[:, :N_CTX].to(device)
+    targets = relative_board_states(games, as_tensor=True)[:, :N_CTX].to(device)  # [300, 59, 64]
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    resid = torch.stack([cache[name] for name in names])  # [n_layers + 1, 300, 59, d_model]
+    W, b = fit_board_probes(resid[:, :n_train].flatten(1, 2), targets[:n_train].flatten(0, 1))
+    y_test = targets[n_train:].flatten(0, 1)
+    pred = (torch.einsum("pnd,pdsc->pnsc", resid[:, n_train:].flatten(1, 2), W) + b[:, None]).argmax(-1)
+    occupied = y_test > 0
+    accuracy = (pred == y_test).float()[:, occupied].mean(1)  # [n_layers + 1]
+    best = int(accuracy.argmax())
+
+    depth = n_layers // 2
+    rng = np.random.default_rng(0)
+    cases = []  # (game, position, square, legal moves before, legal moves after the flip)
+    while len(cases) < 200:
+        g, t = int(rng.integers(n_train, 300)), int(rng.integers(10, 50))
+        board = OthelloBoard.from_moves(games[g][: t + 1])
+        square = int(rng.choice(np.flatnonzero(targets[g, t].cpu().numpy() == THEIRS)))
+        edited = board.copy()
+        edited.board.flat[square] = edited.player
+        before, after = set(board.legal_moves()), set(edited.legal_moves())
+        if before != after:
+            cases.append((g, t, square, before, after))
+    g_idx, t_idx, sq_idx = (torch.tensor([c[i] for c in cases], device=device) for i in range(3))
+    dirs = (W[depth][:, sq_idx, MINE] - W[depth][:, sq_idx, THEIRS]).T  # [200, d_model]
+    gaps = (resid[depth, g_idx, t_idx] * dirs).sum(-1) + b[depth, sq_idx, MINE] - b[depth, sq_idx, THEIRS]
+    deltas = (-2 * gaps)[:, None] * dirs / dirs.norm(dim=-1, keepdim=True) ** 2
+    random_dirs = torch.randn(deltas.shape, generator=torch.Generator().manual_seed(1)).to(device)
+    random_deltas = random_dirs * deltas.norm(dim=-1, keepdim=True) / random_dirs.norm(dim=-1, keepdim=True)
+    legal, gained, lost = (np.zeros((200, 61), dtype=bool) for _ in range(3))
+    for i, (_, _, _, before, after) in enumerate(cases):
+        legal[i, to_token(np.array(sorted(after), dtype=np.int64))] = True
+        gained[i, to_token(np.array(sorted(after - before), dtype=np.int64))] = True
+        lost[i, to_token(np.array(sorted(before - after), dtype=np.int64))] = True
+    rows = torch.arange(200, device=device)
+
+    def edit(resid_stream, hook, delta):
+        resid_stream[rows, t_idx] += delta
+        return resid_stream
+
+    metrics = {"probe_occupied_accuracy": [round(float(a), 4) for a in accuracy], "probe_best_depth": best,
+               "probe_best_occupied_accuracy": float(accuracy[best]), "intervention_depth": depth}
+    for name, delta in [("none", None), ("probe", deltas), ("random", random_deltas)]:
+        hooks = [] if delta is None else [(names[depth], lambda r, hook, d=delta: edit(r, hook, d))]
+        probs = model.run_with_hooks(tokens[g_idx], fwd_hooks=hooks)[rows, t_idx].softmax(-1).cpu().numpy()
+        metrics[f"intervention_{name}_top1_legal"] = float(legal[np.arange(200), probs.argmax(-1)].mean())
+        metrics[f"intervention_{name}_p_gained"] = float((probs * gained).sum(-1).mean())
+        metrics[f"intervention_{name}_p_lost"] = float((probs * lost).sum(-1).mean())
+    return metrics
