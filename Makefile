@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 # Elsewhere, set TORCH_SPEC to what suits your machine (e.g. TORCH_SPEC=torch for the default build).
 TORCH_SPEC ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+EXERCICES := $(sort $(wildcard exercices/[0-9][0-9]_*.ipynb))
 # CI and `make run` always use the embedded course models (no network).
 export COURSE_EMBEDDED_MODELS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint models bench colab-links clean
+.PHONY: install run test lint models bench exercices colab-links clean
 
 install: $(VENV)/.installed
 
@@ -43,10 +44,14 @@ models: install
 bench: install
 	$(BIN)/python -m bench --notebooks
 
+# The learner's notebooks: exercices/NN_*.ipynb, the notebooks with each solution replaced by its stub.
+exercices: install
+	$(BIN)/python -m tools.make_exercices
+
 # Point the Colab badges (README) and the notebooks' Colab cells at the public repository, once.
 colab-links:
 	@test -n "$(REPO)" || { echo "usage: make colab-links REPO=owner/name"; exit 1; }
-	sed -i 's#COURSE_REPO#$(REPO)#g' README.md $(NOTEBOOKS)
+	sed -i 's#COURSE_REPO#$(REPO)#g' README.md $(NOTEBOOKS) $(EXERCICES)
 
 clean:
 	rm -rf build .pytest_cache

@@ -8,6 +8,8 @@ ratio of the mins alongside), a goal, and PASS or MISS; a summary table ends the
 Items (``--only NAME``, repeatable or comma-separated):
 
 - ``patching``: batched ``activation_patching`` vs one ``run_with_hooks`` per (layer, position).
+- ``attribution``: ``attribution_patching`` vs batched ``activation_patching`` vs the one-pass-per-patch loop,
+  on course-gpt2 and on random weights of GPT-2 small's shapes (ratios only, no goal).
 - ``forward``: HookedTransformer forward and ``run_with_cache`` vs transformers' GPT2LMHeadModel,
   same weights.
 - ``import``: ``import helpers`` vs ``import torch``, fresh processes; no transformers/plotly/circuitsvis.

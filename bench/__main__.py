@@ -9,12 +9,14 @@ import traceback
 
 from bench import core
 
-ITEMS = ("patching", "forward", "import", "load", "notebooks")
+ITEMS = ("patching", "attribution", "forward", "import", "load", "notebooks")
 
 
 def _runner(name: str):
     if name == "patching":
         from bench.patching_bench import run
+    elif name == "attribution":
+        from bench.patching_bench import run_attribution as run
     elif name == "forward":
         from bench.forward_bench import run
     elif name == "import":

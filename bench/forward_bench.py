@@ -82,8 +82,8 @@ def run(quick: bool) -> list[Check]:
     for x in s.values():
         say(x.line())
     say(TL_REFERENCE)
-    checks = [ratio_check("forward", "HT forward / HF", fwd_s, hf_s, "<=", 1.05),
-              ratio_check("forward", "HT run_with_cache / HF", cache_s, hf_s, "<=", 1.15),
+    checks = [ratio_check("forward", "HT forward / HF", fwd_s, hf_s, "<=", 1.02),
+              ratio_check("forward", "HT run_with_cache / HF", cache_s, hf_s, "<=", 1.10),
               ratio_check("forward", "HT forward / HF eager (context)", fwd_s, eager_s),
               ratio_check("forward", "HF eager / HF sdpa (context)", eager_s, hf_s)]
     if not ok:

@@ -7,22 +7,22 @@ per neuron) and project them onto logit directions: the logit lens and direct lo
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 
 import einops
 import torch
 from jaxtyping import Float
 
-from helpers import utils
+from helpers import checks, utils
 
 # A stack of parts of the residual stream, e.g. one per layer or per head.
 Stack = Float[torch.Tensor, "num_components *batch_and_pos d_model"]
 
 
-def _take(x: torch.Tensor, selection, dim: int = -2) -> torch.Tensor:
-    """Apply a selection (None, an int, a slice or a list/tensor of indices) along ``dim``, by default
+def _take(x: torch.Tensor, selection, dim: int = -2, what: str = "pos_slice") -> torch.Tensor:
+    """Apply a selection ``what`` (None, an int, a slice or a list/tensor of indices) along ``dim``, by default
     the position one. An int removes the dimension."""
+    checks.positions(selection, x.shape[dim], what)
     if selection is None:
         return x
     if isinstance(selection, int):
@@ -54,19 +54,17 @@ class ActivationCache:
                 return utils.get_act_name(key)  # a short name: cache["embed"], cache["k6"], cache["scale"]
             except ValueError:
                 return key  # reported as missing by __getitem__
-        if isinstance(key, tuple):
+        if isinstance(key, tuple) and len(key) in (2, 3):
             name, layer, *rest = key
-            layer = layer % self.model.cfg.n_layers if isinstance(layer, int) and layer < 0 else layer
+            n = self.model.cfg.n_layers
+            layer = layer + n if isinstance(layer, int) and -n <= layer < 0 else layer  # else reported missing
             return utils.get_act_name(name, layer, rest[0] if rest else None)
         raise TypeError(f"Index the cache by a hook name or (name, layer[, layer_type]), not {key!r}.")
 
     def __getitem__(self, key) -> torch.Tensor:
         name = self._name(key)
         if name not in self.cache_dict:
-            close = difflib.get_close_matches(name, list(self.cache_dict), n=3, cutoff=0.5)
-            hint = f" Closest cached names: {', '.join(close)}." if close else ""
-            raise KeyError(f"{name!r} is not in the cache ({len(self)} activations).{hint} "
-                           "Was it excluded by names_filter, or is it a hook that needs a config flag?")
+            raise checks.cache_miss(key, name, list(self.cache_dict), self.model.cfg.n_layers)
         return self.cache_dict[name]
 
     def __contains__(self, key) -> bool:
@@ -110,6 +108,9 @@ class ActivationCache:
 
     def _layer_count(self, layer: int | None) -> int:
         n = self.model.cfg.n_layers
+        if layer is not None:
+            checks.integer(layer, -(n + 1), n, "layer", f"the model has {n} layers, so layer goes from 0 to {n} "
+                           f"(n_layers: the final residual stream), or -{n + 1} to -1 from the end")
         return n if layer is None else layer % (n + 1) if layer < 0 else layer
 
     def accumulated_resid(self, layer: int | None = None, incl_mid: bool = False, apply_ln: bool = False,
@@ -226,7 +227,7 @@ class ActivationCache:
         ``batch_slice`` is applied here, to the stack's dim 1 if ``has_batch_dim``."""
         cfg = self.model.cfg
         if has_batch_dim:
-            residual_stack = _take(residual_stack, batch_slice, dim=1)
+            residual_stack = _take(residual_stack, batch_slice, dim=1, what="batch_slice")
         if cfg.normalization_type is None:
             return residual_stack
         layer = self._layer_count(layer)
@@ -237,7 +238,7 @@ class ActivationCache:
             scale = self[f"blocks.{layer}.{'ln2' if mlp_input else 'ln1'}.hook_scale"]
         scale = _take(scale, pos_slice)
         if self.has_batch_dim:
-            scale = _take(scale, batch_slice, dim=0)
+            scale = _take(scale, batch_slice, dim=0, what="batch_slice")
         return residual_stack / scale
 
     def logit_attrs(self, residual_stack: Stack, tokens, incorrect_tokens=None, pos_slice=None,

@@ -1,17 +1,27 @@
-"""Metrics of the shipped course models, run by the tests and written to data/models/*/metrics.json.
+"""Evaluations of a model, all offline.
 
-Induction (losses on repeated random tokens, each head's induction score), IOI (logit difference on
-the prompt sets of helpers.ioi), the loss on held-out text, and Othello-GPT's rate of legal moves, linear
-probe of the board and intervention along the probe (notebook 06's protocol).
+The classic ``transformer_lens.evals`` names: ``induction_loss``, the rough induction test of the TransformerLens
+demo (the loss on the second half of random tokens repeated twice: a model with induction heads predicts it well);
+``ioi_eval``, the Indirect Object Identification task on the course's generated IOI prompts (the held-out test
+templates); ``sanity_check``, the loss on one paragraph of English.
+
+The metrics of the shipped course models, run by the tests and written to data/models/*/metrics.json: induction
+(losses on repeated random tokens, each head's induction score), IOI (logit difference on the prompt sets of
+helpers.ioi), the loss on held-out text, and Othello-GPT's rate of legal moves, linear probe of the board and
+intervention along the probe (notebook 06's protocol).
 """
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.ioi import OUT_OF_STRUCTURE_TEMPLATES, famous_ioi_prompt, ioi_eval_prompts
+from helpers import utils
+from helpers.ioi import OUT_OF_STRUCTURE_TEMPLATES, IOIPrompt, famous_ioi_prompt, ioi_eval_prompts
 from helpers.model import HookedTransformer
 from helpers.othello import (
     N_CTX,
@@ -24,7 +34,69 @@ from helpers.othello import (
 )
 from helpers.tokenizer import END_OF_TEXT_ID
 
+MINE, THEIRS = 1, 2  # labels of relative_board_states (0 is empty)
 RANDOM_LOW, RANDOM_HIGH = 1000, 10000  # random tokens are drawn from ids 1000..9999 (training uses them too)
+SANITY_TEXT = ("Many important transition points in the history of science have been moments when science "
+               "'zoomed in.' At these points, we develop a visualization or tool that allows us to see the world in "
+               "a new level of detail, and a new field of science develops to study the world through this lens.")
+
+
+@torch.no_grad()
+def sanity_check(model: HookedTransformer) -> torch.Tensor:
+    """The model's loss on a paragraph of English: below 5 the model is probably fine, above 7 something is wrong
+    (for models trained on English web text; the course models see generated stories)."""
+    return model(SANITY_TEXT, return_type="loss")
+
+
+@torch.no_grad()
+def induction_loss(model: HookedTransformer, tokenizer=None, batch_size: int = 4, subseq_len: int = 384,
+                   prepend_bos: bool | None = None, device=None) -> torch.Tensor:
+    """Mean loss on the second half of ``batch_size`` sequences of ``subseq_len`` random tokens repeated twice;
+    the first token is BOS unless ``prepend_bos`` is False (default: the model's ``cfg.default_prepend_bos``).
+    The random tokens come from torch's global generator (seed it for a fixed batch). A model without induction
+    heads scores about ln(9000) = 9.1 or more; copying scores near 0. The classic function draws ids 100 to
+    19999; here they are 1000 to 9999, the ids the course models saw repeated in training (outside the ids of
+    their corpus, the course models' logits carry a -100 bias).
+
+    subseq_len is cut to n_ctx // 2 when 2 * subseq_len does not fit the model's context (with a warning).
+    """
+    n_ctx = model.cfg.n_ctx
+    if 2 * subseq_len > n_ctx:
+        warnings.warn(f"induction_loss: subseq_len={subseq_len} repeated twice does not fit this model's context "
+                      f"(n_ctx={n_ctx}); using subseq_len={n_ctx // 2}.", stacklevel=3)  # 3: past torch.no_grad
+        subseq_len = n_ctx // 2
+    device = model.cfg.device if device is None else device
+    first_half = torch.randint(RANDOM_LOW, RANDOM_HIGH, (batch_size, subseq_len))
+    tokens = first_half.repeat(1, 2).to(device)
+    if model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos:
+        tokens[:, 0] = (tokenizer or model.tokenizer).bos_token_id
+    loss = utils.lm_cross_entropy_loss(model(tokens), tokens, per_token=True)  # [batch 2*subseq_len-1]
+    return loss[:, subseq_len:].mean()  # the predictions of the second half's tokens 2.. (the first is random)
+
+
+@torch.no_grad()
+def ioi_eval(model: HookedTransformer, dataset: Sequence[IOIPrompt] | None = None, batch_size: int = 8,
+             num_samples: int = 1000) -> dict[str, float]:
+    """Mean logit difference (indirect object minus subject, at the last position) and accuracy (share of prompts
+    where it is positive) on IOI prompts: ``dataset`` (a list of ``IOIPrompt``) or ``num_samples`` of the course's
+    held-out test prompts (``ioi.ioi_eval_prompts``). Prompts are right-padded into batches of ``batch_size``;
+    the causal mask keeps padding from changing the positions read."""
+    prompts = list(ioi_eval_prompts(num_samples, seed=1)) if dataset is None else list(dataset)
+    if not prompts:
+        raise ValueError("ioi_eval: the dataset is empty; pass IOIPrompt objects (ioi.ioi_eval_prompts).")
+    diffs = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        tokens = [model.to_tokens(p.prompt)[0] for p in chunk]
+        lengths = torch.tensor([len(t) for t in tokens], device=model.cfg.device)
+        padded = torch.stack([F.pad(t, (0, int(lengths.max()) - len(t))) for t in tokens])
+        logits = model(padded)[torch.arange(len(chunk)), lengths - 1]  # [batch d_vocab]
+        io = torch.tensor([model.to_single_token(p.io) for p in chunk], device=logits.device)
+        subject = torch.tensor([model.to_single_token(p.subject) for p in chunk], device=logits.device)
+        diffs.append(logits.gather(1, io[:, None]) - logits.gather(1, subject[:, None]))
+    diffs = torch.cat(diffs).flatten()
+    return {"Logit Difference": diffs.mean().item(), "Accuracy": (diffs > 0).float().mean().item()}
+
 
 
 def repeated_random_tokens(model: HookedTransformer, seq_len: int = 50, batch: int = 20,
@@ -147,9 +219,6 @@ def fit_board_probes(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> t
     return W, b
 
 
-MINE, THEIRS = 1, 2
-
-
 @torch.no_grad()
 def othello_probe_metrics(model: HookedTransformer) -> dict:
     """Notebook 06's linear probe and intervention, with :func:`fit_board_probes` as the probe fit.
@@ -169,7 +238,8 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
     n_train = 200
     tokens = torch.from_numpy(to_token(games))[:, :N_CTX].to(device)
     targets = relative_board_states(games, as_tensor=True)[:, :N_CTX].to(device)  # [300, 59, 64]
-    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+    names = [utils.get_act_name("resid_pre", layer) for layer in range(n_layers)]
+    names.append(utils.get_act_name("resid_post", n_layers - 1))
     _, cache = model.run_with_cache(tokens, names_filter=names)
     resid = torch.stack([cache[name] for name in names])  # [n_layers + 1, 300, 59, d_model]
     W, b = fit_board_probes(resid[:, :n_train].flatten(1, 2), targets[:n_train].flatten(0, 1))

@@ -15,6 +15,8 @@ Same names and conventions as the classic TransformerLens ``FactoredMatrix`` (wr
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from jaxtyping import Complex, Float
 from torch import Tensor
@@ -28,22 +30,28 @@ class FactoredMatrix:
     """
 
     def __init__(self, A: Float[Tensor, "... ldim mdim"], B: Float[Tensor, "... mdim rdim"]):
-        if A.ndim < 2 or B.ndim < 2:
+        _check_factor("A", A, "[..., ldim, mdim]")
+        _check_factor("B", B, "[..., mdim, rdim]")
+        if isinstance(A, Tensor) and isinstance(B, Tensor) and (A.dtype, A.device) != (B.dtype, B.device):
             raise ValueError(
-                f"FactoredMatrix needs two matrices (at least 2 dims each), got A: {tuple(A.shape)}, "
-                f"B: {tuple(B.shape)}"
+                f"FactoredMatrix(A, B): A is {A.dtype} on {A.device} but B is {B.dtype} on {B.device}; both "
+                "factors need the same dtype and device. Convert one, e.g. B.to(A.dtype).to(A.device)."
             )
         if A.shape[-1] != B.shape[-2]:
             raise ValueError(
-                f"Inner dimensions do not match: A: {tuple(A.shape)} has {A.shape[-1]} columns but "
-                f"B: {tuple(B.shape)} has {B.shape[-2]} rows"
+                f"FactoredMatrix(A, B): A has shape {tuple(A.shape)}, so {A.shape[-1]} columns, but B has shape "
+                f"{tuple(B.shape)}, so {B.shape[-2]} rows; A @ B needs them equal (A [..., ldim, mdim], "
+                "B [..., mdim, rdim]). Transpose the factor that is the wrong way round (.mT)."
             )
         self.ldim, self.mdim, self.rdim = A.shape[-2], A.shape[-1], B.shape[-1]
+        self.has_leading_dims = A.ndim > 2 or B.ndim > 2
         try:
             batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-        except RuntimeError as err:
-            raise ValueError(
-                f"Cannot broadcast the leading dims of A: {tuple(A.shape)} and B: {tuple(B.shape)}"
+        except RuntimeError as err:  # a RuntimeError, like torch's own broadcasting errors
+            raise RuntimeError(
+                f"FactoredMatrix(A, B): shape mismatch, the leading dims of A {tuple(A.shape)} and of "
+                f"B {tuple(B.shape)} do not broadcast ({tuple(A.shape[:-2])} vs {tuple(B.shape[:-2])}). "
+                "Each leading dim must be equal or 1 in one of them: index or unsqueeze a factor to align them."
             ) from err
         # broadcast_to returns views: no memory is copied.
         self.A: Float[Tensor, "... ldim mdim"] = A.broadcast_to(batch + (self.ldim, self.mdim))
@@ -72,7 +80,10 @@ class FactoredMatrix:
     def BA(self) -> Float[Tensor, "... mdim mdim"]:
         """The reversed product ``B @ A`` (small: [mdim, mdim]). Only defined when ldim == rdim."""
         if self.ldim != self.rdim:
-            raise ValueError(f"BA needs a square matrix (ldim == rdim), but the shape is {tuple(self.shape)}")
+            raise ValueError(
+                f"BA (and eigenvalues) need a square matrix (ldim == rdim), but this FactoredMatrix has shape "
+                f"{tuple(self.shape)}. Use svd() or S for a rectangular matrix."
+            )
         return self.B @ self.A
 
     @property
@@ -93,10 +104,10 @@ class FactoredMatrix:
     ) -> tuple[Float[Tensor, "... ldim k"], Float[Tensor, "... k"], Float[Tensor, "... rdim k"]]:
         """Singular value decomposition ``(U, S, Vh)`` of ``A @ B``, computed from the factors only.
 
-        Classic TransformerLens convention, kept for compatibility: despite its name, ``Vh`` is V
-        (shape [..., rdim, k]), NOT V transposed as in ``torch.linalg.svd``. So::
+        Classic TransformerLens convention: the third factor is V (shape [..., rdim, k]), NOT V transposed
+        as ``torch.linalg.svd`` returns it. So::
 
-            U @ torch.diag_embed(S) @ Vh.mT == A @ B        # note the .mT on Vh
+            U @ torch.diag_embed(S) @ V.mT == A @ B        # note the .mT on V
 
         U and Vh have orthonormal columns, S is sorted in decreasing order and
         k = min(ldim, mdim, rdim) (that is mdim for a low-rank product).
@@ -111,9 +122,9 @@ class FactoredMatrix:
             Qa, Ra = torch.linalg.qr(A)  # [..., ldim, p], [..., p, mdim]
             Qb, Rb = torch.linalg.qr(B.mT)  # [..., rdim, q], [..., q, mdim]
             Um, S, Vhm = torch.linalg.svd(Ra @ Rb.mT, full_matrices=False)  # middle: [..., p, q]
-            U, Vh = Qa @ Um, Qb @ Vhm.mT
+            U, V = Qa @ Um, Qb @ Vhm.mT
             dtype = self.A.dtype
-            self._svd = (U.to(dtype), S.to(dtype), Vh.to(dtype))
+            self._svd = (U.to(dtype), S.to(dtype), V.to(dtype))
         return self._svd
 
     @property
@@ -127,8 +138,15 @@ class FactoredMatrix:
         return self.svd()[1]
 
     @property
+    def V(self) -> Float[Tensor, "... rdim k"]:
+        """Right singular vectors as columns: ``U @ diag(S) @ V.mT == AB``, see ``svd()``."""
+        return self.svd()[2]
+
+    @property
     def Vh(self) -> Float[Tensor, "... rdim k"]:
-        """Right singular vectors as columns (V, not V.T: classic convention), see ``svd()``."""
+        """Deprecated name of ``V`` (it has always been V, not V transposed), kept for old code."""
+        warnings.warn("FactoredMatrix.Vh is V, not V transposed: use .V (and .V.mT for the transpose).",
+                      DeprecationWarning, stacklevel=2)
         return self.svd()[2]
 
     def norm(self) -> Float[Tensor, "..."]:
@@ -137,16 +155,16 @@ class FactoredMatrix:
 
     def collapse_l(self) -> Float[Tensor, "... k rdim"]:
         """Drop the orthogonal left factor U: returns ``S[:, None] * V.T``, so ``U @ collapse_l() == AB``."""
-        return self.S[..., :, None] * self.Vh.mT
+        return self.S[..., :, None] * self.V.mT
 
     def collapse_r(self) -> Float[Tensor, "... ldim k"]:
-        """Drop the orthogonal right factor V: returns ``U * S`` so that ``collapse_r() @ Vh.mT == AB``."""
+        """Drop the orthogonal right factor V: returns ``U * S`` so that ``collapse_r() @ V.mT == AB``."""
         return self.U * self.S[..., None, :]
 
     def make_even(self) -> FactoredMatrix:
         """Same matrix, refactored as ``(U sqrt(S)) @ (sqrt(S) V.T)``: both halves carry equal norms."""
         sqrt_s = self.S.sqrt()
-        return FactoredMatrix(self.U * sqrt_s[..., None, :], sqrt_s[..., :, None] * self.Vh.mT)
+        return FactoredMatrix(self.U * sqrt_s[..., None, :], sqrt_s[..., :, None] * self.V.mT)
 
     @property
     def eigenvalues(self) -> Complex[Tensor, "... mdim"]:
@@ -164,22 +182,24 @@ class FactoredMatrix:
 
     def __matmul__(self, other):
         """``self @ other``: a vector [rdim] gives a tensor [..., ldim]; a matrix [..., rdim, k] or a
-        FactoredMatrix gives a FactoredMatrix. We keep the smallest inner dimension available."""
+        FactoredMatrix gives a FactoredMatrix. We keep the smallest inner dimension available.
+        ``other`` may be a tensor-like object (ndim, shape, unsqueeze, squeeze, broadcast_to, @)."""
         if isinstance(other, FactoredMatrix):
             if self.rdim != other.ldim:
                 raise ValueError(
-                    f"Cannot multiply FactoredMatrix of shape {tuple(self.shape)} by FactoredMatrix of "
-                    f"shape {tuple(other.shape)}: {self.rdim} != {other.ldim}"
+                    f"FactoredMatrix {tuple(self.shape)} @ FactoredMatrix {tuple(other.shape)}: the left one has "
+                    f"{self.rdim} columns but the right one has {other.ldim} rows; they must be equal. "
+                    "Check the order of the product, or transpose one factor with .T."
                 )
             # Two steps, each of which keeps the smaller inner dim (see the tensor case below),
             # so the result has mdim = min(self.mdim, self.rdim, other.mdim).
             return (self @ other.A) @ other.B
-        if not isinstance(other, Tensor):
+        if not _is_tensor_like(other):
             return NotImplemented
         if other.ndim == 0 or other.shape[-2 if other.ndim >= 2 else -1] != self.rdim:  # rows of other
             raise ValueError(
-                f"Cannot multiply FactoredMatrix of shape {tuple(self.shape)} by tensor of shape "
-                f"{tuple(other.shape)}: the tensor needs {self.rdim} rows"
+                f"FactoredMatrix {tuple(self.shape)} @ tensor {tuple(other.shape)}: the tensor needs {self.rdim} "
+                f"rows (a vector [{self.rdim}] or a matrix [..., {self.rdim}, k]). Check the order of the product."
             )
         if other.ndim == 1:
             # A vector: collapse to a tensor. unsqueeze/squeeze make it a [rdim, 1] column so that
@@ -193,12 +213,12 @@ class FactoredMatrix:
     def __rmatmul__(self, other):
         """``other @ self``: a vector [ldim] gives a tensor [..., rdim]; a matrix [..., k, ldim] gives a
         FactoredMatrix."""
-        if not isinstance(other, Tensor):
+        if not _is_tensor_like(other):
             return NotImplemented
         if other.ndim == 0 or other.shape[-1] != self.ldim:
             raise ValueError(
-                f"Cannot multiply tensor of shape {tuple(other.shape)} by FactoredMatrix of shape "
-                f"{tuple(self.shape)}: the tensor needs {self.ldim} columns"
+                f"tensor {tuple(other.shape)} @ FactoredMatrix {tuple(self.shape)}: the tensor needs {self.ldim} "
+                f"columns (a vector [{self.ldim}] or a matrix [..., k, {self.ldim}]). Check the order of the product."
             )
         if other.ndim == 1:
             return ((other.unsqueeze(-2) @ self.A) @ self.B).squeeze(-2)
@@ -208,15 +228,19 @@ class FactoredMatrix:
         return FactoredMatrix(other, self.A @ self.B)
 
     def __mul__(self, scalar) -> FactoredMatrix:
-        """Multiply by a scalar (a number or a one-element tensor). For matrix products use ``@``."""
+        """Multiply by a scalar (a number or a one-element tensor of any shape). For matrix products use ``@``."""
         if isinstance(scalar, FactoredMatrix):
-            raise TypeError("Element-wise product of two FactoredMatrix is not supported; use @ for matmul")
+            raise TypeError(
+                "FactoredMatrix * FactoredMatrix: the element-wise product of two FactoredMatrix is not supported. "
+                "Use @ for the matrix product, or .AB * .AB on small matrices."
+            )
         if isinstance(scalar, Tensor):
             if scalar.numel() != 1:
                 raise ValueError(
-                    f"FactoredMatrix * tensor needs a scalar, got a tensor of shape {tuple(scalar.shape)}; "
-                    "use @ for matrix products"
+                    f"FactoredMatrix * tensor: the tensor must hold a single number, got shape {tuple(scalar.shape)}. "
+                    "Use @ for matrix products, or .item() on a one-element tensor."
                 )
+            scalar = scalar.reshape(())  # a one-element tensor with dims must not add dims to A
         elif not isinstance(scalar, (int, float)):
             return NotImplemented
         return FactoredMatrix(self.A * scalar, self.B)
@@ -247,14 +271,20 @@ class FactoredMatrix:
         if length == n_batch + 2:  # last two entries: rows of A, columns of B
             idx = idx[:-2] + (_keep_dim(idx[-2]), idx[-1])
             return FactoredMatrix(self.A[idx[:-1]], self.B[idx[:-2] + (slice(None), idx[-1])])
-        raise ValueError(f"Index {idx} is too long for a FactoredMatrix of shape {tuple(self.shape)}")
+        raise ValueError(
+            f"FactoredMatrix[{idx}]: an index of {length} entries is too long for shape {tuple(self.shape)}; "
+            f"at most {n_batch + 2} (the {n_batch} leading dims, then rows, then columns)."
+        )
 
     def unsqueeze(self, k: int) -> FactoredMatrix:
         """Insert a batch dimension of size 1 at position k (k counts in the full shape, like torch)."""
         if k < 0:
             k += self.ndim + 1
         if not 0 <= k <= self.ndim - 2:
-            raise ValueError(f"unsqueeze({k}) would split the matrix dims of shape {tuple(self.shape)}")
+            raise ValueError(
+                f"unsqueeze({k}) on a FactoredMatrix of shape {tuple(self.shape)} would split its two matrix dims; "
+                f"k must be between {-self.ndim - 1} and {self.ndim - 2} (a new leading dim)."
+            )
         return FactoredMatrix(self.A.unsqueeze(k), self.B.unsqueeze(k))
 
     def get_corner(self, k: int = 3) -> Float[Tensor, "..."]:
@@ -264,8 +294,48 @@ class FactoredMatrix:
         return corner[tuple(slice(0, k) for _ in range(corner.ndim))]
 
 
+def _is_tensor_like(x) -> bool:
+    """A torch.Tensor, or an object with the few tensor methods the products use."""
+    return isinstance(x, Tensor) or all(
+        hasattr(x, a) for a in ("ndim", "shape", "unsqueeze", "squeeze", "broadcast_to", "__matmul__"))
+
+
+def _check_factor(name: str, x, expected: str) -> None:
+    if not _is_tensor_like(x):
+        raise TypeError(
+            f"FactoredMatrix(A, B): {name} must be a torch.Tensor {expected}, got {type(x).__name__}. "
+            f"Convert it with torch.as_tensor({name})."
+        )
+    if x.ndim < 2:
+        raise ValueError(
+            f"FactoredMatrix(A, B): {name} must have at least 2 dims {expected}, got shape {tuple(x.shape)}. "
+            f"For a vector, use {name}[:, None] (a column) or {name}[None, :] (a row)."
+        )
+    if isinstance(x, Tensor) and not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(
+            f"FactoredMatrix(A, B): {name} has dtype {x.dtype}; the SVD and eigenvalues need floating point. "
+            f"Convert it with {name}.float()."
+        )
+
+
 def _keep_dim(i):
     """Turn an integer index into a length-1 slice, so indexing keeps that dimension."""
     if isinstance(i, int):
         return slice(i, i + 1 if i != -1 else None)  # slice(-1, 0) would be empty
     return i
+
+
+def composition_score(W_A: FactoredMatrix, W_B: FactoredMatrix) -> Float[Tensor, "..."]:
+    """How much ``W_B`` reads what ``W_A`` writes: ``|W_A W_B|_F / (|W_A|_F |W_B|_F)``, in [0, 1].
+
+    The composition score of *A Mathematical Framework for Transformer Circuits* (Elhage et al., 2021),
+    in this library's row-vector convention (``x @ W``): W_A is the OV circuit [..., d_model, d_model] of
+    an earlier head, W_B the circuit of a later head that reads its output, and leading dims broadcast:
+    Q-composition W_B = the later head's QK, K-composition W_B = QK.T, V-composition W_B = its OV.
+    E.g. every (layer-0 head, layer-1 head) pair: ``composition_score(model.OV[0][:, None], model.QK[1][None])``.
+    """
+    for name, W in (("W_A", W_A), ("W_B", W_B)):
+        if not isinstance(W, FactoredMatrix):
+            raise TypeError(f"{name} must be a FactoredMatrix (e.g. model.OV[layer]), not {type(W).__name__}; "
+                            "wrap a dense matrix M as FactoredMatrix(M, torch.eye(M.shape[-1])).")
+    return (W_A @ W_B).norm() / (W_A.norm() * W_B.norm())

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from helpers import checks
 from helpers.activation_cache import ActivationCache
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
@@ -29,13 +30,19 @@ HookFn = Callable[..., torch.Tensor | None]
 class LensHandle:
     """A hook attached to a HookPoint, kept so that it can be removed.
 
-    ``context_level`` is the depth of the ``hooks()`` block that added it (None outside any block), so
-    that leaving a block removes its own hooks only.
+    ``hook`` is torch's handle (``hook.remove()`` detaches it). ``context_level`` is the depth of the
+    ``hooks()`` block that added it (None outside any block), so that leaving a block removes its own
+    hooks only.
     """
 
-    handle: RemovableHandle
-    is_permanent: bool
-    context_level: int | None
+    hook: RemovableHandle
+    is_permanent: bool = False
+    context_level: int | None = None
+
+
+def _check_dir(dir: str, allowed: tuple[str, ...]) -> None:
+    if dir not in allowed:
+        raise ValueError(f"dir={dir!r} is not a hook direction; pass one of {', '.join(map(repr, allowed))}.")
 
 
 class HookPoint(nn.Module):
@@ -46,57 +53,70 @@ class HookPoint(nn.Module):
         self.name: str | None = None
         self.fwd_hooks: list[LensHandle] = []
         self.bwd_hooks: list[LensHandle] = []
+        self.ctx: dict = {}  # scratch space that hook functions may share (``hook.ctx``)
+        self.hook_conversion = None  # see enable_reshape()
 
-    def add_hook(self, fn: HookFn, dir: str = "fwd", is_permanent: bool = False,
-                 level: int | None = None) -> None:
-        """Attach ``fn``. Returning None keeps the activation; returning a tensor replaces it."""
+    def add_hook(self, hook: HookFn, dir: str = "fwd", is_permanent: bool = False,
+                 level: int | None = None, prepend: bool = False) -> None:
+        """Attach ``hook(activation, hook=self)``. Returning None keeps the activation; returning a tensor
+        replaces it. ``prepend=True`` runs it before the hooks already attached."""
+        _check_dir(dir, ("fwd", "bwd"))
+
+        def run(x: torch.Tensor) -> torch.Tensor | None:
+            conversion = self.hook_conversion
+            new = checks.call_hook(hook, x if conversion is None else conversion.convert(x), self)
+            if new is not None and conversion is not None:
+                new = conversion.revert(new)
+            return checks.hook_output(new, x, hook, self.name)
+
         if dir == "fwd":
-
-            def forward_hook(module, inputs, output):
-                return self._checked(fn(output, hook=self), output, fn)
-
-            handle = self.register_forward_hook(forward_hook)
-            self.fwd_hooks.append(LensHandle(handle, is_permanent, level))
-        elif dir == "bwd":
+            handle = self.register_forward_hook(lambda module, inputs, output: run(output), prepend=prepend)
+            handles = self.fwd_hooks
+        else:
 
             def backward_hook(module, grad_input, grad_output):
-                new = self._checked(fn(grad_output[0], hook=self), grad_output[0], fn)
+                new = run(grad_output[0])
                 return None if new is None else (new,)
 
-            handle = self.register_full_backward_hook(backward_hook)
-            self.bwd_hooks.append(LensHandle(handle, is_permanent, level))
-        else:
-            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+            handle = self.register_full_backward_hook(backward_hook, prepend=prepend)
+            handles = self.bwd_hooks
+        handles.insert(0 if prepend else len(handles), LensHandle(handle, is_permanent, level))
 
-    def _checked(self, new, old: torch.Tensor, fn) -> torch.Tensor | None:
-        if new is None:
-            return None
-        if not isinstance(new, torch.Tensor):
-            raise TypeError(
-                f"Hook {getattr(fn, '__name__', fn)!r} on {self.name} returned {type(new).__name__}; "
-                "a hook must return None (keep the activation) or a tensor (replace it)."
-            )
-        if new.shape != old.shape:
-            raise ValueError(
-                f"Hook {getattr(fn, '__name__', fn)!r} on {self.name} returned a tensor of shape "
-                f"{tuple(new.shape)}, but the activation has shape {tuple(old.shape)}. "
-                "Edit the activation in place or return a tensor of the same shape."
-            )
-        return new
+    def add_perma_hook(self, hook: HookFn, dir: str = "fwd") -> None:
+        """A hook that ``remove_hooks()`` keeps unless ``including_permanent=True``."""
+        self.add_hook(hook, dir=dir, is_permanent=True)
 
-    def remove_hooks(self, dir: str = "both", including_permanent: bool = False,
+    def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: int | None = None) -> bool:
+        """Whether a hook is attached in direction ``dir`` ("fwd", "bwd", "both"); permanent hooks count only
+        if ``including_permanent``; with ``level``, only hooks added by the ``hooks()`` block of that depth."""
+        _check_dir(dir, ("fwd", "bwd", "both"))
+        handles = (self.fwd_hooks if dir != "bwd" else []) + (self.bwd_hooks if dir != "fwd" else [])
+        return any((including_permanent or not h.is_permanent) and (level is None or h.context_level == level)
+                   for h in handles)
+
+    def enable_reshape(self, hook_conversion=None) -> None:
+        """Let hooks see a converted activation: ``hook_conversion.convert(x)`` is what each hook receives,
+        and a tensor the hook returns goes through ``hook_conversion.revert`` before replacing the
+        activation. None switches the conversion off."""
+        self.hook_conversion = hook_conversion
+
+    def clear_context(self) -> None:
+        """Empty ``ctx``."""
+        self.ctx = {}
+
+    def remove_hooks(self, dir: str = "fwd", including_permanent: bool = False,
                      level: int | None = None) -> None:
-        """Remove the hooks of this point (permanent ones only if ``including_permanent``; with ``level``,
-        only those added by the ``hooks()`` block of that depth)."""
+        """Remove the hooks of direction ``dir`` ("fwd", "bwd", "both"). ``including_permanent`` removes them
+        all; otherwise permanent hooks stay, and with ``level`` only the hooks of that ``hooks()`` block go."""
+        _check_dir(dir, ("fwd", "bwd", "both"))
 
         def keep(handles: list[LensHandle]) -> list[LensHandle]:
             kept = []
             for h in handles:
-                protected = h.is_permanent and not including_permanent
-                if protected or (level is not None and h.context_level != level):
+                if not including_permanent and (h.is_permanent or (level is not None and h.context_level != level)):
                     kept.append(h)
                 else:
-                    h.handle.remove()
+                    h.hook.remove()
             return kept
 
         # Only points that hold hooks are rewritten: reset_hooks visits every point after each run.
@@ -127,6 +147,7 @@ class HookedRootModule(nn.Module):
         self.mod_dict: dict[str, nn.Module] = {}
         self.hook_dict: dict[str, HookPoint] = {}
         self.context_level = 0
+        self.is_caching = False  # True while add_caching_hooks() hooks are attached
         for name, module in self.named_modules():
             if name == "":
                 continue
@@ -156,6 +177,7 @@ class HookedRootModule(nn.Module):
             names = [names]
         if callable(names):
             return [n for n in self.hook_dict if names(n)]
+        names = checks.names_filter(names)
         for n in names:
             if n not in self.hook_dict:
                 raise self._unknown_name(n)
@@ -163,29 +185,65 @@ class HookedRootModule(nn.Module):
 
     # ----- adding and removing hooks ------------------------------------------------------
 
+    def check_hooks_to_add(self, hook_point: HookPoint, hook_point_name: str, hook: HookFn, dir: str = "fwd",
+                           is_permanent: bool = False, prepend: bool = False) -> None:
+        """Called before every hook is attached; a subclass overrides it to refuse some hooks."""
+
     def add_hook(self, name: str | Callable[[str], bool], hook: HookFn, dir: str = "fwd",
-                 is_permanent: bool = False, level: int | None = None) -> None:
+                 is_permanent: bool = False, level: int | None = None, prepend: bool = False) -> None:
         """Attach ``hook`` to the hook point ``name`` (or to every point where ``name(point)``)."""
         for n in self._select(name):
-            self.hook_dict[n].add_hook(hook, dir=dir, is_permanent=is_permanent, level=level)
+            hp = self.hook_dict[n]
+            self.check_hooks_to_add(hp, n, hook, dir=dir, is_permanent=is_permanent, prepend=prepend)
+            hp.add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
 
     def add_perma_hook(self, name: str | Callable[[str], bool], hook: HookFn, dir: str = "fwd") -> None:
         """A hook that ``reset_hooks()`` keeps (remove with ``reset_hooks(including_permanent=True)``)."""
         self.add_hook(name, hook, dir=dir, is_permanent=True)
 
-    def reset_hooks(self, including_permanent: bool = False, level: int | None = None) -> None:
-        """Remove every hook (permanent ones only if ``including_permanent``)."""
+    def remove_all_hook_fns(self, direction: str = "both", including_permanent: bool = False,
+                            level: int | None = None) -> None:
+        """Remove the hooks of every hook point (see ``HookPoint.remove_hooks``)."""
         for hp in self.hook_points():
-            hp.remove_hooks("both", including_permanent=including_permanent, level=level)
+            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+
+    def clear_contexts(self) -> None:
+        """Empty the ``ctx`` of every hook point."""
+        for hp in self.hook_points():
+            if hp.ctx:
+                hp.clear_context()
+
+    def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False,
+                    level: int | None = None) -> None:
+        """Remove every hook (permanent ones only if ``including_permanent``) and, by default, every ``ctx``."""
+        if clear_contexts:
+            self.clear_contexts()
+        self.remove_all_hook_fns(direction, including_permanent, level=level)
+        self.is_caching = False
+
+    def list_hooks(self, name_filter: NamesFilter = None, dir: str = "both",
+                   including_permanent: bool = True) -> dict[str, list[LensHandle]]:
+        """The attached hooks, ``{hook name: [LensHandle, ...]}``, for the points that have some."""
+        _check_dir(dir, ("fwd", "bwd", "both"))
+        out = {}
+        for n in self._select(name_filter):
+            hp = self.hook_dict[n]
+            handles = (hp.fwd_hooks if dir != "bwd" else []) + (hp.bwd_hooks if dir != "fwd" else [])
+            handles = [h for h in handles if including_permanent or not h.is_permanent]
+            if handles:
+                out[n] = handles
+        return out
 
     @contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple] = (), bwd_hooks: Sequence[tuple] = (),
-              reset_hooks_end: bool = True):
+              reset_hooks_end: bool = True, clear_contexts: bool = False):
         """Context manager: the hooks are attached inside the ``with`` block, removed after it
         (hooks added before the block stay)."""
         self.context_level += 1
         level = self.context_level
         try:
+            fwd_hooks = checks.hook_pairs(fwd_hooks, "fwd_hooks")
+            bwd_hooks = checks.hook_pairs(bwd_hooks, "bwd_hooks")
             for name, fn in fwd_hooks:
                 self.add_hook(name, fn, dir="fwd", level=level)
             for name, fn in bwd_hooks:
@@ -193,11 +251,11 @@ class HookedRootModule(nn.Module):
             yield self
         finally:
             if reset_hooks_end:
-                self.reset_hooks(including_permanent=False, level=level)
+                self.reset_hooks(clear_contexts, including_permanent=False, level=level)
             self.context_level -= 1
 
     def run_with_hooks(self, *model_args, fwd_hooks: Sequence[tuple] = (), bwd_hooks: Sequence[tuple] = (),
-                       reset_hooks_end: bool = True, **model_kwargs):
+                       reset_hooks_end: bool = True, clear_contexts: bool = False, **model_kwargs):
         """Run the model with ``fwd_hooks=[(name_or_filter, fn), ...]`` attached for this call only."""
         if bwd_hooks and reset_hooks_end:
             warnings.warn(
@@ -205,7 +263,7 @@ class HookedRootModule(nn.Module):
                 "reset_hooks_end=False, call .backward(), then model.reset_hooks().",
                 stacklevel=2,
             )
-        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end):
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
             return self(*model_args, **model_kwargs)
 
     # ----- caching ------------------------------------------------------------------------
@@ -226,12 +284,33 @@ class HookedRootModule(nn.Module):
         bwd = [(n, lambda g, hook: save(g, hook, "_grad")) for n in names] if incl_bwd else []
         return cache, fwd, bwd
 
+    def add_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device=None,
+                          remove_batch_dim: bool = False, cache: dict | None = None) -> dict:
+        """Attach caching hooks until ``reset_hooks()``; every later run fills the returned dict."""
+        cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, cache)
+        for name, fn in fwd:
+            self.add_hook(name, fn, dir="fwd")
+        for name, fn in bwd:
+            self.add_hook(name, fn, dir="bwd")
+        self.is_caching = True
+        return cache
+
+    def cache_all(self, cache: dict, incl_bwd: bool = False, device=None, remove_batch_dim: bool = False) -> None:
+        """``add_caching_hooks`` on every hook point, into ``cache``."""
+        self.add_caching_hooks(None, incl_bwd, device, remove_batch_dim, cache)
+
+    def cache_some(self, cache: dict, names: Callable[[str], bool], incl_bwd: bool = False, device=None,
+                   remove_batch_dim: bool = False) -> None:
+        """``add_caching_hooks`` on the hook points where ``names(name)`` is true, into ``cache``."""
+        self.add_caching_hooks(names, incl_bwd, device, remove_batch_dim, cache)
+
     def run_with_cache(self, *model_args, names_filter: NamesFilter = None, device=None,
                        remove_batch_dim: bool = False, incl_bwd: bool = False,
-                       reset_hooks_end: bool = True, return_cache_object: bool = True, **model_kwargs):
+                       reset_hooks_end: bool = True, clear_contexts: bool = False, return_cache_object: bool = True,
+                       **model_kwargs):
         """Run the model and return ``(output, cache)`` of the activations at the chosen hook points."""
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim)
-        with self.hooks(fwd, bwd, reset_hooks_end):
+        with self.hooks(fwd, bwd, reset_hooks_end, clear_contexts):
             out = self(*model_args, **model_kwargs)
             if incl_bwd:
                 out.backward()

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from helpers import course_models, othello
+from helpers import checks, course_models, othello
 from helpers.config import FIELDS, HookedTransformerConfig
 from helpers.tokenizer import END_OF_TEXT
 from helpers.weights import PROCESSING, config_from_hf_gpt2, convert_gpt2_weights
@@ -397,6 +397,7 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
     """
     name = resolve_name(model_name)
     spec = MODELS[name]
+    checks.device(cfg_overrides.get("device"))
     unknown = sorted(set(cfg_overrides) - FIELDS)
     if unknown:
         close = [c for k in unknown for c in difflib.get_close_matches(k, [*FIELDS, *PROCESSING], n=1)]

@@ -27,7 +27,7 @@ from jaxtyping import Float, Int
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers import loading, utils, weights
+from helpers import checks, loading, utils, weights
 from helpers.config import HookedTransformerConfig
 from helpers.factored_matrix import FactoredMatrix
 from helpers.hook_points import HookedRootModule, HookPoint
@@ -54,6 +54,12 @@ def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_ou
     """``x @ W + b`` in one call (torch.addmm): the bias is added as the product is written, which saves
     a pass over the output (for the logits, [batch pos d_vocab], that pass is not small)."""
     return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], -1)
+
+
+def hooked(*points: HookPoint) -> bool:
+    """Whether a hook is attached to any of these points. When none is, a component may compute its
+    output with a fused PyTorch kernel that skips these intermediate activations: no hook can see them."""
+    return any(point._forward_hooks or point._backward_hooks for point in points)
 
 
 # ================================================================================================
@@ -84,7 +90,8 @@ class PosEmbed(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm whose scale and normalised output are hook points. ``LNPre`` has no weight or bias."""
+    """LayerNorm whose scale and normalised input (before ``* w + b``) are hook points. ``LNPre`` has no weight
+    or bias."""
 
     def __init__(self, cfg: HookedTransformerConfig, length: int, with_weights: bool = True):
         super().__init__()
@@ -98,12 +105,15 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch pos (head) length]
 
     def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
+        if not hooked(self.hook_scale, self.hook_normalized):  # the same computation in one kernel
+            return F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        x = x / scale
+        # hook_normalized: mean 0 and norm sqrt(length), before the learned weight and bias (the classic meaning).
+        x = self.hook_normalized(x / scale)
         if self.w is not None:
             x = x * self.w + self.b
-        return self.hook_normalized(x)
+        return x
 
 
 def make_norm(cfg: HookedTransformerConfig, length: int) -> nn.Module:
@@ -151,12 +161,16 @@ class Attention(nn.Module):
         k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
         v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
 
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)  # in place: one [b h q k] buffer
-        n = scores.shape[-1]
-        scores = self.hook_attn_scores(scores.masked_fill_(~self.mask[:n, :n], float("-inf")))
-        pattern = self.hook_pattern(F.softmax(scores, dim=-1))
-
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        if hooked(self.hook_attn_scores, self.hook_pattern):
+            scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)  # in place: one [b h q k] buffer
+            n = scores.shape[-1]
+            scores = self.hook_attn_scores(scores.masked_fill_(~self.mask[:n, :n], float("-inf")))
+            pattern = self.hook_pattern(F.softmax(scores, dim=-1))
+            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        else:  # nobody looks at the scores or the pattern: PyTorch's fused causal attention, same z
+            z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               is_causal=True, scale=1 / self.attn_scale).transpose(1, 2)
+        z = self.hook_z(z)
         if not self.cfg.use_attn_result:
             return affine(einops.rearrange(z, "b q h e -> b q (h e)"), self.W_O.flatten(0, 1), self.b_O)
         result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))  # each head's output, apart
@@ -284,6 +298,7 @@ class HookedTransformer(HookedRootModule):
 
         self.init_weights()
         if move_to_device:
+            checks.device(cfg.device)
             self.to(cfg.device)
         self.setup()
 
@@ -307,13 +322,12 @@ class HookedTransformer(HookedRootModule):
         return_type: "logits", "loss", "both" (logits, loss) or None.
         stop_at_layer: return the residual stream entering block ``stop_at_layer`` (negative: from the end).
         """
-        if return_type not in ("logits", "loss", "both", None):
-            raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}.")
+        checks.forward(return_type, start_at_layer, stop_at_layer, self.cfg.n_layers)
         if start_at_layer is None:
             if isinstance(input, str | list):
                 tokens = self.to_tokens(input, prepend_bos=prepend_bos)
             else:
-                tokens = input
+                tokens = checks.token_ids(input, self.cfg.d_vocab, "input")
             if tokens.ndim == 1:
                 tokens = tokens[None]
             tokens = tokens.to(self.cfg.device)
@@ -321,6 +335,7 @@ class HookedTransformer(HookedRootModule):
             pos_embed = self.hook_pos_embed(self.pos_embed(tokens))
             residual = embed + pos_embed
         else:
+            checks.residual(input, self.cfg.d_model, start_at_layer)
             tokens, residual = None, input
         for block in self.blocks[start_at_layer:stop_at_layer]:
             residual = block(residual)
@@ -355,17 +370,19 @@ class HookedTransformer(HookedRootModule):
         """Tokenize a string or a list of strings (right-padded) into [batch pos], BOS first by default."""
         tok = self._need_tokenizer()
         prepend_bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
-        texts = [input] if isinstance(input, str) else list(input)
+        texts = checks.texts(input)
         if prepend_bos:
             texts = [tok.bos_token + t for t in texts]
         out = tok(texts, return_tensors="pt", padding=True, truncation=truncate,
-                  max_length=self.cfg.n_ctx if truncate else None)["input_ids"]
+                  max_length=self.cfg.n_ctx + 1 if truncate else None)["input_ids"]
+        if truncate:  # one token more than n_ctx tells that the text was cut
+            out = checks.cut_to_context(out, self.cfg.n_ctx)
         return out.to(self.cfg.device) if move_to_device else out
 
     def to_string(self, tokens) -> str | list[str]:
         """Decode tokens [pos] to a string, or [batch pos] to a list of strings."""
         tok = self._need_tokenizer()
-        tokens = torch.as_tensor(tokens)
+        tokens = checks.token_ids(tokens, self.cfg.d_vocab, "tokens", ndims=(0, 1, 2))
         if tokens.ndim == 0:
             tokens = tokens[None]
         if tokens.ndim == 2:
@@ -379,7 +396,7 @@ class HookedTransformer(HookedRootModule):
         if isinstance(input, str):
             tokens = self.to_tokens(input, prepend_bos=prepend_bos)[0]
         else:
-            tokens = torch.as_tensor(utils.to_numpy(input) if not isinstance(input, torch.Tensor) else input)
+            tokens = checks.token_ids(input, self.cfg.d_vocab, "input", ndims=(0, 1, 2))
             if tokens.ndim == 2:
                 if tokens.shape[0] != 1:
                     return [self.to_str_tokens(t) for t in tokens]
@@ -428,6 +445,7 @@ class HookedTransformer(HookedRootModule):
         """The unembedding direction W_U[:, token] of a token (id, string, or tensor of ids)."""
         if isinstance(tokens, str):
             tokens = self.to_single_token(tokens)
+        checks.token_ids(tokens, self.cfg.d_vocab, "tokens", ndims=(0, 1, 2))
         if isinstance(tokens, int):
             return self.W_U[:, tokens]
         return einops.rearrange(self.W_U[:, torch.as_tensor(tokens)], "d_model ... -> ... d_model")
@@ -444,7 +462,9 @@ class HookedTransformer(HookedRootModule):
         return_type "input" returns the same kind as the input (a string for a string), "str" or "tokens".
         """
         as_str = isinstance(input, str)
-        tokens = self.to_tokens(input, prepend_bos=prepend_bos) if as_str else torch.as_tensor(input)
+        checks.generate(max_new_tokens, return_type)
+        tokens = self.to_tokens(input, prepend_bos=prepend_bos) if as_str else checks.token_ids(
+            input, self.cfg.d_vocab, "input")
         if tokens.ndim == 1:
             tokens = tokens[None]
         tokens = tokens.to(self.cfg.device)
@@ -453,8 +473,8 @@ class HookedTransformer(HookedRootModule):
         # With seed, a private generator; without, torch's global one (so torch.manual_seed applies).
         generator = torch.Generator(device=tokens.device).manual_seed(seed) if seed is not None else None
         finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-        for _ in tqdm(range(max_new_tokens), disable=not verbose):
-            logits = self(tokens[:, -self.cfg.n_ctx:])[:, -1, :]
+        for step in tqdm(range(max_new_tokens), disable=not verbose):
+            logits = self(checks.context_window(tokens, self.cfg.n_ctx, step))[:, -1, :]
             if do_sample and temperature > 0:
                 next_token = utils.sample_logits(logits, top_k=top_k, top_p=top_p, temperature=temperature,
                                                  generator=generator)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -39,7 +42,10 @@ def get_act_name(name: str, layer: int | None = None, layer_type: str | None = N
     if "." in name or name.startswith("hook_"):
         return name
     if name not in ACT_ALIASES:
-        raise ValueError(f"Unknown activation name {name!r}; known short names: {sorted(ACT_ALIASES)}.")
+        close = difflib.get_close_matches(name, list(ACT_ALIASES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown activation name {name!r}.{hint} Known short names: {sorted(ACT_ALIASES)}; "
+                         "full hook names (blocks.0.attn.hook_pattern) are accepted too.")
     act = ACT_ALIASES[name]
     if act in ("embed", "pos_embed"):
         return f"hook_{act}"
@@ -67,13 +73,53 @@ def to_numpy(tensor) -> np.ndarray:
     return np.array(tensor)
 
 
+def transpose(tensor: Float[torch.Tensor, "... a b"]) -> Float[torch.Tensor, "... b a"]:
+    """Swap the last two dims (``tensor.mT``)."""
+    return tensor.transpose(-1, -2)
+
+
+def _fixed_computation(device: str) -> torch.Tensor:
+    """A small attention-and-LayerNorm computation with fixed inputs, run on `device`: [4 16 32] on the CPU."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 16, 32, generator=generator).to(device)
+    w = torch.randn(32, 32, generator=generator).to(device) / 32**0.5
+    scores = (x @ w) @ x.transpose(-1, -2) / 32**0.5
+    causal = torch.ones(16, 16, device=device).tril().bool()
+    pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    return F.layer_norm(pattern @ x, (32,)).cpu()
+
+
+def _agrees_with_cpu(device: str) -> bool:
+    """Whether `device` gives the CPU's result on the fixed computation (up to float32 rounding)."""
+    return torch.allclose(_fixed_computation(device), _fixed_computation("cpu"), atol=1e-4, rtol=1e-4)
+
+
 def get_device() -> str:
-    """"cuda" if a GPU is available, else "mps" on Apple silicon, else "cpu"."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """The device for new models: "cpu", unless the environment variable COURSE_DEVICE asks for "cuda",
+    "mps" or "auto" (the GPU if there is one). A requested device is used only if it is available and
+    agrees with the CPU on a fixed computation (Apple MPS has been seen to invert an IOI logit difference);
+    otherwise a warning says why and the CPU is used. The choice is printed when COURSE_DEVICE is set."""
+    requested = os.environ.get("COURSE_DEVICE", "cpu").strip().lower()
+    if requested == "cpu":
+        return "cpu"
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    available = {"cuda": torch.cuda.is_available(), "mps": mps}
+    if requested == "auto":
+        device = next((name for name, ok in available.items() if ok), "cpu")
+    elif requested in available:
+        device = requested
+    else:
+        raise ValueError(f"COURSE_DEVICE={requested!r}: expected cpu, cuda, mps or auto (or leave it unset for cpu)")
+    if device != "cpu" and not available[device]:
+        warnings.warn(f"COURSE_DEVICE={requested}: {device} is not available here; using cpu", stacklevel=2)
+        device = "cpu"
+    if device != "cpu" and not _agrees_with_cpu(device):
+        warnings.warn(f"COURSE_DEVICE={requested}: {device} disagrees with the CPU on a fixed computation; "
+                      "using cpu", stacklevel=2)
+        device = "cpu"
+    print(f"Appareil : {device} (COURSE_DEVICE={requested}"
+          + (", résultats vérifiés contre le CPU)" if device != "cpu" else ")"))
+    return device
 
 
 def lm_cross_entropy_loss(logits: Float[torch.Tensor, "batch pos d_vocab"],

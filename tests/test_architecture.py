@@ -14,7 +14,7 @@ from helpers import config, model
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "helpers"
-HEAVY = {"transformers", "tokenizers", "huggingface_hub", "circuitsvis"}  # slow to import: only where used
+HEAVY = {"transformers", "tokenizers", "huggingface_hub", "circuitsvis", "pandas"}  # slow (pandas also optional)
 
 
 def module_name(path: Path) -> str:

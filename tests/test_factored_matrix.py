@@ -1,6 +1,5 @@
 """Tests for helpers.factored_matrix: every operation is checked against the dense matrix A @ B."""
 
-import time
 
 import pytest
 import torch
@@ -48,9 +47,10 @@ def test_shapes_and_broadcasting():
 def test_init_errors_name_both_shapes():
     with pytest.raises(ValueError, match=r"\(5, 3\).*\(4, 6\)"):
         FactoredMatrix(randn(5, 3), randn(4, 6))
-    with pytest.raises(ValueError, match=r"\(2, 5, 3\).*\(4, 3, 6\)"):
+    # leading dims that do not broadcast: a RuntimeError, as torch's broadcasting errors and the classic class
+    with pytest.raises(RuntimeError, match=r"leading dims of A \(2, 5, 3\) and of B \(4, 3, 6\)"):
         FactoredMatrix(randn(2, 5, 3), randn(4, 3, 6))
-    with pytest.raises(ValueError, match="at least 2 dims"):
+    with pytest.raises(ValueError, match=r"A must have at least 2 dims.*got shape \(5,\).*A\[:, None\]"):
         FactoredMatrix(randn(5), randn(5, 3))
 
 
@@ -78,27 +78,27 @@ def test_BA_and_transpose():
 def test_svd_matches_dense(a_shape, b_shape):
     fm = FactoredMatrix(randn(*a_shape), randn(*b_shape))
     dense = fm.AB
-    U, S, Vh = fm.svd()
+    U, S, V = fm.svd()
     k = min(fm.ldim, fm.mdim, fm.rdim)
     batch = fm.shape[:-2]
     assert U.shape == batch + (fm.ldim, k)
     assert S.shape == batch + (k,)
-    assert Vh.shape == batch + (fm.rdim, k)  # classic TransformerLens: "Vh" is really V
-    close(U @ torch.diag_embed(S) @ Vh.mT, dense)
+    assert V.shape == batch + (fm.rdim, k)  # V, not V transposed as torch.linalg.svd returns it
+    close(U @ torch.diag_embed(S) @ V.mT, dense)
     close(S, torch.linalg.svdvals(dense)[..., :k])
     assert (S[..., :-1] >= S[..., 1:]).all()
     eye = torch.eye(k, dtype=DT).expand(batch + (k, k))
     close(U.mT @ U, eye)
-    close(Vh.mT @ Vh, eye)
+    close(V.mT @ V, eye)
     # the properties are the same tensors (svd is cached)
-    assert fm.U is U and fm.S is S and fm.Vh is Vh
+    assert fm.U is U and fm.S is S and fm.V is V
 
 
 def test_svd_float16_input_is_supported():
     fm = FactoredMatrix(torch.randn(6, 3).half(), torch.randn(3, 5).half())
-    U, S, Vh = fm.svd()
-    assert U.dtype == S.dtype == Vh.dtype == torch.float16
-    close((U.float() * S.float()) @ Vh.float().mT, fm.A.float() @ fm.B.float(), tol=2e-2)
+    U, S, V = fm.svd()
+    assert U.dtype == S.dtype == V.dtype == torch.float16
+    close((U.float() * S.float()) @ V.float().mT, fm.A.float() @ fm.B.float(), tol=2e-2)
 
 
 def test_norm_matches_dense():
@@ -124,7 +124,7 @@ def test_collapse_and_make_even():
     left, right = fm.collapse_l(), fm.collapse_r()
     assert left.shape == (2, 3, 6) and right.shape == (2, 7, 3)
     close(fm.U @ left, fm.AB)
-    close(right @ fm.Vh.mT, fm.AB)
+    close(right @ fm.V.mT, fm.AB)
 
     even = fm.make_even()
     close(even.AB, fm.AB)
@@ -205,7 +205,7 @@ def test_scalar_multiplication():
     ):
         assert isinstance(out, FactoredMatrix)
         close(out.AB, 2 * fm.AB)
-    with pytest.raises(ValueError, match=r"scalar.*\(4,\)"):
+    with pytest.raises(ValueError, match=r"single number, got shape \(4,\).*Use @"):
         fm * randn(4)
     with pytest.raises(TypeError):
         fm * fm
@@ -302,15 +302,13 @@ def test_full_circuit_gpt2_vocab_never_materialised(monkeypatch):
         raise AssertionError("FactoredMatrix.AB was called")
 
     monkeypatch.setattr(FactoredMatrix, "AB", property(forbidden))
-    start = time.perf_counter()
     with _ForbidHugeTensors(max_numel=10 * d_vocab * 64):  # a d_vocab x d_vocab tensor is ~800x bigger
         circuit = W_E @ W_OV @ W_U
         eigs = circuit.eigenvalues
         norm = circuit.norm()
-        U, S, Vh = circuit.svd()
+        U, S, V = circuit.svd()
         corner = circuit.get_corner()
         rows = circuit[:5, :7]
-    assert time.perf_counter() - start < 5
 
     assert circuit.shape == (d_vocab, d_vocab) and circuit.mdim == 16
     # References computed with small matrices only, using cyclic invariance:
@@ -321,7 +319,7 @@ def test_full_circuit_gpt2_vocab_never_materialised(monkeypatch):
     expected_norm = torch.trace(W_E.T @ W_E @ OV @ W_U @ W_U.T @ OV.T).sqrt()
     close(norm, expected_norm, tol=1e-6)
     close(U.mT @ U, torch.eye(16, dtype=DT))
-    close(Vh.mT @ Vh, torch.eye(16, dtype=DT))
-    close((U[:5] * S) @ Vh[:7].mT, W_E[:5] @ OV @ W_U[:, :7], tol=1e-6)
+    close(V.mT @ V, torch.eye(16, dtype=DT))
+    close((U[:5] * S) @ V[:7].mT, W_E[:5] @ OV @ W_U[:, :7], tol=1e-6)
     close(corner, W_E[:3] @ OV @ W_U[:, :3], tol=1e-6)
     close(rows.A @ rows.B, W_E[:5] @ OV @ W_U[:, :7], tol=1e-6)

@@ -218,8 +218,12 @@ def test_activations_match_their_definitions():
     resid = cache["resid_pre", 1]
     variance = resid.var(-1, unbiased=False, keepdim=True)
     torch.testing.assert_close(cache["scale", 1, "ln1"], (variance + 1e-5).sqrt())
-    torch.testing.assert_close(cache["normalized", 1, "ln1"],
-                               F.layer_norm(resid, (16,), ln1.w, ln1.b, eps=1e-5))
+    # hook_normalized is taken before the learned weight and bias (seed 001, classic TransformerLens)
+    normalized = cache["normalized", 1, "ln1"]
+    torch.testing.assert_close(normalized, F.layer_norm(resid, (16,), eps=1e-5))
+    assert not torch.allclose(ln1.w, torch.ones_like(ln1.w))  # randomised, so the two meanings differ
+    q = (normalized * ln1.w + ln1.b) @ model.W_Q[1, 0] + model.b_Q[1, 0]
+    torch.testing.assert_close(cache["q", 1][:, :, 0], q)
     pre = cache["pre", 0]
     torch.testing.assert_close(cache["mid", 0], pre * pre.softmax(-1))
     pattern = cache["pattern", 1]

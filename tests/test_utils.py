@@ -92,14 +92,56 @@ def test_to_numpy():
     assert utils.to_numpy(existing) is existing
 
 
-def test_get_device(monkeypatch):
+def test_get_device_stays_on_cpu_unless_asked(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert utils.get_device() == "cuda"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert utils.get_device() == "mps"
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert utils.get_device() == "cpu"
+
+
+def test_get_device_uses_a_requested_device_that_agrees_with_the_cpu(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_DEVICE", "auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    computed = []
+    real = utils._fixed_computation
+
+    def fake_computation(device):  # stands in for a GPU that computes like the CPU
+        computed.append(device)
+        return real("cpu")
+
+    monkeypatch.setattr(utils, "_fixed_computation", fake_computation)
+    assert utils.get_device() == "cuda"
+    assert "cuda" in computed and "cpu" in computed
+    assert "Appareil : cuda" in capsys.readouterr().out
+
+
+def test_get_device_falls_back_to_cpu_when_the_device_disagrees(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_DEVICE", "mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    real = utils._fixed_computation
+
+    def inverted_on_mps(device):  # a device that flips signs, as reported for MPS
+        out = real("cpu")
+        return -out if device == "mps" else out
+
+    monkeypatch.setattr(utils, "_fixed_computation", inverted_on_mps)
+    with pytest.warns(UserWarning, match="disagrees with the CPU"):
+        assert utils.get_device() == "cpu"
+    assert "Appareil : cpu" in capsys.readouterr().out
+
+
+def test_get_device_unavailable_or_unknown(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="not available"):
+        assert utils.get_device() == "cpu"
+    monkeypatch.setenv("COURSE_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="expected cpu, cuda, mps or auto"):
+        utils.get_device()
+
+
+def test_fixed_computation_is_deterministic_on_cpu():
+    assert torch.equal(utils._fixed_computation("cpu"), utils._fixed_computation("cpu"))
+    assert utils._agrees_with_cpu("cpu")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1,0 +1,552 @@
+"""Tests for the exercises: helpers.exercises (checks and diagnoses) and tools/make_exercices.py (learner notebooks).
+
+For every exercise: the notebook's solution passes its check, typical mistakes get their diagnosis, and the
+stub of the learner's version gets the "fill it in" message. The learner notebooks are up to date, hold no
+solution code outside folded blocks, and run top to bottom with the stubs failing only at their checks.
+"""
+
+import json
+import re
+from functools import partial
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+from nbclient import NotebookClient
+
+from helpers import FactoredMatrix, HookedTransformer, utils
+from helpers import exercises as ex
+from helpers.ioi import ioi_prompt_pairs_for_patching
+from tools import make_exercices as mk
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _solution_sources() -> dict[str, str]:
+    out = {}
+    for path in NOTEBOOKS:
+        out.update(mk.solutions(mk.read(path)))
+    return out
+
+
+SOLUTIONS = _solution_sources()
+
+
+def _define(source: str):
+    """Run a solution or stub cell and return the function it defines."""
+    namespace = {"torch": torch, "np": np, "partial": partial, "utils": utils, "FactoredMatrix": FactoredMatrix}
+    exec(source, namespace)  # the course's own notebook cells
+    return namespace[re.search(r"^def (\w+)\(", source, flags=re.M).group(1)]
+
+
+def solution(number: str):
+    return _define(SOLUTIONS[number])
+
+
+def stub(number: str):
+    return _define(mk.stub(SOLUTIONS[number]))
+
+
+def fails_with(check, fn, *fragments: str):
+    """check(fn) raises ExerciseError whose message contains every fragment."""
+    with pytest.raises(ex.ExerciseError) as error:
+        check(fn)
+    for fragment in fragments:
+        assert fragment in str(error.value), str(error.value)
+    return str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data like the notebooks'
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_grad_enabled(False)
+    return HookedTransformer.from_pretrained("course-gpt2")
+
+
+@pytest.fixture(scope="module")
+def text_tokens(model):
+    return model.to_tokens("The little fox ran across the road. When Kate and Paul were at the market, Kate gave "
+                           "a red apple to Paul. The little fox ran across the road.")
+
+
+@pytest.fixture(scope="module")
+def ioi(model):
+    prompts, answers, corrupted_prompts = ioi_prompt_pairs_for_patching()
+    clean_tokens, corrupted_tokens = model.to_tokens(prompts), model.to_tokens(corrupted_prompts)
+    answer_tokens = torch.tensor([[model.to_single_token(name) for name in pair] for pair in answers])
+    clean_logits, clean_cache = model.run_with_cache(clean_tokens)
+
+    def diff(logits):
+        return (logits[:, -1].gather(-1, answer_tokens)[:, 0] - logits[:, -1].gather(-1, answer_tokens)[:, 1]).mean()
+
+    clean, corrupted = diff(clean_logits), diff(model(corrupted_tokens))
+    return dict(corrupted_tokens=corrupted_tokens, answer_tokens=answer_tokens, clean_logits=clean_logits,
+                clean_cache=clean_cache, metric=lambda logits: (diff(logits) - corrupted) / (clean - corrupted))
+
+
+@pytest.fixture(scope="module")
+def repeated(model):
+    half = torch.randint(1000, 10000, (2, 10), generator=torch.Generator().manual_seed(0))
+    return torch.cat([torch.full((2, 1), model.tokenizer.bos_token_id), half, half], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The exercises' inventory and the learner notebooks
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_at_least_three_exercises_per_notebook_and_twenty_in_all():
+    per_notebook = {}
+    for number in SOLUTIONS:
+        per_notebook.setdefault(number[:2], []).append(number)
+    assert len(SOLUTIONS) >= 20
+    assert all(len(per_notebook.get(f"{n:02d}", [])) >= 3 for n in range(1, 7)), per_notebook
+
+
+def test_every_exercise_has_statement_check_hint_and_folded_solution():
+    for path in NOTEBOOKS:
+        cells = mk.read(path)["cells"]
+        for i, cell in enumerate(cells):
+            number = mk.exercise_id(cell, mk.SOLUTION)
+            if not number:
+                continue
+            statement, before_check, check, hint, folded = (mk.source(c) for c in (cells[i - 1], *cells[i + 1 : i + 5]))
+            assert cells[i + 1]["cell_type"] == "markdown" and before_check.startswith("On vérifie `")
+            assert statement.startswith(f"### Exercice {number} — ")
+            assert "*Niveau " in statement and " min*" in statement
+            assert check.startswith(f"# EXERCICE {number} — vérification\n") and "check_" in check
+            assert hint.startswith("<details><summary>Indice</summary>") and hint.endswith("</details>")
+            assert folded == mk.folded_solution(mk.source(cell))
+            name = re.search(r"^def (\w+)\(", mk.source(cell), flags=re.M).group(1)
+            assert re.search(rf"check_\w+\({name}\b", check), (number, check)
+
+
+def test_learner_notebooks_are_up_to_date():
+    """exercices/ is what make exercices writes, so running it again changes nothing."""
+    for path in NOTEBOOKS:
+        text = mk.dumps(mk.learner_version(mk.read(path)))
+        assert (ROOT / "exercices" / path.name).read_text(encoding="utf-8") == text, path.name
+        assert mk.dumps(mk.learner_version(json.loads(mk.dumps(mk.read(path))))) == text
+
+
+def test_learner_notebooks_keep_every_other_cell():
+    for path in NOTEBOOKS:
+        committed, learner = mk.read(path), mk.read(ROOT / "exercices" / path.name)
+        assert [c["id"] for c in committed["cells"]] == [c["id"] for c in learner["cells"]]
+        for a, b in zip(committed["cells"], learner["cells"], strict=True):
+            if not mk.source(a).startswith("# EXERCICE"):
+                assert a == b, a["id"]
+            elif a["cell_type"] == "code":
+                assert b["outputs"] == [] and b["execution_count"] is None
+
+
+def _solution_lines(source: str) -> list[str]:
+    """The lines of a solution's body (after the docstring) that carry code."""
+    code = source[mk.SOLUTION.match(source).end():]
+    lines = code.splitlines()
+    docstring_end = mk.ast.parse(code).body[0].body[0].end_lineno
+    return [line.strip() for line in lines[docstring_end:] if len(line.strip()) > 8]
+
+
+def test_learner_notebooks_show_solution_code_only_in_folded_blocks():
+    for path in NOTEBOOKS:
+        cells = mk.read(ROOT / "exercices" / path.name)["cells"]
+        course_text = "".join(mk.source(c) for c in mk.read(path)["cells"] if "EXERCICE" not in mk.source(c)
+                              and "xercice" not in mk.source(c))
+        for number, source in mk.solutions(mk.read(path)).items():
+            for line in _solution_lines(source):
+                if line in course_text:  # code the course shows anyway, outside the exercises
+                    continue
+                for cell in cells:
+                    text = mk.source(cell)
+                    if line in text:
+                        assert cell["cell_type"] == "markdown", (number, line)
+                        start = text.index("<details>")
+                        assert start < text.index(line) < text.index("</details>"), (number, line)
+        for cell in cells:
+            assert not mk.source(cell).startswith("# EXERCICE") or "— solution" not in mk.source(cell).splitlines()[0]
+
+
+def test_exercise_functions_are_used_only_by_their_own_cells():
+    """Static half of 'the learner notebook runs with stubs failing only at their checks': no other cell uses a
+    function the learner has to write, so an unfilled stub cannot break a later cell."""
+    for path in NOTEBOOKS:
+        cells = mk.read(ROOT / "exercices" / path.name)["cells"]
+        for number, source in mk.solutions(mk.read(path)).items():
+            name = re.search(r"^def (\w+)\(", source, flags=re.M).group(1)
+            users = [mk.source(c).splitlines()[0] for c in cells
+                     if c["cell_type"] == "code" and re.search(rf"\b{name}\b", mk.source(c))]
+            assert users == [f"# EXERCICE {number} — à compléter", f"# EXERCICE {number} — vérification"], users
+
+
+def test_stub_keeps_signature_and_docstring():
+    stubbed = mk.stub(SOLUTIONS["04.2"])
+    assert stubbed.splitlines()[0] == "# EXERCICE 04.2 — à compléter"
+    assert "def induction_stripe_score(pattern: torch.Tensor, seq_len: int) -> torch.Tensor:" in stubbed
+    assert '"""Mean attention on the induction stripe' in stubbed
+    assert "diagonal" not in stubbed and stubbed.rstrip().endswith('complétez cette fonction")')
+    with pytest.raises(ValueError, match="exactly one function with a docstring"):
+        mk.stub("# EXERCICE 09.1 — solution\nx = 1\n")
+
+
+def test_stale_folded_solution_is_refused():
+    nb = mk.read(NOTEBOOKS[0])
+    cell = next(c for c in nb["cells"] if mk.exercise_id(c, mk.SOLUTION))
+    mk.set_source(cell, mk.source(cell) + "\n    # changed")
+    with pytest.raises(ValueError, match="out of date"):
+        mk.learner_version(nb)
+    mk.sync(nb)
+    assert mk.stale_folded_solutions(nb) == []
+
+
+def test_learner_notebook_runs_with_stubs_failing_only_at_their_checks(monkeypatch):
+    """Execute one learner notebook (05, the quickest): the only errors are its checks, saying to fill in."""
+    monkeypatch.setenv("COURSE_EMBEDDED_MODELS", "1")  # the kernel inherits it: no network, as in CI
+    path = ROOT / "exercices" / "05_factored_matrix.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = [(cell.source.splitlines()[0], out) for cell in nb.cells if cell.cell_type == "code"
+              for out in cell.outputs if out.output_type == "error"]
+    checks = [cell.source.splitlines()[0] for cell in nb.cells if cell.source.startswith("# EXERCICE")
+              and "vérification" in cell.source.splitlines()[0]]
+    assert [first for first, _ in errors] == checks and len(checks) == 3
+    for _, out in errors:
+        assert out.ename == "ExerciseError" and "complétez la fonction" in out.evalue
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generic diagnoses
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_compare_names_shape_dims_nan_and_largest_difference():
+    expected = torch.arange(6.0).reshape(2, 3)
+    with pytest.raises(ex.ExerciseError, match=r"attendue \[layer=2, head=3\], obtenue \(3, 2\).*axes sont échangés"):
+        ex._compare(torch.zeros(3, 2), expected, ("layer", "head"), "cas", "f")
+    with pytest.raises(ex.ExerciseError, match="Il manque une dimension"):
+        ex._compare(torch.zeros(2), expected, ("layer", "head"), "cas", "f")
+    with pytest.raises(ex.ExerciseError, match=r"NaN.*\[layer=1, head=2\]"):
+        ex._compare(expected.clone().index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(float("nan"))),
+                    expected, ("layer", "head"), "cas", "f")
+    with pytest.raises(ex.ExerciseError, match="Signe inversé"):
+        ex._compare(-expected, expected, ("layer", "head"), "cas", "f")
+    with pytest.raises(ex.ExerciseError, match=r"1 valeur\(s\) sur 6.*\[layer=0, head=1\] : obtenu 1.5, attendu 1"):
+        ex._compare(expected + torch.tensor([[0, 0.5, 0], [0, 0, 0]]), expected, ("layer", "head"), "cas", "f")
+    with pytest.raises(ex.ExerciseError, match="renvoie None"):
+        ex._compare(None, expected, ("layer", "head"), "cas", "f")
+    square = torch.arange(9.0).reshape(3, 3)
+    with pytest.raises(ex.ExerciseError, match="dest et src sont interverties"):
+        ex._compare(square.T, square, ("dest", "src"), "cas", "f")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Each exercise: the solution passes, typical mistakes are diagnosed, the stub asks to be filled in
+# ---------------------------------------------------------------------------------------------------
+
+
+PARAGRAPH = "One cold day, John and Mary went to the market. John was hungry, so John ate some bread. Then Mary gave"
+
+
+def test_01_1_next_token_probs(model, capsys):
+    check = partial(ex.check_next_token_distribution, model=model, prompt=PARAGRAPH)
+    check(solution("01.1"))
+    assert capsys.readouterr().out == "Exercice 01.1 : réussi (3 cas vérifiés, dont des entrées inédites).\n"
+    fails_with(check, lambda model, prompt: model(prompt)[0, -1], "logits", "softmax")
+    fails_with(check, lambda model, prompt: model(prompt)[0, -1].log_softmax(-1), "log-probabilités")
+    fails_with(check, lambda model, prompt: model(prompt)[0, -2].softmax(-1), "Décalé d'une position")
+    fails_with(check, lambda model, prompt: model(prompt)[0].softmax(0)[-1], "mauvaise dimension")
+    fails_with(check, lambda model, prompt: model(prompt, prepend_bos=False)[0, -1].softmax(-1), "BOS")
+    fails_with(check, lambda model, prompt: model(prompt)[0, -1:].softmax(-1), "attendue [d_vocab=50257]")
+    fails_with(check, stub("01.1"), "complétez la fonction")
+
+
+def test_01_2_top1_accuracy(model, capsys):
+    tokens = model.to_tokens(PARAGRAPH)
+    check = partial(ex.check_top1_accuracy, logits=model(tokens), tokens=tokens)
+    check(solution("01.2"))
+    fails_with(check, lambda lg, tk: (lg.argmax(-1) == tk).float().mean(-1), "Décalé d'une position")
+    fails_with(check, lambda lg, tk: (lg[:, :-1].argmax(-1) == tk[:, 1:]).float().sum(-1), "Non normalisé")
+    fails_with(check, lambda lg, tk: (lg[:, :-1].argmax(-1) == tk[:, 1:]).float().mean(0), "Mauvaise forme",
+               "[batch=")
+
+    def in_place(lg, tk):
+        lg[:, :, 0] = -1e9
+        return (lg[:, :-1].argmax(-1) == tk[:, 1:]).float().mean(-1)
+
+    fails_with(check, in_place, "en place", "`logits`")
+    fails_with(check, stub("01.2"), "complétez la fonction")
+
+
+def test_01_3_token_positions(model):
+    check = partial(ex.check_token_positions, model=model)
+    check(solution("01.3"))
+
+    def positions(model, prompt, token, prepend_bos):
+        return (model.to_tokens(prompt, prepend_bos=prepend_bos)[0] == model.to_single_token(token)).nonzero().flatten()
+
+    fails_with(check, lambda *args: positions(*args) + 1, "compté deux fois")
+    fails_with(check, lambda m, p, t, b: positions(m, p, t, False), "BOS est oublié")
+    fails_with(check, lambda *args: positions(*args)[:1], "première occurrence")
+    fails_with(check, stub("01.3"), "complétez la fonction")
+
+
+def test_02_1_mean_ablation_hook(model, text_tokens):
+    check = partial(ex.check_mean_ablation_hook, model=model, tokens=text_tokens)
+    check(solution("02.1"))
+
+    def setting(value_of):
+        def hook(z, hook, head):
+            z[:, :, head] = value_of(z, head)
+            return z
+        return hook
+
+    fails_with(check, setting(lambda z, h: 0.0), "mise à zéro")
+    fails_with(check, setting(lambda z, h: z[:, :, h].mean(1, keepdim=True)), "seules positions")
+    fails_with(check, setting(lambda z, h: z[:, :, h].mean(-1, keepdim=True)), "mauvaise dimension (d_head)")
+    fails_with(check, lambda z, hook, head: None, "ne change rien")
+
+    def wrong_axis(z, hook, head):
+        z[:, head] = z[:, head].mean(0)
+        return z
+
+    fails_with(check, wrong_axis, "Mauvais axe")
+    fails_with(check, stub("02.1"), "complétez la fonction")
+
+
+def test_02_2_zero_ablation_map(model, text_tokens):
+    check = partial(ex.check_zero_ablation_map, model=model, tokens=text_tokens)
+    reference = solution("02.2")
+    check(reference)
+    fails_with(check, lambda m, t: -reference(m, t), "Signe inversé")
+    fails_with(check, lambda m, t: reference(m, t).T, "attendue [layer=2, head=4]", "axes sont échangés")
+    fails_with(check, lambda m, t: reference(m, t) + m(t, return_type="loss"), "pas leur hausse")
+    fails_with(check, stub("02.2"), "complétez la fonction")
+
+
+def test_02_3_offset_attention_score(model, text_tokens):
+    _, cache = model.run_with_cache(text_tokens, remove_batch_dim=True)
+    check = partial(ex.check_offset_attention_score, pattern=cache["pattern", 0])
+    check(solution("02.3"))
+    fails_with(check, lambda p, o: p.diagonal(offset=o, dim1=-2, dim2=-1).mean(-1), "Diagonale au-dessus")
+    fails_with(check, lambda p, o: p.diagonal(offset=1 - o, dim1=-2, dim2=-1).mean(-1), "Décalé d'une position")
+    fails_with(check, lambda p, o: p.diagonal(offset=-o, dim1=-2, dim2=-1).sum(-1), "Somme au lieu de moyenne")
+    fails_with(check, lambda p, o: p.diagonal(offset=-o, dim1=-2, dim2=-1).mean(0), "Mauvaise forme", "[head=")
+    fails_with(check, stub("02.3"), "complétez la fonction")
+
+
+def test_03_1_two_name_prob(ioi):
+    check = partial(ex.check_two_name_prob, logits=ioi["clean_logits"], answer_tokens=ioi["answer_tokens"])
+    check(solution("03.1"))
+    fails_with(check, lambda lg, a: lg[:, -1].gather(-1, a).softmax(-1)[:, 1], "MAUVAIS nom")
+    fails_with(check, lambda lg, a: lg[:, -1].softmax(-1).gather(-1, a)[:, 0], "Non normalisé")
+    fails_with(check, lambda lg, a: lg[:, -2].gather(-1, a).softmax(-1)[:, 0], "Décalé d'une position")
+    fails_with(check, lambda lg, a: lg[:, -1].gather(-1, a).softmax(-1)[:, 0].mean(), "Il manque une dimension")
+    fails_with(check, stub("03.1"), "complétez la fonction")
+
+
+def test_03_2_normalised_score():
+    check = ex.check_normalised_score
+    check(solution("03.2"))
+    fails_with(check, lambda p, c, k: (c - p) / (c - k), "Inversé")
+    fails_with(check, lambda p, c, k: (p - k) / (k - c), "Signe inversé")
+    fails_with(check, lambda p, c, k: p / (c - k), "numérateur")
+    fails_with(check, lambda p, c, k: p - k, "Non normalisé")
+    fails_with(check, stub("03.2"), "complétez la fonction")
+
+
+def test_03_3_patch_head_position(ioi):
+    check = partial(ex.check_patch_head_position, clean_cache=ioi["clean_cache"])
+    check(solution("03.3"))
+
+    def patching(index):
+        def hook(z, hook, head, position, clean_cache):
+            z[index(head, position)] = clean_cache[hook.name][index(head, position)]
+            return z
+        return hook
+
+    fails_with(check, patching(lambda h, p: (slice(None), slice(None), h)), "Toutes les positions")
+    fails_with(check, patching(lambda h, p: (slice(None), p)), "Toutes les têtes")
+    fails_with(check, patching(lambda h, p: (slice(None), (p + 1) % 6, h)), "Décalé d'une position")
+    fails_with(check, lambda z, hook, head, position, clean_cache: z, "ne change rien")
+    fails_with(check, stub("03.3"), "complétez la fonction")
+
+
+def test_03_4_patch_attn_out_by_position(model, ioi):
+    check = partial(ex.check_patch_attn_out_by_position, model=model, corrupted_tokens=ioi["corrupted_tokens"],
+                    clean_cache=ioi["clean_cache"], metric=ioi["metric"])
+    check(solution("03.4"))
+
+    def resid_pre_loop(model, corrupted_tokens, clean_cache, metric, layer):
+        def patch(resid, hook, position):
+            resid[:, position] = clean_cache[hook.name][:, position]
+            return resid
+        name = utils.get_act_name("resid_pre", layer)
+        return torch.stack([metric(model.run_with_hooks(corrupted_tokens, fwd_hooks=[(name, partial(patch,
+                                                                                              position=p))]))
+                            for p in range(corrupted_tokens.shape[1])])
+
+    fails_with(check, resid_pre_loop, "resid_pre")
+    fails_with(check, stub("03.4"), "complétez la fonction")
+
+
+def test_04_1_per_token_loss(model, repeated):
+    check = partial(ex.check_per_token_loss, model=model, tokens=repeated)
+    check(solution("04.1"))
+
+    def nll(lg, tk):
+        return lg.log_softmax(-1)[:, :-1].gather(-1, tk[:, 1:, None])[..., 0]
+
+    fails_with(check, lambda lg, tk: -lg.log_softmax(-1)[:, :-1].gather(-1, tk[:, :-1, None])[..., 0], "Décalé")
+    fails_with(check, lambda lg, tk: -lg.log_softmax(-1).gather(-1, tk[..., None])[..., 0], "Non décalé")
+    fails_with(check, nll, "Signe inversé")
+    fails_with(check, lambda lg, tk: -lg[:, :-1].gather(-1, tk[:, 1:, None])[..., 0], "Non normalisé")
+    def naive_softmax_loss(lg, tk):  # exp overflows on logits near 100: inf / inf
+        probs = lg.exp() / lg.exp().sum(-1, keepdim=True)
+        return -probs[:, :-1].gather(-1, tk[:, 1:, None])[..., 0].log()
+
+    fails_with(check, naive_softmax_loss, "NaN", "déborde")
+    fails_with(check, stub("04.1"), "complétez la fonction")
+
+
+def test_04_2_induction_stripe_score(model, repeated):
+    check = partial(ex.check_induction_stripe_score, model=model, tokens=repeated, seq_len=10)
+    check(solution("04.2"))
+    fails_with(check, lambda p, n: p.diagonal(offset=-n, dim1=-2, dim2=-1).mean(dim=(0, -1)), "token répété lui-même")
+    fails_with(check, lambda p, n: p.diagonal(offset=n - 1, dim1=-2, dim2=-1).mean(dim=(0, -1)), "au-dessus")
+    fails_with(check, lambda p, n: p.diagonal(offset=1 - n, dim1=-2, dim2=-1).mean(dim=(0, 1)), "mauvaise dimension")
+    fails_with(check, stub("04.2"), "complétez la fonction")
+
+
+def test_04_3_heads_above():
+    scores = torch.tensor([[0.1, 0.9, 0.3, 0.2], [0.8, 0.05, 0.6, 0.7]])
+    check = partial(ex.check_heads_above, scores=scores)
+    reference = solution("04.3")
+    check(reference)
+    fails_with(check, lambda s, t: [(h, la) for la, h in reference(s, t)], "(tête, couche)")
+    fails_with(check, lambda s, t: sorted(reference(s, t)), "pas dans le bon ordre")
+    fails_with(check, lambda s, t: [divmod(la * s.shape[1] + h, s.shape[0]) for la, h in reference(s, t)],
+               "i // n_heads")
+    fails_with(check, lambda s, t: reference(s, t)[:-1], "têtes manquantes")
+    fails_with(check, stub("04.3"), "complétez la fonction")
+
+
+def test_05_1_ov_copying_scores(model):
+    check = partial(ex.check_ov_copying_scores, W_V=model.W_V, W_O=model.W_O)
+    check(solution("05.1"))
+
+    def eig(wv, wo):
+        return FactoredMatrix(wv, wo).eigenvalues
+
+    fails_with(check, lambda wv, wo: FactoredMatrix(wv, wo).S.sum(-1) / FactoredMatrix(wv, wo).S.sum(-1), "singulières")
+    fails_with(check, lambda wv, wo: eig(wv, wo).sum(-1).real / eig(wv, wo).sum(-1).abs(), "valeur absolue de la somme")
+    fails_with(check, lambda wv, wo: eig(wv, wo).sum(-1) / eig(wv, wo).abs().sum(-1), "complexes", ".real")
+    fails_with(check, stub("05.1"), "complétez la fonction")
+
+
+def test_05_2_top1_copying_rate(model):
+    known = (model.W_E != 0).any(-1).nonzero().squeeze(-1)
+    full_ov = model.W_E[known] @ model.OV[1, 0] @ model.W_U[:, known]
+    check = partial(ex.check_top1_copying_rate, full_ov=full_ov, sample=torch.arange(0, len(known), 60))
+    check(solution("05.2"))
+    fails_with(check, lambda fm, s: (fm.AB[s].argmax(-1) == s).float().mean(), "matérialisez")
+    fails_with(check, lambda fm, s: (fm[:, s].AB.argmax(0) == s).float().mean(), "COLONNE")
+    fails_with(check, lambda fm, s: (fm[s].AB.argmax(-1) == s).float().sum(), "Non normalisé")
+    fails_with(check, stub("05.2"), "complétez la fonction")
+
+
+def test_05_3_composition_score(model):
+    check = partial(ex.check_composition_score, W_A=model.OV[0].unsqueeze(1), W_B=model.OV[1].unsqueeze(0))
+    check(solution("05.3"))
+    fails_with(check, lambda a, b: (a @ b).norm(), "Non normalisé")
+    fails_with(check, lambda a, b: (b @ a).norm() / (a.norm() * b.norm()), "mauvais ordre")
+    fails_with(check, stub("05.3"), "complétez la fonction")
+
+
+def test_06_1_legal_move_mask():
+    check = ex.check_legal_move_mask
+    reference = solution("06.1")
+    check(reference)
+    fails_with(check, lambda board, player: reference(board, -player), "Joueur inversé")
+    fails_with(check, lambda board, player: reference(board, player) | (board.reshape(64) != 0), "déjà occupées")
+    fails_with(check, lambda board, player: reference(board, player).reshape(8, 8).T.reshape(64),
+               "Lignes et colonnes échangées")
+
+    def orthogonal_only(board, player):  # forgets the diagonals
+        mask = np.zeros(64, dtype=bool)
+        for square in np.flatnonzero(board.reshape(64) == 0):
+            row, col = divmod(int(square), 8)
+            for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+                r, c, n = row + dr, col + dc, 0
+                while 0 <= r < 8 and 0 <= c < 8 and board[r, c] == -player:
+                    r, c, n = r + dr, c + dc, n + 1
+                mask[square] |= n > 0 and 0 <= r < 8 and 0 <= c < 8 and board[r, c] == player
+        return mask
+
+    fails_with(check, orthogonal_only, "oubliées", "diagonales comprises")
+
+    def in_place(board, player):
+        board[0, 0] = 0
+        return reference(board, player)
+
+    fails_with(check, in_place, "en place")
+    fails_with(check, stub("06.1"), "complétez la fonction")
+
+
+def test_06_2_relative_board_state():
+    check = ex.check_relative_board_state
+    reference = solution("06.2")
+    check(reference)
+    fails_with(check, lambda board, player: reference(board, -player), "« à moi » (1) et « à l'adversaire » (2)")
+    fails_with(check, lambda board, player: reference(board.T, player), "Lignes et colonnes échangées")
+    fails_with(check, lambda board, player: reference(board, 1), "couleurs absolues")
+    fails_with(check, lambda board, player: reference(board, player).reshape(8, 8), "attendue [case=64]")
+    fails_with(check, stub("06.2"), "complétez la fonction")
+
+
+def test_06_3_occupied_accuracy():
+    generator = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 3, (30, 64), generator=generator)
+    pred = torch.where(torch.rand(30, 64, generator=generator) < 0.6, target, torch.randint(0, 3, (30, 64)))
+    check = partial(ex.check_occupied_accuracy, pred=pred, target=target)
+    check(solution("06.3"))
+    fails_with(check, lambda p, t: (p == t).float().mean(), "toutes les cases")
+    fails_with(check, lambda p, t: (p == t)[t == 0].float().mean(), "cases VIDES")
+    def per_position(p, t):
+        return torch.stack([(a == b)[b > 0].float().mean() for a, b in zip(p, t, strict=True)]).mean()
+
+    fails_with(check, per_position, "mauvaise dimension")
+    fails_with(check, stub("06.3"), "complétez la fonction")
+
+
+def test_06_4_flip_delta():
+    generator = torch.Generator().manual_seed(2)
+    check = partial(ex.check_flip_delta, resid=torch.randn(5, 32, generator=generator),
+                    w_dir=torch.randn(32, generator=generator), b_dir=torch.tensor(-0.3))
+    reference = solution("06.4")
+    check(reference)
+    fails_with(check, lambda r, w, b: r + reference(r, w, b), "seul déplacement")
+    fails_with(check, lambda r, w, b: reference(r, w, b) * w.norm(), "Mal normalisé")
+    fails_with(check, lambda r, w, b: reference(r, w, b) / 2, "annulé au lieu d'être renversé")
+    fails_with(check, lambda r, w, b: -reference(r, w, b), "Signe inversé")
+
+    def in_place(r, w, b):
+        r += reference(r, w, b)
+        return reference(r, w, b)
+
+    fails_with(check, in_place, "en place", "`resid`")
+    fails_with(check, stub("06.4"), "complétez la fonction")
+
+
+def test_readme_has_a_colab_badge_for_each_learner_notebook():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        (repo,) = re.findall(r"git clone --depth 1 https://github\.com/(\S+) ", mk.source(mk.read(path)["cells"][1]))
+        assert f"https://colab.research.google.com/github/{repo}/blob/main/exercices/{path.name}" in readme
+        assert f"`{path.stem}`" in readme.split("## Étudier avec les exercices")[1].split("## ")[0]

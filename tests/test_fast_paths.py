@@ -1,0 +1,74 @@
+"""The fused kernels used when no hook can see an intermediate activation compute what the plain path does.
+
+LayerNorm uses F.layer_norm when hook_scale and hook_normalized hold no hook; attention uses
+F.scaled_dot_product_attention when hook_attn_scores and hook_pattern hold none. A hook that returns None
+on those points forces the plain path without changing anything, so the two can be compared directly.
+"""
+
+import pytest
+import torch
+
+from helpers import HookedTransformer, HookedTransformerConfig
+
+CONFIGS = {
+    "gpt2-like": dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=32, d_vocab=97, act_fn="gelu_new",
+                      normalization_type="LN"),
+    "attn-only": dict(n_layers=2, d_model=64, n_heads=4, n_ctx=32, d_vocab=97, attn_only=True,
+                      normalization_type="LN"),
+    "solu": dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=32, d_vocab=97, act_fn="solu_ln",
+                 normalization_type="LN"),
+    "lnpre-no-scale": dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=32, d_vocab=97, act_fn="gelu",
+                           normalization_type="LNPre", use_attn_scale=False),
+}
+FUSED_POINTS = ("hook_scale", "hook_normalized", "hook_attn_scores", "hook_pattern")
+
+
+def model_of(name: str) -> HookedTransformer:
+    model = HookedTransformer(HookedTransformerConfig(**CONFIGS[name], seed=0, device="cpu"))
+    with torch.no_grad():  # non-trivial LayerNorm weights, so that w and b matter
+        for param_name, param in model.named_parameters():
+            if param_name.endswith((".w", ".b")):
+                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+    return model.eval()
+
+
+def plain_path_hooks(model):
+    """A do-nothing hook on every point the fused kernels skip: the model then takes the plain path."""
+    names = [name for name in model.hook_dict if name.endswith(FUSED_POINTS)]
+    assert names, "the model has none of the fused points"
+    return [(name, lambda act, hook: None) for name in names]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_fused_forward_matches_the_plain_path(name):
+    model = model_of(name)
+    tokens = torch.randint(0, 97, (3, 20), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        fused = model(tokens)
+        plain = model.run_with_hooks(tokens, fwd_hooks=plain_path_hooks(model))
+    assert not torch.equal(fused, plain), "both runs took the same path: the comparison would prove nothing"
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gpt2-like", "solu"])
+def test_fused_backward_matches_the_plain_path(name):
+    model = model_of(name)
+    tokens = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(3))
+    grads = []
+    for hooks in ([], plain_path_hooks(model)):
+        model.zero_grad()
+        model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for param_name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][param_name], rtol=1e-4, atol=1e-5, msg=param_name)
+
+
+def test_hooks_on_the_fused_points_see_the_plain_activations():
+    """A hook on the pattern sees a causal probability distribution, and a cache holds every point."""
+    model = model_of("gpt2-like")
+    tokens = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(4))
+    _, cache = model.run_with_cache(tokens)
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(2, 4, 10))
+    assert torch.all(pattern.triu(1) == 0)
+    assert "blocks.0.ln1.hook_scale" in cache and "blocks.0.attn.hook_attn_scores" in cache
