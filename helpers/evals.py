@@ -7,7 +7,8 @@ templates); ``sanity_check``, the loss on one paragraph of English.
 
 The metrics of the shipped course models, run by the tests and written to data/models/*/metrics.json: induction
 (losses on repeated random tokens, each head's induction score), IOI (logit difference on the prompt sets of
-helpers.ioi), the loss on held-out text, and Othello-GPT's rate of legal moves.
+helpers.ioi), the loss on held-out text, and Othello-GPT's rate of legal moves, linear probe of the board and
+intervention along the probe (notebook 06's protocol).
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ import torch
 import torch.nn.functional as F
 
 from helpers import utils
-from helpers.ioi import IOIPrompt, famous_ioi_prompt, ioi_eval_prompts
+from helpers.ioi import OUT_OF_STRUCTURE_TEMPLATES, IOIPrompt, famous_ioi_prompt, ioi_eval_prompts
 from helpers.model import HookedTransformer
-from helpers.othello import N_CTX, generate_games, legal_move_masks, to_token, top1_legal_rate
+from helpers.othello import (
+    N_CTX,
+    OthelloBoard,
+    generate_games,
+    legal_move_masks,
+    relative_board_states,
+    to_token,
+    top1_legal_rate,
+)
 from helpers.tokenizer import END_OF_TEXT_ID
 
+MINE, THEIRS = 1, 2  # labels of relative_board_states (0 is empty)
 RANDOM_LOW, RANDOM_HIGH = 1000, 10000  # random tokens are drawn from ids 1000..9999 (training uses them too)
 SANITY_TEXT = ("Many important transition points in the history of science have been moments when science "
                "'zoomed in.' At these points, we develop a visualization or tool that allows us to see the world in "
@@ -118,23 +128,52 @@ def induction_metrics(model: HookedTransformer, seq_len: int = 50) -> dict:
     }
 
 
-def _logit_diff(model: HookedTransformer, prompt) -> float:
-    logits = model(prompt.prompt)[0, -1]
-    return float(logits[model.to_single_token(prompt.io)] - logits[model.to_single_token(prompt.subject)])
+@torch.no_grad()
+def _logit_diffs(model: HookedTransformer, prompts) -> np.ndarray:
+    """Logit of the indirect object minus that of the subject after each prompt: [n_prompts].
+
+    Prompts of the same number of tokens run in one batch (no padding)."""
+    tokens = [model.to_tokens(p.prompt)[0] for p in prompts]
+    answers = torch.tensor([[model.to_single_token(p.io), model.to_single_token(p.subject)] for p in prompts],
+                           device=model.cfg.device)  # [n, 2]
+    diffs = torch.empty(len(prompts))
+    for length in sorted({len(t) for t in tokens}):
+        idx = [i for i, t in enumerate(tokens) if len(t) == length]
+        logits = model(torch.stack([tokens[i] for i in idx]))[:, -1]  # [batch, d_vocab]
+        pair = logits.gather(-1, answers[idx])  # [batch, 2]
+        diffs[idx] = (pair[:, 0] - pair[:, 1]).float().cpu()
+    return diffs.numpy()
+
+
+#: Out-of-structure prompts measured with the test split: 20 per template, 10 in each name order.
+N_OUT_OF_STRUCTURE_PROMPTS = 20 * len(OUT_OF_STRUCTURE_TEMPLATES)
 
 
 @torch.no_grad()
 def ioi_metrics(model: HookedTransformer, n_prompts: int = 200, split: str = "test") -> dict:
-    """Logit difference (indirect object minus subject) on held-out IOI prompts (and, for the test split,
-    on the famous prompt). The validation split's keys start with ``val_``."""
-    diffs = np.array([_logit_diff(model, p) for p in ioi_eval_prompts(n_prompts, seed=1, split=split)])
+    """Logit difference (indirect object minus subject) on held-out IOI prompts.
+
+    The validation split's keys start with ``val_``. The test split comes with the famous prompt and with
+    the out-of-structure prompts (keys ``oos_``; ``oos_ioi_by_template``: accuracy and mean logit difference
+    of each template)."""
+    diffs = _logit_diffs(model, ioi_eval_prompts(n_prompts, seed=1, split=split))
     if split == "validation":
         return {"val_ioi_mean_logit_diff": float(diffs.mean()), "val_ioi_accuracy": float((diffs > 0).mean())}
+    oos = ioi_eval_prompts(N_OUT_OF_STRUCTURE_PROMPTS, seed=1, split="out_of_structure")
+    oos_diffs = _logit_diffs(model, oos)
+    by_template = {}
+    for template in OUT_OF_STRUCTURE_TEMPLATES:
+        d = oos_diffs[[p.template == template for p in oos]]
+        by_template[template] = {"accuracy": float((d > 0).mean()), "mean_logit_diff": round(float(d.mean()), 4)}
     return {
         "ioi_mean_logit_diff": float(diffs.mean()),
         "ioi_accuracy": float((diffs > 0).mean()),
         "ioi_n_prompts": len(diffs),
-        "famous_prompt_logit_diff": _logit_diff(model, famous_ioi_prompt()),
+        "famous_prompt_logit_diff": float(_logit_diffs(model, [famous_ioi_prompt()])[0]),
+        "oos_ioi_mean_logit_diff": float(oos_diffs.mean()),
+        "oos_ioi_accuracy": float((oos_diffs > 0).mean()),
+        "oos_ioi_n_prompts": len(oos_diffs),
+        "oos_ioi_by_template": by_template,
     }
 
 
@@ -156,3 +195,95 @@ def othello_metrics(model: HookedTransformer, n_games: int = 1000) -> dict:
     tokens = torch.from_numpy(to_token(games))
     logits = model(tokens[:, :N_CTX])
     return {"top1_legal_rate": top1_legal_rate(logits, legal_move_masks(games)), "n_held_out_games": n_games}
+
+
+def fit_board_probes(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear probes "empty / mine / theirs", one per slice of x, in closed form (deterministic).
+
+    x: [n_probes, n, d_model] activations; y: [n, 64] labels in {0, 1, 2}. Returns W [n_probes, d_model, 64, 3]
+    and b [n_probes, 64, 3] acting on the raw activations; the prediction is the argmax of x @ W + b, and
+    (x @ W + b)[mine] - (x @ W + b)[theirs] is the probe's gap. Notebook 06 fits a softmax regression with
+    200 AdamW steps on random batches; this is its closed-form relative: a ridge regression of the one-hot
+    labels on the centred activations (ridge ``ridge`` times the mean variance, which keeps the solve well
+    conditioned), one linear solve per depth, no randomness and no iterations (about a second on CPU).
+    """
+    mean = x.mean(1, keepdim=True)
+    xc = x - mean
+    cov = torch.einsum("pnd,pne->pde", xc, xc) / x.shape[1]  # [n_probes, d_model, d_model]
+    scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None]
+    target = F.one_hot(y, 3).float().flatten(1)  # [n, 64 * 3]
+    xty = torch.einsum("pnd,nk->pdk", xc, target) / x.shape[1]
+    eye = torch.eye(x.shape[2], device=x.device)
+    W = torch.linalg.solve(cov + ridge * scale * eye, xty).reshape(x.shape[0], x.shape[2], 64, 3)
+    b = target.mean(0).reshape(64, 3) - torch.einsum("pd,pdsc->psc", mean[:, 0], W)
+    return W, b
+
+
+@torch.no_grad()
+def othello_probe_metrics(model: HookedTransformer) -> dict:
+    """Notebook 06's linear probe and intervention, with :func:`fit_board_probes` as the probe fit.
+
+    Probe: on ``generate_games(300, seed=11)``, one probe per depth (the residual stream before each
+    layer and after the last), fitted on the first 200 games, scored on the 100 others; its accuracy on
+    occupied squares (mine or theirs?) at each depth and the best depth. Intervention, after
+    ``n_layers // 2`` layers with the probe of that depth: 200 (test game, position 10..49, square of the
+    opponent) drawn with ``default_rng(0)`` among those whose flip to "mine" changes the legal moves; at
+    the position, add ``-2 e d / |d|^2`` (d = w_mine - w_theirs of the square, e the probe's gap) to
+    reverse the probe's reading, or a random vector of the same norm (seed 1). For no edit / probe / random,
+    the share of top-1 moves legal on the edited board and the mean probability on the moves that become
+    legal (``p_gained``) and illegal (``p_lost``).
+    """
+    device, n_layers = model.cfg.device, model.cfg.n_layers
+    games = generate_games(300, seed=11)
+    n_train = 200
+    tokens = torch.from_numpy(to_token(games))[:, :N_CTX].to(device)
+    targets = relative_board_states(games, as_tensor=True)[:, :N_CTX].to(device)  # [300, 59, 64]
+    names = [utils.get_act_name("resid_pre", layer) for layer in range(n_layers)]
+    names.append(utils.get_act_name("resid_post", n_layers - 1))
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    resid = torch.stack([cache[name] for name in names])  # [n_layers + 1, 300, 59, d_model]
+    W, b = fit_board_probes(resid[:, :n_train].flatten(1, 2), targets[:n_train].flatten(0, 1))
+    y_test = targets[n_train:].flatten(0, 1)
+    pred = (torch.einsum("pnd,pdsc->pnsc", resid[:, n_train:].flatten(1, 2), W) + b[:, None]).argmax(-1)
+    occupied = y_test > 0
+    accuracy = (pred == y_test).float()[:, occupied].mean(1)  # [n_layers + 1]
+    best = int(accuracy.argmax())
+
+    depth = n_layers // 2
+    rng = np.random.default_rng(0)
+    cases = []  # (game, position, square, legal moves before, legal moves after the flip)
+    while len(cases) < 200:
+        g, t = int(rng.integers(n_train, 300)), int(rng.integers(10, 50))
+        board = OthelloBoard.from_moves(games[g][: t + 1])
+        square = int(rng.choice(np.flatnonzero(targets[g, t].cpu().numpy() == THEIRS)))
+        edited = board.copy()
+        edited.board.flat[square] = edited.player
+        before, after = set(board.legal_moves()), set(edited.legal_moves())
+        if before != after:
+            cases.append((g, t, square, before, after))
+    g_idx, t_idx, sq_idx = (torch.tensor([c[i] for c in cases], device=device) for i in range(3))
+    dirs = (W[depth][:, sq_idx, MINE] - W[depth][:, sq_idx, THEIRS]).T  # [200, d_model]
+    gaps = (resid[depth, g_idx, t_idx] * dirs).sum(-1) + b[depth, sq_idx, MINE] - b[depth, sq_idx, THEIRS]
+    deltas = (-2 * gaps)[:, None] * dirs / dirs.norm(dim=-1, keepdim=True) ** 2
+    random_dirs = torch.randn(deltas.shape, generator=torch.Generator().manual_seed(1)).to(device)
+    random_deltas = random_dirs * deltas.norm(dim=-1, keepdim=True) / random_dirs.norm(dim=-1, keepdim=True)
+    legal, gained, lost = (np.zeros((200, 61), dtype=bool) for _ in range(3))
+    for i, (_, _, _, before, after) in enumerate(cases):
+        legal[i, to_token(np.array(sorted(after), dtype=np.int64))] = True
+        gained[i, to_token(np.array(sorted(after - before), dtype=np.int64))] = True
+        lost[i, to_token(np.array(sorted(before - after), dtype=np.int64))] = True
+    rows = torch.arange(200, device=device)
+
+    def edit(resid_stream, hook, delta):
+        resid_stream[rows, t_idx] += delta
+        return resid_stream
+
+    metrics = {"probe_occupied_accuracy": [round(float(a), 4) for a in accuracy], "probe_best_depth": best,
+               "probe_best_occupied_accuracy": float(accuracy[best]), "intervention_depth": depth}
+    for name, delta in [("none", None), ("probe", deltas), ("random", random_deltas)]:
+        hooks = [] if delta is None else [(names[depth], lambda r, hook, d=delta: edit(r, hook, d))]
+        probs = model.run_with_hooks(tokens[g_idx], fwd_hooks=hooks)[rows, t_idx].softmax(-1).cpu().numpy()
+        metrics[f"intervention_{name}_top1_legal"] = float(legal[np.arange(200), probs.argmax(-1)].mean())
+        metrics[f"intervention_{name}_p_gained"] = float((probs * gained).sum(-1).mean())
+        metrics[f"intervention_{name}_p_lost"] = float((probs * lost).sum(-1).mean())
+    return metrics

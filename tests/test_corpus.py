@@ -65,6 +65,35 @@ def test_train_and_eval_pieces_are_disjoint():
             assert not template_regex(template, prefix_only=True).search(filled)
 
 
+def corpus_word_lists() -> list[list[str]]:
+    """Every list of strings the training text generator draws from (slot words, templates, phrases)."""
+    lists = [v for v in vars(C).values() if isinstance(v, list) and v and all(isinstance(x, str) for x in v)]
+    return lists + list(C._SLOT_WORDS.values())
+
+
+def test_out_of_structure_pieces_are_their_own():
+    """Out-of-structure templates, places and objects belong to no other set and to no word list of the corpus."""
+    assert len(ioi.OUT_OF_STRUCTURE_TEMPLATES) >= 10 and len(set(ioi.OUT_OF_STRUCTURE_TEMPLATES)) == len(
+        ioi.OUT_OF_STRUCTURE_TEMPLATES)
+    assert len(ioi.OUT_OF_STRUCTURE_PLACES) >= 6 and len(ioi.OUT_OF_STRUCTURE_OBJECTS) >= 10
+    other_places = set(ioi.TRAIN_PLACES + ioi.EVAL_PLACES)
+    other_objects = set(ioi.TRAIN_OBJECTS + ioi.EVAL_OBJECTS)
+    assert not set(ioi.OUT_OF_STRUCTURE_PLACES) & other_places
+    assert not set(ioi.OUT_OF_STRUCTURE_OBJECTS) & other_objects
+    pieces = ioi.OUT_OF_STRUCTURE_PLACES + ioi.OUT_OF_STRUCTURE_OBJECTS
+    for words in corpus_word_lists():
+        assert not set(pieces) & set(words), set(pieces) & set(words)
+        for item in words:  # nor inside a template of the corpus ("... near the {place}.")
+            assert not any(f"the {p}" in item.lower() for p in ioi.OUT_OF_STRUCTURE_PLACES), item
+            assert not any(o in item.lower() for o in ioi.OUT_OF_STRUCTURE_OBJECTS), item
+    for template in ioi.OUT_OF_STRUCTURE_TEMPLATES:
+        assert template.endswith(" to") and template.count("{S}") == 1
+        for other in C.TRAIN_TEMPLATES + ioi.EVAL_TEMPLATES + ioi.VALIDATION_TEMPLATES:
+            for a, b in [(other, template), (template, other)]:
+                filled = a.format(A="Ann", B="Bob", S="Bob", IO="Ann", P="lake", O="a book")
+                assert not template_regex(b, prefix_only=True).search(filled), (a, b)
+
+
 def test_validation_and_test_templates_are_disjoint():
     """Choosing a checkpoint on the validation prompts must not look at the test templates."""
     assert len(ioi.VALIDATION_TEMPLATES) >= 8
@@ -87,7 +116,11 @@ def test_eval_strings_never_in_training_text():
         assert f"the {place}" not in lower, place
     for obj in ioi.EVAL_OBJECTS:
         assert obj.lower() not in lower, obj
-    for template in ioi.EVAL_TEMPLATES + ioi.VALIDATION_TEMPLATES:
+    for place in ioi.OUT_OF_STRUCTURE_PLACES:
+        assert f"the {place}" not in lower, place
+    for obj in ioi.OUT_OF_STRUCTURE_OBJECTS:
+        assert obj.lower() not in lower, obj
+    for template in ioi.EVAL_TEMPLATES + ioi.VALIDATION_TEMPLATES + ioi.OUT_OF_STRUCTURE_TEMPLATES:
         assert not template_regex(template).search(text), template
         assert not template_regex(template, prefix_only=True).search(text), template
     # The famous prompt's pieces are evaluation-only.
@@ -109,10 +142,11 @@ def test_eval_tokens_are_seen_in_training():
     seen = set()
     for enc in tok.backend_tokenizer.encode_batch(training_text()):
         seen.update(enc.ids)
-    records = ioi.ioi_eval_prompts(800, seed=0) + ioi.ioi_eval_prompts(800, seed=0, split="validation")
+    records = [r for split in ioi.SPLITS for r in ioi.ioi_eval_prompts(800, seed=0, split=split)]
     batch = ioi.ioi_prompt_pairs_for_patching()
     texts = [r.prompt for r in records] + [r.corrupted for r in records] + batch.prompts + [ioi.FAMOUS_PROMPT]
-    texts += [f" the {p}" for p in ioi.EVAL_PLACES] + [" " + o for o in ioi.EVAL_OBJECTS]
+    texts += [f" the {p}" for p in ioi.EVAL_PLACES + ioi.OUT_OF_STRUCTURE_PLACES]
+    texts += [" " + o for o in ioi.EVAL_OBJECTS + ioi.OUT_OF_STRUCTURE_OBJECTS]
     needed = set()
     for enc in tok.backend_tokenizer.encode_batch(texts):
         needed.update(enc.ids)
@@ -121,17 +155,16 @@ def test_eval_tokens_are_seen_in_training():
     assert not missing, [tok.decode([i]) for i in missing]
 
 
-@pytest.mark.parametrize("split", ["test", "validation"])
+@pytest.mark.parametrize("split", ["test", "validation", "out_of_structure"])
 def test_eval_records_are_well_formed(split):
-    records = ioi.ioi_eval_prompts(160, seed=3, split=split)
-    templates = ioi.EVAL_TEMPLATES if split == "test" else ioi.VALIDATION_TEMPLATES
-    assert len(records) == 160
-    assert sum(r.order == "ABB" for r in records) == sum(r.order == "BAB" for r in records) == 80
+    records = ioi.ioi_eval_prompts(240, seed=3, split=split)
+    templates, places, objects = ioi.SPLITS[split]
+    assert len(records) == 240
+    assert sum(r.order == "ABB" for r in records) == sum(r.order == "BAB" for r in records) == 120
     assert {r.template for r in records} == set(templates)
     for r in records:
         assert r.prompt.endswith(" to") and r.io != r.subject
-        if split == "test":
-            assert r.place in ioi.EVAL_PLACES and r.obj in ioi.EVAL_OBJECTS
+        assert r.place in places and r.obj in objects
         io_id, s_id = ids(r.io), ids(r.subject)
         assert len(io_id) == 1 and len(s_id) == 1
         clean, corrupt = ids(r.prompt), ids(r.corrupted)
@@ -180,7 +213,8 @@ def test_python_source_documents():
 
 
 def test_python_source_has_no_eval_phrases():
-    phrases = [f"the {p}" for p in ioi.EVAL_PLACES] + [o.lower() for o in ioi.EVAL_OBJECTS]
+    phrases = [f"the {p}" for p in ioi.EVAL_PLACES + ioi.OUT_OF_STRUCTURE_PLACES]
+    phrases += [o.lower() for o in ioi.EVAL_OBJECTS + ioi.OUT_OF_STRUCTURE_OBJECTS]
     for doc in C.python_source_documents():
         lower = doc.lower()
         assert not any(p in lower for p in phrases)
@@ -217,6 +251,8 @@ def test_determinism():
     assert C.narrative_documents(50, seed=1) != C.narrative_documents(50, seed=2)
     assert ioi.ioi_eval_prompts(40, seed=1) == ioi.ioi_eval_prompts(40, seed=1)
     assert ioi.ioi_eval_prompts(40, seed=1) != ioi.ioi_eval_prompts(40, seed=2)
+    oos = ioi.ioi_eval_prompts(40, seed=1, split="out_of_structure")
+    assert oos == ioi.ioi_eval_prompts(40, seed=1, split="out_of_structure") != ioi.ioi_eval_prompts(40, seed=1)
     a = C.build_token_corpus(30_000, seed=5, python_max_chars=300_000)
     b = C.build_token_corpus(30_000, seed=5, python_max_chars=300_000)
     c = C.build_token_corpus(30_000, seed=6, python_max_chars=300_000)

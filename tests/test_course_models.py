@@ -66,14 +66,52 @@ def test_course_gpt2_prefers_the_indirect_object_on_90_percent_of_prompts(gpt2_i
     assert gpt2_ioi["ioi_accuracy"] >= 0.9
 
 
+@pytest.mark.xfail(strict=True, reason="the shipped course-gpt2 prefers the indirect object on 75.4% of the "
+                   "out-of-structure prompts (mean logit difference 5.63); it needs the retraining of issue 22")
+def test_course_gpt2_prefers_the_indirect_object_on_85_percent_of_out_of_structure_prompts(gpt2_ioi):
+    assert gpt2_ioi["oos_ioi_n_prompts"] == 240
+    assert gpt2_ioi["oos_ioi_accuracy"] >= 0.85
+
+
 def test_course_gpt2_has_an_induction_head(gpt2):
     assert evals.induction_metrics(gpt2)["best_induction_score"] >= 0.4
 
 
-def test_course_othello_predicts_legal_moves():
-    model = from_pretrained("course-othello-gpt")
-    assert model.cfg.normalization_type == "LNPre" and model.cfg.d_vocab == 61 and model.cfg.n_ctx == 59
-    assert evals.othello_metrics(model, n_games=300)["top1_legal_rate"] >= 0.95
+@pytest.fixture(scope="module")
+def othello():
+    return from_pretrained("course-othello-gpt")
+
+
+@pytest.fixture(scope="module")
+def othello_probe(othello):
+    return evals.othello_probe_metrics(othello)
+
+
+def test_course_othello_predicts_legal_moves(othello):
+    assert othello.cfg.normalization_type == "LNPre" and othello.cfg.d_vocab == 61 and othello.cfg.n_ctx == 59
+    assert evals.othello_metrics(othello, n_games=300)["top1_legal_rate"] >= 0.95
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped course-othello-gpt's probe reads 0.753 of the occupied squares "
+                   "at its best depth (4), top-1 legal 96.6%; it needs the retraining of issue 22")
+def test_course_othello_probe_reads_the_board(othello, othello_probe):
+    assert evals.othello_metrics(othello, n_games=300)["top1_legal_rate"] >= 0.96
+    assert othello_probe["probe_best_occupied_accuracy"] >= 0.90
+
+
+@pytest.mark.xfail(strict=True, reason="on the shipped course-othello-gpt the probe edit moves p(moves that become "
+                   "legal) 0.0415 -> 0.0474 (x1.14) and p(moves that become illegal) 0.0497 -> 0.0401 (x0.81)")
+def test_course_othello_intervention_redirects_the_predictions(othello_probe):
+    m = othello_probe
+    assert m["intervention_probe_p_gained"] >= 2 * m["intervention_none_p_gained"]
+    assert m["intervention_probe_p_lost"] <= 0.5 * m["intervention_none_p_lost"]
+
+
+def test_course_othello_random_edit_changes_little(othello_probe):
+    m = othello_probe
+    for key in ["p_gained", "p_lost"]:
+        before, after = m[f"intervention_none_{key}"], m[f"intervention_random_{key}"]
+        assert abs(after - before) < 0.1 * before, (key, before, after)
 
 
 def test_metrics_files_match_the_shipped_weights(gpt2):

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from helpers import course_models
 from helpers.config import HookedTransformerConfig
 from helpers.course_models import COURSE_MODELS, checkpoint_steps, load_course_model, model_config, sha256
-from helpers.evals import induction_metrics, ioi_metrics, othello_metrics, text_loss
+from helpers.evals import induction_metrics, ioi_metrics, othello_metrics, othello_probe_metrics, text_loss
 from helpers.model import HookedTransformer
 from helpers.othello import N_CTX
 from helpers.weights import NO_PROCESSING
@@ -25,10 +25,12 @@ UNUSED_TOKEN_BIAS = -100.0  # logit bias of the tokens a language model never sa
 
 
 def measure(model: HookedTransformer, spec, held_out: np.ndarray | None, final: bool) -> dict:
-    """The metrics of a model during training and in metrics.json: Othello-GPT's legal-move rate (more games
-    for the ``final`` model), or for a language model induction, the held-out text loss and, with an MLP, IOI."""
+    """The metrics of a model during training and in metrics.json: Othello-GPT's legal-move rate (more games,
+    the board probe and the intervention for the ``final`` model), or for a language model induction, the
+    held-out text loss and, with an MLP, IOI (test and out-of-structure prompts)."""
     if spec.kind == "othello":
-        return othello_metrics(model, n_games=2000 if final else 500)
+        metrics = othello_metrics(model, n_games=2000 if final else 500)
+        return {**metrics, **othello_probe_metrics(model)} if final else metrics
     metrics = induction_metrics(model)
     metrics["held_out_text_loss"] = text_loss(model, held_out)
     if not spec.cfg.get("attn_only"):
@@ -124,6 +126,12 @@ def markdown_table() -> str:
                     "sur des prompts IOI de validation (gabarits distincts de ceux du test)")
         if "top1_legal_rate" in final:
             shown = f"coup légal en top-1 : {final['top1_legal_rate']:.1%}"
+            if "probe_best_occupied_accuracy" in final:
+                shown += (f" ; sonde linéaire (cases occupées) : {final['probe_best_occupied_accuracy']:.3f} après "
+                          f"{final['probe_best_depth']} couches ; intervention : p(coups devenus légaux) "
+                          f"{final['intervention_none_p_gained']:.3f} → {final['intervention_probe_p_gained']:.3f}, "
+                          f"p(devenus illégaux) {final['intervention_none_p_lost']:.3f} → "
+                          f"{final['intervention_probe_p_lost']:.3f}")
         else:
             shown = (f"perte sur la moitié répétée {final['loss_repeated_half']:.2f} vs "
                      f"{final['loss_first_half']:.2f} ; meilleure tête d'induction {final['best_induction_head']} "
@@ -131,6 +139,9 @@ def markdown_table() -> str:
             if "ioi_mean_logit_diff" in final:
                 shown += (f" ; IOI : différence de logits {final['ioi_mean_logit_diff']:.2f}, "
                           f"{final['ioi_accuracy']:.1%} de réussite")
+            if "oos_ioi_accuracy" in final:
+                shown += (f" ; IOI hors structure : différence {final['oos_ioi_mean_logit_diff']:.2f}, "
+                          f"{final['oos_ioi_accuracy']:.1%} de réussite")
         rows.append(f"| `{name}` | {arch} | {cfg.n_params / 1e6:.2f} M | {data} | {run} | {shown} |")
     return "\n".join(rows)
 
