@@ -771,3 +771,61 @@ def check_flip_delta(flip_delta, resid: torch.Tensor, w_dir: torch.Tensor, b_dir
              lambda e=expected: e / 2),
         ], atol=1e-4)
     _passed("06.4", len(cases))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 07 — patching avancé
+# ---------------------------------------------------------------------------------------------------
+
+
+def check_attribution_estimate(attribution_estimate, clean: torch.Tensor, corrupted: torch.Tensor,
+                               grad: torch.Tensor) -> None:
+    """07.1: attribution_estimate(clean, corrupted, grad [layer batch pos d_model]) -> [layer pos]."""
+    generator = torch.Generator().manual_seed(0)
+    cases = [("les activations du notebook", clean, corrupted, grad),
+             ("piles aléatoires", *torch.randn(3, 3, 2, 5, 8, generator=generator).unbind(0))]
+    for case, c, a, g in cases:
+        got = _run_pure(attribution_estimate, ("clean", "corrupted", "grad"), c, a, g)
+        _compare(got, ((c - a) * g).sum((1, 3)), ("layer", "pos"), case, attribution_estimate.__name__, mistakes=[
+            ("Seule l'activation propre est multipliée par le gradient : le patch DÉPLACE l'activation de sa "
+             "valeur corrompue à sa valeur propre, multipliez `(clean - corrupted)` par `grad`",
+             lambda c=c, g=g: (c * g).sum((1, 3))),
+            ("Moyenne sur d_model au lieu de somme : le produit scalaire avec le gradient est une somme",
+             lambda c=c, a=a, g=g: ((c - a) * g).mean(3).sum(1)),
+            ("Moyenne sur le lot au lieu de somme : la métrique est déjà une moyenne sur le lot, son gradient "
+             "porte le 1/batch ; sommez sur le lot", lambda c=c, a=a, g=g: ((c - a) * g).sum(3).mean(1)),
+        ], atol=1e-4, rtol=1e-3)
+    _passed("07.1", len(cases))
+
+
+def check_map_correlation(map_correlation, exact: torch.Tensor, approx: torch.Tensor) -> None:
+    """07.2: map_correlation(a, b) -> scalar, the Pearson correlation between all entries of two maps."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 6, generator=generator) + 1.5
+    y = 0.5 * x + torch.randn(4, 6, generator=generator) + 2.0
+    z = torch.randn(3, 5, 2, generator=generator)
+    cases = [("les cartes du notebook", exact, approx), ("cartes aléatoires [layer, pos]", x, y),
+             ("cartes aléatoires à trois axes", z, z ** 2 - z)]
+    for case, a, b in cases:
+        got = _run_pure(map_correlation, ("a", "b"), a, b)
+        u, v = a.flatten().double(), b.flatten().double()
+        du, dv = u - u.mean(), v - v.mean()
+        _compare(got, (du @ dv / (du.norm() * dv.norm())).float(), (), case, map_correlation.__name__, mistakes=[
+            ("Non centré : c'est la similarité cosinus ; retirez d'abord à chaque carte sa moyenne",
+             lambda u=u, v=v: u @ v / (u.norm() * v.norm())),
+            ("Non normalisé : c'est la covariance ; divisez par le produit des deux écarts-types",
+             lambda du=du, dv=dv: du @ dv / len(du)),
+            ("Non normalisé : c'est la covariance ; divisez par le produit des deux écarts-types",
+             lambda du=du, dv=dv: du @ dv / (len(du) - 1)),
+            ("Dénominateurs incohérents : la covariance et les écarts-types doivent diviser par le même nombre "
+             "(n ou n - 1 ; `torch.std` divise par n - 1)",
+             lambda du=du, dv=dv: du @ dv / len(du) / (du.std() * dv.std())),
+            ("Dénominateurs incohérents : la covariance et les écarts-types doivent diviser par le même nombre "
+             "(n ou n - 1 ; `torch.std` divise par n - 1)",
+             lambda du=du, dv=dv: du @ dv / (len(du) - 1) / (du.std(correction=0) * dv.std(correction=0))),
+            ("Corrélations calculées couche par couche puis moyennées : aplatissez les cartes entières "
+             "(`.flatten()`) et calculez une seule corrélation",
+             lambda a=a, b=b: torch.stack([torch.corrcoef(torch.stack([r.flatten(), s.flatten()]))[0, 1]
+                                           for r, s in zip(a, b, strict=True)]).mean()),
+        ], atol=1e-4)
+    _passed("07.2", len(cases))

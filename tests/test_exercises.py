@@ -544,6 +544,59 @@ def test_06_4_flip_delta():
     fails_with(check, stub("06.4"), "complétez la fonction")
 
 
+def test_07_1_attribution_estimate():
+    generator = torch.Generator().manual_seed(3)
+    clean, corrupted, grad = torch.randn(3, 2, 4, 6, 10, generator=generator).unbind(0)
+    check = partial(ex.check_attribution_estimate, clean=clean, corrupted=corrupted, grad=grad)
+    reference = solution("07.1")
+    check(reference)
+    fails_with(check, lambda c, a, g: -reference(c, a, g), "Signe inversé")
+    fails_with(check, lambda c, a, g: (c * g).sum((1, 3)), "activation propre", "(clean - corrupted)")
+    fails_with(check, lambda c, a, g: ((c - a) * g).mean(3).sum(1), "Moyenne sur d_model")
+    fails_with(check, lambda c, a, g: ((c - a) * g).sum(3).mean(1), "Moyenne sur le lot")
+    fails_with(check, lambda c, a, g: ((c - a) * g).sum(3), "Une dimension de trop")
+    fails_with(check, lambda c, a, g: reference(c, a, g).T, "attendue [layer=2, pos=6]", "axes sont échangés")
+
+    def in_place(c, a, g):
+        c -= a
+        return (c * g).sum((1, 3))
+
+    fails_with(check, in_place, "en place", "`clean`")
+    fails_with(check, stub("07.1"), "complétez la fonction")
+
+
+def test_07_2_map_correlation():
+    generator = torch.Generator().manual_seed(4)
+    exact = torch.randn(2, 7, generator=generator)
+    check = partial(ex.check_map_correlation, exact=exact, approx=exact + 0.5 * torch.randn(2, 7, generator=generator))
+    reference = solution("07.2")
+    check(reference)
+    check(lambda a, b: torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+    fails_with(check, lambda a, b: -reference(a, b), "Signe inversé")
+    fails_with(check, lambda a, b: (a * b).sum() / (a.norm() * b.norm()), "Non centré", "cosinus")
+
+    def covariance(a, b):
+        a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
+        return (a * b).mean()
+
+    fails_with(check, covariance, "Non normalisé", "covariance")
+    fails_with(check, lambda a, b: covariance(a, b) / (a.std() * b.std()), "Dénominateurs incohérents")
+    def per_layer(a, b):
+        return torch.stack([reference(r, s) for r, s in zip(a, b, strict=True)])
+
+    fails_with(check, lambda a, b: per_layer(a, b).mean(), "couche par couche")
+    fails_with(check, per_layer, "Mauvaise forme", "Une dimension de trop")
+
+    def in_place(a, b):
+        a -= a.mean()
+        b -= b.mean()
+        return (a * b).sum() / (a.norm() * b.norm())
+
+    fails_with(check, in_place, "en place", "`a`")
+    fails_with(check, lambda a, b: torch.tensor(float("nan")), "NaN")
+    fails_with(check, stub("07.2"), "complétez la fonction")
+
+
 def test_readme_has_a_colab_badge_for_each_learner_notebook():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for path in NOTEBOOKS:
