@@ -57,8 +57,9 @@ def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_ou
 
 
 def hooked(*points: HookPoint) -> bool:
-    """Whether a hook is attached to any of these points. When none is, a component may compute its
-    output with a fused PyTorch kernel that skips these intermediate activations: no hook can see them."""
+    """Whether a hook is attached to any of these points. When none is, attention computes its output with
+    PyTorch's fused kernel, which skips the scores and the pattern: no hook can see them. (The fused sums
+    round differently: a run that hooks the pattern can differ from one that does not in the last bits.)"""
     return any(point._forward_hooks or point._backward_hooks for point in points)
 
 
@@ -105,8 +106,6 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch pos (head) length]
 
     def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
-        if not hooked(self.hook_scale, self.hook_normalized):  # the same computation in one kernel
-            return F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
         # hook_normalized: mean 0 and norm sqrt(length), before the learned weight and bias (the classic meaning).

@@ -175,7 +175,8 @@ class FakeHub:
             "gpt2": self._lazy_dict(lambda: _gpt2_files("gpt2", scale)),
             "distilgpt2": self._lazy_dict(lambda: _gpt2_files("distilgpt2", scale)),
             SOLU: {"model_final.pth": lambda: _torch_bytes(_random_classic("solu-2l", 1000, scale)),
-                   **{f"checkpoints/{stem}_{label}.pth": (lambda i=i: _torch_bytes(_random_classic("solu-2l", i, scale)))
+                   **{f"checkpoints/{stem}_{label}.pth":
+                      (lambda i=i: _torch_bytes(_random_classic("solu-2l", i, scale)))
                       for i, label in enumerate(TOY_LABELS)}},
             loading.NEEL_TOKENIZER: {"tokenizer.json": _neox_digits_tokenizer},
             OTHELLO: {"synthetic_model.pth": lambda: _torch_bytes(_random_classic("othello-gpt", 7, scale))},

@@ -1,8 +1,8 @@
-"""The fused kernels used when no hook can see an intermediate activation compute what the plain path does.
+"""The fused attention kernel, used when no hook can see the scores or the pattern, computes what the plain
+path does.
 
-LayerNorm uses F.layer_norm when hook_scale and hook_normalized hold no hook; attention uses
-F.scaled_dot_product_attention when hook_attn_scores and hook_pattern hold none. A hook that returns None
-on those points forces the plain path without changing anything, so the two can be compared directly.
+Attention uses F.scaled_dot_product_attention when hook_attn_scores and hook_pattern hold no hook. A hook that
+returns None on those points forces the plain path without changing anything, so the two can be compared.
 """
 
 import pytest
@@ -20,15 +20,11 @@ CONFIGS = {
     "lnpre-no-scale": dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=32, d_vocab=97, act_fn="gelu",
                            normalization_type="LNPre", use_attn_scale=False),
 }
-FUSED_POINTS = ("hook_scale", "hook_normalized", "hook_attn_scores", "hook_pattern")
+FUSED_POINTS = ("hook_attn_scores", "hook_pattern")
 
 
 def model_of(name: str) -> HookedTransformer:
     model = HookedTransformer(HookedTransformerConfig(**CONFIGS[name], seed=0, device="cpu"))
-    with torch.no_grad():  # non-trivial LayerNorm weights, so that w and b matter
-        for param_name, param in model.named_parameters():
-            if param_name.endswith((".w", ".b")):
-                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
     return model.eval()
 
 
@@ -71,4 +67,14 @@ def test_hooks_on_the_fused_points_see_the_plain_activations():
     pattern = cache["blocks.1.attn.hook_pattern"]
     torch.testing.assert_close(pattern.sum(-1), torch.ones(2, 4, 10))
     assert torch.all(pattern.triu(1) == 0)
-    assert "blocks.0.ln1.hook_scale" in cache and "blocks.0.attn.hook_attn_scores" in cache
+    assert "blocks.0.attn.hook_attn_scores" in cache
+
+
+def test_a_cache_of_some_points_is_exactly_the_full_caches():
+    """Notebook 01's lesson: names_filter and stop_at_layer give exactly the tensors of the full cache."""
+    model = model_of("gpt2-like")
+    tokens = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(5))
+    _, full = model.run_with_cache(tokens)
+    resid, small = model.run_with_cache(tokens, names_filter=["blocks.0.attn.hook_pattern"], stop_at_layer=1)
+    assert torch.equal(small["blocks.0.attn.hook_pattern"], full["blocks.0.attn.hook_pattern"])
+    assert torch.equal(resid, full["blocks.1.hook_resid_pre"])
