@@ -7,38 +7,20 @@ metric(corrupted) + that derivative. The models are tiny random ones in float64 
 difference is accurate to ~1e-9), with random LayerNorm weights and biases.
 """
 
+import patching_setup
 import pytest
 import torch
-from conftest import randomise_
+from patching_setup import POS, metric, token_pair
 
-from helpers import HookedTransformer, HookedTransformerConfig, utils
+from helpers import HookedTransformer, utils
 from helpers.patching import PATCH_KINDS, PatchingResult, activation_patching, attribution_patching
 
-TINY = dict(n_layers=3, d_model=16, n_heads=4, d_mlp=32, d_vocab=30, n_ctx=8, seed=0, dtype=torch.float64)
-BATCH, POS = 2, 5
 EPS = 1e-4
 
 
 def make_model(**overrides) -> HookedTransformer:
-    model = HookedTransformer(HookedTransformerConfig(**{**TINY, **overrides}))
-    randomise_(model)
-    return model.eval()
-
-
-def token_pair():
-    gen = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, TINY["d_vocab"], (BATCH, POS), generator=gen)
-    corrupted = clean.clone()
-    corrupted[:, 1] = (clean[:, 1] + 7) % TINY["d_vocab"]
-    corrupted[:, 3] = (clean[:, 3] + 3) % TINY["d_vocab"]
-    return clean, corrupted
-
-
-def metric(logits: torch.Tensor) -> torch.Tensor:
-    """Non-linear (a log-softmax) and reads several positions and every prompt."""
-    assert logits.shape == (BATCH, POS, TINY["d_vocab"])
-    last = (logits[:, -1, 1] - logits[:, -1, 2]).mean()
-    return last + 0.5 * logits[:, 2].log_softmax(-1)[:, 0].sum()
+    """The shared tiny model in float64, where finite differences are accurate."""
+    return patching_setup.make_model(dtype=torch.float64, **overrides)
 
 
 @torch.no_grad()

@@ -9,34 +9,10 @@ receivers only and reads the metric. Tiny random models with random LayerNorm we
 
 import pytest
 import torch
-from conftest import randomise_
+from patching_setup import BATCH, make_model, metric, token_pair
 
-from helpers import HookedTransformer, HookedTransformerConfig, utils
+from helpers import utils
 from helpers.patching import PatchingResult, activation_patching, path_patching
-
-TINY = dict(n_layers=3, d_model=16, n_heads=4, d_mlp=32, d_vocab=30, n_ctx=8, seed=0)
-BATCH, POS = 2, 5
-
-
-def make_model(**overrides) -> HookedTransformer:
-    model = HookedTransformer(HookedTransformerConfig(**{**TINY, **overrides}))
-    randomise_(model)
-    return model.eval()
-
-
-def token_pair():
-    gen = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, TINY["d_vocab"], (BATCH, POS), generator=gen)
-    corrupted = clean.clone()
-    corrupted[:, 1] = (clean[:, 1] + 7) % TINY["d_vocab"]
-    corrupted[:, 3] = (clean[:, 3] + 3) % TINY["d_vocab"]
-    return clean, corrupted
-
-
-def metric(logits: torch.Tensor) -> torch.Tensor:
-    assert logits.shape == (BATCH, POS, TINY["d_vocab"])
-    last = (logits[:, -1, 1] - logits[:, -1, 2]).mean()
-    return last + 0.5 * logits[:, 2].log_softmax(-1)[:, 0].sum()
 
 
 @torch.no_grad()
