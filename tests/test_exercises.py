@@ -64,9 +64,17 @@ def fails_with(check, fn, *fragments: str):
 # ---------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_grad():
+    """Gradients off, as in the notebooks, for this file's tests only (the next files need them)."""
+    enabled = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
+    yield
+    torch.set_grad_enabled(enabled)
+
+
 @pytest.fixture(scope="module")
 def model():
-    torch.set_grad_enabled(False)
     return HookedTransformer.from_pretrained("course-gpt2")
 
 
