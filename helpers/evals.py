@@ -75,28 +75,36 @@ def induction_loss(model: HookedTransformer, tokenizer=None, batch_size: int = 4
 
 
 @torch.no_grad()
+def _logit_diffs(model: HookedTransformer, prompts, batch_size: int | None = None) -> np.ndarray:
+    """Logit of the indirect object minus that of the subject after each prompt: [n_prompts].
+
+    Prompts of the same number of tokens run together (no padding), at most ``batch_size`` at a time."""
+    tokens = [model.to_tokens(p.prompt)[0] for p in prompts]
+    answers = torch.tensor([[model.to_single_token(p.io), model.to_single_token(p.subject)] for p in prompts],
+                           device=model.cfg.device)  # [n, 2]
+    diffs = torch.empty(len(prompts))
+    for length in sorted({len(t) for t in tokens}):
+        same = [i for i, t in enumerate(tokens) if len(t) == length]
+        for start in range(0, len(same), batch_size or len(same)):
+            idx = same[start:start + (batch_size or len(same))]
+            logits = model(torch.stack([tokens[i] for i in idx]))[:, -1]  # [batch, d_vocab]
+            pair = logits.gather(-1, answers[idx])  # [batch, 2]
+            diffs[idx] = (pair[:, 0] - pair[:, 1]).float().cpu()
+    return diffs.numpy()
+
+
+@torch.no_grad()
 def ioi_eval(model: HookedTransformer, dataset: Sequence[IOIPrompt] | None = None, batch_size: int = 8,
              num_samples: int = 1000) -> dict[str, float]:
     """Mean logit difference (indirect object minus subject, at the last position) and accuracy (share of prompts
     where it is positive) on IOI prompts: ``dataset`` (a list of ``IOIPrompt``) or ``num_samples`` of the course's
-    held-out test prompts (``ioi.ioi_eval_prompts``). Prompts are right-padded into batches of ``batch_size``;
-    the causal mask keeps padding from changing the positions read."""
+    held-out test prompts (``ioi.ioi_eval_prompts``). Prompts of the same length run in batches of at most
+    ``batch_size``."""
     prompts = list(ioi_eval_prompts(num_samples, seed=1)) if dataset is None else list(dataset)
     if not prompts:
         raise ValueError("ioi_eval: the dataset is empty; pass IOIPrompt objects (ioi.ioi_eval_prompts).")
-    diffs = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        tokens = [model.to_tokens(p.prompt)[0] for p in chunk]
-        lengths = torch.tensor([len(t) for t in tokens], device=model.cfg.device)
-        padded = torch.stack([F.pad(t, (0, int(lengths.max()) - len(t))) for t in tokens])
-        logits = model(padded)[torch.arange(len(chunk)), lengths - 1]  # [batch d_vocab]
-        io = torch.tensor([model.to_single_token(p.io) for p in chunk], device=logits.device)
-        subject = torch.tensor([model.to_single_token(p.subject) for p in chunk], device=logits.device)
-        diffs.append(logits.gather(1, io[:, None]) - logits.gather(1, subject[:, None]))
-    diffs = torch.cat(diffs).flatten()
+    diffs = torch.from_numpy(_logit_diffs(model, prompts, batch_size))
     return {"Logit Difference": diffs.mean().item(), "Accuracy": (diffs > 0).float().mean().item()}
-
 
 
 def repeated_random_tokens(model: HookedTransformer, seq_len: int = 50, batch: int = 20,
@@ -126,23 +134,6 @@ def induction_metrics(model: HookedTransformer, seq_len: int = 50) -> dict:
         "best_induction_head": f"L{best // model.cfg.n_heads}H{best % model.cfg.n_heads}",
         "best_induction_score": float(scores.max()),
     }
-
-
-@torch.no_grad()
-def _logit_diffs(model: HookedTransformer, prompts) -> np.ndarray:
-    """Logit of the indirect object minus that of the subject after each prompt: [n_prompts].
-
-    Prompts of the same number of tokens run in one batch (no padding)."""
-    tokens = [model.to_tokens(p.prompt)[0] for p in prompts]
-    answers = torch.tensor([[model.to_single_token(p.io), model.to_single_token(p.subject)] for p in prompts],
-                           device=model.cfg.device)  # [n, 2]
-    diffs = torch.empty(len(prompts))
-    for length in sorted({len(t) for t in tokens}):
-        idx = [i for i, t in enumerate(tokens) if len(t) == length]
-        logits = model(torch.stack([tokens[i] for i in idx]))[:, -1]  # [batch, d_vocab]
-        pair = logits.gather(-1, answers[idx])  # [batch, 2]
-        diffs[idx] = (pair[:, 0] - pair[:, 1]).float().cpu()
-    return diffs.numpy()
 
 
 #: Out-of-structure prompts measured with the test split: 20 per template, 10 in each name order.
