@@ -34,8 +34,10 @@ class TLWorker:
     def __init__(self, python: str):
         self.tmp = tempfile.TemporaryDirectory(prefix="bench-tl-")
         # -I: the script directory (bench/, whose profile.py would shadow the stdlib) stays off sys.path
+        # TQDM_DISABLE: TransformerLens' patching functions draw progress bars on stderr, one per map.
         self.proc = subprocess.Popen([python, "-I", str(REPO / "bench" / "tl_worker.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=self.tmp.name)
+                                     stdout=subprocess.PIPE, text=True, cwd=self.tmp.name,
+                                     env={**os.environ, "TQDM_DISABLE": "1"})
         self.version = "?"
 
     def _ask(self, **request) -> dict:
