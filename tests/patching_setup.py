@@ -5,9 +5,13 @@ import torch
 from conftest import randomise_
 
 from helpers import HookedTransformer, HookedTransformerConfig
+from helpers.patching import PATCH_KINDS
 
 TINY = dict(n_layers=3, d_model=16, n_heads=4, d_mlp=32, d_vocab=30, n_ctx=8, seed=0)
 BATCH, POS = 2, 5
+# Every patching kind, with and without use_attn_result (the "result" kinds need it).
+CASES = [(kind, attn_result) for kind in PATCH_KINDS for attn_result in (False, True)
+         if attn_result or not kind.startswith("result")]
 
 
 def make_model(**overrides) -> HookedTransformer:

@@ -10,7 +10,7 @@ difference is accurate to ~1e-9), with random LayerNorm weights and biases.
 import patching_setup
 import pytest
 import torch
-from patching_setup import POS, metric, token_pair
+from patching_setup import CASES, POS, metric, token_pair
 
 from helpers import HookedTransformer, utils
 from helpers.patching import PATCH_KINDS, PatchingResult, activation_patching, attribution_patching
@@ -56,10 +56,6 @@ def finite_difference_map(model, clean, corrupted, kind):
 @pytest.fixture(scope="module")
 def models():
     return {False: make_model(), True: make_model(use_attn_result=True)}
-
-
-CASES = [(kind, attn_result) for kind in PATCH_KINDS for attn_result in (False, True)
-         if attn_result or not kind.startswith("result")]
 
 
 @pytest.mark.parametrize("kind,attn_result", CASES)

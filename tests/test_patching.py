@@ -8,7 +8,7 @@ LayerNorm, MLPs), with random LayerNorm weights and biases so that nothing is tr
 
 import pytest
 import torch
-from patching_setup import BATCH, POS, TINY, make_model, metric, token_pair
+from patching_setup import BATCH, CASES, POS, TINY, make_model, metric, token_pair
 
 from helpers import utils
 from helpers.patching import PATCH_KINDS, PatchingResult, activation_patching
@@ -54,10 +54,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def models():
     return {False: make_model(), True: make_model(use_attn_result=True)}
-
-
-CASES = [(kind, attn_result) for kind in PATCH_KINDS for attn_result in (False, True)
-         if attn_result or not kind.startswith("result")]
 
 
 # ---------------------------------------------------------------- agreement with the loop
