@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,19 @@ def _execute_one(notebook: Path, out: Path) -> None:
         error = f"{type(e).__name__}: {e}"[-3000:]
     nbformat.write(nb, out)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    out.with_suffix(".json").write_text(json.dumps({"error": error, "peak_mb": peak_mb}))
+    out.with_suffix(".json").write_text(json.dumps({"error": error, "peak_mb": peak_mb, "slowest": slowest_cells(nb)}))
+
+
+def slowest_cells(nb, n: int = 3) -> list[tuple[int, float]]:
+    """The ``n`` longest code cells of an executed notebook: (index among all cells, seconds), longest first."""
+    durations = []
+    for i, cell in enumerate(nb.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            start, end = (datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            durations.append((i, (end - start).total_seconds()))
+    return sorted(durations, key=lambda d: -d[1])[:n]
 
 
 def setup_output(nb_path: Path) -> str:
@@ -98,7 +111,9 @@ def main() -> None:
             r = execute(nb, Path(tmp) / "hub", Path(tmp) / nb.name)
             real = REAL_MODEL in setup_output(Path(tmp) / nb.name)
             status = r["error"] or ("ok" if real else "the set-up cell did not load the real model")
-            print(f"{nb.stem:28s} {r['seconds']:6.0f} s  peak {r['peak_mb'] / 1024:4.1f} GB  {status}", flush=True)
+            slowest = ", ".join(f"cell {i} {seconds:.0f} s" for i, seconds in r["slowest"])
+            print(f"{nb.stem:28s} {r['seconds']:6.0f} s  peak {r['peak_mb'] / 1024:4.1f} GB  {status}  "
+                  f"(slowest: {slowest})", flush=True)
             failed += [nb.stem] if status != "ok" else []
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from helpers.config import HookedTransformerConfig
 from helpers.evals import RANDOM_HIGH, RANDOM_LOW, ioi_metrics
 from helpers.model import HookedTransformer
-from helpers.othello import D_VOCAB, N_CTX, generate_games, to_token
+from helpers.othello import D_VOCAB, N_CTX, generate_games, legal_move_masks, to_token
 from helpers.tokenizer import END_OF_TEXT_ID
 from training.corpus import build_token_corpus
 from training.ship import UNUSED_TOKEN_BIAS, export_run, measure
@@ -71,6 +71,10 @@ class Spec:
     # bit-identical to the shipped one. With two, it is not even on the same machine: a rerun of
     # course-gpt2 differed in the 7th digit at step 250, and the trajectories drift apart.
     threads: int = 1
+    # Othello: "next_move" scores the move that was played; "legal_moves" scores the uniform distribution
+    # over the legal moves, which is the expected next-move target of a game of uniformly random legal
+    # moves (same objective, far less noise per step).
+    targets: str = "next_move"
     description: str = ""
 
     def __post_init__(self):
@@ -168,13 +172,15 @@ class OthelloData:
         self.spec = spec
         self._block, self._games = None, None
 
-    def batch(self, step: int) -> torch.Tensor:
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens [batch, 60] and the legal next moves after each prefix, bool [batch, 59, 61]."""
         block = step // self.BLOCK
         if block != self._block:
             games = generate_games(self.BLOCK * self.spec.batch, seed=1_000_003 * (self.spec.seed + 1) + block)
             self._games, self._block = torch.from_numpy(to_token(games)), block
-        i = step % self.BLOCK
-        return self._games[i * self.spec.batch:(i + 1) * self.spec.batch]
+            self._legal = torch.from_numpy(legal_move_masks(games)[:, :N_CTX]) if self.spec.targets == "legal_moves" else None
+        rows = slice((step % self.BLOCK) * self.spec.batch, (step % self.BLOCK + 1) * self.spec.batch)
+        return self._games[rows], None if self._legal is None else self._legal[rows]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,8 +259,11 @@ class Trainer:
         model = self.model
         if self.spec.kind == "othello":
             # The model reads moves 0..58 and predicts moves 1..59 (the 60th move is never an input).
-            logits = model(batch[:, :-1])
-            return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+            tokens, legal = batch
+            logits = model(tokens[:, :-1])
+            if legal is None:
+                return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+            return -(logits.log_softmax(-1) * legal / legal.sum(-1, keepdim=True)).sum(-1).mean()
         tokens, mask = batch
         resid = model.ln_final(model(tokens, stop_at_layer=model.cfg.n_layers))[:, :-1][mask]
         return F.cross_entropy(resid @ model.embed.W_E[self.data.used].T + self.b_used, self.remap[tokens[:, 1:][mask]])
