@@ -323,16 +323,24 @@ def check_offset_attention_score(offset_attention_score, pattern: torch.Tensor) 
 
 
 def _zero_ablation_map(model, tokens: torch.Tensor) -> torch.Tensor:
-    def zero_head(z, hook, head):
-        z[:, :, head] = 0.0
+    """The reference map [layer head]: per layer, one pass from that layer over n_heads copies of the batch,
+    copy h with head h zeroed."""
+    n_heads, batch = model.cfg.n_heads, tokens.shape[0]
+    clean, cache = model.run_with_cache(tokens, return_type="loss",
+                                        names_filter=lambda name: name.endswith("hook_resid_pre"))
+    rows, heads = torch.arange(n_heads * batch), torch.arange(n_heads).repeat_interleave(batch)
+
+    def zero_head(z, hook):  # z: [copies*batch pos head d_head]
+        z[rows, :, heads] = 0.0
         return z
 
-    clean = model(tokens, return_type="loss")
-    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    out = torch.zeros(model.cfg.n_layers, n_heads)
     for layer in range(model.cfg.n_layers):
-        for head in range(model.cfg.n_heads):
-            hooks = [(utils.get_act_name("z", layer), partial(zero_head, head=head))]
-            out[layer, head] = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks) - clean
+        resid = cache["resid_pre", layer].repeat(n_heads, 1, 1)
+        hooks = [(utils.get_act_name("z", layer), zero_head)]
+        logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=hooks)
+        loss = model.loss_fn(logits, tokens.repeat(n_heads, 1), per_token=True)  # [copies*batch pos-1]
+        out[layer] = loss.unflatten(0, (n_heads, batch)).mean((1, 2)) - clean
     return out
 
 

@@ -76,6 +76,25 @@ def test_a_resumed_run_ends_where_an_uninterrupted_run_ends(tiny, monkeypatch, n
     assert [r["step"] for r in second.history] == [r["step"] for r in whole.history]
 
 
+def test_legal_move_targets_score_the_expected_next_move_loss(tiny, monkeypatch):
+    monkeypatch.setitem(train.SPECS, "tiny-othello", dataclasses.replace(TINY_OTHELLO, targets="legal_moves"))
+    trainer = train.Trainer("tiny-othello")
+    tokens, legal = trainer.data.batch(step=0)  # [4 60], bool [4 59 61]
+    assert legal.shape == (4, 59, 61) and legal.sum(-1).min() >= 1
+    assert legal.gather(-1, tokens[:, 1:, None]).all()  # the move played next is always among the legal ones
+    with torch.no_grad():
+        log_probs = trainer.model(tokens[:, :-1]).log_softmax(-1)
+        expected = torch.stack([-log_probs[g, t, legal[g, t]].mean() for g in range(4) for t in range(59)]).mean()
+        torch.testing.assert_close(trainer.loss((tokens, legal)), expected)
+
+
+def test_a_spec_rejects_unknown_targets():
+    with pytest.raises(ValueError, match="expected 'next_move' or 'legal_moves'"):
+        dataclasses.replace(TINY_OTHELLO, targets="legal")
+    with pytest.raises(ValueError, match="needs kind='othello'"):
+        dataclasses.replace(TINY_LM, targets="legal_moves")
+
+
 def test_training_lowers_the_loss(tiny, monkeypatch):
     monkeypatch.setitem(train.SPECS, "tiny-lm", train.Spec(**{**TINY_LM.__dict__, "steps": 30, "checkpoints": [30],
                                                               "eval_every": 1000}))

@@ -78,6 +78,10 @@ class Spec:
     description: str = ""
 
     def __post_init__(self):
+        if self.targets not in ("next_move", "legal_moves"):
+            raise ValueError(f"targets={self.targets!r}: expected 'next_move' or 'legal_moves'.")
+        if self.targets == "legal_moves" and self.kind != "othello":
+            raise ValueError("targets='legal_moves' needs kind='othello': only games have a set of legal moves.")
         if self.restart is not None and not self.warmup <= self.restart[0] < self.steps:
             raise ValueError(f"restart={self.restart}: its step must lie between the warm-up ({self.warmup} "
                              f"steps) and the end of the run ({self.steps} steps).")
@@ -170,15 +174,17 @@ class OthelloData:
 
     def __init__(self, spec: Spec):
         self.spec = spec
-        self._block, self._games = None, None
+        self._block, self._games, self._legal = None, None, None
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens [batch, 60] and the legal next moves after each prefix, bool [batch, 59, 61]."""
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens [batch, 60], and the legal next moves after each prefix, bool [batch, 59, 61] (None
+        unless the spec's targets are "legal_moves")."""
         block = step // self.BLOCK
         if block != self._block:
             games = generate_games(self.BLOCK * self.spec.batch, seed=1_000_003 * (self.spec.seed + 1) + block)
             self._games, self._block = torch.from_numpy(to_token(games)), block
-            self._legal = torch.from_numpy(legal_move_masks(games)[:, :N_CTX]) if self.spec.targets == "legal_moves" else None
+            if self.spec.targets == "legal_moves":
+                self._legal = torch.from_numpy(legal_move_masks(games)[:, :N_CTX])
         rows = slice((step % self.BLOCK) * self.spec.batch, (step % self.BLOCK + 1) * self.spec.batch)
         return self._games[rows], None if self._legal is None else self._legal[rows]
 
