@@ -32,7 +32,7 @@ lint: install
 
 # nbval re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.
 test: install lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --durations=10 tests
 	tests/run_variants.sh $(BIN)/python $(NOTEBOOKS)
 
 # The notebooks on the real loading path (COURSE_EMBEDDED_MODELS unset) at the real models' shapes, on a fake
