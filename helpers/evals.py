@@ -212,17 +212,24 @@ def fit_board_probes(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> t
 
 @torch.no_grad()
 def othello_probe_metrics(model: HookedTransformer) -> dict:
-    """Notebook 06's linear probe and intervention, with :func:`fit_board_probes` as the probe fit.
+    """Notebook 06's linear probe and interventions, with :func:`fit_board_probes` as the probe fit.
 
     Probe: on ``generate_games(300, seed=11)``, one probe per depth (the residual stream before each
     layer and after the last), fitted on the first 200 games, scored on the 100 others; its accuracy on
-    occupied squares (mine or theirs?) at each depth and the best depth. Intervention, after
-    ``n_layers // 2`` layers with the probe of that depth: 200 (test game, position 10..49, square of the
-    opponent) drawn with ``default_rng(0)`` among those whose flip to "mine" changes the legal moves; at
-    the position, add ``-2 e d / |d|^2`` (d = w_mine - w_theirs of the square, e the probe's gap) to
-    reverse the probe's reading, or a random vector of the same norm (seed 1). For no edit / probe / random,
-    the share of top-1 moves legal on the edited board and the mean probability on the moves that become
-    legal (``p_gained``) and illegal (``p_lost``).
+    occupied squares (mine or theirs?) at each depth and the best depth. Interventions, at the position of
+    the prediction, on 200 (test game, position 10..49, square of the opponent) drawn with
+    ``default_rng(0)`` among those whose flip to "mine" changes the legal moves:
+
+    - ``probe``: after ``n_layers // 2`` layers, add ``-2 e d / |d|^2`` (d = w_mine - w_theirs of the
+      square in that depth's probe, e the probe's gap), which reverses the probe's reading;
+    - ``mean``: at the input of every layer from ``n_layers // 2`` on, add the difference of the mean
+      residual vectors of the square's two states, mine minus theirs (training games, that depth);
+    - ``random``: the ``mean`` edit with each vector replaced by a random one of the same norm (seed 1).
+
+    For each edit and without one (``none``): the share of top-1 moves legal on the edited board and the
+    mean probability on the moves that become legal (``p_gained``) and illegal (``p_lost``);
+    ``intervention_ideal_p_gained`` is what a model spreading its probability evenly over the legal moves
+    of the edited board would put on the moves that become legal (the ceiling of ``p_gained``).
     """
     device, n_layers = model.cfg.device, model.cfg.n_layers
     games = generate_games(300, seed=11)
@@ -233,12 +240,15 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
     names.append(utils.get_act_name("resid_post", n_layers - 1))
     _, cache = model.run_with_cache(tokens, names_filter=names)
     resid = torch.stack([cache[name] for name in names])  # [n_layers + 1, 300, 59, d_model]
-    W, b = fit_board_probes(resid[:, :n_train].flatten(1, 2), targets[:n_train].flatten(0, 1))
+    x_train, y_train = resid[:, :n_train].flatten(1, 2), targets[:n_train].flatten(0, 1)
+    W, b = fit_board_probes(x_train, y_train)
     y_test = targets[n_train:].flatten(0, 1)
     pred = (torch.einsum("pnd,pdsc->pnsc", resid[:, n_train:].flatten(1, 2), W) + b[:, None]).argmax(-1)
     occupied = y_test > 0
     accuracy = (pred == y_test).float()[:, occupied].mean(1)  # [n_layers + 1]
     best = int(accuracy.argmax())
+    one_hot = F.one_hot(y_train, 3).float()  # [n, 64, 3]
+    means = torch.einsum("pnd,nsc->pdsc", x_train, one_hot) / one_hot.sum(0)  # [n_layers + 1, d_model, 64, 3]
 
     depth = n_layers // 2
     rng = np.random.default_rng(0)
@@ -255,9 +265,13 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
     g_idx, t_idx, sq_idx = (torch.tensor([c[i] for c in cases], device=device) for i in range(3))
     dirs = (W[depth][:, sq_idx, MINE] - W[depth][:, sq_idx, THEIRS]).T  # [200, d_model]
     gaps = (resid[depth, g_idx, t_idx] * dirs).sum(-1) + b[depth, sq_idx, MINE] - b[depth, sq_idx, THEIRS]
-    deltas = (-2 * gaps)[:, None] * dirs / dirs.norm(dim=-1, keepdim=True) ** 2
-    random_dirs = torch.randn(deltas.shape, generator=torch.Generator().manual_seed(1)).to(device)
-    random_deltas = random_dirs * deltas.norm(dim=-1, keepdim=True) / random_dirs.norm(dim=-1, keepdim=True)
+    probe_edit = {depth: (-2 * gaps)[:, None] * dirs / dirs.norm(dim=-1, keepdim=True) ** 2}
+    mean_edit = {k: (means[k][:, sq_idx, MINE] - means[k][:, sq_idx, THEIRS]).T for k in range(depth, n_layers)}
+    generator = torch.Generator().manual_seed(1)
+    random_edit = {}
+    for k, delta in mean_edit.items():
+        noise = torch.randn(delta.shape, generator=generator).to(device)
+        random_edit[k] = noise * delta.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
     legal, gained, lost = (np.zeros((200, 61), dtype=bool) for _ in range(3))
     for i, (_, _, _, before, after) in enumerate(cases):
         legal[i, to_token(np.array(sorted(after), dtype=np.int64))] = True
@@ -270,9 +284,10 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
         return resid_stream
 
     metrics = {"probe_occupied_accuracy": [round(float(a), 4) for a in accuracy], "probe_best_depth": best,
-               "probe_best_occupied_accuracy": float(accuracy[best]), "intervention_depth": depth}
-    for name, delta in [("none", None), ("probe", deltas), ("random", random_deltas)]:
-        hooks = [] if delta is None else [(names[depth], lambda r, hook, d=delta: edit(r, hook, d))]
+               "probe_best_occupied_accuracy": float(accuracy[best]), "intervention_depth": depth,
+               "intervention_ideal_p_gained": float((gained.sum(-1) / legal.sum(-1)).mean())}
+    for name, deltas in [("none", {}), ("probe", probe_edit), ("mean", mean_edit), ("random", random_edit)]:
+        hooks = [(names[k], lambda r, hook, d=delta: edit(r, hook, d)) for k, delta in deltas.items()]
         probs = model.run_with_hooks(tokens[g_idx], fwd_hooks=hooks)[rows, t_idx].softmax(-1).cpu().numpy()
         metrics[f"intervention_{name}_top1_legal"] = float(legal[np.arange(200), probs.argmax(-1)].mean())
         metrics[f"intervention_{name}_p_gained"] = float((probs * gained).sum(-1).mean())

@@ -99,12 +99,27 @@ def test_course_othello_probe_reads_the_board(othello, othello_probe):
     assert othello_probe["probe_best_occupied_accuracy"] >= 0.90
 
 
-@pytest.mark.xfail(strict=True, reason="on the shipped course-othello-gpt the probe edit moves p(moves that become "
-                   "legal) 0.0415 -> 0.0474 (x1.14) and p(moves that become illegal) 0.0497 -> 0.0401 (x0.81)")
-def test_course_othello_intervention_redirects_the_predictions(othello_probe):
+def test_course_othello_mean_edit_removes_the_moves_that_become_illegal(othello_probe):
     m = othello_probe
-    assert m["intervention_probe_p_gained"] >= 2 * m["intervention_none_p_gained"]
-    assert m["intervention_probe_p_lost"] <= 0.5 * m["intervention_none_p_lost"]
+    assert m["intervention_mean_p_lost"] <= 0.5 * m["intervention_none_p_lost"]
+
+
+@pytest.mark.xfail(strict=True, reason="on the shipped course-othello-gpt the mean-difference edit moves p(moves "
+                   "that become legal) 0.042 -> 0.063 (x1.52); a model spreading its probability evenly over the "
+                   "edited board's legal moves would reach 0.090 (x2.17): the model's own 0.042 on these moves, "
+                   "illegal before the edit, leaves little room")
+def test_course_othello_mean_edit_doubles_the_moves_that_become_legal(othello_probe):
+    m = othello_probe
+    assert m["intervention_mean_p_gained"] >= 2 * m["intervention_none_p_gained"]
+
+
+def test_course_othello_edits_along_the_board_beat_the_random_control(othello_probe):
+    """Both board edits move probability the right way, far more than a random edit of the same norm."""
+    m = othello_probe
+    for edit in ["probe", "mean"]:
+        assert m[f"intervention_{edit}_p_gained"] > m["intervention_random_p_gained"], edit
+        assert m[f"intervention_{edit}_p_lost"] < m["intervention_random_p_lost"], edit
+    assert m["intervention_none_p_gained"] < m["intervention_ideal_p_gained"]
 
 
 def test_course_othello_random_edit_changes_little(othello_probe):

@@ -128,10 +128,11 @@ def markdown_table() -> str:
             shown = f"coup légal en top-1 : {final['top1_legal_rate']:.1%}"
             if "probe_best_occupied_accuracy" in final:
                 shown += (f" ; sonde linéaire (cases occupées) : {final['probe_best_occupied_accuracy']:.3f} après "
-                          f"{final['probe_best_depth']} couches ; intervention : p(coups devenus légaux) "
-                          f"{final['intervention_none_p_gained']:.3f} → {final['intervention_probe_p_gained']:.3f}, "
-                          f"p(devenus illégaux) {final['intervention_none_p_lost']:.3f} → "
-                          f"{final['intervention_probe_p_lost']:.3f}")
+                          f"{final['probe_best_depth']} couches ; intervention (différence des moyennes, à "
+                          f"partir de la couche {final['intervention_depth']}) : p(coups devenus légaux) "
+                          f"{final['intervention_none_p_gained']:.3f} → {final['intervention_mean_p_gained']:.3f} "
+                          f"(plafond {final['intervention_ideal_p_gained']:.3f}), p(devenus illégaux) "
+                          f"{final['intervention_none_p_lost']:.3f} → {final['intervention_mean_p_lost']:.3f}")
         else:
             shown = (f"perte sur la moitié répétée {final['loss_repeated_half']:.2f} vs "
                      f"{final['loss_first_half']:.2f} ; meilleure tête d'induction {final['best_induction_head']} "
