@@ -146,7 +146,8 @@ def ioi_metrics(model: HookedTransformer, n_prompts: int = 200, split: str = "te
 
     The validation split's keys start with ``val_``. The test split comes with the famous prompt and with
     the out-of-structure prompts (keys ``oos_``; ``oos_ioi_by_template``: accuracy and mean logit difference
-    of each template)."""
+    of each template, and its accuracy on each order: ABB, the indirect object named first, BAB, the
+    subject named first)."""
     diffs = _logit_diffs(model, ioi_eval_prompts(n_prompts, seed=1, split=split))
     if split == "validation":
         return {"val_ioi_mean_logit_diff": float(diffs.mean()), "val_ioi_accuracy": float((diffs > 0).mean())}
@@ -156,6 +157,9 @@ def ioi_metrics(model: HookedTransformer, n_prompts: int = 200, split: str = "te
     for template in OUT_OF_STRUCTURE_TEMPLATES:
         d = oos_diffs[[p.template == template for p in oos]]
         by_template[template] = {"accuracy": float((d > 0).mean()), "mean_logit_diff": round(float(d.mean()), 4)}
+        for order in ["ABB", "BAB"]:
+            d = oos_diffs[[p.template == template and p.order == order for p in oos]]
+            by_template[template][f"accuracy_{order}"] = float((d > 0).mean())
     return {
         "ioi_mean_logit_diff": float(diffs.mean()),
         "ioi_accuracy": float((diffs > 0).mean()),
