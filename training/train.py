@@ -115,10 +115,10 @@ SPECS: dict[str, Spec] = {
     ),
     "course-othello-gpt": Spec(
         kind="othello",
-        cfg=dict(n_layers=6, d_model=128, n_heads=4, d_mlp=512, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",
+        cfg=dict(n_layers=6, d_model=256, n_heads=8, d_mlp=1024, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",
                  normalization_type="LN"),
-        steps=15000, batch=64, lr=1e-3, warmup=500,
-        checkpoints=[15000], eval_every=1000, save_every=500,
+        steps=4000, batch=64, lr=1e-3, warmup=500,
+        checkpoints=[4000], eval_every=500, save_every=250, targets="legal_moves",
         description="Othello-GPT on synthetic games of uniformly random legal moves",
     ),
 }
