@@ -209,7 +209,10 @@ def fit_board_probes(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> t
     target = F.one_hot(y, 3).float().flatten(1)  # [n, 64 * 3]
     xty = torch.einsum("pnd,nk->pdk", xc, target) / x.shape[1]
     eye = torch.eye(x.shape[2], device=x.device)
-    W = torch.linalg.solve(cov + ridge * scale * eye, xty).reshape(x.shape[0], x.shape[2], 64, 3)
+    # Cholesky, not torch.linalg.solve: the matrix is symmetric positive definite, and the batched LU solve
+    # of some MKL builds fails on it with two threads ("Parameter 6 was incorrect on entry to SLASWP").
+    chol = torch.linalg.cholesky(cov + ridge * scale * eye)
+    W = torch.cholesky_solve(xty, chol).reshape(x.shape[0], x.shape[2], 64, 3)
     b = target.mean(0).reshape(64, 3) - torch.einsum("pd,pdsc->psc", mean[:, 0], W)
     return W, b
 

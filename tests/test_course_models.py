@@ -92,8 +92,9 @@ def test_course_othello_predicts_legal_moves(othello):
     assert evals.othello_metrics(othello, n_games=300)["top1_legal_rate"] >= 0.95
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped course-othello-gpt's probe reads 0.781 of the occupied squares "
-                   "at its best depth (4), top-1 legal 97.4%, after 4000 steps of 6L256W; it needs longer training")
+@pytest.mark.xfail(strict=True, reason="the shipped course-othello-gpt's probe reads 0.825 of the occupied squares "
+                   "at its best depth (4), top-1 legal 98.7%, after 8000 steps of 6L256W (0.781 after 4000): it "
+                   "needs far longer training")
 def test_course_othello_probe_reads_the_board(othello, othello_probe):
     assert evals.othello_metrics(othello, n_games=300)["top1_legal_rate"] >= 0.96
     assert othello_probe["probe_best_occupied_accuracy"] >= 0.90
@@ -104,11 +105,9 @@ def test_course_othello_mean_edit_removes_the_moves_that_become_illegal(othello_
     assert m["intervention_mean_p_lost"] <= 0.5 * m["intervention_none_p_lost"]
 
 
-@pytest.mark.xfail(strict=True, reason="on the shipped course-othello-gpt the mean-difference edit moves p(moves "
-                   "that become legal) 0.039 -> 0.067 (x1.74); a model spreading its probability evenly over the "
-                   "edited board's legal moves would reach 0.090 (x2.33): the model's own 0.039 on these moves, "
-                   "illegal before the edit, leaves little room")
 def test_course_othello_mean_edit_doubles_the_moves_that_become_legal(othello_probe):
+    """Possible only for a model that puts little probability on illegal moves: the ceiling (a model uniform
+    over the edited board's legal moves) is 0.090, so the model's own p_gained must stay under 0.045."""
     m = othello_probe
     assert m["intervention_mean_p_gained"] >= 2 * m["intervention_none_p_gained"]
 

@@ -117,8 +117,8 @@ SPECS: dict[str, Spec] = {
         kind="othello",
         cfg=dict(n_layers=6, d_model=256, n_heads=8, d_mlp=1024, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",
                  normalization_type="LN"),
-        steps=4000, batch=64, lr=1e-3, warmup=500,
-        checkpoints=[4000], eval_every=500, save_every=250, targets="legal_moves",
+        steps=8000, batch=64, lr=1e-3, warmup=500,
+        checkpoints=[8000], eval_every=1000, save_every=250, targets="legal_moves", threads=2,
         description="Othello-GPT on synthetic games of uniformly random legal moves",
     ),
 }
