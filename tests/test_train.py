@@ -188,9 +188,44 @@ def test_a_run_takes_the_thread_count_of_its_spec_unless_told_otherwise(tiny, mo
 
 def test_the_command_line_trains_resumes_and_ships(tiny, capsys):
     train.main(["tiny-lm", "--max-steps", "2"])
-    assert "Stopped at step 2/6" in capsys.readouterr().out
+    assert "Stopped tiny-lm at step 2/6" in capsys.readouterr().out
     assert not (tiny / "models" / "tiny-lm").exists()
     train.main(["tiny-lm"])
     assert "Resumed tiny-lm at step 2" in capsys.readouterr().out
     assert course_models.checkpoint_steps("tiny-lm") == [3, 6]
     assert (tiny / "models" / "manifest.json").exists()
+
+
+def test_a_stage_starts_from_the_shipped_weights_and_ships_only_when_it_beats_them(tiny, monkeypatch, capsys):
+    monkeypatch.setitem(course_models.COURSE_MODELS, "tiny-othello", "tiny test model")
+    train.main(["tiny-othello"])  # the first run of the chain, shipped
+    first = course_models.load_course_model("tiny-othello")[1]
+    stage = dataclasses.replace(TINY_OTHELLO, stage_of="tiny-othello", steps=3, checkpoints=[3], eval_every=3,
+                                cfg={**TINY_OTHELLO.cfg, "normalization_type": "LNPre"})
+    monkeypatch.setitem(train.SPECS, "tiny-othello.stage2", stage)
+    trainer = train.Trainer("tiny-othello.stage2")
+    assert trainer.start_step == 4
+    for key, value in first.items():  # the stage's step 0 is the shipped model
+        torch.testing.assert_close(trainer.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert trainer.opt.state == {}  # a fresh optimizer
+
+    score = ship.SCORE["othello"]
+    shipped = course_models.metrics("tiny-othello")["final"][score]
+    real_measure = ship.measure
+    for offset, expect_shipped in [(-0.01, False), (+0.01, True)]:
+        def fake_measure(model, spec, held_out, final, offset=offset):
+            metrics = real_measure(model, spec, held_out, final)
+            return {**metrics, score: shipped + offset} if final else metrics
+        monkeypatch.setattr(ship, "measure", fake_measure)
+        (trainer.run_dir / ship.EXPORTED).unlink(missing_ok=True)
+        train.main(["tiny-othello"])  # replays the chain: the first run is skipped, the stage trains and exports
+        out = capsys.readouterr().out
+        assert "tiny-othello: already exported" in out
+        outcome = json.loads((trainer.run_dir / ship.EXPORTED).read_text())
+        assert outcome["shipped"] is expect_shipped, out
+        assert course_models.checkpoint_steps("tiny-othello") == ([7] if expect_shipped else [4])
+    config = course_models.model_config("tiny-othello")
+    assert [s["name"] for s in config["stages"]] == ["tiny-othello.stage2"]
+    assert config["training"]["steps"] == TINY_OTHELLO.steps  # the first run's record stays
+    steps = [r["step"] for r in course_models.metrics("tiny-othello")["training_log"]]
+    assert steps == [4, 7]  # the chain's log, in the model's step count

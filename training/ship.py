@@ -22,6 +22,9 @@ from helpers.othello import N_CTX
 from helpers.weights import NO_PROCESSING
 
 UNUSED_TOKEN_BIAS = -100.0  # logit bias of the tokens a language model never saw in training
+# The metric a stage must raise to replace its model's shipped weights, measured on the final weights.
+SCORE = {"othello": "probe_best_occupied_accuracy", "lm": "oos_ioi_accuracy"}
+EXPORTED = "exported.json"  # written in a run's directory once it has been exported (shipped or not)
 
 
 def measure(model: HookedTransformer, spec, held_out: np.ndarray | None, final: bool) -> dict:
@@ -50,49 +53,86 @@ def _save_weights(model, path: Path, vocab_rows: torch.Tensor | None, tied: bool
     save_file(sd, str(path))
 
 
-def export_run(trainer) -> None:
-    """Write a finished training run's checkpoints, config and metrics to data/models/<name>/."""
-    name, spec = trainer.name, trainer.spec
+def _as_shipped(model: HookedTransformer) -> HookedTransformer:
+    """``model`` on the CPU with its weights rounded to float16, as they will be read back."""
+    sd = {k: v.detach().to("cpu", torch.float16).to(torch.float32) for k, v in model.state_dict().items()}
+    shipped = HookedTransformer(HookedTransformerConfig.from_dict({**model.cfg.to_dict(), "device": "cpu"}))
+    shipped.load_state_dict(sd)
+    return shipped.eval()
+
+
+def export_run(trainer) -> bool:
+    """Write a finished run's checkpoints, config and metrics to data/models/<model>/; whether it did.
+
+    A stage (``spec.stage_of``) replaces its model's shipped weights only if its final model beats them on
+    ``SCORE``; either way the outcome is recorded in the run's directory (``EXPORTED``)."""
+    name, spec, lm = trainer.shipped_name, trainer.spec, trainer.spec.kind == "lm"
+    held_out = trainer.data.held_out if lm else None
+    final_step, selection = trainer.choose_final_step()
+    run_steps = spec.checkpoints[:-1] + [final_step]
+    models = []
+    for step in run_steps:
+        model = trainer.shipped_model()
+        model.load_state_dict(torch.load(trainer.run_dir / "checkpoints" / f"{step}.pt", weights_only=True,
+                                         map_location=trainer.device))
+        if spec.kind == "othello":
+            model.process_weights_(**{**NO_PROCESSING, "fold_ln": True})
+        models.append(_as_shipped(model))
+    steps = [trainer.start_step + step for step in run_steps]  # a stage continues its model's step count
+    final_metrics = measure(models[-1], spec, held_out, final=True)
+    previous = model_config(name) if spec.stage_of else None
+    outcome = {"run": trainer.name, "model": name, "final_step": steps[-1], "shipped": True}
+    if previous is not None:
+        key, before = SCORE[spec.kind], course_models.metrics(name)["final"]
+        outcome.update(score=key, shipped_value=before[key], value=final_metrics[key],
+                       shipped=final_metrics[key] > before[key])
+        print(f"{trainer.name}: {key} {final_metrics[key]:.4f} against {before[key]:.4f} shipped: "
+              + ("shipping it." if outcome["shipped"] else "not shipped."), flush=True)
+    (trainer.run_dir / EXPORTED).write_text(json.dumps(outcome, indent=1) + "\n")
+    if not outcome["shipped"]:
+        return False
+
     out = course_models.MODELS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("step_*.safetensors"):
         old.unlink()
-    lm = spec.kind == "lm"
-    vocab_rows = trainer.data.used if lm else None
-    final_step, selection = trainer.choose_final_step()
-    steps = spec.checkpoints[:-1] + [final_step]
-    for step in steps:
-        model = trainer.shipped_model()
-        model.load_state_dict(torch.load(trainer.run_dir / "checkpoints" / f"{step}.pt", weights_only=True))
-        if spec.kind == "othello":
-            model.process_weights_(**{**NO_PROCESSING, "fold_ln": True})
+    vocab_rows = trainer.data.used.cpu() if lm else None
+    for step, model in zip(steps, models, strict=True):
         _save_weights(model, out / f"step_{step:06d}.safetensors", vocab_rows, tied=lm)
-    cfg = trainer.shipped_model().cfg.to_dict()
+    cfg = models[-1].cfg.to_dict()
     if spec.kind == "othello":
         cfg["normalization_type"] = "LNPre"
     cfg.update(device=None, seed=None)
+    record = {k: v for k, v in spec.__dict__.items() if k != "cfg"}
     config = {"config": cfg, "checkpoints": steps,
               "tokens_per_step": spec.batch * (spec.cfg["n_ctx"] if lm else N_CTX),
               "tied_unembed": lm, "unused_token_bias": UNUSED_TOKEN_BIAS if lm else None,
-              "description": spec.description, "training": {k: v for k, v in spec.__dict__.items() if k != "cfg"}}
+              "description": spec.description,
+              "training": previous["training"] if previous else record,
+              "stages": (previous.get("stages", []) + [{"name": trainer.name, "start_step": trainer.start_step,
+                                                        **record}]) if previous else []}
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     update_manifest()
 
     # Metrics, measured on the shipped (float16) weights, at every checkpoint.
     history = []
     for i, step in enumerate(steps):
-        cfg_i, sd = load_course_model(name, step)
-        model = HookedTransformer(cfg_i)
-        model.load_state_dict(sd, strict=True)
-        model.eval()
-        m = measure(model, spec, trainer.data.held_out if lm else None, final=i == len(steps) - 1)
+        if i == len(steps) - 1:
+            m = final_metrics
+        else:
+            cfg_i, sd = load_course_model(name, step)
+            model = HookedTransformer(cfg_i)
+            model.load_state_dict(sd, strict=True)
+            m = measure(model.eval(), spec, held_out, final=False)
         history.append({"step": step, "tokens_seen": step * config["tokens_per_step"], **m})
         print(json.dumps({k: v for k, v in history[-1].items() if k != "induction_scores"}), flush=True)
-    metrics = {"final": history[-1], "checkpoints": history, "training_log": trainer.history}
+    log = (course_models.metrics(name)["training_log"] if previous else []) + trainer.history
+    metrics = {"final": history[-1], "checkpoints": history, "training_log": log}
     if selection:
         metrics["checkpoint_choice"] = selection
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     update_manifest()
+    return True
 
 
 def update_manifest() -> None:

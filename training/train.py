@@ -2,9 +2,15 @@
 
 One training loop serves the three models; ``SPECS`` holds what differs. A run is
 deterministic under its seed (each batch is drawn from a generator seeded by (seed, step)),
-resumable (``runs/<name>/state.pt`` is saved every ``save_every`` steps; rerun the same
-command to continue) and ends by exporting the shipped files to ``data/models/<name>/``
-(training/ship.py; helpers.course_models reads them) with a metrics file computed on held-out data.
+resumable (``<runs>/<name>/state.pt`` is saved every ``save_every`` steps, where ``<runs>`` is
+``$COURSE_RUNS_DIR`` or ``~/course-runs``, outside the work tree; rerun the same command to continue) and
+ends by exporting the shipped files to ``data/models/<name>/`` (training/ship.py; helpers.course_models
+reads them) with a metrics file computed on held-out data.
+
+Training longer than one sitting goes in stages. A stage (``stage_of``) starts from the weights shipped
+for its model, with a fresh optimizer and its own warm-up and cosine, and ships its result only if it
+beats the shipped one on the model's score (``SCORE``). ``python -m training.train <model>`` replays the
+model's chain: the first run, then each stage in the order of ``SPECS``, skipping those already exported.
 
 Language models train on a generated corpus (training/corpus.py) mixed with sequences made of a
 random span of token ids 1000..9999 repeated until the window is full (its period varies from
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +37,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from helpers.config import HookedTransformerConfig
+from helpers.course_models import load_course_model
 from helpers.evals import RANDOM_HIGH, RANDOM_LOW, ioi_metrics
 from helpers.model import HookedTransformer
 from helpers.othello import D_VOCAB, N_CTX, generate_games, legal_move_masks, to_token
 from helpers.tokenizer import END_OF_TEXT_ID
 from training.corpus import build_token_corpus
-from training.ship import UNUSED_TOKEN_BIAS, export_run, measure
+from training.ship import EXPORTED, UNUSED_TOKEN_BIAS, export_run, measure
 
-RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"  # training state, resumable (not shipped)
+# Training state, resumable, kept outside the work tree so that a new checkout (or a clean) does not lose it.
+RUNS_DIR = Path(os.environ.get("COURSE_RUNS_DIR", Path.home() / "course-runs"))
 
 
 @dataclass
@@ -75,6 +84,9 @@ class Spec:
     # over the legal moves, which is the expected next-move target of a game of uniformly random legal
     # moves (same objective, far less noise per step).
     targets: str = "next_move"
+    # A stage: the shipped model it starts from and replaces when it does better (see the module docstring).
+    stage_of: str | None = None
+    device: str = "cpu"  # where the run trains ("cuda" for a stage trained on a GPU)
     description: str = ""
 
     def __post_init__(self):
@@ -90,7 +102,6 @@ class Spec:
             raise ValueError(f"select_from={self.select_from}: the chosen model replaces the last checkpoint, so "
                              f"candidates must come after the other checkpoints (step {earlier}) and by the "
                              f"end of the run ({self.steps} steps).")
-
 
 SPECS: dict[str, Spec] = {
     "course-attn-only-2l": Spec(
@@ -121,7 +132,21 @@ SPECS: dict[str, Spec] = {
         checkpoints=[8000], eval_every=1000, save_every=250, targets="legal_moves", threads=2,
         description="Othello-GPT on synthetic games of uniformly random legal moves",
     ),
+    # Stage 2 (2026-12-05, two threads, one session): 6000 more steps from the 8000-step weights.
+    "course-othello-gpt.stage2": Spec(
+        kind="othello", stage_of="course-othello-gpt",
+        cfg=dict(n_layers=6, d_model=256, n_heads=8, d_mlp=1024, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",
+                 normalization_type="LNPre"),
+        steps=6000, batch=64, lr=5e-4, warmup=300,
+        checkpoints=[6000], eval_every=1000, save_every=250, targets="legal_moves", threads=2,
+        description="Othello-GPT on synthetic games of uniformly random legal moves",
+    ),
 }
+
+
+def chain(model: str) -> list[str]:
+    """The runs that make a shipped model: its first run, then its stages in the order of SPECS."""
+    return [model] + [name for name, spec in SPECS.items() if spec.stage_of == model]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,20 +235,23 @@ def lr_at(spec: Spec, step: int) -> float:
 
 
 class Trainer:
-    def __init__(self, name: str, threads: int | None = None):
+    def __init__(self, name: str, threads: int | None = None, device: str | None = None):
         self.name, self.spec = name, SPECS[name]
+        self.shipped_name = self.spec.stage_of or name  # the model in data/models this run writes
+        self.device = device or self.spec.device
         torch.set_num_threads(threads or self.spec.threads)
         self.run_dir = RUNS_DIR / name
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         spec = self.spec
-        cfg = HookedTransformerConfig(**spec.cfg, model_name=name, seed=spec.seed, device="cpu")
+        cfg = HookedTransformerConfig(**spec.cfg, model_name=self.shipped_name, seed=spec.seed, device=self.device)
         self.model = HookedTransformer(cfg)
         self.data = LMData(spec, self.run_dir) if spec.kind == "lm" else OthelloData(spec)
         if spec.kind == "lm":
             # Tied unembedding over the used tokens only: logits = resid @ W_E[used].T + b_used.
-            self.b_used = torch.nn.Parameter(torch.zeros(len(self.data.used)))
-            self.remap = torch.full((cfg.d_vocab,), -1, dtype=torch.long)
-            self.remap[self.data.used] = torch.arange(len(self.data.used))
+            self.data.used = self.data.used.to(self.device)
+            self.b_used = torch.nn.Parameter(torch.zeros(len(self.data.used), device=self.device))
+            self.remap = torch.full((cfg.d_vocab,), -1, dtype=torch.long, device=self.device)
+            self.remap[self.data.used] = torch.arange(len(self.data.used), device=self.device)
             skip = {"unembed.b_U", "unembed.W_U"}
             params = [p for n, p in self.model.named_parameters() if n not in skip] + [self.b_used]
         else:
@@ -232,16 +260,30 @@ class Trainer:
         no_decay = [p for p in params if p.ndim < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=spec.lr, betas=(0.9, 0.95))
-        self.step, self.history = 0, []
-        self._resume()
+        # Training steps the weights had before this run: a stage continues its model's count.
+        self.step, self.history, self.start_step = 0, [], 0
+        if not self._resume() and spec.stage_of is not None:
+            self._start_from_shipped()
+
+    def _start_from_shipped(self):
+        """A stage's starting point: the weights shipped for its model (the previous stage's result)."""
+        shipped_cfg, sd = load_course_model(self.spec.stage_of)
+        if shipped_cfg.normalization_type != self.model.cfg.normalization_type:
+            raise ValueError(f"{self.name}: the shipped {self.spec.stage_of} uses normalization_type="
+                             f"{shipped_cfg.normalization_type!r}; set the stage's cfg to match it.")
+        self.model.load_state_dict(sd, strict=True)  # raises, naming the tensors, if the shapes differ
+        if self.spec.kind == "lm":
+            self.b_used.data.copy_(sd["unembed.b_U"].to(self.device)[self.data.used])
+        self.start_step = shipped_cfg.checkpoint_value
+        print(f"{self.name} starts from the shipped {self.spec.stage_of} (step {self.start_step})", flush=True)
 
     def _state_path(self) -> Path:
         return self.run_dir / "state.pt"
 
-    def _resume(self):
+    def _resume(self) -> bool:
         path = self._state_path()
         if path.exists():
-            state = torch.load(path, weights_only=True)
+            state = torch.load(path, weights_only=True, map_location=self.device)
             self.model.load_state_dict(state["model"])
             try:
                 self.opt.load_state_dict(state["opt"])
@@ -250,11 +292,14 @@ class Trainer:
             if self.spec.kind == "lm":
                 self.b_used.data.copy_(state["b_used"])
             self.step, self.history = state["step"], json.loads(state["history"])
+            self.start_step = state.get("start_step", 0)
             print(f"Resumed {self.name} at step {self.step}", flush=True)
+            return True
+        return False
 
     def _save_state(self):
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                 "history": json.dumps(self.history)}
+                 "start_step": self.start_step, "history": json.dumps(self.history)}
         if self.spec.kind == "lm":
             state["b_used"] = self.b_used.data
         tmp = self._state_path().with_suffix(".tmp")
@@ -290,7 +335,8 @@ class Trainer:
         scores = []
         for step in range(self.spec.eval_every, self.spec.steps + 1, self.spec.eval_every):
             if self._is_candidate(step):
-                model.load_state_dict(torch.load(self.run_dir / "checkpoints" / f"{step}.pt", weights_only=True))
+                model.load_state_dict(torch.load(self.run_dir / "checkpoints" / f"{step}.pt", weights_only=True,
+                                                 map_location=self.device))
                 scores.append({"step": step, **ioi_metrics(model, split="validation")})
                 print(json.dumps(scores[-1]), flush=True)
         best = max(scores, key=lambda r: (r["val_ioi_accuracy"], r["val_ioi_mean_logit_diff"]))
@@ -300,14 +346,14 @@ class Trainer:
         """The model as shipped: unused tokens with zero embedding and unembedding, and a -100 logit bias."""
         if self.spec.kind == "othello":
             return self.model
-        cfg = HookedTransformerConfig(**self.spec.cfg, model_name=self.name, device="cpu")
+        cfg = HookedTransformerConfig(**self.spec.cfg, model_name=self.shipped_name, device=self.device)
         exported = HookedTransformer(cfg)
         sd = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        unused = torch.ones(cfg.d_vocab, dtype=torch.bool)
+        unused = torch.ones(cfg.d_vocab, dtype=torch.bool, device=self.device)
         unused[self.data.used] = False
         sd["embed.W_E"][unused] = 0.0
         sd["unembed.W_U"] = sd["embed.W_E"].T.contiguous()
-        sd["unembed.b_U"] = torch.full((cfg.d_vocab,), UNUSED_TOKEN_BIAS)
+        sd["unembed.b_U"] = torch.full((cfg.d_vocab,), UNUSED_TOKEN_BIAS, device=self.device)
         sd["unembed.b_U"][self.data.used] = self.b_used.detach()
         exported.load_state_dict(sd)
         return exported
@@ -323,7 +369,7 @@ class Trainer:
         while self.step < end:
             if max_minutes is not None and time.time() - start > 60 * max_minutes:
                 break
-            batch = self.data.batch(self.step)
+            batch = tuple(t if t is None else t.to(self.device) for t in self.data.batch(self.start_step + self.step))
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(spec, self.step)
             loss = self.loss(batch)
@@ -336,7 +382,8 @@ class Trainer:
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if self.step in spec.checkpoints or self.step % spec.eval_every == 0:
                 metrics = self.evaluate()
-                record = {"step": self.step, "tokens_seen": self.step * spec.batch * spec.cfg["n_ctx"],
+                total = self.start_step + self.step
+                record = {"step": total, "tokens_seen": total * spec.batch * spec.cfg["n_ctx"],
                           "train_loss": loss.item(), **metrics}
                 self.history.append(record)
                 print(json.dumps({k: v for k, v in record.items() if k != "induction_scores"}), flush=True)
@@ -349,21 +396,37 @@ class Trainer:
         return self.step >= spec.steps
 
 
+def train_and_ship(name: str, threads=None, device=None, max_steps=None, max_minutes=None) -> bool:
+    """Train one run (resuming its state) and export it once finished; whether it finished."""
+    trainer = Trainer(name, threads=threads, device=device)
+    if not trainer.run(max_steps, max_minutes):
+        print(f"Stopped {name} at step {trainer.step}/{trainer.spec.steps}; rerun the same command to resume.")
+        return False
+    export_run(trainer)
+    return True
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=sorted(SPECS))
+    parser.add_argument("name", choices=sorted(SPECS),
+                        help="a model (its whole chain of stages) or one run of SPECS")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the shipped run's, the closest to reproducing it)")
+    parser.add_argument("--device", default=None, help="train on this device (default: the spec's, cpu)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (resume later)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this long (resume later)")
     parser.add_argument("--export-only", action="store_true", help="export the finished run to data/models")
     args = parser.parse_args(argv)
-    trainer = Trainer(args.name, threads=args.threads)
-    done = args.export_only or trainer.run(args.max_steps, args.max_minutes)
-    if done:
-        export_run(trainer)
-    else:
-        print(f"Stopped at step {trainer.step}/{trainer.spec.steps}; rerun the same command to resume.")
+    if args.export_only:
+        export_run(Trainer(args.name, threads=args.threads, device=args.device))
+        return
+    runs = chain(args.name) if SPECS[args.name].stage_of is None else [args.name]
+    for name in runs:
+        if len(runs) > 1 and (RUNS_DIR / name / EXPORTED).exists():
+            print(f"{name}: already exported ({RUNS_DIR / name / EXPORTED}); next run.")
+            continue
+        if not train_and_ship(name, args.threads, args.device, args.max_steps, args.max_minutes):
+            return
 
 
 if __name__ == "__main__":
