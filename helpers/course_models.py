@@ -54,10 +54,18 @@ def _checked(path: Path) -> Path:
         raise FileNotFoundError(f"{rel} is not listed in {MODELS_DIR / 'manifest.json'}.")
     if not path.exists():
         raise FileNotFoundError(f"Course model file {path} is missing. Restore it with `git checkout -- {path}`.")
-    if sha256(path) != expected:
-        raise OSError(f"Course model file {path} is corrupted (its sha256 differs from the manifest). "
-                      f"Restore it with `git checkout -- data/models`, or retrain with `make models`.")
-    return path
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() == expected:
+        return path
+    if hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest() == expected:
+        raise OSError(f"Course model file {path} has Windows line endings (CRLF) where the shipped file has LF: "
+                      "Git converted them when it checked the file out (core.autocrlf=true, the default of Git "
+                      "for Windows), so its sha256 differs from the manifest; the content is otherwise intact. "
+                      "Fix it in the repository with `git config core.autocrlf false`, then "
+                      "`git rm -r -q --cached data` and `git checkout HEAD -- data` (the .gitattributes of "
+                      "recent versions prevents this in new clones).")
+    raise OSError(f"Course model file {path} is corrupted (its sha256 differs from the manifest). "
+                  f"Restore it with `git checkout -- data/models`, or retrain with `make models`.")
 
 
 def model_config(name: str) -> dict:

@@ -1,0 +1,51 @@
+"""Faults and misuse as learners meet them: a Windows clone, damaged weights and caches, hook cells re-run or
+interrupted, batches where one prompt is expected, NaNs, and threads. Each test provokes the fault and
+asserts what the learner sees: the right result, or an error that names the cause and the repair."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import HookedTransformer, course_models
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def message(error_type, fn, *args, **kwargs) -> str:
+    with pytest.raises(error_type) as err:
+        fn(*args, **kwargs)
+    return str(err.value)
+
+
+# ---------------------------------------------------------------- 1. a clone by Git for Windows
+
+
+def test_a_clone_with_crlf_conversion_loads_every_course_model(tmp_path, monkeypatch):
+    """Git for Windows clones with core.autocrlf=true; .gitattributes keeps data/ byte-exact."""
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("needs git and a git checkout of the course")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "-c", "core.autocrlf=true", "clone", "-q", str(REPO), str(clone)], check=True)
+    assert b"\r\n" in (clone / "README.md").read_bytes()  # the conversion did happen outside data/
+    monkeypatch.setattr(course_models, "MODELS_DIR", clone / "data" / "models")
+    for name in course_models.COURSE_MODELS:
+        for step in course_models.checkpoint_steps(name):
+            course_models.load_course_model(name, step)
+        assert course_models.metrics(name)
+        HookedTransformer.from_pretrained(name, device="cpu")
+
+
+def test_crlf_line_endings_are_explained(tmp_path, monkeypatch):
+    (tmp_path / "course-gpt2").mkdir()
+    shutil.copy(course_models.MODELS_DIR / "manifest.json", tmp_path)
+    lf = (course_models.MODELS_DIR / "course-gpt2" / "config.json").read_bytes()
+    (tmp_path / "course-gpt2" / "config.json").write_bytes(lf.replace(b"\n", b"\r\n"))
+    monkeypatch.setattr(course_models, "MODELS_DIR", tmp_path)
+    text = message(OSError, course_models.model_config, "course-gpt2")
+    assert "line endings (CRLF)" in text and "core.autocrlf" in text
+    assert "git config core.autocrlf false" in text and "git checkout HEAD -- data" in text
+    (tmp_path / "course-gpt2" / "config.json").write_bytes(lf.replace(b"}", b" }", 1))
+    text = message(OSError, course_models.model_config, "course-gpt2")
+    assert "corrupted" in text and "CRLF" not in text
