@@ -18,6 +18,11 @@ from helpers import checks, utils
 # A stack of parts of the residual stream, e.g. one per layer or per head.
 Stack = Float[torch.Tensor, "num_components *batch_and_pos d_model"]
 
+# Hook points that run only when a config flag is on: {end of the hook name: flag}.
+FLAG_HOOKS = {"attn.hook_result": "use_attn_result", "hook_q_input": "use_split_qkv_input",
+              "hook_k_input": "use_split_qkv_input", "hook_v_input": "use_split_qkv_input",
+              "hook_attn_in": "use_attn_in", "hook_mlp_in": "use_hook_mlp_in"}
+
 
 def _take(x: torch.Tensor, selection, dim: int = -2, what: str = "pos_slice") -> torch.Tensor:
     """Apply a selection ``what`` (None, an int, a slice or a list/tensor of indices) along ``dim``, by default
@@ -64,8 +69,23 @@ class ActivationCache:
     def __getitem__(self, key) -> torch.Tensor:
         name = self._name(key)
         if name not in self.cache_dict:
-            raise checks.cache_miss(key, name, list(self.cache_dict), self.model.cfg.n_layers)
+            raise self._miss(key, name)
         return self.cache_dict[name]
+
+    def _miss(self, key, name: str) -> KeyError:
+        """The error for a key not in the cache: a short name without its layer, a hook that a config flag
+        switches on, or else the closest cached names (checks.cache_miss)."""
+        cfg = self.model.cfg
+        if isinstance(key, str) and key == name and key in utils.ACT_ALIASES:  # get_act_name wants a layer
+            return KeyError(f"cache[{key!r}]: {key!r} is computed in every block, so give its layer: "
+                            f"cache[{key!r}, 0] (layers 0 to {cfg.n_layers - 1}, or -1 for the last).")
+        flag = next((f for end, f in FLAG_HOOKS.items() if name.endswith(end)), None)
+        if flag is not None and not getattr(cfg, flag):
+            return KeyError(f"cache[{key!r}]: {name} runs only when the config has {flag}=True, and this model "
+                            f"has {flag}=False. Set model.cfg.{flag} = True (or load the model with "
+                            f"from_pretrained(..., {flag}=True)) and run run_with_cache again (with a names_filter "
+                            "that includes it, if you give one).")
+        return checks.cache_miss(key, name, list(self.cache_dict), cfg.n_layers)
 
     def __contains__(self, key) -> bool:
         return self._name(key) in self.cache_dict
@@ -89,6 +109,8 @@ class ActivationCache:
         return f"ActivationCache with keys {list(self.cache_dict)}"
 
     def to(self, device) -> ActivationCache:
+        """Move every activation to ``device`` (a clear error if this machine has no such device)."""
+        checks.device(device)
         self.cache_dict = {k: v.to(device) for k, v in self.cache_dict.items()}
         return self
 

@@ -273,6 +273,10 @@ class HookedRootModule(nn.Module):
         def save(tensor: torch.Tensor, hook: HookPoint, suffix: str = ""):
             t = tensor.detach()
             if remove_batch_dim:
+                if t.shape[0] != 1:
+                    raise ValueError(f"remove_batch_dim=True keeps the activations of a batch of one prompt, but "
+                                     f"{hook.name} has a batch of {t.shape[0]}. Run one prompt at a time, or leave "
+                                     "remove_batch_dim=False and index the batch yourself (cache[name][i]).")
                 t = t[0]
             cache[hook.name + suffix] = t.to(device) if device is not None else t
 

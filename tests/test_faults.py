@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import HookedTransformer, course_models
 
@@ -49,3 +50,48 @@ def test_crlf_line_endings_are_explained(tmp_path, monkeypatch):
     (tmp_path / "course-gpt2" / "config.json").write_bytes(lf.replace(b"}", b" }", 1))
     text = message(OSError, course_models.model_config, "course-gpt2")
     assert "corrupted" in text and "CRLF" not in text
+
+
+# ---------------------------------------------------------------- 5 and 7. caches asked for what they cannot hold
+
+
+@pytest.fixture(scope="module")
+def model():
+    return HookedTransformer.from_pretrained("course-gpt2", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cache(model):
+    return model.run_with_cache("When Mary and John")[1]
+
+
+def test_remove_batch_dim_on_a_batch_of_two_is_an_error(model):
+    text = message(ValueError, model.run_with_cache, ["When Mary and John", "When Tom and Sue"],
+                   remove_batch_dim=True)
+    assert "remove_batch_dim=True" in text and "a batch of 2" in text and "one prompt at a time" in text
+    assert not model.list_hooks()
+    _, one = model.run_with_cache("When Mary and John", remove_batch_dim=True)
+    assert one["resid_pre", 0].ndim == 2
+
+
+def test_short_name_without_a_layer_asks_for_one(cache):
+    text = message(KeyError, cache.__getitem__, "pattern")
+    assert "give its layer" in text and "cache['pattern', 0]" in text
+    assert "pattern" not in cache  # membership still answers, without raising
+
+
+def test_result_names_use_attn_result(model, cache):
+    text = message(KeyError, cache.__getitem__, ("result", 0))
+    assert "blocks.0.attn.hook_result" in text and "use_attn_result=True" in text
+    model.cfg.use_attn_result = True  # the advice works
+    try:
+        assert model.run_with_cache("When Mary and John")[1]["result", 0].shape[-2:] == (model.cfg.n_heads,
+                                                                                          model.cfg.d_model)
+    finally:
+        model.cfg.use_attn_result = False
+
+
+def test_cache_to_a_missing_device_says_which_exist(cache):
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    text = message(ValueError, cache.to, missing)
+    assert f"device={missing!r} is not available on this machine" in text and "Available devices: cpu" in text
