@@ -31,12 +31,29 @@ class LensHandle:
 
     ``hook`` is torch's handle (``hook.remove()`` detaches it). ``context_level`` is the depth of the
     ``hooks()`` block that added it (None outside any block), so that leaving a block removes its own
-    hooks only.
+    hooks only. ``fn`` is the hook function.
     """
 
     hook: RemovableHandle
     is_permanent: bool = False
     context_level: int | None = None
+    fn: HookFn | None = None
+
+
+def _same_hook(a: HookFn, b: HookFn) -> bool:
+    """Whether ``b`` is ``a``, or the same function defined again (a re-run cell): same code, and the same
+    default values and closure values (so hooks made by one factory for different heads differ)."""
+    if a is b:
+        return True
+    code = getattr(a, "__code__", None)
+    if code is None or code != getattr(b, "__code__", None):
+        return False
+
+    def values(fn) -> list:
+        return [*(fn.__defaults__ or ()), *(c.cell_contents for c in fn.__closure__ or ())]
+
+    va, vb = values(a), values(b)
+    return len(va) == len(vb) and all(x is y for x, y in zip(va, vb, strict=True))
 
 
 def _check_dir(dir: str, allowed: tuple[str, ...]) -> None:
@@ -79,7 +96,7 @@ class HookPoint(nn.Module):
 
             handle = self.register_full_backward_hook(backward_hook, prepend=prepend)
             handles = self.bwd_hooks
-        handles.insert(0 if prepend else len(handles), LensHandle(handle, is_permanent, level))
+        handles.insert(0 if prepend else len(handles), LensHandle(handle, is_permanent, level, hook))
 
     def add_perma_hook(self, hook: HookFn, dir: str = "fwd") -> None:
         """A hook that ``remove_hooks()`` keeps unless ``including_permanent=True``."""
@@ -104,10 +121,12 @@ class HookPoint(nn.Module):
         self.ctx = {}
 
     def remove_hooks(self, dir: str = "fwd", including_permanent: bool = False,
-                     level: int | None = None) -> None:
+                     level: int | None = None) -> int:
         """Remove the hooks of direction ``dir`` ("fwd", "bwd", "both"). ``including_permanent`` removes them
-        all; otherwise permanent hooks stay, and with ``level`` only the hooks of that ``hooks()`` block go."""
+        all; otherwise permanent hooks stay, and with ``level`` only the hooks of that ``hooks()`` block go.
+        Returns how many were removed."""
         _check_dir(dir, ("fwd", "bwd", "both"))
+        before = len(self.fwd_hooks) + len(self.bwd_hooks)
 
         def keep(handles: list[LensHandle]) -> list[LensHandle]:
             kept = []
@@ -123,6 +142,7 @@ class HookPoint(nn.Module):
             self.fwd_hooks = keep(self.fwd_hooks)
         if dir in ("bwd", "both") and self.bwd_hooks:
             self.bwd_hooks = keep(self.bwd_hooks)
+        return before - len(self.fwd_hooks) - len(self.bwd_hooks)
 
     def layer(self) -> int:
         """The block index in the hook's name: ``blocks.3.attn.hook_z`` -> 3."""
@@ -190,8 +210,20 @@ class HookedRootModule(nn.Module):
 
     def add_hook(self, name: str | Callable[[str], bool], hook: HookFn, dir: str = "fwd",
                  is_permanent: bool = False, level: int | None = None, prepend: bool = False) -> None:
-        """Attach ``hook`` to the hook point ``name`` (or to every point where ``name(point)``)."""
-        for n in self._select(name):
+        """Attach ``hook`` to the hook point ``name`` (or to every point where ``name(point)``). Outside a
+        ``hooks()`` block (``level`` None), warns if the same function is already attached there."""
+        names = self._select(name)
+        if level is None:
+            attached = "bwd_hooks" if dir == "bwd" else "fwd_hooks"
+            twice = [n for n in names for h in getattr(self.hook_dict[n], attached)
+                     if h.context_level is None and _same_hook(h.fn, hook)]
+            if twice:
+                where = ", ".join(twice[:3]) + (f" and {len(twice) - 3} more" if len(twice) > 3 else "")
+                checks.warn(f"Hook {getattr(hook, '__name__', hook)!r} is already attached to {where} (a cell run "
+                            "twice?): it now runs twice on every forward pass. Remove the hooks with "
+                            "model.reset_hooks() (reset_hooks(including_permanent=True) for permanent ones), then "
+                            "add it once.")
+        for n in names:
             hp = self.hook_dict[n]
             self.check_hooks_to_add(hp, n, hook, dir=dir, is_permanent=is_permanent, prepend=prepend)
             hp.add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
@@ -201,10 +233,10 @@ class HookedRootModule(nn.Module):
         self.add_hook(name, hook, dir=dir, is_permanent=True)
 
     def remove_all_hook_fns(self, direction: str = "both", including_permanent: bool = False,
-                            level: int | None = None) -> None:
-        """Remove the hooks of every hook point (see ``HookPoint.remove_hooks``)."""
-        for hp in self.hook_points():
-            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+                            level: int | None = None) -> int:
+        """Remove the hooks of every hook point (see ``HookPoint.remove_hooks``); returns how many."""
+        return sum(hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+                   for hp in self.hook_points())
 
     def clear_contexts(self) -> None:
         """Empty the ``ctx`` of every hook point."""
@@ -213,12 +245,17 @@ class HookedRootModule(nn.Module):
                 hp.clear_context()
 
     def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False,
-                    level: int | None = None) -> None:
-        """Remove every hook (permanent ones only if ``including_permanent``) and, by default, every ``ctx``."""
+                    level: int | None = None, verbose: bool = False) -> None:
+        """Remove every hook (permanent ones only if ``including_permanent``) and, by default, every ``ctx``.
+        ``verbose`` prints how many hooks were removed, and how many permanent ones were kept."""
         if clear_contexts:
             self.clear_contexts()
-        self.remove_all_hook_fns(direction, including_permanent, level=level)
+        removed = self.remove_all_hook_fns(direction, including_permanent, level=level)
         self.is_caching = False
+        if verbose:
+            kept = sum(len(v) for v in self.list_hooks(dir=direction).values())
+            print(f"reset_hooks: removed {removed} hook{'s' * (removed != 1)}, kept {kept} "
+                  f"(permanent hooks stay unless including_permanent=True).")
 
     def list_hooks(self, name_filter: NamesFilter = None, dir: str = "both",
                    including_permanent: bool = True) -> dict[str, list[LensHandle]]:

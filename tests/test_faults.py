@@ -4,6 +4,7 @@ asserts what the learner sees: the right result, or an error that names the caus
 
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,64 @@ def test_cache_to_a_missing_device_says_which_exist(cache):
     missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
     text = message(ValueError, cache.to, missing)
     assert f"device={missing!r} is not available on this machine" in text and "Available devices: cpu" in text
+
+
+# ---------------------------------------------------------------- 2. a hook cell run twice
+
+CELL = """
+def count_calls(activation, hook):
+    calls.append(hook.name)
+"""
+
+
+def run_cell(source: str, namespace: dict):
+    """Run a notebook cell's source: each run defines its functions anew (new objects, same code)."""
+    exec(compile(source, "<cell>", "exec"), namespace)
+
+
+def test_adding_the_same_hook_twice_warns_once(model):
+    namespace = {"calls": []}
+    try:
+        run_cell(CELL, namespace)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.add_hook("blocks.0.hook_resid_pre", namespace["count_calls"])
+        run_cell(CELL, namespace)  # the cell is run again
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.add_hook("blocks.0.hook_resid_pre", namespace["count_calls"])
+        assert len(caught) == 1
+        text = str(caught[0].message)
+        assert "'count_calls' is already attached to blocks.0.hook_resid_pre" in text and "reset_hooks()" in text
+        model("When Mary and John")
+        assert namespace["calls"] == ["blocks.0.hook_resid_pre"] * 2  # what the warning says
+    finally:
+        model.reset_hooks()
+
+
+def test_hooks_from_one_factory_for_different_heads_do_not_warn(model):
+    def ablate(head):
+        def hook(z, hook):
+            z[:, :, head] = 0
+        return hook
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.add_hook("blocks.0.attn.hook_z", ablate(0))
+            model.add_hook("blocks.0.attn.hook_z", ablate(3))
+    finally:
+        model.reset_hooks()
+
+
+def test_reset_hooks_says_how_many_it_removed(model, capsys):
+    model.add_hook(lambda name: name.endswith("hook_z"), lambda z, hook: None)
+    model.add_perma_hook("hook_embed", lambda x, hook: None)
+    try:
+        model.reset_hooks(verbose=True)
+        assert f"removed {model.cfg.n_layers} hooks, kept 1" in capsys.readouterr().out
+        model.reset_hooks()
+        assert capsys.readouterr().out == ""
+    finally:
+        model.reset_hooks(including_permanent=True)
+    assert not model.list_hooks()
