@@ -1,0 +1,272 @@
+"""What the notebooks say is what they show: each quantitative claim of the prose, checked on the stored outputs.
+
+nbval proves that the committed outputs reproduce on the embedded models; these tests prove that the prose
+around them is true of them. Each test finds one code cell by a line of its source, reads the text that cell
+printed, and asserts the claim the notebook's text makes about it (a sign, an order, "above 1", "the best
+head"). A notebook re-recorded on a retrained model whose outputs contradict its text fails here.
+One test per claim, named after the notebook and the claim.
+"""
+
+import json
+import math
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import HookedTransformer, evals
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NUMBER = r"[-+]?\d+(?:\.\d+)?"
+
+
+@pytest.fixture(scope="module")
+def embedded_gpt2():
+    """course-gpt2 as the notebooks load it on the embedded path."""
+    return HookedTransformer.from_pretrained("course-gpt2")
+
+
+@cache
+def _cells(prefix: str) -> list[dict]:
+    (path,) = NOTEBOOKS.glob(f"{prefix}_*.ipynb")
+    return json.loads(path.read_text())["cells"]
+
+
+def printed(prefix: str, code_line: str) -> str:
+    """The text printed by the one code cell of notebook ``prefix`` whose source contains ``code_line``."""
+    cells = [c for c in _cells(prefix) if c["cell_type"] == "code" and code_line in "".join(c["source"])]
+    assert len(cells) == 1, f"{len(cells)} code cells of notebook {prefix} contain {code_line!r}"
+    texts = []
+    for output in cells[0]["outputs"]:
+        if "text" in output:
+            texts.append("".join(output["text"]))
+        elif "text/plain" in output.get("data", {}):
+            texts.append("".join(output["data"]["text/plain"]))
+    text = "".join(texts)
+    assert text, f"the cell of notebook {prefix} containing {code_line!r} has no stored text output"
+    return text
+
+
+def values(text: str, pattern: str) -> list[float]:
+    """Every number captured by ``pattern`` (with one group written as {n}) in ``text``."""
+    found = [float(m) for m in re.findall(pattern.replace("{n}", f"({NUMBER})"), text)]
+    assert found, f"{pattern!r} not found in:\n{text}"
+    return found
+
+
+def value(text: str, pattern: str) -> float:
+    (found,) = values(text, pattern)
+    return found
+
+
+def markdown(prefix: str, needle: str) -> str:
+    cells = [c for c in _cells(prefix) if c["cell_type"] == "markdown" and needle in "".join(c["source"])]
+    assert len(cells) == 1, f"{len(cells)} markdown cells of notebook {prefix} contain {needle!r}"
+    return "".join(cells[0]["source"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 01 — loading and caching
+# ------------------------------------------------------------------------------------------------------------
+
+BOS_CELL = "ioi_sentences = {"
+
+
+def test_01_demo_sentence_prefers_the_wrong_name_with_and_without_bos():
+    demo = values(printed("01", BOS_CELL), r"phrase de la démo prepend_bos=\w+\s*: .* = {n}")
+    assert len(demo) == 2 and all(diff < 0 for diff in demo)
+
+
+def test_01_other_phrasing_prefers_the_right_name_and_bos_changes_little():
+    with_bos, without_bos = values(printed("01", BOS_CELL), r"autre tournure\s+prepend_bos=\w+\s*: .* = {n}")
+    assert with_bos > 0 and without_bos > 0
+    assert abs(with_bos - without_bos) < 1.0  # "le BOS n'y change presque rien"
+
+
+def test_01_gpt2_figures_are_the_sources():
+    text = markdown("01", "Un fait\nsur le vrai GPT-2 small")
+    assert "6,75 avec BOS à 2,78 sans" in text  # TransformerLens' main demo: 6.754 and 2.782
+
+
+def test_01_folding_keeps_the_log_probs():
+    assert "Mêmes log-probabilités (écart < 1e-3) : True" in printed("01", "from_pretrained_no_processing")
+
+
+def test_01_names_filter_cache_is_exact():
+    text = printed("01", "names_filter=[pattern_name]")
+    assert "Motifs identiques : True" in text and "Identique à resid_pre de la couche 1 : True" in text
+
+
+def test_01_unembed_bias_is_a_narrow_band_with_common_words_at_the_bottom():
+    text = printed("01", "has_embedding = model.W_E.abs().sum(dim=-1) > 0")
+    top, bottom = text.split("Les 10 biais les plus petits :")
+    biases = values(top, r"\n\s+{n}\s+'") + values(bottom, r"\n\s+{n}\s+'")
+    assert max(biases) - min(biases) < 3  # "moins de 3 logits entre le premier et le dernier"
+    for word in ["' over'", "' every'", "' where'"]:
+        assert word in bottom
+
+
+def test_01_john_and_mary_have_the_same_bias():
+    ratio = value(printed("01", 'john_bias = model.b_U[model.to_single_token(" John")]'),
+                  r"Rapport de probabilités dû au biais : {n}")
+    assert ratio == pytest.approx(1.0, abs=5e-4)  # "vaut 1,000 ... au millième près"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 02 — hooks and ablation
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_02_ablating_L0H1_lowers_the_loss_on_the_text():
+    text = printed("02", "def zero_head_values(value, hook, head):")
+    clean = value(text, r"Perte sans intervention : {n}")
+    ablated = value(text, r"Perte avec L0H1 ablatée : {n}")
+    assert ablated < clean  # "la perte **baisse** quand on ablate L0H1"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 03 — IOI and activation patching
+# ------------------------------------------------------------------------------------------------------------
+
+HEAD_PATCH = 'head_result = activation_patching(model, corrupted_tokens, clean_cache, ioi_metric, kind="z"'
+RESID_MAP = 'token_labels = [f"{token}_{i}" for i, token in enumerate(model.to_str_tokens(clean_tokens[0]))]'
+
+
+def test_03_resid_patch_restores_S2_at_layer_0_and_the_last_position_at_layer_1():
+    text = printed("03", RESID_MAP)
+    assert re.search(r"Couche 0 : position la plus restauratrice ' John_10'", text)  # S2, the only change
+    assert re.search(r"Couche 1 : position la plus restauratrice ' to_14'", text)  # the last position
+
+
+def test_03_a_normalised_score_exceeds_one_at_layer_1():
+    assert value(printed("03", RESID_MAP), r"Couche 1 : .*\(score {n}\)") > 1
+
+
+def test_03_attention_and_mlp_of_layer_0_matter_at_the_last_position():
+    text = printed("03", 'for kind in ["attn_out", "mlp_out"]:')
+    assert "attn_out : meilleur patch à la couche 0, position ' to_14'" in text
+    assert "mlp_out : meilleur patch à la couche 0, position ' to_14'" in text
+
+
+def test_03_layer_attribution_ranks_mlp1_then_mlp0_then_attn1():
+    text = printed("03", "Somme des contributions")
+    assert re.findall(r"\n\s+(\w+) : [-+]", text) == ["1_mlp_out", "0_mlp_out", "1_attn_out"]
+    jump = printed("03", "jumps = logit_lens.diff()")
+    assert "Plus forte hausse : de '1_mid' à 'final_post'" in jump  # "monte surtout au dernier pas"
+
+
+def test_03_L1H1_leads_the_direct_attribution_and_L1H2_writes_against_the_answer():
+    text = printed("03", 'print("Plus fortes attributions :"')
+    assert text.startswith("Plus fortes attributions : L1H1") and "L1H0" in text
+    assert value(text, r"Plus faible attribution  : L1H2 \({n}\)") < 0
+
+
+def test_03_L1H1_looks_at_the_indirect_object_and_L0H0_at_S2():
+    text = printed("03", "for layer, head in top_heads:\n    print_attention_from_end(layer, head)")
+    io, s1, s2 = map(float, re.search(rf"L1H1 : .*IO ({NUMBER}), S1 ({NUMBER}), S2 ({NUMBER})", text).groups())
+    assert io > s1 > s2  # "regarde l'objet indirect plus que le sujet (et presque jamais S2)"
+    l0h0_s2 = float(re.search(rf"L0H0 : .*S2 ({NUMBER})", text).group(1))
+    assert l0h0_s2 > 0.9  # "presque uniquement S2"
+
+
+def test_03_L0H0_is_the_strongest_patched_head_with_a_weak_direct_attribution():
+    text = printed("03", HEAD_PATCH)
+    first = text.splitlines()[0]
+    assert first.startswith("L0H0 : patch")
+    patch = value(first, r"patch {n},")
+    direct = value(first, r"attribution directe {n}")
+    assert patch > 1 and abs(direct) < 0.2
+
+
+def test_03_L0H0_patch_effect_in_logits_exceeds_the_clean_corrupted_gap():
+    text = printed("03", "patch_in_logits = head_result.values * (clean_diff - corrupted_diff)")
+    effect = value(text, r"L0H0 : effet de patch {n} logits")
+    patch = value(printed("03", HEAD_PATCH).splitlines()[0], r"L0H0 : patch {n},")
+    gap = effect / patch  # effect = normalised patch x (clean - corrupted)
+    assert gap > 0 and effect > gap  # the effect exceeds the clean-corrupted gap: the patch is above 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 04 — induction heads
+# ------------------------------------------------------------------------------------------------------------
+
+LOSS_CELL = "losses = loss_by_position(model, repeated_tokens)"
+
+
+def test_04_repeated_half_is_predicted_and_the_first_half_is_above_uniform():
+    text = printed("04", LOSS_CELL)
+    first_half = value(text, r"Perte moyenne, première moitié : {n}")
+    repeated = value(text, r"Perte moyenne, moitié répétée  : {n}")
+    assert first_half > math.log(9000) and repeated < 0.5
+
+
+def test_04_the_embedded_model_predicts_the_first_repeated_token():
+    first_repeated = value(printed("04", LOSS_CELL), r"Perte sur le premier token répété \(position \d+\) : {n}")
+    assert first_repeated < 1.0 < math.log(9000)  # "prédit lui aussi, avec une perte bien plus basse que ln(9000)"
+
+
+def test_04_arena_head_numbers_are_not_attributed_to_attn_only_2l():
+    text = markdown("04", "## 7. Le circuit d'induction lu dans les poids")
+    assert "attn_only_2L_half" in text and "12 têtes" in text and "8 têtes" in text
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 05 — FactoredMatrix and OV circuits
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_05_eigenvalue_and_top1_copying_disagree():
+    eigen = value(printed("05", "OV_copying_score = OV_eigenvalues.sum(-1)"), r"L1H0 : score de copie {n}")
+    assert eigen > 0.9
+    best = value(printed("05", "Tête qui recopie le plus souvent le bon token"), r"le bon token : L\dH\d \({n}%\)")
+    assert best < 5  # "aucune tête ne remet le bon token en tête plus de quelques fois sur cent"
+    answer = markdown("05", "La réponse, sur le modèle embarqué du cours")
+    assert "0,917" in answer and f"{eigen:.3f}".replace(".", ",") in answer
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 07 — attribution and path patching
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_07_the_tangent_underestimates_the_patch_of_the_worst_entry():
+    text = printed("07", "curve = metric_along_patch(*locate(worst[0]), alphas)")
+    half, half_tangent = value(text, r"À mi-chemin : {n} \("), value(text, r"À mi-chemin : [-\d.]+ \(tangente {n}\)")
+    end, end_tangent = value(text, r"au bout : {n} \("), value(text, r"au bout : [-\d.]+ \(tangente {n}\)")
+    assert half_tangent < half and end_tangent < end
+
+
+def test_07_the_top_head_saturates_its_attention():
+    text = printed("07", "scale_ratio = (clean_cache")
+    p = values(text, r"attention maximale de la dernière position {n}")
+    assert all(x > 0.85 for x in p)  # p (1 - p) is small: the tangent sees little of a large change
+
+
+def test_07_L0H0_direct_path_is_strong_although_its_direct_attribution_is_weak():
+    text = printed("07", "to_logits = path_patching(model, corrupted_tokens, clean_cache, ioi_metric)")
+    direct = value(text, r"L0H0 : patch [-+\d.]+, chemin direct {n}")
+    attribution = value(printed("03", HEAD_PATCH).splitlines()[0], r"attribution directe {n}")
+    assert direct > 0.5 and abs(attribution) < 0.2
+
+
+def test_07_paths_through_q_k_v_do_not_add_up_to_the_effect_through_other_heads():
+    through_others = value(printed("07", "to_logits = path_patching(model, corrupted_tokens, clean_cache, ioi_metric)"),
+                           r"L0H0 : .*par d'autres têtes {n}")
+    text = printed("07", "upper = to_logits.values[n_layers // 2:]")
+    by_input = {x: value(text, rf"par {x} : émettrice la plus forte L0H0 \({{n}}\)") for x in "qkv"}
+    assert by_input["q"] > through_others  # "un chemin seul peut faire plus que tous ensemble"
+    assert abs(sum(by_input.values()) - through_others) > 0.1
+    assert "Entrée qui porte le plus d'effet : q" in text
+
+
+def test_04_the_embedded_model_bets_that_the_sequence_restarts(embedded_gpt2):
+    """Notebook 04's explanation of the predicted first repeated token: in the first half, the model puts
+    most of its probability on the first random token ("il a appris à parier ... que la suite va reprendre")."""
+    tokens = evals.repeated_random_tokens(embedded_gpt2, seq_len=50, batch=8)
+    with torch.no_grad():
+        probs = embedded_gpt2(tokens).softmax(-1)  # [batch pos d_vocab]
+    first = tokens[:, 1]  # the first random token of each row
+    p_first = probs[torch.arange(len(tokens))[:, None], torch.arange(5, 50)[None], first[:, None]]
+    assert p_first.mean() > 0.5
