@@ -5,6 +5,8 @@ stub of the learner's version gets the "fill it in" message. The learner noteboo
 solution code outside folded blocks, and run top to bottom with the stubs failing only at their checks.
 """
 
+import contextlib
+import io
 import json
 import re
 from functools import partial
@@ -57,6 +59,15 @@ def fails_with(check, fn, *fragments: str):
     for fragment in fragments:
         assert fragment in str(error.value), str(error.value)
     return str(error.value)
+
+
+def still_to_do(check, fn):
+    """check(fn) on an unfilled stub prints that the exercise is still to do, and raises nothing."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        check(fn)
+    assert re.fullmatch(r"Exercice \d\d\.\d : à faire\. `\w+` n'est pas encore écrite : complétez la fonction .*\n",
+                        out.getvalue()), out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -272,7 +283,7 @@ def test_01_1_next_token_probs(model, capsys):
     fails_with(check, lambda model, prompt: model(prompt)[0].softmax(0)[-1], "mauvaise dimension")
     fails_with(check, lambda model, prompt: model(prompt, prepend_bos=False)[0, -1].softmax(-1), "BOS")
     fails_with(check, lambda model, prompt: model(prompt)[0, -1:].softmax(-1), "attendue [d_vocab=50257]")
-    fails_with(check, stub("01.1"), "complétez la fonction")
+    still_to_do(check, stub("01.1"))
 
 
 def test_01_2_top1_accuracy(model, capsys):
@@ -289,7 +300,7 @@ def test_01_2_top1_accuracy(model, capsys):
         return (lg[:, :-1].argmax(-1) == tk[:, 1:]).float().mean(-1)
 
     fails_with(check, in_place, "en place", "`logits`")
-    fails_with(check, stub("01.2"), "complétez la fonction")
+    still_to_do(check, stub("01.2"))
 
 
 def test_01_3_token_positions(model):
@@ -302,7 +313,7 @@ def test_01_3_token_positions(model):
     fails_with(check, lambda *args: positions(*args) + 1, "compté deux fois")
     fails_with(check, lambda m, p, t, b: positions(m, p, t, False), "BOS est oublié")
     fails_with(check, lambda *args: positions(*args)[:1], "première occurrence")
-    fails_with(check, stub("01.3"), "complétez la fonction")
+    still_to_do(check, stub("01.3"))
 
 
 def test_02_1_mean_ablation_hook(model, text_tokens):
@@ -325,7 +336,7 @@ def test_02_1_mean_ablation_hook(model, text_tokens):
         return z
 
     fails_with(check, wrong_axis, "Mauvais axe")
-    fails_with(check, stub("02.1"), "complétez la fonction")
+    still_to_do(check, stub("02.1"))
 
 
 def test_02_2_zero_ablation_map(model, text_tokens):
@@ -335,7 +346,7 @@ def test_02_2_zero_ablation_map(model, text_tokens):
     fails_with(check, lambda m, t: -reference(m, t), "Signe inversé")
     fails_with(check, lambda m, t: reference(m, t).T, "attendue [layer=2, head=4]", "axes sont échangés")
     fails_with(check, lambda m, t: reference(m, t) + m(t, return_type="loss"), "pas leur hausse")
-    fails_with(check, stub("02.2"), "complétez la fonction")
+    still_to_do(check, stub("02.2"))
 
 
 def test_02_3_offset_attention_score(model, text_tokens):
@@ -346,7 +357,7 @@ def test_02_3_offset_attention_score(model, text_tokens):
     fails_with(check, lambda p, o: p.diagonal(offset=1 - o, dim1=-2, dim2=-1).mean(-1), "Décalé d'une position")
     fails_with(check, lambda p, o: p.diagonal(offset=-o, dim1=-2, dim2=-1).sum(-1), "Somme au lieu de moyenne")
     fails_with(check, lambda p, o: p.diagonal(offset=-o, dim1=-2, dim2=-1).mean(0), "Mauvaise forme", "[head=")
-    fails_with(check, stub("02.3"), "complétez la fonction")
+    still_to_do(check, stub("02.3"))
 
 
 def test_03_1_two_name_prob(ioi):
@@ -356,7 +367,7 @@ def test_03_1_two_name_prob(ioi):
     fails_with(check, lambda lg, a: lg[:, -1].softmax(-1).gather(-1, a)[:, 0], "Non normalisé")
     fails_with(check, lambda lg, a: lg[:, -2].gather(-1, a).softmax(-1)[:, 0], "Décalé d'une position")
     fails_with(check, lambda lg, a: lg[:, -1].gather(-1, a).softmax(-1)[:, 0].mean(), "Il manque une dimension")
-    fails_with(check, stub("03.1"), "complétez la fonction")
+    still_to_do(check, stub("03.1"))
 
 
 def test_03_2_normalised_score():
@@ -366,7 +377,7 @@ def test_03_2_normalised_score():
     fails_with(check, lambda p, c, k: (p - k) / (k - c), "Signe inversé")
     fails_with(check, lambda p, c, k: p / (c - k), "numérateur")
     fails_with(check, lambda p, c, k: p - k, "Non normalisé")
-    fails_with(check, stub("03.2"), "complétez la fonction")
+    still_to_do(check, stub("03.2"))
 
 
 def test_03_3_patch_head_position(ioi):
@@ -383,7 +394,7 @@ def test_03_3_patch_head_position(ioi):
     fails_with(check, patching(lambda h, p: (slice(None), p)), "Toutes les têtes")
     fails_with(check, patching(lambda h, p: (slice(None), (p + 1) % 6, h)), "Décalé d'une position")
     fails_with(check, lambda z, hook, head, position, clean_cache: z, "ne change rien")
-    fails_with(check, stub("03.3"), "complétez la fonction")
+    still_to_do(check, stub("03.3"))
 
 
 def test_03_4_patch_attn_out_by_position(model, ioi):
@@ -401,7 +412,7 @@ def test_03_4_patch_attn_out_by_position(model, ioi):
                             for p in range(corrupted_tokens.shape[1])])
 
     fails_with(check, resid_pre_loop, "resid_pre")
-    fails_with(check, stub("03.4"), "complétez la fonction")
+    still_to_do(check, stub("03.4"))
 
 
 def test_04_1_per_token_loss(model, repeated):
@@ -420,7 +431,7 @@ def test_04_1_per_token_loss(model, repeated):
         return -probs[:, :-1].gather(-1, tk[:, 1:, None])[..., 0].log()
 
     fails_with(check, naive_softmax_loss, "NaN", "déborde")
-    fails_with(check, stub("04.1"), "complétez la fonction")
+    still_to_do(check, stub("04.1"))
 
 
 def test_04_2_induction_stripe_score(model, repeated):
@@ -429,7 +440,7 @@ def test_04_2_induction_stripe_score(model, repeated):
     fails_with(check, lambda p, n: p.diagonal(offset=-n, dim1=-2, dim2=-1).mean(dim=(0, -1)), "token répété lui-même")
     fails_with(check, lambda p, n: p.diagonal(offset=n - 1, dim1=-2, dim2=-1).mean(dim=(0, -1)), "au-dessus")
     fails_with(check, lambda p, n: p.diagonal(offset=1 - n, dim1=-2, dim2=-1).mean(dim=(0, 1)), "mauvaise dimension")
-    fails_with(check, stub("04.2"), "complétez la fonction")
+    still_to_do(check, stub("04.2"))
 
 
 def test_04_3_heads_above():
@@ -442,7 +453,7 @@ def test_04_3_heads_above():
     fails_with(check, lambda s, t: [divmod(la * s.shape[1] + h, s.shape[0]) for la, h in reference(s, t)],
                "i // n_heads")
     fails_with(check, lambda s, t: reference(s, t)[:-1], "têtes manquantes")
-    fails_with(check, stub("04.3"), "complétez la fonction")
+    still_to_do(check, stub("04.3"))
 
 
 def test_05_1_ov_copying_scores(model):
@@ -455,7 +466,7 @@ def test_05_1_ov_copying_scores(model):
     fails_with(check, lambda wv, wo: FactoredMatrix(wv, wo).S.sum(-1) / FactoredMatrix(wv, wo).S.sum(-1), "singulières")
     fails_with(check, lambda wv, wo: eig(wv, wo).sum(-1).real / eig(wv, wo).sum(-1).abs(), "valeur absolue de la somme")
     fails_with(check, lambda wv, wo: eig(wv, wo).sum(-1) / eig(wv, wo).abs().sum(-1), "complexes", ".real")
-    fails_with(check, stub("05.1"), "complétez la fonction")
+    still_to_do(check, stub("05.1"))
 
 
 def test_05_2_top1_copying_rate(model):
@@ -466,7 +477,7 @@ def test_05_2_top1_copying_rate(model):
     fails_with(check, lambda fm, s: (fm.AB[s].argmax(-1) == s).float().mean(), "matérialisez")
     fails_with(check, lambda fm, s: (fm[:, s].AB.argmax(0) == s).float().mean(), "COLONNE")
     fails_with(check, lambda fm, s: (fm[s].AB.argmax(-1) == s).float().sum(), "Non normalisé")
-    fails_with(check, stub("05.2"), "complétez la fonction")
+    still_to_do(check, stub("05.2"))
 
 
 def test_05_3_composition_score(model):
@@ -474,7 +485,7 @@ def test_05_3_composition_score(model):
     check(solution("05.3"))
     fails_with(check, lambda a, b: (a @ b).norm(), "Non normalisé")
     fails_with(check, lambda a, b: (b @ a).norm() / (a.norm() * b.norm()), "mauvais ordre")
-    fails_with(check, stub("05.3"), "complétez la fonction")
+    still_to_do(check, stub("05.3"))
 
 
 def test_06_1_legal_move_mask():
@@ -504,7 +515,7 @@ def test_06_1_legal_move_mask():
         return reference(board, player)
 
     fails_with(check, in_place, "en place")
-    fails_with(check, stub("06.1"), "complétez la fonction")
+    still_to_do(check, stub("06.1"))
 
 
 def test_06_2_relative_board_state():
@@ -515,7 +526,7 @@ def test_06_2_relative_board_state():
     fails_with(check, lambda board, player: reference(board.T, player), "Lignes et colonnes échangées")
     fails_with(check, lambda board, player: reference(board, 1), "couleurs absolues")
     fails_with(check, lambda board, player: reference(board, player).reshape(8, 8), "attendue [case=64]")
-    fails_with(check, stub("06.2"), "complétez la fonction")
+    still_to_do(check, stub("06.2"))
 
 
 def test_06_3_occupied_accuracy():
@@ -530,7 +541,7 @@ def test_06_3_occupied_accuracy():
         return torch.stack([(a == b)[b > 0].float().mean() for a, b in zip(p, t, strict=True)]).mean()
 
     fails_with(check, per_position, "mauvaise dimension")
-    fails_with(check, stub("06.3"), "complétez la fonction")
+    still_to_do(check, stub("06.3"))
 
 
 def test_06_4_flip_delta():
@@ -549,7 +560,7 @@ def test_06_4_flip_delta():
         return reference(r, w, b)
 
     fails_with(check, in_place, "en place", "`resid`")
-    fails_with(check, stub("06.4"), "complétez la fonction")
+    still_to_do(check, stub("06.4"))
 
 
 def test_07_1_attribution_estimate():
@@ -570,7 +581,7 @@ def test_07_1_attribution_estimate():
         return (c * g).sum((1, 3))
 
     fails_with(check, in_place, "en place", "`clean`")
-    fails_with(check, stub("07.1"), "complétez la fonction")
+    still_to_do(check, stub("07.1"))
 
 
 def test_07_2_map_correlation():
@@ -602,7 +613,7 @@ def test_07_2_map_correlation():
 
     fails_with(check, in_place, "en place", "`a`")
     fails_with(check, lambda a, b: torch.tensor(float("nan")), "NaN")
-    fails_with(check, stub("07.2"), "complétez la fonction")
+    still_to_do(check, stub("07.2"))
 
 
 def test_readme_has_a_colab_badge_for_each_learner_notebook():
