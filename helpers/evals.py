@@ -227,14 +227,18 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
     the prediction, on 200 (test game, position 10..49, square of the opponent) drawn with
     ``default_rng(0)`` among those whose flip to "mine" changes the legal moves:
 
-    - ``probe``: after ``n_layers // 2`` layers, add ``-2 e d / |d|^2`` (d = w_mine - w_theirs of the
-      square in that depth's probe, e the probe's gap), which reverses the probe's reading;
+    - ``probe``: after ``n_layers // 2`` layers, add ``(T - e) d / |d|^2`` (d = w_mine - w_theirs of the
+      square in that depth's probe, e the probe's gap ``r.d + b_mine - b_theirs``), which sets the gap to
+      T, the mean gap of the square on the training positions where it is mine: the probe then reads
+      "mine" as it does on real "mine" squares, whatever it read before;
     - ``mean``: at the input of every layer from ``n_layers // 2`` on, add the difference of the mean
       residual vectors of the square's two states, mine minus theirs (training games, that depth);
     - ``random``: the ``mean`` edit with each vector replaced by a random one of the same norm (seed 1).
 
     For each edit and without one (``none``): the share of top-1 moves legal on the edited board and the
-    mean probability on the moves that become legal (``p_gained``) and illegal (``p_lost``);
+    mean probability on the moves that become legal (``p_gained``) and illegal (``p_lost``), over the 200
+    cases and, for ``none`` and ``probe``, split by whether the probe read the square as the opponent's
+    before the edit (``_read`` / ``_misread``; ``intervention_read_share`` is the first group's share);
     ``intervention_ideal_p_gained`` is what a model spreading its probability evenly over the legal moves
     of the edited board would put on the moves that become legal (the ceiling of ``p_gained``).
     """
@@ -272,7 +276,14 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
     g_idx, t_idx, sq_idx = (torch.tensor([c[i] for c in cases], device=device) for i in range(3))
     dirs = (W[depth][:, sq_idx, MINE] - W[depth][:, sq_idx, THEIRS]).T  # [200, d_model]
     gaps = (resid[depth, g_idx, t_idx] * dirs).sum(-1) + b[depth, sq_idx, MINE] - b[depth, sq_idx, THEIRS]
-    probe_edit = {depth: (-2 * gaps)[:, None] * dirs / dirs.norm(dim=-1, keepdim=True) ** 2}
+    all_dirs = W[depth][:, :, MINE] - W[depth][:, :, THEIRS]  # [d_model, 64]
+    all_gaps = x_train[depth] @ all_dirs + b[depth, :, MINE] - b[depth, :, THEIRS]  # [n, 64]
+    is_mine = (y_train == MINE).float()  # [n, 64]
+    target_gap = (all_gaps * is_mine).sum(0) / is_mine.sum(0)  # [64]: the gap of a square the probe should read mine
+    probe_edit = {depth: (target_gap[sq_idx] - gaps)[:, None] * dirs / dirs.norm(dim=-1, keepdim=True) ** 2}
+    probe_reading = (torch.einsum("nd,dnc->nc", resid[depth, g_idx, t_idx], W[depth][:, sq_idx])
+                     + b[depth, sq_idx]).argmax(-1)  # [200]
+    read = (probe_reading == THEIRS).cpu().numpy()  # the probe read the square correctly before the edit
     mean_edit = {k: (means[k][:, sq_idx, MINE] - means[k][:, sq_idx, THEIRS]).T for k in range(depth, n_layers)}
     generator = torch.Generator().manual_seed(1)
     random_edit = {}
@@ -292,11 +303,16 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
 
     metrics = {"probe_occupied_accuracy": [round(float(a), 4) for a in accuracy], "probe_best_depth": best,
                "probe_best_occupied_accuracy": float(accuracy[best]), "intervention_depth": depth,
-               "intervention_ideal_p_gained": float((gained.sum(-1) / legal.sum(-1)).mean())}
+               "intervention_ideal_p_gained": float((gained.sum(-1) / legal.sum(-1)).mean()),
+               "intervention_read_share": float(read.mean())}
     for name, deltas in [("none", {}), ("probe", probe_edit), ("mean", mean_edit), ("random", random_edit)]:
         hooks = [(names[k], lambda r, hook, d=delta: edit(r, hook, d)) for k, delta in deltas.items()]
         probs = model.run_with_hooks(tokens[g_idx], fwd_hooks=hooks)[rows, t_idx].softmax(-1).cpu().numpy()
         metrics[f"intervention_{name}_top1_legal"] = float(legal[np.arange(200), probs.argmax(-1)].mean())
         metrics[f"intervention_{name}_p_gained"] = float((probs * gained).sum(-1).mean())
         metrics[f"intervention_{name}_p_lost"] = float((probs * lost).sum(-1).mean())
+        if name in ("none", "probe"):
+            for group, rows_in in [("read", read), ("misread", ~read)]:
+                metrics[f"intervention_{name}_{group}_p_gained"] = float((probs * gained).sum(-1)[rows_in].mean())
+                metrics[f"intervention_{name}_{group}_p_lost"] = float((probs * lost).sum(-1)[rows_in].mean())
     return metrics
