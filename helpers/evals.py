@@ -25,7 +25,7 @@ from helpers.ioi import OUT_OF_STRUCTURE_TEMPLATES, IOIPrompt, famous_ioi_prompt
 from helpers.model import HookedTransformer
 from helpers.othello import (
     N_CTX,
-    OthelloBoard,
+    flip_cases,
     generate_games,
     legal_move_masks,
     relative_board_states,
@@ -262,18 +262,9 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
     means = torch.einsum("pnd,nsc->pdsc", x_train, one_hot) / one_hot.sum(0)  # [n_layers + 1, d_model, 64, 3]
 
     depth = n_layers // 2
-    rng = np.random.default_rng(0)
-    cases = []  # (game, position, square, legal moves before, legal moves after the flip)
-    while len(cases) < 200:
-        g, t = int(rng.integers(n_train, 300)), int(rng.integers(10, 50))
-        board = OthelloBoard.from_moves(games[g][: t + 1])
-        square = int(rng.choice(np.flatnonzero(targets[g, t].cpu().numpy() == THEIRS)))
-        edited = board.copy()
-        edited.board.flat[square] = edited.player
-        before, after = set(board.legal_moves()), set(edited.legal_moves())
-        if before != after:
-            cases.append((g, t, square, before, after))
-    g_idx, t_idx, sq_idx = (torch.tensor([c[i] for c in cases], device=device) for i in range(3))
+    cases = flip_cases(games, targets, first_game=n_train)
+    g_idx, t_idx, sq_idx = cases.game.to(device), cases.pos.to(device), cases.square.to(device)
+    legal, gained, lost = cases.legal, cases.gained, cases.lost
     dirs = (W[depth][:, sq_idx, MINE] - W[depth][:, sq_idx, THEIRS]).T  # [200, d_model]
     gaps = (resid[depth, g_idx, t_idx] * dirs).sum(-1) + b[depth, sq_idx, MINE] - b[depth, sq_idx, THEIRS]
     all_dirs = W[depth][:, :, MINE] - W[depth][:, :, THEIRS]  # [d_model, 64]
@@ -290,11 +281,6 @@ def othello_probe_metrics(model: HookedTransformer) -> dict:
     for k, delta in mean_edit.items():
         noise = torch.randn(delta.shape, generator=generator).to(device)
         random_edit[k] = noise * delta.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
-    legal, gained, lost = (np.zeros((200, 61), dtype=bool) for _ in range(3))
-    for i, (_, _, _, before, after) in enumerate(cases):
-        legal[i, to_token(np.array(sorted(after), dtype=np.int64))] = True
-        gained[i, to_token(np.array(sorted(after - before), dtype=np.int64))] = True
-        lost[i, to_token(np.array(sorted(before - after), dtype=np.int64))] = True
     rows = torch.arange(200, device=device)
 
     def edit(resid_stream, hook, delta):

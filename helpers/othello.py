@@ -758,3 +758,43 @@ def top1_legal_rate(logits, masks) -> float:
     hit = np.take_along_axis(masks, top[..., None], axis=-1)[..., 0]
     valid = masks.any(axis=-1)
     return float(hit[valid].mean()) if valid.any() else float("nan")
+
+
+@dataclass
+class FlipCases:
+    """Positions where one opponent disc becomes the mover's, for intervention experiments (notebook 06).
+
+    ``game``, ``pos``, ``square``: int64 [n] (the flip is at move ``pos`` of game ``game``); ``legal``,
+    ``gained``, ``lost``: bool [n, 61] over tokens, the legal moves of the edited board and the moves that
+    become legal / illegal."""
+
+    game: torch.Tensor
+    pos: torch.Tensor
+    square: torch.Tensor
+    legal: np.ndarray
+    gained: np.ndarray
+    lost: np.ndarray
+
+
+def flip_cases(games, relative_states, first_game: int, n_cases: int = 200, seed: int = 0) -> FlipCases:
+    """``n_cases`` (game >= first_game, position 10..49, opponent square) drawn with ``default_rng(seed)``
+    among those whose flip to "mine" changes the legal moves. ``relative_states``: [n_games, >= 50, 64] as
+    :func:`relative_board_states` returns (2 = the opponent's)."""
+    states = np.asarray(relative_states.cpu() if hasattr(relative_states, "cpu") else relative_states)
+    rng = np.random.default_rng(seed)
+    cases = []  # (game, position, square, legal moves before, legal moves after the flip)
+    while len(cases) < n_cases:
+        g, t = int(rng.integers(first_game, len(games))), int(rng.integers(10, 50))
+        board = OthelloBoard.from_moves(games[g][: t + 1])
+        square = int(rng.choice(np.flatnonzero(states[g, t] == 2)))
+        edited = board.copy()
+        edited.board.flat[square] = edited.player
+        before, after = set(board.legal_moves()), set(edited.legal_moves())
+        if before != after:
+            cases.append((g, t, square, before, after))
+    legal, gained, lost = (np.zeros((n_cases, D_VOCAB), dtype=bool) for _ in range(3))
+    for i, (_, _, _, before, after) in enumerate(cases):
+        for mask, squares in [(legal, after), (gained, after - before), (lost, before - after)]:
+            mask[i, to_token(np.array(sorted(squares), dtype=np.int64))] = True
+    game, pos, square = (torch.tensor([c[i] for c in cases]) for i in range(3))
+    return FlipCases(game, pos, square, legal, gained, lost)

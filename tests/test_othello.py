@@ -342,3 +342,17 @@ def test_plot_board_values_and_game():
     black = sum(len(t.x) for t in fig.data if t.name == "black")
     white = sum(len(t.x) for t in fig.data if t.name == "white")
     assert black + white == 14  # 4 starting discs + 10 moves
+
+
+def test_flip_cases_change_the_legal_moves_by_one_opponent_disc():
+    games = O.generate_games(40, seed=3)
+    states = O.relative_board_states(games)
+    cases = O.flip_cases(games, states, first_game=20, n_cases=30, seed=1)
+    before = O.legal_move_masks(games)[cases.game.numpy(), cases.pos.numpy()]  # the bitboard engine: [30 61]
+    assert (cases.game >= 20).all() and ((cases.pos >= 10) & (cases.pos < 50)).all()
+    assert (states[cases.game.numpy(), cases.pos.numpy(), cases.square.numpy()] == 2).all()  # an opponent disc
+    assert (cases.gained | cases.lost).any(-1).all()  # every flip changes the legal moves
+    assert not (cases.gained & before).any() and not (cases.lost & ~before).any()
+    np.testing.assert_array_equal(cases.legal, (before | cases.gained) & ~cases.lost)
+    again = O.flip_cases(games, states, first_game=20, n_cases=30, seed=1)
+    assert (again.square == cases.square).all()  # deterministic under its seed
