@@ -84,8 +84,34 @@ def _act_name(kind: str) -> str:
     return kind.removesuffix("_by_pos")
 
 
+def _layer_names(model, act: str) -> list[str]:
+    """The hook name of activation ``act`` in every layer, in layer order."""
+    return [utils.get_act_name(act, layer) for layer in range(model.cfg.n_layers)]
+
+
+def _check_tokens(model, tokens, what: str) -> Int[torch.Tensor, "batch pos"]:
+    tokens = checks.token_ids(tokens, model.cfg.d_vocab, what)
+    return tokens if tokens.ndim == 2 else tokens[None]
+
+
+def _check_inputs(model, corrupted_tokens, metric, usage: str) -> Int[torch.Tensor, "batch pos"]:
+    """The checks every engine makes first (``usage`` shows its call); returns the corrupted tokens
+    [batch pos] on the model's device."""
+    checks.is_model(model, usage)
+    if not callable(metric):
+        raise TypeError(f"metric must be a function logits -> scalar tensor, got {type(metric).__name__}.")
+    return _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
+
+
+def _copies_per_pass(max_batch, batch: int) -> int:
+    """How many patched copies of the batch one forward pass carries: at most ``max_batch`` sequences,
+    and at least one copy."""
+    if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
+        raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}.")
+    return max(1, max_batch // batch)
+
+
 def _check_kind(model, kind: str) -> None:
-    checks.is_model(model, "activation_patching(model, corrupted_tokens, clean, metric, kind=...)")
     if kind not in PATCH_KINDS:
         raise ValueError(f"Unknown patching kind {kind!r}; the kinds are {list(PATCH_KINDS)}.")
     cfg = model.cfg
@@ -107,18 +133,13 @@ def _trailing_shape(model, act: str) -> tuple[int, ...]:
     return (cfg.d_model,)
 
 
-def _check_tokens(model, tokens, what: str) -> Int[torch.Tensor, "batch pos"]:
-    tokens = checks.token_ids(tokens, model.cfg.d_vocab, what)
-    return tokens if tokens.ndim == 2 else tokens[None]
-
-
 def _clean_activations(model, clean, corrupted_tokens: torch.Tensor, kind: str) -> list[torch.Tensor]:
     """The clean activation of every layer for ``kind``, each [batch pos ...] like the corrupted run's.
 
     ``clean`` is an ActivationCache (or a dict {hook name: tensor}) of the clean run, or the clean tokens.
     """
     act = _act_name(kind)
-    names = [utils.get_act_name(act, layer) for layer in range(model.cfg.n_layers)]
+    names = _layer_names(model, act)
     if isinstance(clean, torch.Tensor):
         clean_tokens = _check_tokens(model, clean, "clean")
         if clean_tokens.shape != corrupted_tokens.shape:
@@ -145,51 +166,6 @@ def _clean_activations(model, clean, corrupted_tokens: torch.Tensor, kind: str) 
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# The patches and the hook that applies them
-# ------------------------------------------------------------------------------------------------
-
-
-def _patch_grid(model, kind: str, n_pos: int) -> Int[torch.Tensor, "n_patches 3"]:
-    """One row (layer, pos, head) per patch, in the order of the map's entries (row-major over its axes).
-    pos or head is -1 where the kind patches every position or every head."""
-    cfg = model.cfg
-    axes = PATCH_KINDS[kind]
-    sizes = {"layer": cfg.n_layers, "pos": n_pos, "head": cfg.n_heads}
-    grids = torch.meshgrid(*[torch.arange(sizes[a]) for a in axes], indexing="ij")
-    columns = {a: g.flatten() for a, g in zip(axes, grids, strict=True)}
-    n = columns["layer"].numel()
-    full = torch.full((n,), -1, dtype=torch.long)
-    return torch.stack([columns["layer"], columns.get("pos", full), columns.get("head", full)], dim=1)
-
-
-def _make_hook(clean: torch.Tensor, pos: torch.Tensor, head: torch.Tensor):
-    """A hook that, in copy ``i`` of the batch, writes the clean activation at position ``pos[i]`` and
-    head ``head[i]`` (-1: all), for every copy at once.
-
-    clean: [batch pos d] or [batch pos head d]; pos, head: [copies] long tensors.
-    """
-    n_copies = len(pos)
-    copies = torch.arange(n_copies, device=pos.device)
-    by_pos = bool((pos >= 0).all())
-    by_head = bool((head >= 0).all())
-
-    def patch_hook(activation: torch.Tensor, hook) -> torch.Tensor:
-        # [copies*batch pos ...] -> [copies batch pos ...], a view: the writes below edit the activation.
-        acts = activation.unflatten(0, (n_copies, clean.shape[0]))
-        if by_pos and by_head:  # acts [copies batch pos head d]; the indexed dims come first: [copies batch d]
-            acts[copies, :, pos, head] = clean[:, pos, head].transpose(0, 1)
-        elif by_pos:  # acts [copies batch pos d] -> [copies batch d]
-            acts[copies, :, pos] = clean[:, pos].transpose(0, 1)
-        elif by_head:  # acts [copies batch pos head d] -> [copies batch pos d]
-            acts[copies, :, :, head] = clean[:, :, head].permute(2, 0, 1, 3)
-        else:  # pragma: no cover - every kind patches a position or a head
-            raise AssertionError("a patch must choose a position or a head")
-        return activation
-
-    return patch_hook
-
-
 def _axes(model, kind: str, n_pos: int, pos_labels: list[str] | None) -> dict[str, list[str]]:
     """The axes of a map of ``kind``: name -> labels ("L0", the position labels, "H0")."""
     if pos_labels is None:
@@ -201,12 +177,77 @@ def _axes(model, kind: str, n_pos: int, pos_labels: list[str] | None) -> dict[st
     return {a: labels[a] for a in PATCH_KINDS[kind]}
 
 
+# ------------------------------------------------------------------------------------------------
+# The batched passes, shared by the engines
+# ------------------------------------------------------------------------------------------------
+
+
+def _grid(shape: list[int]) -> Int[torch.Tensor, "n_patches n_axes"]:
+    """Every index of a map of this shape, one row each (layer first), in the order of the map's entries."""
+    grids = torch.meshgrid(*[torch.arange(size) for size in shape], indexing="ij")
+    return torch.stack([g.flatten() for g in grids], dim=1)
+
+
+def _passes(layers: torch.Tensor, per_pass: int) -> list[tuple[int, torch.Tensor]]:
+    """(layer, rows) for each forward pass: the patches of one layer (layers in ascending order), at most
+    ``per_pass`` of them, by their row numbers [copies]. layers: [n_patches], each patch's layer."""
+    return [(layer, rows) for layer in layers.unique().tolist()
+            for rows in (layers == layer).nonzero().flatten().split(per_pass)]
+
+
+def _corrupted_resid(model, corrupted_tokens: torch.Tensor) -> ActivationCache:
+    """The corrupted residual stream entering each layer, where the passes start (no logits needed)."""
+    _, cache = model.run_with_cache(corrupted_tokens, names_filter=_layer_names(model, "resid_pre"),
+                                    stop_at_layer=model.cfg.n_layers)
+    return cache
+
+
+def _start(corrupted: ActivationCache, layer: int, n_copies: int) -> Float[torch.Tensor, "copies*batch pos d_model"]:
+    """The corrupted residual stream entering ``layer``, once per patched copy of the batch."""
+    return corrupted["resid_pre", layer].repeat(n_copies, 1, 1)
+
+
+def _make_hook(clean: torch.Tensor, index: Int[torch.Tensor, "copies n_axes"], axes: tuple[str, ...]):
+    """A hook that, in copy ``i`` of the batch, writes the clean activation at the position and head of
+    ``index[i]`` (a row of a map with these axes: every position where "pos" is not an axis, every head
+    where "head" is not), for every copy at once.
+
+    clean: [batch pos d] or [batch pos head d], on the device of ``index``.
+    """
+    n_copies = len(index)
+    copies = torch.arange(n_copies, device=index.device)
+    where = dict(zip(axes, index.unbind(1), strict=True))
+    pos, head = where.get("pos"), where.get("head")
+
+    def patch_hook(activation: torch.Tensor, hook) -> torch.Tensor:
+        # [copies*batch pos ...] -> [copies batch pos ...], a view: the writes below edit the activation.
+        acts = activation.unflatten(0, (n_copies, clean.shape[0]))
+        if head is None:  # acts [copies batch pos d]; the indexed dims come first: [copies batch d]
+            acts[copies, :, pos] = clean[:, pos].transpose(0, 1)
+        elif pos is None:  # acts [copies batch pos head d] -> [copies batch pos d]
+            acts[copies, :, :, head] = clean[:, :, head].permute(2, 0, 1, 3)
+        else:  # acts [copies batch pos head d] -> [copies batch d]
+            acts[copies, :, pos, head] = clean[:, pos, head].transpose(0, 1)
+        return activation
+
+    return patch_hook
+
+
 def _scalar(value, where: str) -> float:
     value = torch.as_tensor(value)
     if value.numel() != 1:
         raise ValueError(f"The metric must return a scalar, but returned shape {tuple(value.shape)} on "
                          f"{where} (average over the batch inside the metric).")
     return float(value)
+
+
+def _score(values: torch.Tensor, rows: torch.Tensor, logits: torch.Tensor, metric: Metric, index: torch.Tensor) -> None:
+    """values[row] = the metric of that row's patched copy, for the rows of one pass.
+
+    logits: [copies*batch pos d_vocab], copy i patched by row ``rows[i]`` of ``index`` [n_patches n_axes].
+    """
+    for row, copy_logits in zip(rows.tolist(), logits.unflatten(0, (len(rows), -1)), strict=True):
+        values[row] = _scalar(metric(copy_logits), f"patch {tuple(index[row].tolist())}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,13 +296,11 @@ def activation_patching(
     Patch p sets, in copy p only, the activation at its (layer, position and/or head) to the clean
     one; each pass patches one layer and starts there, from the corrupted residual stream.
     """
+    corrupted_tokens = _check_inputs(model, corrupted_tokens, metric,
+                                     "activation_patching(model, corrupted_tokens, clean, metric, kind=...)")
     _check_kind(model, kind)
-    corrupted_tokens = _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
-    if not isinstance(max_batch, int) or max_batch < 1:
-        raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}.")
-    if not callable(metric):
-        raise TypeError(f"metric must be a function logits -> scalar tensor, got {type(metric).__name__}.")
     batch, n_pos = corrupted_tokens.shape
+    per_pass = _copies_per_pass(max_batch, batch)
     axes = _axes(model, kind, n_pos, pos_labels)
     if logit_positions is not None:
         wanted = [logit_positions] if isinstance(logit_positions, int) else list(logit_positions)
@@ -269,47 +308,32 @@ def activation_patching(
             raise ValueError(f"logit_positions must be positions in [-{n_pos}, {n_pos}) (an int or a "
                              f"non-empty list of ints), got {logit_positions!r}.")
         logit_index = torch.tensor(wanted, device=model.cfg.device)
-    act = _act_name(kind)
+    names = _layer_names(model, _act_name(kind))
     clean_acts = _clean_activations(model, clean, corrupted_tokens, kind)
+    corrupted = _corrupted_resid(model, corrupted_tokens)
 
-    # The corrupted residual stream entering each layer, where the passes start (no logits needed).
-    resid_names = [utils.get_act_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
-    _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=resid_names,
-                                              stop_at_layer=model.cfg.n_layers)
-
-    patches = _patch_grid(model, kind, n_pos)  # [n_patches 3]: layer, pos, head; rows sorted by layer
-    per_pass = max(1, max_batch // batch)
-    _, per_layer = patches[:, 0].unique_consecutive(return_counts=True)
-    chunks = [chunk for rows in patches.split(per_layer.tolist()) for chunk in rows.split(per_pass)]
+    shape = [len(labels) for labels in axes.values()]
+    patches = _grid(shape)  # [n_patches n_axes]: layer, pos and/or head
+    passes = _passes(patches[:, 0], per_pass)
     if progress:
-        chunks = tqdm(chunks, desc=f"patching {kind}")
-    values, finals = [], []
-
-    def score(logits: torch.Tensor, rows: torch.Tensor) -> None:
-        """The metric of each patched copy in logits [copies*batch pos d_vocab]; rows: their patches."""
-        for c, copy_logits in enumerate(logits.unflatten(0, (len(rows), batch))):
-            values.append(_scalar(metric(copy_logits), f"patch {tuple(rows[c].tolist())}"))
-
-    for chunk in chunks:
-        n_copies = chunk.shape[0]
-        layer = int(chunk[0, 0])
-        _, pos, head = chunk.to(model.cfg.device).unbind(1)
-        hooks = [(utils.get_act_name(act, layer), _make_hook(clean_acts[layer], pos, head))]
-        resid = corrupted_cache["resid_pre", layer].repeat(n_copies, 1, 1)  # [copies*batch pos d_model]
+        passes = tqdm(passes, desc=f"patching {kind}")
+    values, finals = torch.zeros(len(patches)), []
+    for layer, rows in passes:
+        hooks = [(names[layer], _make_hook(clean_acts[layer], patches[rows].to(model.cfg.device), tuple(axes)))]
+        start = _start(corrupted, layer, len(rows))
         if logit_positions is None:
-            score(model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=hooks), chunk)
+            _score(values, rows, model.run_with_hooks(start, start_at_layer=layer, fwd_hooks=hooks), metric, patches)
         else:  # keep the final residual stream where logits are needed; unembed after the loop
-            final = model.run_with_hooks(resid, start_at_layer=layer, stop_at_layer=model.cfg.n_layers,
+            final = model.run_with_hooks(start, start_at_layer=layer, stop_at_layer=model.cfg.n_layers,
                                          fwd_hooks=hooks)
             finals.append(final[:, logit_index])
     if finals:
         # One unembedding for many passes: reading W_U [d_model d_vocab] once per max_batch sequences,
         # rather than once per pass, is most of the saving when few positions are unembedded.
-        for rows, final in zip(patches.split(per_pass), torch.cat(finals).split(per_pass * batch), strict=True):
-            score(model.unembed(model.ln_final(final)), rows)
-
-    shape = tuple(len(v) for v in axes.values())
-    return PatchingResult(torch.tensor(values, dtype=torch.float32).reshape(shape), axes, kind)
+        for rows, final in zip(torch.arange(len(patches)).split(per_pass), torch.cat(finals).split(per_pass * batch),
+                               strict=True):
+            _score(values, rows, model.unembed(model.ln_final(final)), metric, patches)
+    return PatchingResult(values.reshape(shape), axes, kind)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,13 +362,12 @@ def attribution_patching(
     exact when the model is linear between the patched activation and the metric; LayerNorm scales and
     saturated attention softmaxes are where it is not.
     """
+    corrupted_tokens = _check_inputs(model, corrupted_tokens, metric,
+                                     "attribution_patching(model, corrupted_tokens, clean, metric, kind=...)")
     _check_kind(model, kind)
-    corrupted_tokens = _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
-    if not callable(metric):
-        raise TypeError("metric must be a function logits -> scalar tensor.")
     axes = _axes(model, kind, corrupted_tokens.shape[1], pos_labels)
     clean_acts = _clean_activations(model, clean, corrupted_tokens, kind)
-    names = [utils.get_act_name(_act_name(kind), layer) for layer in range(model.cfg.n_layers)]
+    names = _layer_names(model, _act_name(kind))
     corrupted_acts, offsets = [], []
 
     def add_offset(activation: torch.Tensor, hook) -> torch.Tensor:
@@ -366,6 +389,7 @@ def attribution_patching(
     deltas = torch.stack([((c - a) * g).sum(dims)
                           for c, a, g in zip(clean_acts, corrupted_acts, grads, strict=True)])
     return PatchingResult((value.detach() + deltas).float().cpu(), axes, kind)
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -399,6 +423,7 @@ def _check_receivers(model, receivers, receiver_input) -> dict[int, list[int]]:
     return by_layer
 
 
+
 @torch.no_grad()
 def path_patching(
     model,
@@ -428,34 +453,24 @@ def path_patching(
     PatchingResult of kind "z" (one sender head per entry, [n_layers n_heads]); a sender in a layer at or
     after every receiver's has no path to them, and its entry is the corrupted run's metric.
     """
-    corrupted_tokens = _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
-    if not isinstance(max_batch, int) or max_batch < 1:
-        raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}.")
-    if not callable(metric):
-        raise TypeError("metric must be a function logits -> scalar tensor.")
+    corrupted_tokens = _check_inputs(model, corrupted_tokens, metric, "path_patching(model, corrupted_tokens, "
+                                     "clean, metric, receivers=[(layer, head), ...], receiver_input='q')")
+    batch, n_pos = corrupted_tokens.shape
+    per_pass = _copies_per_pass(max_batch, batch)
     targets = _check_receivers(model, receivers, receiver_input)
     cfg = model.cfg
-    batch, n_pos = corrupted_tokens.shape
     axes = _axes(model, "z", n_pos, None)
     clean_z = _clean_activations(model, clean, corrupted_tokens, "z")
-    z_names = [utils.get_act_name("z", layer) for layer in range(cfg.n_layers)]
-    resid_names = [utils.get_act_name("resid_pre", layer) for layer in range(cfg.n_layers)]
-    corrupted_logits, corrupted = model.run_with_cache(corrupted_tokens, names_filter=z_names + resid_names)
-    values = torch.full((cfg.n_layers, cfg.n_heads), _scalar(metric(corrupted_logits), "the corrupted run"))
+    z_names = _layer_names(model, "z")
+    corrupted_logits, corrupted = model.run_with_cache(corrupted_tokens,
+                                                       names_filter=z_names + _layer_names(model, "resid_pre"))
+    senders = _grid([cfg.n_layers, cfg.n_heads])  # [n_senders 2]: layer, head
+    values = torch.full((len(senders),), _scalar(metric(corrupted_logits), "the corrupted run"))
 
     # Senders with a path: every head below the last receiver's layer (every head for the logits).
     end = max(targets) if targets else cfg.n_layers
-    senders = _patch_grid(model, "z", n_pos)
-    senders = senders[senders[:, 0] < end]
-    per_pass = max(1, max_batch // batch)
-    _, per_layer = senders[:, 0].unique_consecutive(return_counts=True)
-    chunks = [chunk for rows in senders.split(per_layer.tolist()) for chunk in rows.split(per_pass)]
+    passes = [(layer, rows) for layer, rows in _passes(senders[:, 0], per_pass) if layer < end]
     in_names = {layer: utils.get_act_name(receiver_input or "q", layer) for layer in targets}
-
-    def score(logits: torch.Tensor, rows: torch.Tensor) -> None:
-        for (layer, _, head), copy_logits in zip(rows.tolist(), logits.unflatten(0, (len(rows), batch)),
-                                                 strict=True):
-            values[layer, head] = _scalar(metric(copy_logits), f"sender L{layer}H{head}")
 
     def freeze(activation, hook):  # every head of a later layer keeps its corrupted output, in every copy
         return corrupted[hook.name].repeat(activation.shape[0] // batch, 1, 1, 1)
@@ -470,23 +485,21 @@ def path_patching(
             activation[:, :, targets[hook.layer()]] = kept[hook.name]
         return activation
 
-    for chunk in chunks:
-        n_copies, layer = chunk.shape[0], int(chunk[0, 0])
-        _, pos, head = chunk.to(cfg.device).unbind(1)
-        hooks = [(z_names[layer], _make_hook(clean_z[layer], pos, head))]
+    for layer, rows in passes:
+        hooks = [(z_names[layer], _make_hook(clean_z[layer], senders[rows].to(cfg.device), tuple(axes)))]
         hooks += [(z_names[later], freeze) for later in range(layer + 1, end)]
-        start = corrupted["resid_pre", layer].repeat(n_copies, 1, 1)  # [copies*batch pos d_model]
+        start = _start(corrupted, layer, len(rows))
         if not targets:
-            score(model.run_with_hooks(start, start_at_layer=layer, fwd_hooks=hooks), chunk)
+            _score(values, rows, model.run_with_hooks(start, start_at_layer=layer, fwd_hooks=hooks), metric, senders)
             continue
         kept.clear()
         hooks += [(in_names[r], keep) for r in targets if r >= layer]
         model.run_with_hooks(start, start_at_layer=layer, stop_at_layer=end + 1, fwd_hooks=hooks)
         first = min(targets)
-        start = corrupted["resid_pre", first].repeat(n_copies, 1, 1)
-        score(model.run_with_hooks(start, start_at_layer=first, fwd_hooks=[(n, put) for n in in_names.values()]),
-              chunk)
-    return PatchingResult(values, axes, "z")
+        logits = model.run_with_hooks(_start(corrupted, first, len(rows)), start_at_layer=first,
+                                      fwd_hooks=[(n, put) for n in in_names.values()])
+        _score(values, rows, logits, metric, senders)
+    return PatchingResult(values.reshape(cfg.n_layers, cfg.n_heads), axes, "z")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,46 +512,42 @@ def path_patching(
 # ``generic_activation_patch``, which also batches the patches but applies a Python setter per patched copy.
 
 
-def layer_pos_patch_setter(corrupted_activation, index, clean_activation):
-    """index (layer, pos): copy the clean activation at that position, activation [batch pos ...]."""
-    _, pos = index
-    corrupted_activation[:, pos] = clean_activation[:, pos]
-    return corrupted_activation
 
 
-def layer_pos_head_vector_patch_setter(corrupted_activation, index, clean_activation):
-    """index (layer, pos, head): one head at one position, activation [batch pos head_index d_head]."""
-    _, pos, head = index
-    corrupted_activation[:, pos, head] = clean_activation[:, pos, head]
-    return corrupted_activation
+def _named(function, name: str, doc: str):
+    """``function`` under its public name (``__name__`` and ``__qualname__``), with the docstring ``doc``."""
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    return function
 
 
-def layer_head_vector_patch_setter(corrupted_activation, index, clean_activation):
-    """index (layer, head): one head at every position, activation [batch pos head_index d_head]."""
-    _, head = index
-    corrupted_activation[:, :, head] = clean_activation[:, :, head]
-    return corrupted_activation
+def _setter(name: str, index_axes: str, activation_axes: str):
+    """The classic patch setter ``name``: for an index over ``index_axes`` (layer first), it copies the clean
+    activation [batch *activation_axes] into the corrupted one at the index's values of the axes they share,
+    at every value of the others."""
+    named = index_axes.split()[1:]
+    dims = activation_axes.split()
+
+    def setter(corrupted_activation, index, clean_activation):
+        value = dict(zip(named, index[1:], strict=True))
+        at = (slice(None), *[value.get(dim, slice(None)) for dim in dims])
+        corrupted_activation[at] = clean_activation[at]
+        return corrupted_activation
+
+    return _named(setter, name, f"index ({', '.join(index_axes.split())}): copies the clean activation "
+                                f"[batch {activation_axes}] at the index's {', '.join(named)} into the corrupted one "
+                                "(its other axes whole), in place.")
 
 
-def layer_head_pattern_patch_setter(corrupted_activation, index, clean_activation):
-    """index (layer, head): a head's whole pattern, activation [batch head_index dest_pos src_pos]."""
-    _, head = index
-    corrupted_activation[:, head] = clean_activation[:, head]
-    return corrupted_activation
-
-
-def layer_head_pos_pattern_patch_setter(corrupted_activation, index, clean_activation):
-    """index (layer, head, dest_pos): one row of a head's pattern, activation [batch head_index dest_pos src_pos]."""
-    _, head, dest = index
-    corrupted_activation[:, head, dest] = clean_activation[:, head, dest]
-    return corrupted_activation
-
-
-def layer_head_dest_src_pos_pattern_patch_setter(corrupted_activation, index, clean_activation):
-    """index (layer, head, dest_pos, src_pos): one entry of a head's pattern."""
-    _, head, dest, src = index
-    corrupted_activation[:, head, dest, src] = clean_activation[:, head, dest, src]
-    return corrupted_activation
+_VECTOR, _PATTERN = "pos head_index d_head", "head_index dest_pos src_pos"  # the axes of q, k, v, z and of a pattern
+layer_pos_patch_setter = _setter("layer_pos_patch_setter", "layer pos", "pos ...")
+layer_pos_head_vector_patch_setter = _setter("layer_pos_head_vector_patch_setter", "layer pos head_index", _VECTOR)
+layer_head_vector_patch_setter = _setter("layer_head_vector_patch_setter", "layer head_index", _VECTOR)
+layer_head_pattern_patch_setter = _setter("layer_head_pattern_patch_setter", "layer head_index", _PATTERN)
+layer_head_pos_pattern_patch_setter = _setter("layer_head_pos_pattern_patch_setter", "layer head_index dest_pos",
+                                              _PATTERN)
+layer_head_dest_src_pos_pattern_patch_setter = _setter("layer_head_dest_src_pos_pattern_patch_setter",
+                                                       "layer head_index dest_pos src_pos", _PATTERN)
 
 
 def _axis_size(model, axis: str, n_pos: int) -> int:
@@ -547,6 +556,19 @@ def _axis_size(model, axis: str, n_pos: int) -> int:
     if axis not in sizes:
         raise ValueError(f"index_axis_names: unknown axis {axis!r}; the axes are {list(sizes)} (layer first).")
     return sizes[axis]
+
+
+def _setter_hook(patch_setter, clean: torch.Tensor, index: Int[torch.Tensor, "copies n_axes"]):
+    """A hook that applies ``patch_setter(copy, index[i], clean)`` to copy ``i`` of the batch, for every copy."""
+
+    def setter_hook(activation: torch.Tensor, hook) -> torch.Tensor:
+        for copy, row in zip(activation.unflatten(0, (len(index), -1)), index.tolist(), strict=True):
+            patched = patch_setter(copy, row, clean)
+            if patched is not copy:
+                copy.copy_(patched)
+        return activation
+
+    return setter_hook
 
 
 @torch.no_grad()
@@ -561,39 +583,28 @@ def generic_activation_patch(model, corrupted_tokens: Int[torch.Tensor, "batch p
     sequences per pass) and each pass starts at the patched layer from the corrupted residual stream.
     With ``return_index_df`` also returns the DataFrame of indices (needs pandas).
     """
-    corrupted_tokens = _check_tokens(model, corrupted_tokens, "corrupted_tokens").to(model.cfg.device)
+    corrupted_tokens = _check_inputs(model, corrupted_tokens, patching_metric, "generic_activation_patch(model, "
+                                     "corrupted_tokens, clean_cache, patching_metric, patch_setter, activation_name, "
+                                     "index_axis_names=...)")
     batch, n_pos = corrupted_tokens.shape
+    per_pass = _copies_per_pass(max_batch, batch)
     if (index_df is None) == (index_axis_names is None):
         raise ValueError("generic_activation_patch: pass exactly one of index_axis_names (e.g. ('layer', 'pos')) "
                          "and index_df (a DataFrame of indices, layer in its first column).")
     if index_df is None:
         shape = [_axis_size(model, a, n_pos) for a in index_axis_names]
-        grids = torch.meshgrid(*[torch.arange(s) for s in shape], indexing="ij")
-        index = torch.stack([g.flatten() for g in grids], dim=1)  # [n_patches n_axes], row-major
+        index = _grid(shape)  # [n_patches n_axes], row-major
     else:
         index = torch.tensor(index_df.to_numpy(), dtype=torch.long)
         shape = [len(index)]
-    resid_names = [utils.get_act_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
-    _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=resid_names,
-                                              stop_at_layer=model.cfg.n_layers)
-    per_pass = max(1, max_batch // batch)
+    names = _layer_names(model, activation_name)
+    clean = {layer: clean_cache[names[layer]].to(model.cfg.device) for layer in index[:, 0].unique().tolist()}
+    corrupted = _corrupted_resid(model, corrupted_tokens)
     values = torch.zeros(len(index))
-    for layer in index[:, 0].unique().tolist():
-        name = utils.get_act_name(activation_name, layer)
-        clean = clean_cache[name].to(model.cfg.device)
-        for rows in (index[:, 0] == layer).nonzero().flatten().split(per_pass):
-
-            def hook(activation, hook, rows=rows, clean=clean):
-                for copy, row in zip(activation.unflatten(0, (len(rows), batch)), rows.tolist(), strict=True):
-                    patched = patch_setter(copy, index[row].tolist(), clean)
-                    if patched is not copy:
-                        copy.copy_(patched)
-                return activation
-
-            resid = corrupted_cache["resid_pre", layer].repeat(len(rows), 1, 1)
-            logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=[(name, hook)])
-            for copy_logits, row in zip(logits.unflatten(0, (len(rows), batch)), rows.tolist(), strict=True):
-                values[row] = _scalar(patching_metric(copy_logits), f"patch {tuple(index[row].tolist())}")
+    for layer, rows in _passes(index[:, 0], per_pass):
+        hooks = [(names[layer], _setter_hook(patch_setter, clean[layer], index[rows]))]
+        logits = model.run_with_hooks(_start(corrupted, layer, len(rows)), start_at_layer=layer, fwd_hooks=hooks)
+        _score(values, rows, logits, patching_metric, index)
     values = values.reshape(shape).to(model.cfg.device)
     if not return_index_df:
         return values
@@ -604,42 +615,54 @@ def generic_activation_patch(model, corrupted_tokens: Int[torch.Tensor, "batch p
     return values, index_df
 
 
-def _patch(kind: str):
+def _classic_map(name: str, kind: str):
+    """The classic function ``name``: the ``kind`` map of ``activation_patching``."""
+
     def patch(model, corrupted_tokens, clean_cache, patching_metric):
         result = activation_patching(model, corrupted_tokens, clean_cache, patching_metric, kind=kind)
         return result.values.to(model.cfg.device)
 
-    patch.__doc__ = (f"Classic name: the '{kind}' map of ``activation_patching``, a tensor "
-                     f"[{' '.join(PATCH_KINDS[kind])}] on the model's device.")
-    return patch
+    return _named(patch, name, f"Classic name: the '{kind}' map of ``activation_patching``, a tensor "
+                               f"[{' '.join(PATCH_KINDS[kind])}] on the model's device.")
 
 
-def _generic(activation_name: str, setter, axes: tuple[str, ...]):
+def _classic_generic(name: str, activation_name: str, setter, axes: tuple[str, ...]):
+    """The classic function ``name``: ``generic_activation_patch`` of ``activation_name`` over ``axes``."""
+
     def patch(model, corrupted_tokens, clean_cache, patching_metric):
         return generic_activation_patch(model, corrupted_tokens, clean_cache, patching_metric, setter,
                                         activation_name, index_axis_names=axes)
 
-    patch.__doc__ = f"Classic name: patch '{activation_name}' for each ({', '.join(axes)}); a tensor of that shape."
-    return patch
+    return _named(patch, name, f"Classic name: patch '{activation_name}' for each ({', '.join(axes)}); a tensor "
+                               "of that shape on the model's device.")
 
 
-get_act_patch_resid_pre = _patch("resid_pre")
-get_act_patch_resid_mid = _patch("resid_mid")
-get_act_patch_attn_out = _patch("attn_out")
-get_act_patch_mlp_out = _patch("mlp_out")
-get_act_patch_attn_head_out_by_pos = _patch("z_by_pos")
-get_act_patch_attn_head_out_all_pos = _patch("z")
-get_act_patch_attn_head_q_by_pos = _generic("q", layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
-get_act_patch_attn_head_k_by_pos = _generic("k", layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
-get_act_patch_attn_head_v_by_pos = _generic("v", layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
-get_act_patch_attn_head_q_all_pos = _generic("q", layer_head_vector_patch_setter, ("layer", "head"))
-get_act_patch_attn_head_k_all_pos = _generic("k", layer_head_vector_patch_setter, ("layer", "head"))
-get_act_patch_attn_head_v_all_pos = _generic("v", layer_head_vector_patch_setter, ("layer", "head"))
-get_act_patch_attn_head_pattern_all_pos = _generic("pattern", layer_head_pattern_patch_setter, ("layer", "head_index"))
-get_act_patch_attn_head_pattern_by_pos = _generic("pattern", layer_head_pos_pattern_patch_setter,
-                                                  ("layer", "head_index", "dest_pos"))
-get_act_patch_attn_head_pattern_dest_src_pos = _generic("pattern", layer_head_dest_src_pos_pattern_patch_setter,
-                                                        ("layer", "head_index", "dest_pos", "src_pos"))
+get_act_patch_resid_pre = _classic_map("get_act_patch_resid_pre", "resid_pre")
+get_act_patch_resid_mid = _classic_map("get_act_patch_resid_mid", "resid_mid")
+get_act_patch_attn_out = _classic_map("get_act_patch_attn_out", "attn_out")
+get_act_patch_mlp_out = _classic_map("get_act_patch_mlp_out", "mlp_out")
+get_act_patch_attn_head_out_by_pos = _classic_map("get_act_patch_attn_head_out_by_pos", "z_by_pos")
+get_act_patch_attn_head_out_all_pos = _classic_map("get_act_patch_attn_head_out_all_pos", "z")
+get_act_patch_attn_head_q_by_pos = _classic_generic("get_act_patch_attn_head_q_by_pos", "q",
+                                                    layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
+get_act_patch_attn_head_k_by_pos = _classic_generic("get_act_patch_attn_head_k_by_pos", "k",
+                                                    layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
+get_act_patch_attn_head_v_by_pos = _classic_generic("get_act_patch_attn_head_v_by_pos", "v",
+                                                    layer_pos_head_vector_patch_setter, ("layer", "pos", "head"))
+get_act_patch_attn_head_q_all_pos = _classic_generic("get_act_patch_attn_head_q_all_pos", "q",
+                                                     layer_head_vector_patch_setter, ("layer", "head"))
+get_act_patch_attn_head_k_all_pos = _classic_generic("get_act_patch_attn_head_k_all_pos", "k",
+                                                     layer_head_vector_patch_setter, ("layer", "head"))
+get_act_patch_attn_head_v_all_pos = _classic_generic("get_act_patch_attn_head_v_all_pos", "v",
+                                                     layer_head_vector_patch_setter, ("layer", "head"))
+get_act_patch_attn_head_pattern_all_pos = _classic_generic("get_act_patch_attn_head_pattern_all_pos", "pattern",
+                                                           layer_head_pattern_patch_setter, ("layer", "head_index"))
+get_act_patch_attn_head_pattern_by_pos = _classic_generic("get_act_patch_attn_head_pattern_by_pos", "pattern",
+                                                          layer_head_pos_pattern_patch_setter,
+                                                          ("layer", "head_index", "dest_pos"))
+get_act_patch_attn_head_pattern_dest_src_pos = _classic_generic(
+    "get_act_patch_attn_head_pattern_dest_src_pos", "pattern", layer_head_dest_src_pos_pattern_patch_setter,
+    ("layer", "head_index", "dest_pos", "src_pos"))
 
 
 def get_act_patch_attn_head_all_pos_every(model, corrupted_tokens, clean_cache, metric

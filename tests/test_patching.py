@@ -11,7 +11,15 @@ import torch
 from patching_setup import BATCH, CASES, POS, TINY, make_model, metric, token_pair
 
 from helpers import utils
-from helpers.patching import PATCH_KINDS, PatchingResult, activation_patching
+from helpers.patching import (
+    PATCH_KINDS,
+    PatchingResult,
+    activation_patching,
+    attribution_patching,
+    generic_activation_patch,
+    layer_pos_patch_setter,
+    path_patching,
+)
 
 
 @torch.no_grad()
@@ -212,3 +220,72 @@ def test_bad_inputs(models):
             activation_patching(model, corrupted, clean, metric, logit_positions=bad)
     with pytest.raises(ValueError, match="scalar"):
         activation_patching(model, corrupted, clean, lambda logits: logits[:, -1, 0])
+
+
+# ---------------------------------------------------------------- checks shared by every engine
+
+# Each engine called on (model, corrupted tokens, clean cache, metric, **keywords).
+ENGINES = {
+    "activation_patching": activation_patching,
+    "attribution_patching": attribution_patching,
+    "path_patching": path_patching,
+    "generic_activation_patch": lambda model, corrupted, clean_cache, metric, **kw: generic_activation_patch(
+        model, corrupted, clean_cache, metric, layer_pos_patch_setter, "resid_pre", index_axis_names=("layer", "pos"),
+        **kw),
+}
+BATCHED = [name for name in ENGINES if name != "attribution_patching"]  # the engines that take max_batch
+
+
+@pytest.fixture(scope="module")
+def pair(models):
+    """The corrupted tokens and the clean run's cache."""
+    clean, corrupted = token_pair()
+    return corrupted, models[False].run_with_cache(clean)[1]
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_every_engine_rejects_a_non_model_and_says_which_call(pair, engine):
+    corrupted, clean = pair
+    with pytest.raises(TypeError, match=rf"model must be a HookedTransformer, got str 'gpt2'\. The call is {engine}\("):
+        ENGINES[engine]("gpt2", corrupted, clean, metric)
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_every_engine_rejects_a_metric_that_is_not_a_function_with_one_message(models, pair, engine):
+    corrupted, clean = pair
+    with pytest.raises(TypeError) as error:
+        ENGINES[engine](models[False], corrupted, clean, "logit_diff")
+    assert str(error.value) == "metric must be a function logits -> scalar tensor, got str."
+
+
+@pytest.mark.parametrize("engine", BATCHED)
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_every_batched_engine_checks_max_batch(models, pair, engine, bad):
+    corrupted, clean = pair
+    with pytest.raises(ValueError) as error:
+        ENGINES[engine](models[False], corrupted, clean, metric, max_batch=bad)
+    assert str(error.value) == f"max_batch must be a positive integer, got {bad!r}."
+
+
+@pytest.mark.parametrize("engine", BATCHED)
+def test_every_batched_engine_gives_the_same_map_whatever_max_batch(models, pair, engine):
+    """One copy per pass, passes cut inside a layer, everything in one pass: the same map."""
+    corrupted, clean = pair
+    maps = [ENGINES[engine](models[False], corrupted, clean, metric, max_batch=max_batch)
+            for max_batch in (1, 3 * BATCH, 10_000)]
+    values = [m.values if isinstance(m, PatchingResult) else m for m in maps]
+    for other in values[1:]:
+        torch.testing.assert_close(other, values[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("engine", BATCHED)
+def test_a_metric_that_is_not_scalar_names_the_patch(models, pair, engine):
+    corrupted, clean = pair
+    calls = []
+
+    def scalar_then_vector(logits):  # path patching first scores the corrupted run: let that one pass
+        calls.append(1)
+        return logits[:, -1, 0].mean() if len(calls) == 1 and engine == "path_patching" else logits[:, -1, 0]
+
+    with pytest.raises(ValueError, match=r"must return a scalar, but returned shape \(2,\) on patch \(0, 0\)"):
+        ENGINES[engine](models[False], corrupted, clean, scalar_then_vector)

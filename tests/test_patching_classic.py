@@ -104,3 +104,33 @@ def test_generic_activation_patch_with_an_index_list_and_errors(setup):
     with pytest.raises(ValueError, match="unknown axis 'position'"):
         P.generic_activation_patch(model, corrupted, cache, metric, P.layer_pos_patch_setter, "resid_post",
                                    index_axis_names=("layer", "position"))
+
+
+CLASSIC = [name for name in dir(P) if name.startswith("get_act_patch_") or name.endswith("_patch_setter")]
+
+
+def test_classic_functions_carry_their_own_name_and_docstring():
+    assert len(CLASSIC) == 24  # 18 maps and 6 patch setters, as in transformer_lens.patching
+    for name in CLASSIC:
+        function = getattr(P, name)
+        assert (function.__name__, function.__qualname__, function.__module__) == (name, name, "helpers.patching")
+        assert function.__doc__ and function.__doc__.strip(), name
+    docs = [getattr(P, name).__doc__ for name in CLASSIC]
+    assert len(set(docs)) == len(docs)  # each says what it patches
+
+
+@pytest.mark.parametrize("setter,index,where", [
+    ("layer_pos_patch_setter", [0, 3], (slice(None), 3)),
+    ("layer_pos_head_vector_patch_setter", [0, 3, 1], (slice(None), 3, 1)),
+    ("layer_head_vector_patch_setter", [0, 1], (slice(None), slice(None), 1)),
+    ("layer_head_pattern_patch_setter", [0, 1], (slice(None), 1)),
+    ("layer_head_pos_pattern_patch_setter", [0, 1, 3], (slice(None), 1, 3)),
+    ("layer_head_dest_src_pos_pattern_patch_setter", [0, 1, 3, 2], (slice(None), 1, 3, 2)),
+])
+def test_patch_setters_copy_the_clean_activation_at_the_index_only(setter, index, where):
+    corrupted, clean = torch.zeros(2, 5, 4, 5), torch.arange(2 * 5 * 4 * 5.0).reshape(2, 5, 4, 5)
+    out = getattr(P, setter)(corrupted, index, clean)
+    assert out is corrupted  # in place
+    expected = torch.zeros_like(clean)
+    expected[where] = clean[where]
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)

@@ -119,3 +119,10 @@ def test_bad_receivers(model):
         path_patching(model, corrupted, clean, metric, [], "q")
     with pytest.raises(ValueError, match="max_batch"):
         path_patching(model, corrupted, clean, metric, max_batch=0)
+
+
+def test_rejects_a_non_model():
+    """Checked before anything reads model.cfg: the message shows the call."""
+    clean, corrupted = token_pair()
+    with pytest.raises(TypeError, match=r"model must be a HookedTransformer, got dict .*The call is path_patching\("):
+        path_patching({"n_layers": 3}, corrupted, clean, metric, [(1, 0)], "q")
