@@ -106,25 +106,33 @@ def _changed(original, copied) -> bool:
     return False
 
 
+def _restore(model, params: list[torch.Tensor], had_hooks: bool) -> str | None:
+    """Put back the weights and remove the hooks that a learner's function left on model; say which."""
+    if any(not torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True)):
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), params, strict=True):
+                p.copy_(q)
+        return ("a modifié les poids du modèle (ils viennent d'être restaurés) : n'écrivez pas dans les poids, "
+                "intervenez sur les activations avec un hook (`run_with_hooks`).")
+    if not had_hooks and any(hp.has_hooks(including_permanent=False) for hp in model.hook_points()):
+        model.reset_hooks()
+        return ("laisse des hooks attachés au modèle (ils viennent d'être retirés) : passez-les à "
+                "`run_with_hooks(..., fwd_hooks=[...])`, qui les retire après la passe, ou appelez "
+                "`model.reset_hooks()`.")
+    return None
+
+
 @contextmanager
 def _model_kept(fn, models):
-    """Restore the weights and remove the hooks that fn left on a model, then say so."""
+    """Restore the weights and remove the hooks that fn left on a model, even if fn fails; then say so."""
     saved = [[p.detach().clone() for p in model.parameters()] for model in models]
     hooked = [any(hp.has_hooks(including_permanent=False) for hp in model.hook_points()) for model in models]
-    yield
-    for model, params, had_hooks in zip(models, saved, hooked, strict=True):
-        if any(not torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True)):
-            with torch.no_grad():
-                for p, q in zip(model.parameters(), params, strict=True):
-                    p.copy_(q)
-            raise ExerciseError(f"`{fn.__name__}` a modifié les poids du modèle (ils viennent d'être restaurés) : "
-                                "n'écrivez pas dans les poids, intervenez sur les activations avec un hook "
-                                "(`run_with_hooks`).")
-        if not had_hooks and any(hp.has_hooks(including_permanent=False) for hp in model.hook_points()):
-            model.reset_hooks()
-            raise ExerciseError(f"`{fn.__name__}` laisse des hooks attachés au modèle (ils viennent d'être retirés) : "
-                                "passez-les à `run_with_hooks(..., fwd_hooks=[...])`, qui les retire après la passe, "
-                                "ou appelez `model.reset_hooks()`.")
+    try:
+        yield
+    finally:
+        problems = [_restore(*args) for args in zip(models, saved, hooked, strict=True)]
+    for problem in filter(None, problems):
+        raise ExerciseError(f"`{fn.__name__}` {problem}")
 
 
 def _call(fn, names: tuple[str, ...], *args, hook: bool = False):
@@ -316,9 +324,11 @@ def check_top1_accuracy(top1_accuracy, logits: torch.Tensor, tokens: torch.Tenso
     generator = _rng()
     random_tokens = torch.randint(0, 20, (3, 12), generator=generator)
     random_logits = torch.randn(3, 12, 20, generator=generator)
-    # make about half of the next tokens the argmax, so that a shifted comparison gives another answer
-    boost = torch.rand(3, 11, generator=generator) < 0.5
-    random_logits[:, :-1].scatter_add_(-1, random_tokens[:, 1:, None], 10.0 * boost[..., None].float())
+    # make about half of the next tokens the argmax and a quarter of the current ones, so that each shifted
+    # comparison gives its own answer
+    draw = torch.rand(3, 11, generator=generator)
+    random_logits[:, :-1].scatter_add_(-1, random_tokens[:, 1:, None], 10.0 * (draw < 0.5)[..., None].float())
+    random_logits[:, :-1].scatter_add_(-1, random_tokens[:, :-1, None], 10.0 * (draw > 0.75)[..., None].float())
 
     def check_case(case, lg, tk):
         got = _call(top1_accuracy, ("logits", "tokens"), lg, tk)
@@ -946,6 +956,10 @@ def check_occupied_accuracy(occupied_accuracy, pred: torch.Tensor, target: torch
             ("Moyenne sur la mauvaise dimension : vous moyennez d'abord par position puis entre positions ; "
              "prenez la moyenne sur toutes les cases occupées à la fois",
              lambda: torch.stack([c[o].mean() for c, o in zip(correct, occupied, strict=True) if o.any()]).mean()),
+            ("Les cases occupées sont lues dans `pred` : c'est la cible qui dit quelles cases sont occupées, "
+             "`target > 0`", lambda: correct[p > 0].mean()),
+            ("Non normalisé : c'est un nombre de cases bien prédites, pas une fraction",
+             lambda: correct[occupied].sum()),
         ], atol=1e-5)
 
     generator = _rng()

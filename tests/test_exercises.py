@@ -225,19 +225,19 @@ def test_stale_folded_solution_is_refused():
     assert mk.stale_folded_solutions(nb) == []
 
 
-def test_learner_notebook_runs_with_stubs_failing_only_at_their_checks(monkeypatch):
-    """Execute one learner notebook (05, the quickest): the only errors are its checks, saying to fill in."""
+def test_learner_notebook_runs_to_the_end_with_its_stubs(monkeypatch):
+    """Execute one learner notebook (05, the quickest) as "Run All" does: no cell fails, and each check prints
+    that its exercise is still to do."""
     monkeypatch.setenv("COURSE_EMBEDDED_MODELS", "1")  # the kernel inherits it: no network, as in CI
     path = ROOT / "exercices" / "05_factored_matrix.ipynb"
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = [(cell.source.splitlines()[0], out) for cell in nb.cells if cell.cell_type == "code"
-              for out in cell.outputs if out.output_type == "error"]
-    checks = [cell.source.splitlines()[0] for cell in nb.cells if cell.source.startswith("# EXERCICE")
-              and "vérification" in cell.source.splitlines()[0]]
-    assert [first for first, _ in errors] == checks and len(checks) == 3
-    for _, out in errors:
-        assert out.ename == "ExerciseError" and "complétez la fonction" in out.evalue
+    NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(path.parent)}}).execute()
+    checks = [cell for cell in nb.cells if cell.source.startswith("# EXERCICE") and "vérification" in cell.source]
+    assert len(checks) == 3
+    for cell in checks:
+        (output,) = cell.outputs
+        assert output.output_type == "stream" and " : à faire. " in output.text
+        assert "complétez la fonction" in output.text
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -300,6 +300,8 @@ def test_01_2_top1_accuracy(model, capsys):
         return (lg[:, :-1].argmax(-1) == tk[:, 1:]).float().mean(-1)
 
     fails_with(check, in_place, "en place", "`logits`")
+    assert torch.equal(check.keywords["logits"], model(tokens))  # the failed attempt ran on a copy
+    fails_with(check, lambda lg, tk: (lg[:, :-1].argmax(-1) == tk[:, :-1]).float().mean(-1), "Non décalé")
     still_to_do(check, stub("01.2"))
 
 
@@ -312,6 +314,9 @@ def test_01_3_token_positions(model):
 
     fails_with(check, lambda *args: positions(*args) + 1, "compté deux fois")
     fails_with(check, lambda m, p, t, b: positions(m, p, t, False), "BOS est oublié")
+    ignored = fails_with(check, lambda m, p, t, b: positions(m, p, t, True), "un BOS est compté alors que "
+                         "prepend_bos=False", "`prepend_bos=prepend_bos`")
+    assert "deux fois" not in ignored
     fails_with(check, lambda *args: positions(*args)[:1], "première occurrence")
     still_to_do(check, stub("01.3"))
 
@@ -329,6 +334,9 @@ def test_02_1_mean_ablation_hook(model, text_tokens):
     fails_with(check, setting(lambda z, h: 0.0), "mise à zéro")
     fails_with(check, setting(lambda z, h: z[:, :, h].mean(1, keepdim=True)), "seules positions")
     fails_with(check, setting(lambda z, h: z[:, :, h].mean(-1, keepdim=True)), "mauvaise dimension (d_head)")
+    fails_with(check, setting(lambda z, h: z[:, :, h].mean(0)), "Moyenne sur la mauvaise dimension", "seul lot")
+    fails_with(check, setting(lambda z, h: z.mean(dim=(0, 1, 2))), "Moyenne sur la mauvaise dimension",
+               "toutes les têtes")
     fails_with(check, lambda z, hook, head: None, "ne change rien")
 
     def wrong_axis(z, hook, head):
@@ -346,6 +354,31 @@ def test_02_2_zero_ablation_map(model, text_tokens):
     fails_with(check, lambda m, t: -reference(m, t), "Signe inversé")
     fails_with(check, lambda m, t: reference(m, t).T, "attendue [layer=2, head=4]", "axes sont échangés")
     fails_with(check, lambda m, t: reference(m, t) + m(t, return_type="loss"), "pas leur hausse")
+
+    def whole_layer(model, tokens):
+        clean = model(tokens, return_type="loss")
+        out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+        for layer in range(model.cfg.n_layers):
+            hooks = [(utils.get_act_name("z", layer), lambda z, hook: z * 0)]
+            out[layer] = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks) - clean
+        return out
+
+    fails_with(check, whole_layer, "Toute la couche")
+    W_O = model.W_O.clone()
+
+    def zeroing_weights(model, tokens):
+        model.blocks[0].attn.W_O[0] = 0.0
+        return reference(model, tokens)
+
+    fails_with(check, zeroing_weights, "a modifié les poids du modèle", "restaurés")
+    assert torch.equal(model.W_O, W_O)
+
+    def leaving_a_hook(model, tokens):
+        model.add_hook(utils.get_act_name("z", 0), lambda z, hook: z)
+        return reference(model, tokens)
+
+    fails_with(check, leaving_a_hook, "laisse des hooks", "retirés")
+    assert model.list_hooks() == {}
     still_to_do(check, stub("02.2"))
 
 
@@ -356,6 +389,8 @@ def test_02_3_offset_attention_score(model, text_tokens):
     fails_with(check, lambda p, o: p.diagonal(offset=o, dim1=-2, dim2=-1).mean(-1), "Diagonale au-dessus")
     fails_with(check, lambda p, o: p.diagonal(offset=1 - o, dim1=-2, dim2=-1).mean(-1), "Décalé d'une position")
     fails_with(check, lambda p, o: p.diagonal(offset=-o, dim1=-2, dim2=-1).sum(-1), "Somme au lieu de moyenne")
+    fails_with(check, lambda p, o: p.diagonal(offset=-o, dim1=-2, dim2=-1).sum(-1) / p.shape[-1], "Mal normalisé",
+               "n_pos - offset")
     fails_with(check, lambda p, o: p.diagonal(offset=-o, dim1=-2, dim2=-1).mean(0), "Mauvaise forme", "[head=")
     still_to_do(check, stub("02.3"))
 
@@ -394,6 +429,24 @@ def test_03_3_patch_head_position(ioi):
     fails_with(check, patching(lambda h, p: (slice(None), p)), "Toutes les têtes")
     fails_with(check, patching(lambda h, p: (slice(None), (p + 1) % 6, h)), "Décalé d'une position")
     fails_with(check, lambda z, hook, head, position, clean_cache: z, "ne change rien")
+
+    def reading(layer_of):
+        def hook(z, hook, head, position, clean_cache):
+            z[:, position, head] = clean_cache["z", layer_of(hook)][:, position, head]
+        return hook
+
+    check(reading(lambda hook: hook.layer()))  # a real ActivationCache's (name, layer) keys, and a None return
+    fails_with(check, reading(lambda hook: 0), "autre couche", "clean_cache[hook.name]")
+    clean_z = ioi["clean_cache"]["z", 0].clone()
+
+    def backwards(z, hook, head, position, clean_cache):
+        clean_cache[hook.name][:, position, head] = z[:, position, head]
+        return z
+
+    fails_with(check, backwards, "a écrit dans le cache", "à l'envers")
+    assert torch.equal(ioi["clean_cache"]["z", 0], clean_z)
+    fails_with(partial(ex.check_patch_head_position, clean_cache=dict(ioi["clean_cache"].items())), patching(
+        lambda h, p: (slice(None), p, h)), "ActivationCache")
     still_to_do(check, stub("03.3"))
 
 
@@ -426,6 +479,8 @@ def test_04_1_per_token_loss(model, repeated):
     fails_with(check, lambda lg, tk: -lg.log_softmax(-1).gather(-1, tk[..., None])[..., 0], "Non décalé")
     fails_with(check, nll, "Signe inversé")
     fails_with(check, lambda lg, tk: -lg[:, :-1].gather(-1, tk[:, 1:, None])[..., 0], "Non normalisé")
+    fails_with(check, lambda lg, tk: -lg[:, :-1].softmax(-1).gather(-1, tk[:, 1:, None])[..., 0], "probabilités",
+               "-log p")
     def naive_softmax_loss(lg, tk):  # exp overflows on logits near 100: inf / inf
         probs = lg.exp() / lg.exp().sum(-1, keepdim=True)
         return -probs[:, :-1].gather(-1, tk[:, 1:, None])[..., 0].log()
@@ -440,6 +495,10 @@ def test_04_2_induction_stripe_score(model, repeated):
     fails_with(check, lambda p, n: p.diagonal(offset=-n, dim1=-2, dim2=-1).mean(dim=(0, -1)), "token répété lui-même")
     fails_with(check, lambda p, n: p.diagonal(offset=n - 1, dim1=-2, dim2=-1).mean(dim=(0, -1)), "au-dessus")
     fails_with(check, lambda p, n: p.diagonal(offset=1 - n, dim1=-2, dim2=-1).mean(dim=(0, 1)), "mauvaise dimension")
+    # the other sound reading: only the destinations of the repeated half (positions n + 1 .. 2n)
+    check(lambda p, n: torch.stack([p[:, :, n + 1 + k, 2 + k] for k in range(n)], dim=-1).mean(dim=(0, -1)))
+    fails_with(check, lambda p, n: torch.stack([p[:, :, n + k, 1 + k] for k in range(n + 1)], dim=-1).mean(dim=(0, -1)),
+               "Décalé d'une position", "seq_len + 1")
     still_to_do(check, stub("04.2"))
 
 
@@ -453,6 +512,12 @@ def test_04_3_heads_above():
     fails_with(check, lambda s, t: [divmod(la * s.shape[1] + h, s.shape[0]) for la, h in reference(s, t)],
                "i // n_heads")
     fails_with(check, lambda s, t: reference(s, t)[:-1], "têtes manquantes")
+
+    def at_or_above(s, t):
+        flat = s.flatten()
+        return [divmod(int(i), s.shape[1]) for i in flat.argsort(descending=True) if flat[i] >= t]
+
+    fails_with(check, at_or_above, "Seuil inclus", "`>=`")
     still_to_do(check, stub("04.3"))
 
 
@@ -472,8 +537,12 @@ def test_05_1_ov_copying_scores(model):
 def test_05_2_top1_copying_rate(model):
     known = (model.W_E != 0).any(-1).nonzero().squeeze(-1)
     full_ov = model.W_E[known] @ model.OV[1, 0] @ model.W_U[:, known]
-    check = partial(ex.check_top1_copying_rate, full_ov=full_ov, sample=torch.arange(0, len(known), 60))
+    own_column = torch.randperm(len(known), generator=torch.Generator().manual_seed(0))[:200].sort().values
+    check = partial(ex.check_top1_copying_rate, full_ov=full_ov, sample=own_column)  # as in the notebook
     check(solution("05.2"))
+    arange = fails_with(check, lambda fm, s: (fm[s].AB.argmax(-1) == torch.arange(len(s))).float().mean(),
+                        "`torch.arange(len(sample))`", "comparez l'argmax à `sample`")
+    assert "COLONNE" not in arange
     fails_with(check, lambda fm, s: (fm.AB[s].argmax(-1) == s).float().mean(), "matérialisez")
     fails_with(check, lambda fm, s: (fm[:, s].AB.argmax(0) == s).float().mean(), "COLONNE")
     fails_with(check, lambda fm, s: (fm[s].AB.argmax(-1) == s).float().sum(), "Non normalisé")
@@ -537,6 +606,8 @@ def test_06_3_occupied_accuracy():
     check(solution("06.3"))
     fails_with(check, lambda p, t: (p == t).float().mean(), "toutes les cases")
     fails_with(check, lambda p, t: (p == t)[t == 0].float().mean(), "cases VIDES")
+    fails_with(check, lambda p, t: (p == t)[p > 0].float().mean(), "lues dans `pred`")
+    fails_with(check, lambda p, t: (p == t)[t > 0].float().sum(), "Non normalisé")
     def per_position(p, t):
         return torch.stack([(a == b)[b > 0].float().mean() for a, b in zip(p, t, strict=True)]).mean()
 
@@ -614,6 +685,56 @@ def test_07_2_map_correlation():
     fails_with(check, in_place, "en place", "`a`")
     fails_with(check, lambda a, b: torch.tensor(float("nan")), "NaN")
     still_to_do(check, stub("07.2"))
+
+
+def test_every_diagnosis_the_readme_promises_is_given_to_a_wrong_solution_of_that_kind(model):
+    """README's "Étudier avec les exercices" lists the diagnoses of the checks: each one is given to a wrong
+    solution of its kind."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split("## Étudier avec les exercices")[1]
+                      .split("\n## ")[0].split())
+    tokens = model.to_tokens(PARAGRAPH)
+    top1 = partial(ex.check_top1_accuracy, logits=model(tokens), tokens=tokens)
+    positions = partial(ex.check_token_positions, model=model)
+    target = torch.randint(0, 3, (30, 64), generator=torch.Generator().manual_seed(5))
+    occupied = partial(ex.check_occupied_accuracy, pred=(target + (target == 1)) % 3, target=target)
+    heads = partial(ex.check_heads_above, scores=torch.tensor([[0.1, 0.9, 0.3], [0.8, 0.05, 0.6]]))
+
+    def found(model, prompt, token, prepend_bos):
+        return (model.to_tokens(prompt, prepend_bos=prepend_bos)[0] == model.to_single_token(token)).nonzero().flatten()
+
+    def in_place(patched, clean, corrupted):
+        patched -= corrupted
+        return patched / (clean - corrupted)
+
+    def one_entry_off(patched, clean, corrupted):
+        out = (patched - corrupted) / (clean - corrupted)
+        out.view(-1)[1] += 0.5
+        return out
+
+    promised = [
+        ("mauvaise forme (attendue et obtenue, avec le nom des dimensions)", top1,
+         lambda lg, tk: (lg[:, :-1].argmax(-1) == tk[:, 1:]).float().mean(0), ("Mauvaise forme", "attendue [batch=1]")),
+        ("BOS oublié", positions, lambda m, p, t, b: found(m, p, t, False),
+         ("Décalé d'une position", "BOS est oublié")),
+        ("compté deux fois", positions, lambda *args: found(*args) + 1, ("Décalé d'une position", "compté deux fois")),
+        ("signe inversé", ex.check_normalised_score, lambda p, c, k: (p - k) / (k - c), ("Signe inversé",)),
+        ("axes échangés", heads, lambda s, t: [(h, la) for la, h in solution("04.3")(s, t)], ("Axes échangés",)),
+        ("moyenne sur la mauvaise dimension", occupied,
+         lambda p, t: torch.stack([(a == b)[b > 0].float().mean() for a, b in zip(p, t, strict=True)]).mean(),
+         ("Moyenne sur la mauvaise dimension",)),
+        ("résultat non normalisé", ex.check_normalised_score, lambda p, c, k: p - k, ("Non normalisé",)),
+        ("entrée modifiée en place", ex.check_normalised_score, in_place, ("en place", "`patched`")),
+        ("NaN", ex.check_normalised_score, lambda p, c, k: (p - k) * 0 / 0, ("NaN",)),
+        ("le plus grand écart et sa position", ex.check_normalised_score, one_entry_off,
+         ("Résultat inexact", "le plus grand écart est en [layer=0, pos=1]")),
+    ]
+    for phrase, check, wrong, fragments in promised:
+        assert phrase in readme, phrase
+        fails_with(check, wrong, *fragments)
+
+
+def test_a_check_given_something_else_than_a_function_says_so():
+    fails_with(ex.check_normalised_score, None, "est votre fonction", "NoneType")
 
 
 def test_readme_has_a_colab_badge_for_each_learner_notebook():
