@@ -132,13 +132,13 @@ SPECS: dict[str, Spec] = {
         checkpoints=[8000], eval_every=1000, save_every=250, targets="legal_moves", threads=2,
         description="Othello-GPT on synthetic games of uniformly random legal moves",
     ),
-    # Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 4000 steps from step 8000.
+    # Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 2500 steps from step 8000.
     "course-othello-gpt.stage2": Spec(
         kind="othello", stage_of="course-othello-gpt",
         cfg=dict(n_layers=6, d_model=256, n_heads=8, d_mlp=1024, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",
                  normalization_type="LNPre"),
-        steps=4000, batch=64, lr=5e-4, warmup=300,
-        checkpoints=[4000], eval_every=1000, save_every=250, targets="legal_moves", threads=1,
+        steps=2500, batch=64, lr=5e-4, warmup=300,
+        checkpoints=[2500], eval_every=500, save_every=250, targets="legal_moves", threads=1,
         description="Othello-GPT on synthetic games of uniformly random legal moves",
     ),
 }
