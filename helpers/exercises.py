@@ -972,26 +972,34 @@ def check_occupied_accuracy(occupied_accuracy, pred: torch.Tensor, target: torch
 
 
 @_exercise("06.4")
-def check_flip_delta(flip_delta, resid: torch.Tensor, w_dir: torch.Tensor, b_dir: torch.Tensor) -> int:
-    """06.4: flip_delta(resid [n d_model], w_dir [d_model], b_dir) -> [n d_model], to add to reverse the reading."""
+def check_push_delta(push_delta, resid: torch.Tensor, w_dir: torch.Tensor, b_dir: torch.Tensor,
+                     target: torch.Tensor) -> int:
+    """06.4: push_delta(resid [n d_model], w_dir [d_model], b_dir, target) -> [n d_model], to add so that the
+    probe's gap resid @ w_dir + b_dir becomes target."""
 
-    def check_case(case, r, w, b):
+    def check_case(case, r, w, b, t):
         gap = r @ w + b  # [n]
-        expected = -2 * gap[:, None] * w / w.norm() ** 2
-        got = _call(flip_delta, ("resid", "w_dir", "b_dir"), r, w, b)
-        _compare(got, expected, ("n", "d_model"), case, flip_delta.__name__, mistakes=[
+        direction = w / w.norm() ** 2
+        expected = (t - gap)[:, None] * direction
+        got = _call(push_delta, ("resid", "w_dir", "b_dir", "target"), r, w, b, t)
+        _compare(got, expected, ("n", "d_model"), case, push_delta.__name__, mistakes=[
             ("Vous renvoyez le flux résiduel modifié ; la fonction doit renvoyer le seul déplacement à ajouter",
              lambda: r + expected),
             ("Mal normalisé : divisez par `w_dir.norm() ** 2` (le carré), pour que l'écart lu par la sonde "
-             "change exactement de -2e", lambda: -2 * gap[:, None] * w / w.norm()),
-            ("Non normalisé : divisez par `w_dir.norm() ** 2`", lambda: -2 * gap[:, None] * w),
-            ("L'écart est annulé au lieu d'être renversé : le facteur est -2, pas -1", lambda: expected / 2),
+             "change exactement de `target - e`", lambda: expected * w.norm()),
+            ("Non normalisé : divisez par `w_dir.norm() ** 2`", lambda: expected * w.norm() ** 2),
+            ("Le biais est oublié : l'écart lu par la sonde est `resid @ w_dir + b_dir`",
+             lambda: (t - r @ w)[:, None] * direction),
+            ("L'écart est renversé (−2e) au lieu d'être amené à `target` : le déplacement est `(target − e)`",
+             lambda: -2 * gap[:, None] * direction),
+            ("L'écart est augmenté de `target` au lieu de valoir `target` : le déplacement est `(target − e)`",
+             lambda: t * direction.expand_as(r)),
         ], atol=1e-4)
 
     generator = _rng()
-    return _each(check_case, [("le flux résiduel du notebook", resid, w_dir, b_dir),
+    return _each(check_case, [("le flux résiduel du notebook", resid, w_dir, b_dir, torch.as_tensor(target)),
                               ("vecteurs aléatoires", torch.randn(4, 16, generator=generator),
-                               torch.randn(16, generator=generator), torch.tensor(0.7))])
+                               torch.randn(16, generator=generator), torch.tensor(0.7), torch.tensor(-2.5))])
 
 
 # ---------------------------------------------------------------------------------------------------

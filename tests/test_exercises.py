@@ -139,7 +139,7 @@ def test_every_exercise_has_statement_check_hint_and_folded_solution():
             statement, before_check, check, hint, folded = (mk.source(c) for c in (cells[i - 1], *cells[i + 1 : i + 5]))
             assert cells[i + 1]["cell_type"] == "markdown" and before_check.startswith("On vérifie `")
             assert statement.startswith(f"### Exercice {number} — ")
-            assert "*Niveau " in statement and " min*" in statement
+            assert re.search(r"\*Niveau [★☆]{3} · environ \d+ min · importance [★☆]{3}\*", statement), statement
             assert check.startswith(f"# EXERCICE {number} — vérification\n") and "check_" in check
             assert hint.startswith("<details><summary>Indice</summary>") and hint.endswith("</details>")
             assert folded == mk.folded_solution(mk.source(cell))
@@ -615,20 +615,22 @@ def test_06_3_occupied_accuracy():
     still_to_do(check, stub("06.3"))
 
 
-def test_06_4_flip_delta():
+def test_06_4_push_delta():
     generator = torch.Generator().manual_seed(2)
-    check = partial(ex.check_flip_delta, resid=torch.randn(5, 32, generator=generator),
-                    w_dir=torch.randn(32, generator=generator), b_dir=torch.tensor(-0.3))
+    check = partial(ex.check_push_delta, resid=torch.randn(5, 32, generator=generator),
+                    w_dir=torch.randn(32, generator=generator), b_dir=torch.tensor(-0.3), target=torch.tensor(3.0))
     reference = solution("06.4")
     check(reference)
-    fails_with(check, lambda r, w, b: r + reference(r, w, b), "seul déplacement")
-    fails_with(check, lambda r, w, b: reference(r, w, b) * w.norm(), "Mal normalisé")
-    fails_with(check, lambda r, w, b: reference(r, w, b) / 2, "annulé au lieu d'être renversé")
-    fails_with(check, lambda r, w, b: -reference(r, w, b), "Signe inversé")
+    fails_with(check, lambda r, w, b, t: r + reference(r, w, b, t), "seul déplacement")
+    fails_with(check, lambda r, w, b, t: reference(r, w, b, t) * w.norm(), "Mal normalisé")
+    fails_with(check, lambda r, w, b, t: -reference(r, w, b, t), "Signe inversé")
+    fails_with(check, lambda r, w, b, t: (t - r @ w)[:, None] * w / w.norm() ** 2, "biais est oublié")
+    fails_with(check, lambda r, w, b, t: -2 * (r @ w + b)[:, None] * w / w.norm() ** 2, "renversé", "(target − e)")
+    fails_with(check, lambda r, w, b, t: (t * w / w.norm() ** 2).expand_as(r), "augmenté de `target`")
 
-    def in_place(r, w, b):
-        r += reference(r, w, b)
-        return reference(r, w, b)
+    def in_place(r, w, b, t):
+        r += reference(r, w, b, t)
+        return reference(r, w, b, t)
 
     fails_with(check, in_place, "en place", "`resid`")
     still_to_do(check, stub("06.4"))
