@@ -13,7 +13,9 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test test-real lint models bench exercices colab-links clean
 
+# Also registers the course's Jupyter kernel (tools/kernelspec.py), the one the notebooks name; again each time.
 install: $(VENV)/.installed
+	$(BIN)/python -m tools.kernelspec --install
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +26,9 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	mkdir -p build
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ClearMetadataPreprocessor.enabled=True $(NOTEBOOKS)
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ClearMetadataPreprocessor.enabled=True \
+		"--ClearMetadataPreprocessor.preserve_nb_metadata_mask=[('language_info','name'),'kernelspec','widgets']" \
+		$(NOTEBOOKS)
 	$(BIN)/python -m tools.html_export notebooks build
 
 lint: install
@@ -54,10 +58,10 @@ bench: install
 exercices: install
 	$(BIN)/python -m tools.make_exercices
 
-# Point the Colab badges (README) and the notebooks' Colab cells at the public repository, once.
+# Pin the Colab badges (README) and the notebooks' Colab cells to the public repository at REF, a tag
+# created on the commit that records this change (tools/colab_links.py).
 colab-links:
-	@test -n "$(REPO)" || { echo "usage: make colab-links REPO=owner/name"; exit 1; }
-	sed -i 's#COURSE_REPO#$(REPO)#g' README.md $(NOTEBOOKS) $(EXERCICES)
+	$(PYTHON) -m tools.colab_links --repo "$(REPO)" --ref "$(REF)" README.md $(NOTEBOOKS) $(EXERCICES)
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,26 +1,32 @@
 """What learners see: the exported notebook pages, opened in a real browser (headless Chromium).
 
 The notebooks in notebooks/ (as stored, with their outputs) and a small demo notebook made here (two
-plotly figures, an Othello board, two circuitsvis views) are exported with ``tools/html_export.py`` into a
-temporary folder, then each page is loaded from file:// in Debian's Chromium driven by selenium +
-chromedriver, with no network. Per page:
+plotly figures, an Othello board, two circuitsvis views, three formulas, a tqdm bar) are exported with
+``tools/html_export.py`` into a temporary folder, then each page is loaded from file:// in Debian's
+Chromium driven by selenium + chromedriver, with no network. Per page:
 
 * every plotly figure of the notebook is on the page, plotted, with at least one trace with points,
   and drawn (svg/canvas);
 * every circuitsvis view has mounted its React root; an ``AttentionPatterns`` view shows one token
   button per token of its props, and every view one painted canvas per head (+ the enlarged one);
+* every formula of the markdown ($…$, $$…$$) is typeset by MathJax, without a TeX error;
+* every progress bar (tqdm) is drawn in the state the notebook saved at the end of its run, with its text
+  (not the "0/30" of its text representation); the course notebooks must have saved that state;
 * no JavaScript error (window errors, unhandled rejections, console.error, browser log), and no
   request leaves the machine;
 * a screenshot of the first figure (or view) goes to build/screens/<notebook>.png and is not blank.
 
 The checker is itself checked on broken copies of a page (a figure's data emptied, a figure removed,
-the circuitsvis bundle removed): it must report each. Skipped only where no Chromium + chromedriver
-is installed (``apt-get install chromium chromium-driver``; .ci/run does it).
+the circuitsvis bundle removed, MathJax removed, a bar set back to 0): it must report each. Skipped only
+where no Chromium + chromedriver is installed (``apt-get install chromium chromium-driver``; .ci/run does it).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import html
+import io
 import json
 import os
 import re
@@ -63,9 +69,36 @@ class View:
 
 
 @dataclass
+class Bar:
+    max: float
+    value: float
+    text: str  # the widget's text (tqdm: description, percentage, count, times), whitespace collapsed
+
+
+@dataclass
 class Expected:
     figures: int = 0
     views: list[View] = field(default_factory=list)
+    math: int = 0  # formulas in the markdown cells
+    bars: list[Bar] = field(default_factory=list)  # progress bars, as saved
+    unsaved_widgets: int = 0  # widget views whose state the notebook did not save
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def saved_bars(model_id: str, state: dict) -> list[Bar] | None:
+    """The progress bars of a saved widget (a tqdm bar: an HBox of HTML, FloatProgress, HTML); None if not saved."""
+    model = state.get(model_id)
+    if model is None:
+        return None
+    children = [state.get(ref.removeprefix("IPY_MODEL_"), {}) for ref in model["state"].get("children", [])]
+    text = _collapse(html.unescape("".join(re.sub(r"<[^>]*>", "", c["state"]["value"]) for c in children
+                                           if c.get("model_name") in ("HTMLModel", "LabelModel"))))
+    bars = [c["state"] for c in [model, *children] if c.get("model_name") in ("FloatProgressModel", "IntProgressModel")]
+    # a state without its defaults (ipywidgets' embed_data) has no min (0), max (100) or value (0)
+    return [Bar(b.get("max", 100) - b.get("min", 0), b.get("value", 0) - b.get("min", 0), text) for b in bars]
 
 
 _RENDER_CALL = re.compile(r'render\(\s*"(circuits-vis-[^"]+)"\s*,\s*(?:CircuitsVis\s*\.\s*)?(\w+)\s*,\s*')
@@ -73,9 +106,17 @@ _RENDER_CALL = re.compile(r'render\(\s*"(circuits-vis-[^"]+)"\s*,\s*(?:CircuitsV
 
 def expected_from_notebook(nb) -> Expected:
     expected = Expected()
+    widgets = nb.metadata.get("widgets", {}).get(export.WIDGET_STATE_MIME, {}).get("state", {})
     for cell in nb.cells:
+        if cell.cell_type == "markdown":  # code spans and blocks are not typeset
+            expected.math += len(export.MATH.findall(re.sub(r"```.*?```|`[^`\n]*`", "", cell.source, flags=re.DOTALL)))
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
             data = output.get("data", {})
+            if export.WIDGET_VIEW_MIME in data:
+                bars = saved_bars(data[export.WIDGET_VIEW_MIME]["model_id"], widgets)
+                expected.bars += bars or []
+                expected.unsaved_widgets += bars is None
+                continue
             if export.PLOTLY_MIME in data:
                 expected.figures += 1
                 continue
@@ -101,6 +142,8 @@ def demo_notebook():
     import plotly.graph_objects as go
     import plotly.io as pio
     import torch
+    from ipywidgets.embed import embed_data
+    from tqdm.notebook import tqdm
 
     from helpers import othello, othello_plots, plot
 
@@ -115,13 +158,24 @@ def demo_notebook():
     gen = torch.Generator().manual_seed(0)
     tokens = ["<|BOS|>", " Michel", " Dupont", " et", " Michel", " Dupont"]
     attention = torch.softmax(torch.randn(3, 6, 6, generator=gen), -1).tril()
-    cells = [nbformat.v4.new_markdown_cell("# 00 — Démo\n\nUne page de démonstration : `plotly` et *circuitsvis*.")]
+    cells = [nbformat.v4.new_markdown_cell("# 00 — Démo\n\nUne page de démonstration : `plotly` et *circuitsvis*."),
+             nbformat.v4.new_markdown_cell(r"Trois formules, $x_1^2$, $\operatorname{Re} \lambda$ et" "\n\n"
+                                           r"$$\text{score} = \frac{\lVert W_A W_B \rVert_F}{\lVert W_A \rVert_F}$$"
+                                           "\n\nmais pas `$HOME`.")]
+    with contextlib.redirect_stdout(io.StringIO()):  # tqdm's widget, as in a kernel that shows it and runs the loop
+        bar = tqdm(range(30), desc="démo")
+        shown = repr(bar.container)  # its text representation, stored with the view when it appears: 0/30
+        for _ in bar:
+            pass
+    widget_state = embed_data(views=[bar.container])["manager_state"]
     outputs = [
         figure_output(plot.imshow(torch.randn(5, 7, generator=gen), xaxis="x", yaxis="y", return_fig=True)),
         html_output(plot.attention_patterns(tokens, attention)),
         figure_output(go.Figure(go.Scatter(y=torch.randn(20, generator=gen).tolist(), mode="lines+markers"))),
         html_output(plot.attention_heads(tokens, attention, head_names=["L0H0", "L0H1", "L0H2"])),
         figure_output(othello_plots.plot_board(othello.OthelloBoard())),
+        nbformat.v4.new_output("display_data", data={export.WIDGET_VIEW_MIME: {
+            "version_major": 2, "version_minor": 0, "model_id": bar.container.model_id}, "text/plain": shown}),
     ]
     saved = plot._js_sent
     plot._js_sent = False  # as in a fresh kernel: the first view inlines the circuitsvis bundle
@@ -132,7 +186,7 @@ def demo_notebook():
             cells.append(cell)
     finally:
         plot._js_sent = saved
-    return nbformat.v4.new_notebook(cells=cells)
+    return nbformat.v4.new_notebook(cells=cells, metadata={"widgets": {export.WIDGET_STATE_MIME: widget_state}})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,10 +346,16 @@ views.forEach(function (v) {
                                          function (c) { return painted(c) === true; }).length
   } : {exists: false};
 });
+var bars = Array.prototype.map.call(document.querySelectorAll('progress'), function (p) {
+  var box = p.closest('.static-widget') || p.parentElement;
+  return {max: p.max, value: p.value, text: box.textContent.replace(/\s+/g, ' ').trim()};
+});
 var requests = performance.getEntriesByType('resource').map(function (r) { return r.name; })
   .filter(function (u) { return !/^(file|data|blob|about):/.test(u); });
 return {figures: figures, views: mounted, errors: (window.__pageErrors || []).slice(), requests: requests,
-        ready: document.readyState === 'complete'};
+        ready: document.readyState === 'complete', bars: bars,
+        math: document.querySelectorAll('mjx-container').length,
+        mathErrors: document.querySelectorAll('mjx-container [data-mml-node="merror"]').length};
 """
 
 
@@ -350,7 +410,8 @@ class Browser:
             missing = len(state["figures"]) != expected.figures or \
                 not all(state["views"][v.div].get("exists") for v in expected.views)
             done = (all(f["plotted"] for f in state["figures"])
-                    and all(self._view_ok(v, state["views"][v.div]) for v in expected.views))
+                    and all(self._view_ok(v, state["views"][v.div]) for v in expected.views)
+                    and state["math"] >= expected.math)
             if state["ready"] and (done or missing) or state["errors"] or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
@@ -379,6 +440,18 @@ class Browser:
                 problems.append(f"circuitsvis view {view.div} ({view.element}): {got['tokens']} token(s) shown for "
                                 f"{view.tokens}, {got['painted']}/{got['canvases']} canvas(es) painted for "
                                 f"{view.heads} head(s)")
+        if state["math"] != expected.math:
+            problems.append(f"{state['math']} formula(s) typeset by MathJax, "
+                            f"the notebook's markdown has {expected.math}")
+        if state["mathErrors"]:
+            problems.append(f"{state['mathErrors']} formula(s) typeset as a TeX error")
+        bars = [Bar(b["max"], b["value"], b["text"]) for b in state["bars"]]
+        if len(bars) != len(expected.bars):
+            problems.append(f"{len(bars)} progress bar(s) on the page, the notebook saved {len(expected.bars)}")
+        for i, (got, saved) in enumerate(zip(bars, expected.bars, strict=False)):
+            if got != saved:
+                problems.append(f"progress bar {i + 1} shows {got.value:g}/{got.max:g} {got.text!r}, "
+                                f"saved at {saved.value:g}/{saved.max:g} {saved.text!r}")
         problems += [f"JavaScript: {e}" for e in state["errors"]]
         problems += [f"browser log: {m}" for m in logs]
         problems += [f"network request: {u}" for u in state["requests"]]
@@ -438,6 +511,17 @@ def test_demo_has_what_it_checks(site):
     assert expected.figures == 3
     assert [(v.element, v.tokens, v.heads) for v in expected.views] == [("AttentionPatterns", 6, 3),
                                                                          ("AttentionHeads", 6, 3)]
+    assert expected.math == 3
+    assert [(b.value, b.max) for b in expected.bars] == [(30, 30)] and expected.unsaved_widgets == 0
+    assert expected.bars[0].text.startswith("démo: 100% 30/30 [")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_saved_its_widgets(path):
+    """A progress bar's final state is in the notebook only if `make run` kept the widgets' state."""
+    expected = expected_from_notebook(nbformat.read(path, as_version=4))
+    assert expected.unsaved_widgets == 0, (f"{path.name}: {expected.unsaved_widgets} widget(s) without saved "
+                                           "state (their page would show them at 0): re-run it with `make run`")
 
 
 def test_pages_are_offline(site):
@@ -451,6 +535,7 @@ def test_pages_are_offline(site):
         if expected.views:
             assert text.count("var CircuitsVis=") == 1, f"{name}: the circuitsvis bundle is not inlined exactly once"
             assert text.index("var CircuitsVis=") < text.index("CircuitsVis.render("), name
+        assert text.count("window.MathJax = {") == (1 if expected.math else 0), f"{name}: MathJax inlined wrongly"
 
 
 def test_index_lists_the_notebooks_in_order(site):
@@ -473,13 +558,13 @@ def test_page_shows_its_figures_and_views(site, browser, name):
     assert_not_blank(report.screenshot, name)
 
 
-def _page_with_figure_and_view(pages) -> tuple[str, str, Expected]:
-    """A real exported notebook page with a figure and a view, else the demo's."""
+def _page_with_everything(pages) -> tuple[str, str, Expected]:
+    """A real exported notebook page with a figure, a view, a formula and a bar, else the demo's."""
     for name in [*(p.stem for p in NOTEBOOKS), DEMO]:
         page, expected = pages[name]
-        if expected.figures and expected.views:
+        if expected.figures and expected.views and expected.math and expected.bars:
             return name, page.read_text(encoding="utf-8"), expected
-    raise AssertionError("unreachable: the demo has both")
+    raise AssertionError("unreachable: the demo has all four")
 
 
 def _empty_first_figure(text: str) -> str:
@@ -500,20 +585,31 @@ def _remove_circuitsvis_bundle(text: str) -> str:
     return text.replace(plot.circuitsvis_bundle(), "")
 
 
+def _remove_mathjax(text: str) -> str:
+    return text.replace(export.mathjax_js(), "")
+
+
+def _reset_first_bar(text: str) -> str:
+    return re.sub(r'(<progress\b[^>]*\bvalue=")[^"]*"', r'\g<1>0"', text, count=1)
+
+
 def test_checker_reports_broken_pages(site, browser, tmp_path):
     _, pages = site
-    name, text, expected = _page_with_figure_and_view(pages)
+    name, text, expected = _page_with_everything(pages)
     assert browser.check(pages[name][0], expected).problems == []
+    # one page per breaking, all of whose messages the checker must give
     broken = {
-        "figure data emptied": (_empty_first_figure, "figure 1 has no data"),
-        "figure removed": (_remove_first_figure, f"{expected.figures - 1} plotly figure(s) on the page"),
-        "circuitsvis bundle removed": (_remove_circuitsvis_bundle, "did not mount"),
+        "figure data emptied": (_empty_first_figure, ["figure 1 has no data"]),
+        "figure removed": (_remove_first_figure, [f"{expected.figures - 1} plotly figure(s) on the page"]),
+        "circuitsvis bundle removed": (_remove_circuitsvis_bundle, ["did not mount", "CircuitsVis is not defined"]),
+        "MathJax removed and bar reset": (lambda page: _reset_first_bar(_remove_mathjax(page)), [
+            f"0 formula(s) typeset by MathJax, the notebook's markdown has {expected.math}",
+            "progress bar 1 shows 0/"]),
     }
-    for what, (breaking, message) in broken.items():
+    for what, (breaking, messages) in broken.items():
         page = tmp_path / f"{name}-{what.replace(' ', '-')}.html"
         page.write_text(breaking(text), encoding="utf-8")
         assert page.read_text(encoding="utf-8") != text, f"{what}: the page was not changed"
         problems = browser.check(page, expected).problems
-        assert any(message in p for p in problems), f"{what}: the checker did not see it: {problems}"
-        if what == "circuitsvis bundle removed":
-            assert any("CircuitsVis is not defined" in p for p in problems), problems
+        for message in messages:
+            assert any(message in p for p in problems), f"{what}: the checker did not see it: {problems}"

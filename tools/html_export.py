@@ -18,8 +18,14 @@ cannot show offline:
   of the outputs and inlined once in the ``<head>``, so it is there before every view whatever the
   order the cells ran in; views that import circuitsvis from a CDN (``circuitsvis`` itself, or Colab)
   use that inlined bundle instead;
+* LaTeX in markdown (``$…$``, ``$$…$$``) is typeset by MathJax 3 (``tex-svg-full.js``, from the
+  ``django-static-mathjax`` package of the ``dev`` extra), inlined once in the ``<head>`` of the pages that
+  have math: every TeX extension is in that file, so it loads nothing;
+* widgets (tqdm's progress bars) are drawn in the state the notebook saved at the end of its run
+  (``metadata.widgets``, which ``make run`` keeps), as static HTML: a ``<progress>`` per bar, the text
+  beside it; a widget whose state was not saved shows its text representation (taken when it appeared);
 * the template's scripts from CDNs (require.js, MathJax, mermaid, widgets) are left out: no page
-  makes a request to the network. LaTeX in markdown is then shown as its source.
+  makes a request to the network.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import html
 import json
 import re
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import nbformat
@@ -43,6 +50,8 @@ from helpers.plot import circuitsvis_bundle
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 HTML_MIME = "text/html"
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 # Height of a figure without ``layout.height``, as plotly's own notebook renderers draw it.
 DEFAULT_FIGURE_HEIGHT = 525
 
@@ -67,6 +76,64 @@ _TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 _CV_CDN_IMPORT = re.compile(r'import\s*\{([^}]*)\}\s*from\s*"https?://[^"]*circuitsvis[^"]*"\s*;?')
 
 
+# Math in markdown, as nbconvert's markdown filter leaves it for MathJax ($…$, $$…$$, \begin{env}…\end{env};
+# it turns \(…\) into (…)).
+MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$|\\begin\{([a-z]+\*?)\}.+?\\end\{\1\}", re.DOTALL)
+# MathJax typesets the markdown (cells and markdown outputs), not the other outputs (figures, views, text).
+_MATHJAX_CONFIG = r"""window.MathJax = {
+  tex: {inlineMath: [['$', '$']], displayMath: [['$$', '$$']], processEscapes: true, processEnvironments: true},
+  options: {ignoreHtmlClass: 'tex2jax_ignore|jp-OutputArea', processHtmlClass: 'tex2jax_process|jp-RenderedMarkdown',
+            enableMenu: false},
+  svg: {fontCache: 'global'}
+};
+"""
+
+
+def has_math(nb) -> bool:
+    return any(cell.cell_type == "markdown" and MATH.search(cell.source) for cell in nb.cells)
+
+
+def mathjax_js() -> str:
+    """MathJax 3 (every TeX extension, SVG output) from the installed django-static-mathjax package."""
+    try:
+        path = files("mathjax") / "static" / "mathjax" / "es5" / "tex-svg-full.js"
+        script = path.read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError) as error:
+        raise RuntimeError("the notebooks have LaTeX but MathJax is not installed: pip install django-static-mathjax "
+                           "(in the dev extra: make install)") from error
+    return _MATHJAX_CONFIG + script
+
+
+_BAR_COLOURS = {"success": "#4caf50", "info": "#2196f3", "warning": "#ff9800", "danger": "#f44336"}
+
+
+def widget_html(model_id: str, state: dict) -> str | None:
+    """A saved widget as static HTML (boxes, HTML and label text, progress bars); None if a part is unknown."""
+    model = state.get(model_id)
+    if model is None:
+        return None
+    name, values = model.get("model_name"), model.get("state", {})
+    if name in ("HBoxModel", "VBoxModel", "BoxModel"):
+        children = [widget_html(ref.removeprefix("IPY_MODEL_"), state) for ref in values.get("children", [])]
+        if None in children:
+            return None
+        direction = "column" if name == "VBoxModel" else "row"
+        return (f'<div class="static-widget" style="display: flex; flex-direction: {direction}; '
+                f'align-items: center; gap: 0.5em">{"".join(children)}</div>')
+    if name in ("HTMLModel", "HTMLMathModel"):
+        return f'<span>{values.get("value", "")}</span>'
+    if name == "LabelModel":
+        return f'<span>{html.escape(values.get("value", ""))}</span>'
+    if name in ("FloatProgressModel", "IntProgressModel"):
+        low, high, value = values.get("min", 0), values.get("max", 100), values.get("value", 0)
+        colour = _BAR_COLOURS.get(values.get("bar_style") or "", _BAR_COLOURS["info"])
+        bar = (f'<progress max="{high - low}" value="{value - low}" '
+               f'style="width: 20em; accent-color: {colour}"></progress>')
+        label = values.get("description")
+        return f"<span>{html.escape(label)}</span>{bar}" if label else bar
+    return None
+
+
 def plotly_js() -> str:
     """plotly.js from the installed plotly package."""
     return "window.PlotlyConfig = {MathJaxConfig: 'local'};\n" + get_plotlyjs()
@@ -81,11 +148,13 @@ def plotly_figure_html(figure: dict) -> str:
 
 
 class OfflineOutputs(Preprocessor):
-    """Makes plotly and circuitsvis outputs drawable offline; puts the scripts they need in
+    """Makes plotly, circuitsvis and widget outputs and LaTeX drawable offline; puts the scripts they need in
     ``resources["offline_scripts"]`` (inlined in the page's head by the template)."""
 
     def preprocess(self, nb, resources):
         bundle = circuitsvis_bundle()
+        # drawn here, the widgets' state need not be in the page too (the template would add it)
+        widgets = nb.metadata.pop("widgets", {}).get(WIDGET_STATE_MIME, {}).get("state", {})
         has_plotly = has_circuitsvis = False
         for cell in nb.cells:
             if cell.cell_type != "code":
@@ -93,6 +162,11 @@ class OfflineOutputs(Preprocessor):
             for output in cell.get("outputs", []):
                 data = output.get("data")
                 if not data:
+                    continue
+                if WIDGET_VIEW_MIME in data:
+                    static = widget_html(data.pop(WIDGET_VIEW_MIME).get("model_id", ""), widgets)
+                    if static:
+                        data[HTML_MIME] = static
                     continue
                 if PLOTLY_MIME in data:
                     figure = data.pop(PLOTLY_MIME)
@@ -113,7 +187,7 @@ class OfflineOutputs(Preprocessor):
                     data[HTML_MIME] = text
                 elif "plotly-graph-div" in text or "Plotly.newPlot" in text:
                     has_plotly = True  # a figure shown with another renderer: it needs plotly.js too
-        scripts = []
+        scripts = [mathjax_js()] if has_math(nb) else []
         if has_plotly:
             scripts.append(plotly_js())
         if has_circuitsvis:
