@@ -1058,3 +1058,26 @@ def check_map_correlation(map_correlation, exact: torch.Tensor, approx: torch.Te
     z = torch.randn(3, 5, 2, generator=generator)
     return _each(check_case, [("les cartes du notebook", exact, approx), ("cartes aléatoires [layer, pos]", x, y),
                               ("cartes aléatoires à trois axes", z, z ** 2 - z)])
+
+
+@_exercise("07.3")
+def check_interpolate_activation(interpolate_activation, corrupted: torch.Tensor, clean: torch.Tensor) -> int:
+    """07.3: interpolate_activation(corrupted, clean, alpha) -> corrupted + alpha (clean - corrupted), same shape."""
+
+    def check_case(case, a, c, alpha):
+        got = _call(interpolate_activation, ("corrupted", "clean", "alpha"), a, c, alpha)
+        _compare(got, a + alpha * (c - a), ("batch", "pos", "d_model"), case, interpolate_activation.__name__,
+                 mistakes=[
+                     ("α est pris du mauvais côté : α = 0 doit rendre l'activation corrompue et α = 1 la propre",
+                      lambda: c + alpha * (a - c)),
+                     ("Vous renvoyez le seul déplacement `α (propre − corrompue)` : ajoutez-le à l'activation "
+                      "corrompue", lambda: alpha * (c - a)),
+                     ("Signe inversé : le déplacement va de la corrompue vers la propre, `clean - corrupted`",
+                      lambda: a + alpha * (a - c)),
+                 ], atol=1e-5)
+
+    generator = _rng()
+    x, y = torch.randn(2, 3, 4, generator=generator), torch.randn(2, 3, 4, generator=generator)
+    return _each(check_case, [("les activations du notebook, α = 0,3", corrupted, clean, 0.3),
+                              ("α = 0 (le run corrompu)", x, y, 0.0), ("α = 1 (le patch complet)", x, y, 1.0),
+                              ("α = 0,25", x, y, 0.25)])

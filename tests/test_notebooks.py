@@ -1,15 +1,12 @@
-"""The notebooks share one skeleton, and the README's Colab badges open them (the outputs are nbval's job)."""
+"""The notebooks share one skeleton (the outputs are nbval's job; the Colab badges are tests/test_tools.py's)."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-CLONE = re.compile(r"git clone --depth 1 https://github\.com/(\S+) ")
 
 
 def cells(path: Path) -> list[dict]:
@@ -28,13 +25,12 @@ def test_skeleton(path):
     assert nb[1]["cell_type"] == "code" and "google.colab" in nb[1]["text"]  # the Colab install cell
     setup = next(i for i, c in enumerate(nb) if c["text"].startswith("## Mise en place"))
     assert "pick_model(" in nb[setup + 1]["text"], "the cell after « Mise en place » picks the model"
-    assert nb[-1]["cell_type"] == "markdown" and nb[-1]["text"].startswith("## À retenir")
+    assert nb[-2]["cell_type"] == "markdown" and nb[-2]["text"].startswith("## À retenir")
+    further = nb[-1]["text"]
+    assert nb[-1]["cell_type"] == "markdown" and further.startswith("## Pour aller plus loin")
+    assert "https://" in further and "Questions ouvertes" in further, "papers with links, and open questions"
     for before, cell in zip(nb[1:], nb[2:], strict=False):
         if cell["cell_type"] == "code":
             assert before["cell_type"] == "markdown", f"code cell with no explanation before it:\n{cell['text'][:200]}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_readme_has_a_colab_badge_for_the_repository_the_notebook_clones(path):
-    (repo,) = CLONE.findall(cells(path)[1]["text"])
-    assert f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}" in README
