@@ -23,8 +23,10 @@ can stand in. Nothing downloaded is unpickled as code: ``.pth`` files load with
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
+import pickle
 import re
 import time
 from dataclasses import dataclass
@@ -44,6 +46,10 @@ NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
 
 class HubUnavailableError(OSError):
     """The files of a model are not in the local cache and the Hugging Face Hub cannot be reached."""
+
+
+class DamagedFileError(OSError):
+    """A file read to build a model does not parse, or does not match its name, its config or the model."""
 
 
 # ================================================================================================
@@ -187,7 +193,9 @@ def _hub_file(repo: str, filename: str, subfolder: str | None = None, cache_dir=
         if not local_only and not _online():
             raise _NotAvailable(repo, filename, _offline_mode())
         try:
-            return huggingface_hub.hf_hub_download(repo, filename, local_files_only=local_only, **kwargs)
+            path = huggingface_hub.hf_hub_download(repo, filename, local_files_only=local_only, **kwargs)
+            _check_blob(path, repo, filename if subfolder is None else f"{subfolder}/{filename}")
+            return path
         except LocalEntryNotFoundError:
             if not local_only:  # the connection failed after the probe
                 raise _NotAvailable(repo, filename, False) from None
@@ -250,11 +258,125 @@ def _cached_repo_files(repo: str) -> tuple[list[str], list[str] | None]:
         return cached, None
 
 
-def _load_tensors(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from a .safetensors file, or from a pickle with weights_only=True (never code)."""
-    if path.endswith(".safetensors"):
-        return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+# ================================================================================================
+# Reading files with checks: every damaged file gives an error naming it, what is wrong and the repair
+# ================================================================================================
+
+_verified: set[tuple[str, int, int]] = set()  # blobs checked in this process: (path, size, mtime)
+
+
+def _repair(repo: str, filename: str) -> str:
+    return f"download it again with `hf download {repo} {filename} --force-download`"
+
+
+def _check_blob(path: str, repo: str, filename: str) -> None:
+    """The first time this process reads a file of the Hugging Face cache, check it against its blob's name:
+    the sha256 of the content for LFS files (the weights), git's blob sha1 for the others."""
+    blob = Path(path).resolve()
+    stat = blob.stat()
+    key = (str(blob), stat.st_size, stat.st_mtime_ns)
+    if blob.parent.name != "blobs" or key in _verified:
+        return
+    if re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        digest = hashlib.sha256()
+    elif re.fullmatch(r"[0-9a-f]{40}", blob.name):
+        digest = hashlib.sha1(b"blob %d\0" % stat.st_size)
+    else:
+        return
+    with open(blob, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    if digest.hexdigest() != blob.name:
+        raise DamagedFileError(f"The cached file {repo}/{filename} ({blob}) is damaged: the Hugging Face cache "
+                               f"names it by its hash, {blob.name}, but its content hashes to {digest.hexdigest()} "
+                               f"(a download cut short, a disk error, an edited file). "
+                               f"{_repair(repo, filename).capitalize()}.")
+    _verified.add(key)
+
+
+def _read_json(path, repair: str) -> dict:
+    """A JSON file's content, or an error naming the file, where it does not parse, and the repair."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedFileError(f"{path} is not valid JSON ({e}): the file is damaged; {repair}.") from None
+
+
+def _load_tensors(path: str, repair: str) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file, or from a pickle with weights_only=True (never code); an error
+    naming the file and the repair if it cannot be read."""
+    try:
+        if path.endswith(".safetensors"):
+            sd = load_file(path)
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0]
+        raise DamagedFileError(f"{path} holds Python objects other than tensors, which are never unpickled "
+                               f"here (torch.load with weights_only=True): {first}") from None
+    except Exception as e:  # SafetensorError, or torch's RuntimeError / EOFError for a truncated .pth
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DamagedFileError(f"Cannot read the weights file {path} ({why}): it is damaged or incomplete (a "
+                               f"download cut short?); {repair}.") from None
+    if not (isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values())):
+        raise DamagedFileError(f"{path} does not hold a state dict (a dict of tensors): {repair}.")
+    return sd
+
+
+def _check_tensors(sd: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: str,
+                   config: str, repair: str) -> None:
+    """Every tensor of ``expected`` is in ``sd`` with that shape, a float dtype and finite values; ``config``
+    says where the shapes come from."""
+    for key, shape in expected.items():
+        t = sd.get(key)
+        if t is None:
+            raise DamagedFileError(f"The weights file {path} has no tensor {key}, which {config} requires: the "
+                                   f"file is incomplete or belongs to another model; {repair}.")
+        if not t.dtype.is_floating_point:
+            raise DamagedFileError(f"In the weights file {path}, tensor {key} has dtype {t.dtype}, not a float "
+                                   f"dtype: the file is damaged; {repair}.")
+        if tuple(t.shape) != shape:
+            raise DamagedFileError(f"In the weights file {path}, tensor {key} has shape {tuple(t.shape)}, but "
+                                   f"{config} gives {shape}: the file and its config do not match; {repair}.")
+        if not t.sum().isfinite() and not torch.isfinite(t).all():  # the sum: 30x faster, exact unless huge
+            raise DamagedFileError(f"In the weights file {path}, tensor {key} holds NaN or infinite values: the "
+                                   f"file is damaged (or the model diverged in training); {repair}.")
+
+
+def _gpt2_shapes(hf_config) -> dict[str, tuple[int, ...]]:
+    """The tensors of a GPT-2 state dict (names without ``transformer.``) and their shapes, from its config."""
+    d, m = hf_config.n_embd, hf_config.n_inner or 4 * hf_config.n_embd
+    shapes = {"wte.weight": (hf_config.vocab_size, d), "wpe.weight": (hf_config.n_positions, d),
+              "ln_f.weight": (d,), "ln_f.bias": (d,)}
+    for i in range(hf_config.n_layer):
+        shapes.update({f"h.{i}.{k}": shape for k, shape in [
+            ("ln_1.weight", (d,)), ("ln_1.bias", (d,)), ("ln_2.weight", (d,)), ("ln_2.bias", (d,)),
+            ("attn.c_attn.weight", (d, 3 * d)), ("attn.c_attn.bias", (3 * d,)), ("attn.c_proj.weight", (d, d)),
+            ("attn.c_proj.bias", (d,)), ("mlp.c_fc.weight", (d, m)), ("mlp.c_fc.bias", (m,)),
+            ("mlp.c_proj.weight", (m, d)), ("mlp.c_proj.bias", (d,))]})
+    return shapes
+
+
+def _classic_expected(c: dict) -> dict[str, tuple[int, ...]]:
+    """The tensors of a classic-format state dict and their shapes, from its config ``c``."""
+    d, h, e, v = c["d_model"], c["n_heads"], c["d_head"], c["d_vocab"]
+
+    def ln(prefix: str, size: int) -> dict:
+        return {f"{prefix}.w": (size,), f"{prefix}.b": (size,)} if c["normalization_type"] == "LN" else {}
+
+    shapes = {"embed.W_E": (v, d), "pos_embed.W_pos": (c["n_ctx"], d), **ln("ln_final", d),
+              "unembed.W_U": (d, v), "unembed.b_U": (v,)}
+    for i in range(c["n_layers"]):
+        b = f"blocks.{i}"
+        shapes.update({**ln(f"{b}.ln1", d), **{f"{b}.attn.W_{x}": (h, d, e) for x in "QKV"},
+                       **{f"{b}.attn.b_{x}": (h, e) for x in "QKV"}, f"{b}.attn.W_O": (h, e, d),
+                       f"{b}.attn.b_O": (d,)})
+        if not c.get("attn_only"):
+            m = c["d_mlp"]
+            shapes.update({**ln(f"{b}.ln2", d), f"{b}.mlp.W_in": (d, m), f"{b}.mlp.b_in": (m,),
+                           f"{b}.mlp.W_out": (m, d), f"{b}.mlp.b_out": (d,),
+                           **(ln(f"{b}.mlp.ln", m) if c["act_fn"] == "solu_ln" else {})})
+    return shapes
 
 
 def download_file_from_hf(repo_name: str, file_name: str, subfolder: str = ".", cache_dir=None,
@@ -270,9 +392,9 @@ def download_file_from_hf(repo_name: str, file_name: str, subfolder: str = ".", 
     except _NotAvailable as e:
         raise HubUnavailableError(_unavailable_message(f"{repo_name}/{file_name}", e, None)) from None
     if file_name.endswith((".pth", ".pt", ".safetensors")) or force_is_torch:
-        return _load_tensors(path)
+        return _load_tensors(path, _repair(repo_name, file_name))
     if file_name.endswith(".json"):
-        return json.loads(Path(path).read_text())
+        return _read_json(path, _repair(repo_name, file_name))
     return path
 
 
@@ -350,10 +472,35 @@ def _load_hf_gpt2(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
     config_file = _hub_file(spec.repo, "config.json")
     weights = _hub_file(spec.repo, "model.safetensors", optional=True) or _hub_file(spec.repo,
                                                                                     "pytorch_model.bin")
+    config, sd = _convert_gpt2(*_read_gpt2(config_file, weights, lambda f: _repair(spec.repo, f)), name)
+    return config, sd, None
+
+
+GPT2_FIELDS = ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions")  # the sizes a GPT-2 config must give
+
+
+def _read_gpt2(config_file, weights_file, repair) -> tuple:
+    """A GPT-2's transformers config and state dict, read from its files and checked against each other;
+    ``repair(file name)`` says how to get a file again."""
     from transformers import GPT2Config  # heavy, and imported once the files are there: offline errors come fast
 
-    config, sd = _convert_gpt2(GPT2Config.from_json_file(config_file), _load_tensors(weights), name)
-    return config, sd, None
+    raw = _read_json(config_file, repair("config.json"))
+    for field in GPT2_FIELDS:
+        if not (isinstance(raw.get(field), int) and raw[field] > 0):
+            raise DamagedFileError(f"{config_file} lacks the field {field!r} (a positive integer; it has "
+                                   f"{raw.get(field, 'nothing')!r}): the file is damaged; {repair('config.json')}.")
+    hf_config = GPT2Config.from_dict(raw)
+    name = Path(weights_file).name
+    sd = _load_tensors(str(weights_file), repair(name))
+    plain = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    _check_tensors(plain, _gpt2_shapes(hf_config), str(weights_file), f"its config.json ({config_file})",
+                   repair(name))
+    extra = sorted({int(k.split(".")[1]) for k in plain if re.match(r"h\.\d+\.", k)} - set(range(hf_config.n_layer)))
+    if extra:
+        raise DamagedFileError(f"The weights file {weights_file} holds layer {extra[0]}, but its config.json "
+                               f"({config_file}) says n_layer={hf_config.n_layer}: the two files do not match; "
+                               f"{repair('config.json')}.")
+    return hf_config, sd
 
 
 def _convert_gpt2(hf_config, hf_sd: dict, name: str) -> tuple[dict, dict]:
@@ -372,14 +519,15 @@ def _load_user_gpt2(model_name: str, hf_model):
         name = resolve_name(model_name) if model_name.lower() in _alias_map() else model_name
         config, sd = _convert_gpt2(hf_model.config, hf_model.state_dict(), name)
         return config, sd, None
-    from transformers import AutoTokenizer, GPT2Config  # heavy: only for a local directory
+    from transformers import AutoTokenizer  # heavy: only for a local directory
 
     directory = Path(model_name).expanduser()
     weights = [directory / f for f in ("model.safetensors", "pytorch_model.bin") if (directory / f).is_file()]
     if not (directory / "config.json").is_file() or not weights:
         raise FileNotFoundError(f"{directory} is not a directory written by save_pretrained: it needs config.json "
                                 "and model.safetensors (or pytorch_model.bin). Sharded checkpoints are not supported.")
-    config, sd = _convert_gpt2(GPT2Config.from_json_file(directory / "config.json"), _load_tensors(str(weights[0])),
+    config, sd = _convert_gpt2(*_read_gpt2(directory / "config.json", weights[0],
+                                           lambda f: f"save the model to {directory} again with save_pretrained"),
                                directory.name)
     tokenizer = None
     if (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file():
@@ -397,7 +545,7 @@ def _strip_buffers(sd: dict) -> dict:
 def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
     config = dict(spec.config)
     if spec.weights_file is not None:
-        path = _hub_file(spec.repo, spec.weights_file)
+        filename = spec.weights_file
     else:
         found, files, complete = _toy_checkpoints(spec)
         if checkpoint_index is None and checkpoint_value is None:
@@ -406,7 +554,7 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
                 raise FileNotFoundError(f"The Hub repository {spec.repo} has no *final.pth file.")
             if not finals:
                 raise _NotAvailable(spec.repo, "*final.pth", _offline_mode())
-            path = _hub_file(spec.repo, min(finals, key=lambda f: not f.endswith(".safetensors")))
+            filename = min(finals, key=lambda f: not f.endswith(".safetensors"))
         else:
             labels = list(found)
             if not complete and not labels:
@@ -415,16 +563,23 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
                 utils.warn(f"The Hub is unreachable: checkpoint_index counts only the {len(labels)} "
                            f"checkpoints of {name} in the local cache.")
             label = _pick_checkpoint(name, labels, _label_type(labels), checkpoint_index, checkpoint_value)
-            path = _hub_file(spec.repo, found[label])
+            filename = found[label]
             config.update(checkpoint_value=label, checkpoint_index=labels.index(label))
+    path = _hub_file(spec.repo, filename)
     tokenizer = _neel_tokenizer(spec.tokenizer_repo) if spec.tokenizer_repo else None
-    sd = _strip_buffers(_load_tensors(path))
-    config.update(_classic_shapes(sd))
-    return config, sd, tokenizer
+    repair = _repair(spec.repo, filename)
+    sd = _load_tensors(path, repair)
+    config.update(_classic_shapes(sd, path, repair))
+    _check_tensors(sd, _classic_expected(config), path, f"the {name} config", repair)
+    return config, _strip_buffers(sd), tokenizer
 
 
-def _classic_shapes(sd: dict[str, torch.Tensor]) -> dict[str, int]:
+def _classic_shapes(sd: dict[str, torch.Tensor], path: str, repair: str) -> dict[str, int]:
     """The sizes a classic-format state dict's tensors imply (for the published files, the registry's own)."""
+    for key, ndim in (("blocks.0.attn.W_Q", 3), ("embed.W_E", 2), ("pos_embed.W_pos", 2)):
+        if key not in sd or sd[key].ndim != ndim:
+            raise DamagedFileError(f"The weights file {path} has no {ndim}-dimensional tensor {key}: the file is "
+                                   f"damaged or is not a classic-format state dict; {repair}.")
     n_heads, d_model, d_head = sd["blocks.0.attn.W_Q"].shape  # [head d_model d_head]
     shapes = dict(n_layers=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
                   d_model=d_model, n_heads=n_heads, d_head=d_head, d_vocab=sd["embed.W_E"].shape[0],

@@ -2,15 +2,23 @@
 interrupted, batches where one prompt is expected, NaNs, and threads. Each test provokes the fault and
 asserts what the learner sees: the right result, or an error that names the cause and the repair."""
 
+import hashlib
+import io
+import json
 import shutil
 import subprocess
 import warnings
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
+from huggingface_hub import constants
+from safetensors.torch import load_file, save
 
-from helpers import HookedTransformer, course_models
+from helpers import HookedTransformer, HookedTransformerConfig, course_models, loading
+from helpers.pick import pick_model
+from tests.fake_hub import OTHELLO, FakeHub
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,3 +165,124 @@ def test_reset_hooks_says_how_many_it_removed(model, capsys):
     finally:
         model.reset_hooks(including_permanent=True)
     assert not model.list_hooks()
+
+
+# ---------------------------------------------------------------- 4. damaged files of the real models
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in HF_HUB_CACHE, offline, and a FakeHub whose hf_download fills it."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("COURSE_EMBEDDED_MODELS", raising=False)
+    return FakeHub(tmp_path / "hub", "small")
+
+
+def cached(repo: str, filename: str) -> Path:
+    """The snapshot entry of a cached file (a link to its blob)."""
+    return Path(huggingface_hub.hf_hub_download(repo, filename, local_files_only=True))
+
+
+def replace(repo: str, filename: str, data: bytes) -> None:
+    """Put ``data`` in the cache as that file, in a blob named by its own sha256 (consistent, but wrong)."""
+    link = cached(repo, filename)
+    blob = link.resolve().parent / hashlib.sha256(data).hexdigest()
+    blob.write_bytes(data)
+    link.unlink()
+    link.symlink_to(blob)
+
+
+def edited_safetensors(repo: str, edit) -> bytes:
+    sd = load_file(cached(repo, "model.safetensors"))
+    edit(sd)
+    return save(sd)
+
+
+def edited_config(repo: str, edit) -> bytes:
+    config = json.loads(cached(repo, "config.json").read_text())
+    edit(config)
+    return json.dumps(config).encode()
+
+
+def set_nan(sd):
+    sd["transformer.h.1.mlp.c_fc.weight"][3, 5] = float("nan")
+
+
+def set_int(sd):
+    sd["transformer.h.0.attn.c_proj.bias"] = sd["transformer.h.0.attn.c_proj.bias"].to(torch.int32)
+
+
+DAMAGES = {  # what is done to gpt2's cached files -> the file named in the repair, and what the error says
+    "a truncated model.safetensors": (lambda data: ("model.safetensors", data[: len(data) // 2]),
+                                      "model.safetensors", "Cannot read the weights file"),
+    "a zeroed model.safetensors": (lambda data: ("model.safetensors", bytes(len(data))),
+                                   "model.safetensors", "Cannot read the weights file"),
+    "NaN weights": (lambda data: ("model.safetensors", edited_safetensors("gpt2", set_nan)),
+                    "model.safetensors", "tensor h.1.mlp.c_fc.weight holds NaN or infinite values"),
+    "an integer tensor": (lambda data: ("model.safetensors", edited_safetensors("gpt2", set_int)),
+                          "model.safetensors", "tensor h.0.attn.c_proj.bias has dtype torch.int32"),
+    "a config with a layer too many": (
+        lambda data: ("config.json", edited_config("gpt2", lambda c: c.update(n_layer=3))),
+        "model.safetensors", "has no tensor h.2.ln_1.weight, which its config.json"),
+    "a config with a layer too few": (
+        lambda data: ("config.json", edited_config("gpt2", lambda c: c.update(n_layer=1))),
+        "config.json", "holds layer 1, but its config.json"),
+    "a config with the wrong width": (
+        lambda data: ("config.json", edited_config("gpt2", lambda c: c.update(n_embd=96, n_head=4))),
+        "model.safetensors", "tensor wte.weight has shape (50257, 64), but its config.json"),
+    "a config without n_layer": (lambda data: ("config.json", edited_config("gpt2", lambda c: c.pop("n_layer"))),
+                                 "config.json", "lacks the field 'n_layer'"),
+    "a config that does not parse": (lambda data: ("config.json", cached("gpt2", "config.json").read_bytes()[:-20]),
+                                     "config.json", "is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_gpt2_file_is_named_with_its_repair(hub, damage):
+    hub.hf_download("hf download gpt2 config.json model.safetensors")
+    make, repaired, says = DAMAGES[damage]
+    filename, data = make(cached("gpt2", "model.safetensors").read_bytes())
+    replace("gpt2", filename, data)
+    text = message(loading.DamagedFileError, HookedTransformer.from_pretrained, "gpt2-small")
+    assert says in text and f"hf download gpt2 {repaired} --force-download" in text
+
+
+def test_a_bit_flip_in_a_cached_blob_is_found_by_its_name(hub):
+    hub.hf_download("hf download gpt2 config.json model.safetensors")
+    blob = cached("gpt2", "model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit, deep inside a weight: the file still parses
+    blob.write_bytes(bytes(data))
+    text = message(loading.DamagedFileError, HookedTransformer.from_pretrained, "gpt2-small")
+    assert f"names it by its hash, {blob.name}" in text
+    assert "hf download gpt2 model.safetensors --force-download" in text
+
+
+def test_a_truncated_pth_and_pick_model(hub):
+    hub.hf_download(f"hf download {OTHELLO} synthetic_model.pth")
+    data = cached(OTHELLO, "synthetic_model.pth").read_bytes()
+    replace(OTHELLO, "synthetic_model.pth", data[: len(data) - 1000])
+    text = message(loading.DamagedFileError, pick_model, "othello-gpt")
+    assert "Cannot read the weights file" in text and "synthetic_model.pth" in text
+    assert f"hf download {OTHELLO} synthetic_model.pth --force-download" in text
+    assert "COURSE_EMBEDDED_MODELS=1" in text
+
+
+def test_a_classic_file_with_a_missing_tensor(hub):
+    hub.hf_download(f"hf download {OTHELLO} synthetic_model.pth")
+    sd = torch.load(cached(OTHELLO, "synthetic_model.pth"), weights_only=True)
+    del sd["blocks.1.attn.W_K"]
+    buffer = io.BytesIO()
+    torch.save(sd, buffer)
+    replace(OTHELLO, "synthetic_model.pth", buffer.getvalue())
+    text = message(loading.DamagedFileError, HookedTransformer.from_pretrained, "othello-gpt")
+    assert "has no tensor blocks.1.attn.W_K, which the othello-gpt config requires" in text
+
+
+@pytest.mark.parametrize("name", ["solu-2l", "attn-only-1l", "gelu-4l", "othello-gpt"])
+def test_the_expected_classic_tensors_are_the_models(name):
+    config = {**loading.MODELS[name].config, "device": "cpu", "tokenizer_name": None, "d_vocab": 100, "n_ctx": 32}
+    model = HookedTransformer(HookedTransformerConfig.from_dict(config))
+    assert loading._classic_expected(config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
