@@ -20,12 +20,14 @@ W_dec [d_sae d_in], b_dec, and threshold for JumpReLU). SAELens 6 nests the mode
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import plotly.express as px
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -33,7 +35,7 @@ from tqdm.auto import tqdm
 
 from helpers import loading
 from helpers.hook_points import HookedRootModule, HookPoint
-from helpers.ioi import SPLITS, ioi_eval_prompts
+from helpers.ioi import ioi_eval_prompts
 
 ARCHITECTURES = ("standard", "topk", "jumprelu")
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
@@ -128,7 +130,7 @@ class SAEConfig:
         return cls(architecture=architecture, d_in=d["d_in"], d_sae=d["d_sae"], k=k,
                    apply_b_dec_to_input=d.get("apply_b_dec_to_input", True), normalize_activations=normalize,
                    rescale_acts_by_decoder_norm=d.get("rescale_acts_by_decoder_norm", False),
-                   dtype=d.get("dtype", "float32"), device=d.get("device", "cpu"), metadata=metadata)
+                   dtype=str(d.get("dtype", "float32")).removeprefix("torch."), metadata=metadata)
 
 
 # ================================================================================================
@@ -241,16 +243,16 @@ class SAE(HookedRootModule):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> SAE:
-        """An SAE from a folder in SAELens' format (either layout of cfg.json)."""
+    def load(cls, path: str | Path, device: str = "cpu") -> SAE:
+        """An SAE from a folder in SAELens' format (either layout of cfg.json), on ``device`` (the device
+        recorded in cfg.json is where it was trained, as SAELens, it is not used)."""
         path = Path(path)
         for name in (CFG_FILENAME, WEIGHTS_FILENAME):
             if not (path / name).is_file():
                 raise FileNotFoundError(f"{path / name} is missing: an SAE folder in SAELens' format holds "
                                         f"{CFG_FILENAME} and {WEIGHTS_FILENAME}.")
         cfg = SAEConfig.from_dict(json.loads((path / CFG_FILENAME).read_text()))
-        if device is not None:
-            cfg.device = device
+        cfg.device = device
         weights = load_file(path / WEIGHTS_FILENAME)
         if "log_threshold" in weights:  # older JumpReLU checkpoints
             weights["threshold"] = weights.pop("log_threshold").exp()
@@ -264,7 +266,7 @@ class SAE(HookedRootModule):
         return sae
 
 
-def load_pretrained_sae(repo: str, folder: str, device: str | None = None) -> SAE:
+def load_pretrained_sae(repo: str, folder: str, device: str = "cpu") -> SAE:
     """An SAE of a Hub repository in SAELens' format, e.g. ``("jbloom/GPT2-Small-SAEs-Reformatted",
     "blocks.8.hook_resid_pre")``: the cached copy, else a download. Offline, the error gives the
     ``hf download`` command that puts it in the cache."""
@@ -304,11 +306,11 @@ def splice_hook(sae: SAE, use_error_term: bool = False, keep_bos: bool = True):
 
 
 def story_tokens(model, n_sequences: int, seed: int = 0, prompts_per_story: int = 4) -> torch.Tensor:
-    """Token ids [n_sequences pos] of short stories made of complete IOI sentences ("... gave the camera to
-    Judy."), from all the IOI prompt sets; BOS first, right-padded with the pad token."""
+    """Token ids [n_sequences pos] of short stories made of complete IOI sentences ("... lent the ball to
+    Judy."), from the validation prompt set: training places and objects, unseen templates (the test set's
+    places and objects are absent from the course models' training text). BOS first, right-padded."""
     n = n_sequences * prompts_per_story
-    per_split = -(-n // len(SPLITS))
-    sentences = [p.prompt + p.io + "." for split in SPLITS for p in ioi_eval_prompts(per_split, seed, split)]
+    sentences = [p.prompt + p.io + "." for p in ioi_eval_prompts(n, seed, "validation")]
     order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     stories = [" ".join(sentences[j] for j in order[i:i + prompts_per_story]) for i in range(0, n, prompts_per_story)]
     return model.to_tokens(stories)
@@ -324,18 +326,20 @@ def token_mask(model, tokens: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def _hook_acts(model, hook_name: str, tokens: torch.Tensor) -> torch.Tensor:
+    """The activation at ``hook_name``, running the model no further than the hook's block."""
+    block = re.match(r"blocks\.(\d+)\.", hook_name)
+    stop = int(block.group(1)) + 1 if block else None
+    return model.run_with_cache(tokens, names_filter=hook_name, stop_at_layer=stop)[1][hook_name]
+
+
 @torch.no_grad()
 def collect_activations(model, hook_name: str, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """The activations at ``hook_name`` of the positions that count (see token_mask): [n_tokens d]."""
     if hook_name not in model.hook_dict:
         raise KeyError(f"{hook_name!r} is not a hook point of the model, e.g. 'blocks.1.hook_resid_pre'.")
-    block = re.match(r"blocks\.(\d+)\.", hook_name)
-    stop = int(block.group(1)) + 1 if block else None  # the layers after the hook's block are not needed
-    acts = []
-    for batch in tokens.split(batch_size):
-        _, cache = model.run_with_cache(batch, names_filter=hook_name, stop_at_layer=stop)
-        acts.append(cache[hook_name][token_mask(model, batch)])
-    return torch.cat(acts)
+    return torch.cat([_hook_acts(model, hook_name, batch)[token_mask(model, batch)]
+                      for batch in tokens.split(batch_size)])
 
 
 def _aux_k_loss(sae: SAE, x: torch.Tensor, pre: torch.Tensor, recons: torch.Tensor, dead: torch.Tensor,
@@ -441,3 +445,129 @@ def loss_recovered(model, sae: SAE, tokens: torch.Tensor) -> float:
     spliced = _masked_loss(model, tokens, [(name, splice_hook(sae))])
     ablated = _masked_loss(model, tokens, [(name, zero)])
     return (ablated - spliced) / (ablated - clean)
+
+
+# ================================================================================================
+# Reading a feature
+# ================================================================================================
+
+
+@torch.no_grad()
+def feature_acts(model, sae: SAE, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """[batch pos d_sae] activations of every feature; 0 at BOS and padding."""
+    return torch.cat([sae.encode(_hook_acts(model, sae.cfg.hook_name, batch)) * token_mask(model, batch)[..., None]
+                      for batch in tokens.split(batch_size)])
+
+
+def _token_span(token: str, value: float, top: float, bold: bool) -> str:
+    alpha = 0.0 if top <= 0 else max(0.0, value) / top
+    style = f"background: rgba(255, 140, 0, {alpha:.2f}); white-space: pre;"
+    if bold:
+        style += " font-weight: bold; outline: 1px solid #c05000;"
+    text = html.escape(token.replace("\n", "↵"))
+    return f'<span style="{style}" title="{value:.2f}">{text}</span>'
+
+
+def contexts_html(contexts: list[tuple[list[str], list[float], int]], title: str = "") -> str:
+    """HTML of (str_tokens, activations, highlighted index) contexts, one per line, tokens shaded by activation."""
+    top = max((max(values) for _, values, _ in contexts), default=0.0)
+    lines = ["".join(_token_span(t, v, top, i == j) for i, (t, v) in enumerate(zip(toks, values, strict=True)))
+             + f' <span style="color: #888">({values[j]:.2f})</span>' for toks, values, j in contexts]
+    head = f"<b>{html.escape(title)}</b><br>" if title else ""
+    return f'<div style="font-family: monospace; line-height: 1.8">{head}{"<br>".join(lines)}</div>'
+
+
+def top_contexts(model, tokens: torch.Tensor, acts: torch.Tensor, n: int = 8, before: int = 10,
+                 after: int = 3) -> list[tuple[list[str], list[float], int]]:
+    """The ``n`` strongest activations of one feature, acts [batch pos], each as (str_tokens of the window
+    around it, their activations, index of the activating token in the window)."""
+    values, flat = acts.flatten().topk(min(n, int((acts > 0).sum())))
+    out = []
+    for i in flat.tolist():
+        b, p = divmod(i, acts.shape[1])
+        lo, hi = max(1, p - before), min(int(token_mask(model, tokens[b : b + 1])[0].sum()) + 1, p + after + 1)
+        out.append((model.to_str_tokens(tokens[b, lo:hi]), acts[b, lo:hi].tolist(), p - lo))
+    return out
+
+
+def decoder_logit_effects(model, direction: torch.Tensor, n: int = 10) -> tuple[list, list]:
+    """Tokens that a residual direction [d_model] promotes and suppresses through the unembedding (W_U only,
+    no final LayerNorm): two lists of (token, effect), strongest first. Tokens whose W_U column is zero
+    (never seen by a course model) are left out."""
+    effects = direction @ model.W_U  # [d_vocab]
+    known = model.W_U.norm(dim=0) > 0
+    ids = known.nonzero()[:, 0]
+    order = effects[ids].argsort(descending=True)
+    pick = lambda idx: [(model.to_string(int(t)), effects[t].item()) for t in ids[idx]]  # noqa: E731
+    return pick(order[:n]), pick(order.flip(0)[:n])
+
+
+@dataclass
+class FeatureDashboard:
+    """What a feature does: where it fires most, how often and how strongly, and what it writes."""
+
+    feature: int
+    frequency: float  # fraction of the tokens that count where it fires
+    max_activation: float
+    contexts: list  # top_contexts
+    promoted: list  # [(token, effect)]
+    suppressed: list
+    histogram: object  # plotly figure
+    logits: object  # plotly figure
+
+    @property
+    def html(self) -> str:
+        return contexts_html(self.contexts, f"Feature {self.feature} : contextes les plus actifs")
+
+    def show(self) -> None:
+        from IPython.display import HTML, display  # a notebook front end: only when it is shown
+
+        display(HTML(self.html))
+        self.histogram.show()
+        self.logits.show()
+
+
+def feature_dashboard(model, sae: SAE, tokens: torch.Tensor, feature: int, acts: torch.Tensor | None = None,
+                      n_contexts: int = 8, n_logits: int = 8) -> FeatureDashboard:
+    """The dashboard of ``feature`` on ``tokens``; ``acts`` [batch pos d_sae] (feature_acts) if already computed."""
+    if not 0 <= feature < sae.cfg.d_sae:
+        raise IndexError(f"feature={feature}: this SAE has features 0 to {sae.cfg.d_sae - 1}.")
+    acts = (feature_acts(model, sae, tokens) if acts is None else acts)[..., feature]
+    counted = acts[token_mask(model, tokens)]
+    fired = counted[counted > 0]
+    promoted, suppressed = decoder_logit_effects(model, sae.W_dec[feature], n_logits)
+    histogram = px.histogram(x=fired.cpu().numpy(), nbins=40, template="plotly",
+                             labels={"x": "activation (quand elle est non nulle)"},
+                             title=f"Feature {feature} : active sur {len(fired) / len(counted):.2%} des tokens")
+    rows = promoted[::-1] + suppressed
+    logits = px.bar(x=[v for _, v in rows], y=[repr(t) for t, _ in rows], orientation="h", template="plotly",
+                    labels={"x": "effet direct sur le logit (W_dec @ W_U)", "y": "token"},
+                    title=f"Feature {feature} : tokens promus (haut) et supprimés (bas)")
+    logits.update_yaxes(categoryorder="array", categoryarray=[repr(t) for t, _ in rows][::-1])
+    return FeatureDashboard(feature, len(fired) / len(counted), counted.max().item(),
+                            top_contexts(model, tokens, acts, n_contexts), promoted, suppressed, histogram, logits)
+
+
+# ================================================================================================
+# Steering
+# ================================================================================================
+
+
+def steering_hook(direction: torch.Tensor, scale: float = 1.0, keep_bos: bool = True):
+    """A hook that adds ``scale * direction`` [d_model] to the activation at every position (but BOS if
+    ``keep_bos``). Works during a forward (run_with_hooks) and during ``model.generate`` (inside
+    ``model.hooks(...)``), where every step reruns the whole sequence."""
+
+    def hook(activation: torch.Tensor, hook) -> torch.Tensor:
+        out = activation.clone()
+        out[:, int(keep_bos):] += scale * direction.to(activation.dtype)
+        return out
+
+    return hook
+
+
+def mean_difference(model, hook_name: str, prompts_a: list[str], prompts_b: list[str]) -> torch.Tensor:
+    """Activation addition's vector: mean activation at ``hook_name`` over the tokens of ``prompts_a`` minus
+    that over ``prompts_b`` (BOS and padding left out); [d_model]."""
+    mean = lambda prompts: collect_activations(model, hook_name, model.to_tokens(prompts)).mean(0)  # noqa: E731
+    return mean(prompts_a) - mean(prompts_b)

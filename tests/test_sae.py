@@ -1,0 +1,324 @@
+"""helpers.sae: the three architectures against hand-computed values, SAELens' on-disk format, splicing into a
+model, training on course-gpt2, reading and steering."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from helpers import HookedTransformer
+from helpers import sae as S
+
+HOOK = "blocks.1.hook_resid_pre"
+
+
+def small_sae(architecture: str = "standard", **cfg) -> S.SAE:
+    """d_in 2, d_sae 3, with weights small enough to compute by hand (see the tests)."""
+    sae = S.SAE(S.SAEConfig(architecture, 2, 3, **cfg))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 1.0]]))
+        sae.b_enc.copy_(torch.tensor([0.0, -1.0, 0.5]))
+        sae.W_dec.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        sae.b_dec.copy_(torch.tensor([1.0, 1.0]))
+    return sae
+
+
+@pytest.fixture(scope="module")
+def model():
+    return HookedTransformer.from_pretrained("course-gpt2")
+
+
+# ----- formulas ---------------------------------------------------------------------------------
+
+
+def test_standard_encode_decode_by_hand():
+    # x - b_dec = [2, 1]; pre = [2, 2, -1] + b_enc = [2, 1, -0.5]; relu -> [2, 1, 0]; decode [2, 1] + b_dec
+    sae = small_sae()
+    acts = sae.encode(torch.tensor([[3.0, 2.0]]))
+    assert acts.tolist() == [[2.0, 1.0, 0.0]]
+    assert sae.decode(acts).tolist() == [[3.0, 2.0]]
+    assert sae(torch.tensor([[3.0, 2.0]])).tolist() == [[3.0, 2.0]]
+
+
+def test_apply_b_dec_to_input_false_skips_the_subtraction():
+    # pre = [3, 4, -1] + b_enc = [3, 3, -0.5] -> [3, 3, 0] -> [3, 3] + b_dec
+    sae = small_sae(apply_b_dec_to_input=False)
+    assert sae(torch.tensor([[3.0, 2.0]])).tolist() == [[4.0, 4.0]]
+
+
+def test_topk_keeps_the_k_largest():
+    sae = small_sae("topk", k=1)
+    acts = sae.encode(torch.tensor([[3.0, 2.0]]))
+    assert acts.tolist() == [[2.0, 0.0, 0.0]]
+    assert sae.decode(acts).tolist() == [[3.0, 1.0]]
+
+
+def test_topk_rescaled_by_decoder_norm_picks_by_scaled_preactivation():
+    # x = [1, 3]: pre = [0, 3, 2.5]; times |W_dec rows| = [1, 1, sqrt 2] -> feature 2 (3.54) beats feature 1 (3)
+    plain = small_sae("topk", k=1)
+    assert plain(torch.tensor([[1.0, 3.0]])).tolist() == [[1.0, 4.0]]
+    rescaled = small_sae("topk", k=1, rescale_acts_by_decoder_norm=True)
+    acts = rescaled.encode(torch.tensor([[1.0, 3.0]]))
+    assert acts[0, 2].item() == pytest.approx(2.5 * math.sqrt(2))
+    assert rescaled.decode(acts)[0].tolist() == pytest.approx([3.5, 3.5])
+
+
+def test_jumprelu_zeroes_what_is_not_above_its_threshold():
+    sae = small_sae("jumprelu")
+    with torch.no_grad():
+        sae.threshold.copy_(torch.tensor([2.5, 0.5, 0.0]))
+    acts = sae.encode(torch.tensor([[3.0, 2.0]]))  # pre = [2, 1, -0.5]: only feature 1 passes
+    assert acts.tolist() == [[0.0, 1.0, 0.0]]
+    assert sae.decode(acts).tolist() == [[1.0, 2.0]]
+
+
+def test_constant_norm_rescale_scales_in_and_back_out():
+    sae = S.SAE(S.SAEConfig("standard", 2, 2, normalize_activations="constant_norm_rescale"))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(2))
+        sae.W_dec.copy_(torch.eye(2))
+    x = torch.tensor([[3.0, 4.0]])  # norm 5 -> scaled to norm sqrt(2)
+    assert sae.encode(x)[0].tolist() == pytest.approx([0.6 * math.sqrt(2), 0.8 * math.sqrt(2)])
+    assert sae(x)[0].tolist() == pytest.approx([3.0, 4.0])
+
+
+def test_bad_config_says_what_to_do():
+    with pytest.raises(ValueError, match="needs k"):
+        S.SAEConfig("topk", 2, 3)
+    with pytest.raises(ValueError, match="architecture"):
+        S.SAEConfig("gated", 2, 3)
+
+
+# ----- disk ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["v6", "flat"])
+@pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu"])
+def test_save_load_round_trip(tmp_path, layout, architecture):
+    sae = small_sae(architecture, k=2 if architecture == "topk" else None,
+                    metadata={"hook_name": HOOK, "model_name": "course-gpt2"})
+    if architecture == "jumprelu":
+        with torch.no_grad():
+            sae.threshold.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    sae.save(tmp_path, layout=layout)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    if layout == "v6":
+        assert cfg["metadata"]["hook_name"] == HOOK and cfg["architecture"] == architecture
+        assert cfg["metadata"]["sae_lens_version"].startswith("6.")
+    else:
+        assert cfg["hook_name"] == HOOK and "metadata" not in cfg
+    loaded = S.SAE.load(tmp_path)
+    assert loaded.cfg == sae.cfg
+    assert loaded.cfg.hook_name == HOOK
+    for name, value in sae.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    x = torch.tensor([[3.0, 2.0], [1.0, 3.0]])
+    assert torch.equal(loaded(x), sae(x))
+
+
+def jbloom_layout(folder, d_in: int = 4, d_sae: int = 8, seed: int = 0) -> dict:
+    """A folder as jbloom/GPT2-Small-SAEs-Reformatted ships one (flat cfg.json of SAELens 0.x), random weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"model_name": "gpt2-small", "hook_point": "blocks.8.hook_resid_pre", "hook_point_layer": 8,
+           "hook_point_head_index": None, "dataset_path": "Skylion007/openwebtext", "context_size": 128,
+           "d_in": d_in, "d_sae": d_sae, "expansion_factor": d_sae // d_in, "device": "mps",
+           "dtype": "torch.float32", "b_dec_init_method": "geometric_median", "l1_coefficient": 8e-05,
+           "lr": 0.0004, "train_batch_size": 4096}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    g = torch.Generator().manual_seed(seed)
+    weights = {"W_enc": torch.randn(d_in, d_sae, generator=g), "b_enc": torch.randn(d_sae, generator=g),
+               "W_dec": torch.randn(d_sae, d_in, generator=g), "b_dec": torch.randn(d_in, generator=g)}
+    save_file(weights, folder / "sae_weights.safetensors")
+    return weights
+
+
+def test_load_reads_the_old_flat_layout_of_a_release(tmp_path):
+    weights = jbloom_layout(tmp_path)
+    sae = S.SAE.load(tmp_path)
+    assert sae.cfg.architecture == "standard" and sae.cfg.apply_b_dec_to_input
+    assert sae.cfg.hook_name == "blocks.8.hook_resid_pre" and sae.cfg.device == "cpu"
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    expected = ((x - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"]).relu()
+    assert torch.allclose(sae.encode(x), expected)
+
+
+def test_load_errors_name_the_missing_file_and_bad_shapes(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cfg.json"):
+        S.SAE.load(tmp_path)
+    jbloom_layout(tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "d_sae": 9}))
+    with pytest.raises(ValueError, match="d_sae=9"):
+        S.SAE.load(tmp_path)
+
+
+def test_load_pretrained_sae_reads_a_hub_cache_in_the_real_layout(tmp_path, monkeypatch):
+    """A Hugging Face cache holding one folder of jbloom/GPT2-Small-SAEs-Reformatted, as `hf download` leaves it."""
+    from huggingface_hub import constants
+
+    repo, folder, commit = "jbloom/GPT2-Small-SAEs-Reformatted", "blocks.8.hook_resid_pre", "a" * 40
+    storage = tmp_path / "models--jbloom--GPT2-Small-SAEs-Reformatted"
+    (storage / "refs").mkdir(parents=True)
+    (storage / "refs" / "main").write_text(commit)
+    weights = jbloom_layout(storage / "snapshots" / commit / folder)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sae = S.load_pretrained_sae(repo, folder)
+    assert sae.cfg.hook_name == folder
+    assert torch.equal(sae.W_dec, weights["W_dec"])
+    with pytest.raises(Exception, match=f"hf download {repo} blocks.9.hook_resid_pre/cfg.json"):
+        S.load_pretrained_sae(repo, "blocks.9.hook_resid_pre")
+
+
+# ----- splicing -----------------------------------------------------------------------------
+
+
+def random_sae(d_in: int = 128, d_sae: int = 256, seed: int = 0) -> S.SAE:
+    sae = S.SAE(S.SAEConfig("topk", d_in, d_sae, k=8, metadata={"hook_name": HOOK}))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g) / d_in**0.5)
+        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=g))
+    return sae
+
+
+def test_splice_replaces_the_activation_by_the_reconstruction(model):
+    sae = random_sae()
+    tokens = model.to_tokens(["When John and Mary went to the park, Mary gave a ball to"])
+    _, cache = model.run_with_cache(tokens, names_filter=HOOK)
+    expected = cache[HOOK].clone()
+    expected[:, 1:] = sae(cache[HOOK][:, 1:])
+    with model.hooks([(HOOK, S.splice_hook(sae))]):
+        logits, spliced_cache = model.run_with_cache(tokens, names_filter=HOOK)
+    assert torch.allclose(spliced_cache[HOOK], expected, atol=1e-5)
+    manual = model.run_with_hooks(tokens, fwd_hooks=[(HOOK, lambda act, hook: expected)])
+    assert torch.allclose(logits, manual, atol=1e-4)
+    assert torch.allclose(model.run_with_hooks(tokens, fwd_hooks=[(HOOK, S.splice_hook(sae))]), manual, atol=1e-4)
+    assert not torch.allclose(logits, model(tokens), atol=1e-2)
+
+
+def test_error_term_restores_the_model_until_a_feature_is_edited(model):
+    sae = random_sae()
+    tokens = model.to_tokens(["When John and Mary went to the park, Mary gave a ball to"])
+    clean = model(tokens)
+    with model.hooks([(HOOK, S.splice_hook(sae, use_error_term=True))]):
+        assert torch.allclose(model(tokens), clean, atol=1e-4)
+        _, sae_cache = sae.run_with_cache(torch.zeros(1, 128))  # the SAE's own hook points
+        assert {"hook_sae_acts_post", "hook_sae_recons"} <= set(sae_cache.keys())
+        acts = sae.encode(model.run_with_cache(tokens, names_filter=HOOK)[1][HOOK][0, 1:])
+        feature = int(acts.sum(0).argmax())
+
+        def ablate(feature_acts, hook):
+            feature_acts[..., feature] = 0
+            return feature_acts
+
+        with sae.hooks([("hook_sae_acts_post", ablate)]):
+            edited = model(tokens)
+    assert not torch.allclose(edited, clean, atol=1e-3)
+
+
+def test_loss_recovered_is_one_for_a_perfect_sae_and_zero_for_a_zero_one(model):
+    d = model.cfg.d_model
+    tokens = S.story_tokens(model, 8, seed=3)
+    perfect = S.SAE(S.SAEConfig("standard", d, 2 * d, metadata={"hook_name": HOOK}))
+    with torch.no_grad():  # relu(x) - relu(-x) = x
+        perfect.W_enc.copy_(torch.cat([torch.eye(d), -torch.eye(d)], dim=1))
+        perfect.W_dec.copy_(torch.cat([torch.eye(d), -torch.eye(d)], dim=0))
+    assert S.loss_recovered(model, perfect, tokens) == pytest.approx(1.0, abs=1e-4)
+    zero = S.SAE(S.SAEConfig("standard", d, 4, metadata={"hook_name": HOOK}))
+    assert S.loss_recovered(model, zero, tokens) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_token_mask_leaves_out_bos_and_padding(model):
+    tokens = model.to_tokens(["Mary gave a ball to John", "Mary"])
+    mask = S.token_mask(model, tokens)
+    assert mask.sum(1).tolist() == [6, 1]
+    assert not mask[:, 0].any()
+
+
+# ----- metrics ------------------------------------------------------------------------------
+
+
+def test_metrics_on_known_values():
+    acts = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
+    assert S.l0(acts) == 1.5
+    assert S.dead_features(acts).tolist() == [False, True, False]
+    x = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # sum of squared deviations 2
+    assert S.explained_variance(x, torch.tensor([[0.5, 0.0], [-1.0, 0.0]])) == pytest.approx(1 - 0.25 / 2)
+
+
+# ----- training (the notebook's settings) ----------------------------------------------------
+
+NOTEBOOK_SETTINGS = dict(d_sae=1024, k=16, steps=300, batch_size=1024, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(model):
+    tokens = S.story_tokens(model, 400, seed=0)
+    return S.train_sae(model, HOOK, tokens, verbose=False, **NOTEBOOK_SETTINGS)
+
+
+def test_training_reconstructs_and_recovers_the_loss(model, trained):
+    held_out = S.story_tokens(model, 100, seed=1)
+    acts = S.collect_activations(model, HOOK, held_out)
+    features = trained.encode(acts)
+    assert S.l0(features) == 16
+    assert S.explained_variance(acts, trained(acts)) >= 0.9
+    assert S.loss_recovered(model, trained, held_out) >= 0.9
+    assert S.dead_features(features).float().mean() < 0.05
+    assert trained.cfg.hook_name == HOOK and trained.cfg.architecture == "topk"
+
+
+def test_training_is_deterministic_with_a_seed(model):
+    tokens = S.story_tokens(model, 40, seed=0)
+    runs = [S.train_sae(model, HOOK, tokens, d_sae=64, k=4, steps=5, batch_size=256, seed=s, verbose=False)
+            for s in (7, 7, 8)]
+    assert torch.equal(runs[0].W_dec, runs[1].W_dec)
+    assert not torch.equal(runs[0].W_dec, runs[2].W_dec)
+
+
+def test_training_asks_for_more_tokens_when_there_are_too_few(model):
+    with pytest.raises(ValueError, match="pass more tokens"):
+        S.train_sae(model, HOOK, S.story_tokens(model, 2), batch_size=4096, verbose=False)
+
+
+# ----- reading and steering -----------------------------------------------------------------
+
+
+def test_dashboard_highlights_the_strongest_activations(model, trained):
+    tokens = S.story_tokens(model, 50, seed=2)
+    acts = S.feature_acts(model, trained, tokens)
+    feature = int(acts.sum((0, 1)).argmax())
+    dash = S.feature_dashboard(model, trained, tokens, feature, acts=acts, n_contexts=5)
+    strongest = acts[..., feature].flatten().topk(5).values.tolist()
+    assert [values[i] for _, values, i in dash.contexts] == pytest.approx(strongest)
+    assert dash.max_activation == pytest.approx(strongest[0])
+    assert dash.html.count("font-weight: bold") == 5
+    effects = trained.W_dec[feature] @ model.W_U
+    assert dash.promoted[0][1] == pytest.approx(effects.max().item(), rel=1e-5)
+    assert len(dash.histogram.data) == 1 and len(dash.logits.data) == 1
+
+
+def test_steering_hook_adds_the_scaled_direction_but_not_at_bos(model):
+    direction = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    tokens = model.to_tokens(["Mary gave a ball to John"])
+    with model.hooks([(HOOK, S.steering_hook(direction, 3.0))]):
+        _, cache = model.run_with_cache(tokens, names_filter=HOOK)
+        generated = model.generate(tokens, max_new_tokens=3, do_sample=False, verbose=False)
+    _, clean = model.run_with_cache(tokens, names_filter=HOOK)
+    delta = cache[HOOK] - clean[HOOK]
+    assert torch.allclose(delta[0, 1:], 3.0 * direction.expand(delta.shape[1] - 1, -1), atol=1e-4)
+    assert delta[0, 0].abs().max() == 0
+    assert generated.shape == (1, tokens.shape[1] + 3)
+
+
+def test_mean_difference_is_the_difference_of_token_means(model):
+    a, b = ["Mary gave a ball to John"], ["The cat sat on the mat", "John went home"]  # 6 and 6 + 3 tokens
+    resid_a = model.run_with_cache(model.to_tokens(a), names_filter=HOOK)[1][HOOK]
+    resid_b = model.run_with_cache(model.to_tokens(b), names_filter=HOOK)[1][HOOK]  # [2 7 d]: BOS, padding
+    expected = resid_a[0, 1:].mean(0) - torch.cat([resid_b[0, 1:7], resid_b[1, 1:4]]).mean(0)
+    assert torch.allclose(S.mean_difference(model, HOOK, a, b), expected, atol=1e-5)
