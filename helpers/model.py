@@ -63,6 +63,15 @@ def hooked(*points: HookPoint) -> bool:
     return any(point._forward_hooks or point._backward_hooks for point in points)
 
 
+def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """z [batch pos head d_head] with NaN wherever a non-finite q, k or v reaches it in the explicit softmax
+    path: a query spoils its own row, a key the rows from its position on, a value its component of every
+    row (0 * inf in pattern @ v). The fused kernel drops some of these (a NaN query can give a finite row), so
+    both paths pass z through here and agree; finite entries are unchanged."""
+    rows = q.sum(-1, keepdim=True, dtype=torch.float32) + k.sum(-1, keepdim=True, dtype=torch.float32).cumsum(1)
+    return z + (rows * 0).to(z.dtype) + (v.sum(1, keepdim=True, dtype=torch.float32) * 0).to(z.dtype)
+
+
 # ================================================================================================
 # Components
 # ================================================================================================
@@ -169,6 +178,10 @@ class Attention(nn.Module):
         else:  # nobody looks at the scores or the pattern: PyTorch's fused causal attention, same z
             z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                is_causal=True, scale=1 / self.attn_scale).transpose(1, 2)
+        # On the CPU, checking is cheaper than spreading; elsewhere, spreading does not wait for the device.
+        if z.device.type != "cpu" or not torch.isfinite(q.sum(dtype=torch.float32) + k.sum(dtype=torch.float32)
+                                                         + v.sum(dtype=torch.float32)):
+            z = spread_non_finite(z, q, k, v)
         z = self.hook_z(z)
         if not self.cfg.use_attn_result:
             return affine(einops.rearrange(z, "b q h e -> b q (h e)"), self.W_O.flatten(0, 1), self.b_O)

@@ -286,3 +286,31 @@ def test_the_expected_classic_tensors_are_the_models(name):
     config = {**loading.MODELS[name].config, "device": "cpu", "tokenizer_name": None, "d_vocab": 100, "n_ctx": 32}
     model = HookedTransformer(HookedTransformerConfig.from_dict(config))
     assert loading._classic_expected(config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------- 6. NaN on both attention paths
+
+
+@pytest.mark.parametrize("n_pos", [5, 100])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_both_attention_paths_spread_non_finite_values_alike(model, n_pos, where, value):
+    """z of layer 1 after one non-finite entry at position 2, head 1 of its q, k or v: the fused kernel
+    (nothing hooked on the pattern) and the explicit softmax (pattern hooked) spoil the same entries."""
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, n_pos), generator=torch.Generator().manual_seed(n_pos))
+
+    def spoil(x, hook):
+        x[0, 2, 1, 3] = value
+
+    def z_of(*extra):
+        hooks = [(f"blocks.1.attn.hook_{where}", spoil), *extra]
+        with model.hooks(hooks):
+            return model.run_with_cache(tokens, names_filter="blocks.1.attn.hook_z")[1]["z", 1]
+
+    fused = z_of()
+    explicit = z_of(("blocks.1.attn.hook_pattern", lambda pattern, hook: None))
+    assert torch.equal(fused.isfinite(), explicit.isfinite())
+    assert not fused[0, 2, 1].isfinite().all() and fused[1].isfinite().all()  # the other prompt is untouched
+    if where != "v":  # a query or a key reaches the rows from its position on only
+        assert fused[0, :2].isfinite().all()
+    torch.testing.assert_close(fused[fused.isfinite()], explicit[explicit.isfinite()])
