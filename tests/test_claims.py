@@ -50,8 +50,9 @@ def printed(prefix: str, code_line: str) -> str:
 
 
 def values(text: str, pattern: str) -> list[float]:
-    """Every number captured by ``pattern`` (with one group written as {n}) in ``text``."""
-    found = [float(m) for m in re.findall(pattern.replace("{n}", f"({NUMBER})"), text)]
+    """Every number captured by ``pattern`` (each group written as {n}) in ``text``, in order."""
+    matches = re.findall(pattern.replace("{n}", f"({NUMBER})"), text)
+    found = [float(x) for m in matches for x in (m if isinstance(m, tuple) else (m,))]
     assert found, f"{pattern!r} not found in:\n{text}"
     return found
 
@@ -270,3 +271,52 @@ def test_04_the_embedded_model_bets_that_the_sequence_restarts(embedded_gpt2):
     first = tokens[:, 1]  # the first random token of each row
     p_first = probs[torch.arange(len(tokens))[:, None], torch.arange(5, 50)[None], first[:, None]]
     assert p_first.mean() > 0.5
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 06 — Othello-GPT
+# ------------------------------------------------------------------------------------------------------------
+
+PUSH_CELL = "def push_square(resid_stream, hook):"
+SPLIT_CELL = "cases = flip_cases(probe_games, targets, first_game=n_train)"
+
+
+def test_06_the_edit_reaches_the_target_gap_on_the_mine_side():
+    text = printed("06", PUSH_CELL)
+    target = value(text, r"Écart cible sur \w+ : {n}")
+    assert target > 0  # the gap of a square the probe reads "mine"
+    before = values(text, r"avant : {n} {n} {n}")
+    after = values(text, r"après : {n} {n} {n}")
+    assert after[1] > after[2] and after[1] >= before[1]  # pushed toward "mine", never away from it
+
+
+def _split_rows(text: str) -> dict[str, tuple[float, float]]:
+    """{group: (p gained without edit, p gained with the probe edit)} from the split table."""
+    groups = {}
+    for block in text.split("\n\n")[1:]:
+        name = block.splitlines()[0].split(" :")[0]
+        none = value(block, r"sans intervention\s+[\d.]+\s+{n}")
+        probe = value(block, r"sonde, après \d couches\s+[\d.]+\s+{n}")
+        groups[name] = (none, probe)
+    return groups
+
+
+def test_06_the_probe_edit_raises_p_gained_where_the_probe_read_the_square():
+    none, probe = _split_rows(printed("06", SPLIT_CELL))["lue « adversaire » avant"]
+    assert probe > none + 0.003  # "elle fait monter la probabilité des coups devenus légaux"
+
+
+def test_06_the_probe_edit_does_almost_nothing_where_the_probe_misread_the_square():
+    none, probe = _split_rows(printed("06", SPLIT_CELL))["mal lue avant"]
+    assert abs(probe - none) <= 0.002  # "l'effet est presque nul"
+
+
+def test_06_mean_difference_acts_more_than_the_probe_and_stays_below_the_ceiling():
+    text = printed("06", "one_hot = F.one_hot(y_train, 3).float()")
+    probe, mean, ceiling = values(text, r"sonde ×{n}, moyennes ×{n}, plafond ×{n}")
+    assert probe < mean < ceiling  # "La direction qui lit le mieux n'est pas forcément celle qui agit le mieux"
+    lost_probe, lost_mean = value(text, r"illégaux\) : sonde ×{n}"), value(text, r"illégaux\) : .*moyennes ×{n}")
+    assert lost_mean < lost_probe
+    random_gained = value(text, r"aléatoire, mêmes normes\s+[\d.]+\s+{n}")
+    none_gained = value(text, r"sans intervention\s+[\d.]+\s+{n}")
+    assert abs(random_gained - none_gained) < 0.005  # the random control leaves it where it was
