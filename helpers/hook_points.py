@@ -4,15 +4,25 @@ A ``HookPoint`` returns its input unchanged. Wrapping an activation in one gives
 (its module path, e.g. ``blocks.0.attn.hook_pattern``) and a place to attach functions
 ``fn(activation, hook)``. ``HookedRootModule`` is the base class of every hooked model: it
 names the hook points and runs the model with hooks or with a cache of activations.
+
+Hooks added by ``hooks()``, ``run_with_hooks`` and ``run_with_cache`` are temporary: their forward hooks run
+only in the thread that added them (two threads can run hooked forwards on one model), and they are removed
+when the call ends, even if a KeyboardInterrupt lands in that cleanup (or, failing that, by the thread's next
+hooked call, with a warning). Hooks added by ``add_hook`` apply to every thread until ``reset_hooks()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import itertools
 import re
+import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 
 import torch
 from torch import nn
@@ -24,14 +34,17 @@ from helpers.activation_cache import ActivationCache
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookFn = Callable[..., torch.Tensor | None]
 
+_LOCK = threading.Lock()  # guards the lists of hooks, which several threads may edit at once
+_BLOCK_IDS = itertools.count(1)  # the level of each hooks() block: never reused, so threads never share one
+
 
 @dataclass
 class LensHandle:
     """A hook attached to a HookPoint, kept so that it can be removed.
 
-    ``hook`` is torch's handle (``hook.remove()`` detaches it). ``context_level`` is the depth of the
-    ``hooks()`` block that added it (None outside any block), so that leaving a block removes its own
-    hooks only. ``fn`` is the hook function.
+    ``hook`` is torch's handle (``hook.remove()`` detaches it). ``context_level`` identifies the ``hooks()``
+    block that added it (None outside any block), so that leaving a block removes its own hooks only.
+    ``fn`` is the hook function.
     """
 
     hook: RemovableHandle
@@ -56,6 +69,28 @@ def _same_hook(a: HookFn, b: HookFn) -> bool:
     return len(va) == len(vb) and all(x is y for x, y in zip(va, vb, strict=True))
 
 
+def _to_the_end(fn: Callable[[], None]) -> None:
+    """Run ``fn`` (safe to run again) to its end even if KeyboardInterrupts land in it; re-raise the first."""
+    interrupt = None
+    while True:
+        try:
+            fn()
+        except KeyboardInterrupt as e:
+            interrupt = interrupt or e
+        else:
+            break
+    if interrupt is not None:
+        raise interrupt
+
+
+def _caller() -> FrameType:
+    """The frame that is entering a ``hooks()`` block (past the block's generator and contextlib)."""
+    frame = sys._getframe(2)
+    while frame.f_code.co_filename == contextlib.__file__:
+        frame = frame.f_back
+    return frame
+
+
 def _check_dir(dir: str, allowed: tuple[str, ...]) -> None:
     if dir not in allowed:
         raise ValueError(f"dir={dir!r} is not a hook direction; pass one of {', '.join(map(repr, allowed))}.")
@@ -75,28 +110,32 @@ class HookPoint(nn.Module):
     def add_hook(self, hook: HookFn, dir: str = "fwd", is_permanent: bool = False,
                  level: int | None = None, prepend: bool = False) -> None:
         """Attach ``hook(activation, hook=self)``. Returning None keeps the activation; returning a tensor
-        replaces it. ``prepend=True`` runs it before the hooks already attached."""
+        replaces it. ``prepend=True`` runs it before the hooks already attached. A forward hook of a
+        ``hooks()`` block (``level`` given) runs only in the thread that adds it."""
         _check_dir(dir, ("fwd", "bwd"))
+        owner = threading.get_ident() if level is not None and dir == "fwd" else None
 
         def run(x: torch.Tensor) -> torch.Tensor | None:
+            if owner is not None and threading.get_ident() != owner:
+                return None
             conversion = self.hook_conversion
             new = checks.call_hook(hook, x if conversion is None else conversion.convert(x), self)
             if new is not None and conversion is not None:
                 new = conversion.revert(new)
             return checks.hook_output(new, x, hook, self.name)
 
-        if dir == "fwd":
-            handle = self.register_forward_hook(lambda module, inputs, output: run(output), prepend=prepend)
-            handles = self.fwd_hooks
-        else:
+        def backward_hook(module, grad_input, grad_output):
+            new = run(grad_output[0])
+            return None if new is None else (new,)
 
-            def backward_hook(module, grad_input, grad_output):
-                new = run(grad_output[0])
-                return None if new is None else (new,)
-
-            handle = self.register_full_backward_hook(backward_hook, prepend=prepend)
-            handles = self.bwd_hooks
-        handles.insert(0 if prepend else len(handles), LensHandle(handle, is_permanent, level, hook))
+        with _LOCK:
+            if dir == "fwd":
+                handle = self.register_forward_hook(lambda module, inputs, output: run(output), prepend=prepend)
+                handles = self.fwd_hooks
+            else:
+                handle = self.register_full_backward_hook(backward_hook, prepend=prepend)
+                handles = self.bwd_hooks
+            handles.insert(0 if prepend else len(handles), LensHandle(handle, is_permanent, level, hook))
 
     def add_perma_hook(self, hook: HookFn, dir: str = "fwd") -> None:
         """A hook that ``remove_hooks()`` keeps unless ``including_permanent=True``."""
@@ -138,11 +177,14 @@ class HookPoint(nn.Module):
             return kept
 
         # Only points that hold hooks are rewritten: reset_hooks visits every point after each run.
-        if dir in ("fwd", "both") and self.fwd_hooks:
-            self.fwd_hooks = keep(self.fwd_hooks)
-        if dir in ("bwd", "both") and self.bwd_hooks:
-            self.bwd_hooks = keep(self.bwd_hooks)
-        return before - len(self.fwd_hooks) - len(self.bwd_hooks)
+        if not (self.fwd_hooks or self.bwd_hooks):
+            return 0
+        with _LOCK:
+            if dir in ("fwd", "both") and self.fwd_hooks:
+                self.fwd_hooks = keep(self.fwd_hooks)
+            if dir in ("bwd", "both") and self.bwd_hooks:
+                self.bwd_hooks = keep(self.bwd_hooks)
+            return before - len(self.fwd_hooks) - len(self.bwd_hooks)
 
     def layer(self) -> int:
         """The block index in the hook's name: ``blocks.3.attn.hook_z`` -> 3."""
@@ -165,7 +207,7 @@ class HookedRootModule(nn.Module):
         """Name every submodule by its path and index the hook points in ``hook_dict``."""
         self.mod_dict: dict[str, nn.Module] = {}
         self.hook_dict: dict[str, HookPoint] = {}
-        self.context_level = 0
+        self._open_blocks: dict[int, tuple[int, FrameType]] = {}  # hooks() blocks: level -> (thread, caller)
         self.is_caching = False  # True while add_caching_hooks() hooks are attached
         for name, module in self.named_modules():
             if name == "":
@@ -177,6 +219,12 @@ class HookedRootModule(nn.Module):
 
     def hook_points(self) -> Iterable[HookPoint]:
         return self.hook_dict.values()
+
+    @property
+    def context_level(self) -> int:
+        """How many ``hooks()`` blocks (run_with_hooks and run_with_cache included) this thread has open."""
+        me = threading.get_ident()
+        return sum(thread == me for thread, _ in list(self._open_blocks.values()))
 
     # ----- choosing hook points -----------------------------------------------------------
 
@@ -274,21 +322,45 @@ class HookedRootModule(nn.Module):
     def hooks(self, fwd_hooks: Sequence[tuple] = (), bwd_hooks: Sequence[tuple] = (),
               reset_hooks_end: bool = True, clear_contexts: bool = False):
         """Context manager: the hooks are attached inside the ``with`` block, removed after it
-        (hooks added before the block stay)."""
-        self.context_level += 1
-        level = self.context_level
+        (hooks added before the block stay). The forward hooks run only in this thread."""
+        fwd_hooks = checks.hook_pairs(fwd_hooks, "fwd_hooks")
+        bwd_hooks = checks.hook_pairs(bwd_hooks, "bwd_hooks")
+        self._drop_interrupted_blocks()
+        level = next(_BLOCK_IDS)
+        self._open_blocks[level] = (threading.get_ident(), _caller())
+
+        def close():
+            if reset_hooks_end:
+                self.reset_hooks(clear_contexts, including_permanent=False, level=level)
+            self._open_blocks.pop(level, None)  # last: a block still listed has not finished its cleanup
+
         try:
-            fwd_hooks = checks.hook_pairs(fwd_hooks, "fwd_hooks")
-            bwd_hooks = checks.hook_pairs(bwd_hooks, "bwd_hooks")
             for name, fn in fwd_hooks:
                 self.add_hook(name, fn, dir="fwd", level=level)
             for name, fn in bwd_hooks:
                 self.add_hook(name, fn, dir="bwd", level=level)
             yield self
         finally:
-            if reset_hooks_end:
-                self.reset_hooks(clear_contexts, including_permanent=False, level=level)
-            self.context_level -= 1
+            _to_the_end(close)
+
+    def _drop_interrupted_blocks(self) -> None:
+        """Remove the hooks of this thread's ``hooks()`` blocks whose caller has returned: an interrupt stopped
+        their cleanup, and they would stay attached."""
+        me = threading.get_ident()
+        mine = {level: caller for level, (thread, caller) in list(self._open_blocks.items()) if thread == me}
+        if not mine:
+            return
+        live, frame = set(), sys._getframe(1)
+        while frame is not None:
+            live.add(id(frame))
+            frame = frame.f_back
+        stale = [level for level, caller in mine.items() if id(caller) not in live]
+        if stale:
+            removed = sum(self.remove_all_hook_fns("both", level=level) for level in stale)
+            for level in stale:
+                self._open_blocks.pop(level, None)
+            checks.warn(f"Removed {removed} hook{'s' * (removed != 1)} left attached by an earlier run_with_hooks, "
+                        "run_with_cache or model.hooks() call, interrupted as it was removing them.")
 
     def run_with_hooks(self, *model_args, fwd_hooks: Sequence[tuple] = (), bwd_hooks: Sequence[tuple] = (),
                        reset_hooks_end: bool = True, clear_contexts: bool = False, **model_kwargs):

@@ -7,7 +7,9 @@ import io
 import json
 import shutil
 import subprocess
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import huggingface_hub
@@ -15,8 +17,17 @@ import pytest
 import torch
 from huggingface_hub import constants
 from safetensors.torch import load_file, save
+from torch.utils.hooks import RemovableHandle
 
-from helpers import HookedTransformer, HookedTransformerConfig, course_models, loading
+from helpers import (
+    HookedRootModule,
+    HookedTransformer,
+    HookedTransformerConfig,
+    HookPoint,
+    course_models,
+    hook_points,
+    loading,
+)
 from helpers.pick import pick_model
 from tests.fake_hub import OTHELLO, FakeHub
 
@@ -314,3 +325,149 @@ def test_both_attention_paths_spread_non_finite_values_alike(model, n_pos, where
     if where != "v":  # a query or a key reaches the rows from its position on only
         assert fused[0, :2].isfinite().all()
     torch.testing.assert_close(fused[fused.isfinite()], explicit[explicit.isfinite()])
+
+
+# ---------------------------------------------------------------- 3. interrupts during a hooked call's cleanup
+
+PROMPT = "When Mary and John went to the store"
+CLEANUP_STEPS = [(HookedRootModule, "reset_hooks"), (HookedRootModule, "remove_all_hook_fns"),
+                 (HookPoint, "remove_hooks"), (RemovableHandle, "remove")]
+
+
+def n_attached(model) -> int:
+    """Hooks attached to the model's hook points, counted from torch's own registries."""
+    return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in model.hook_dict.values())
+
+
+def double(x, hook):
+    return 2 * x
+
+
+HOOKED_CALLS = {  # each attaches two hooks to two points (four in all) for one call
+    "run_with_hooks": lambda m: m.run_with_hooks(PROMPT, fwd_hooks=[("blocks.0.hook_resid_mid", double),
+                                                                     (lambda n: n.endswith("ln1.hook_scale"),
+                                                                      double), ("blocks.1.hook_resid_mid", double)]),
+    "run_with_cache": lambda m: m.run_with_cache(PROMPT, names_filter=["blocks.0.hook_resid_mid",
+                                                                        "blocks.1.hook_resid_mid"], incl_bwd=False),
+    "hooks": lambda m: hooks_block(m),
+}
+
+
+def hooks_block(model):
+    """A notebook cell with a ``with model.hooks(...)`` block."""
+    with model.hooks([("blocks.0.hook_resid_mid", double), ("blocks.1.hook_resid_mid", double)]):
+        model(PROMPT)
+
+
+def calls_during_cleanup(model, call, cls, method) -> int:
+    """How many times ``call``'s cleanup calls ``cls.method``."""
+    original, count = getattr(cls, method), [0]
+
+    def counted(self, *args, **kwargs):
+        count[0] += 1
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cls, method, counted)
+        call(model)
+    return count[0]
+
+
+def interrupting(original, at: int, after: bool):
+    """``original`` (a method), raising KeyboardInterrupt at its ``at``-th call, before or ``after`` its work."""
+    seen = [0]
+
+    def interrupted(self, *args, **kwargs):
+        seen[0] += 1
+        if seen[0] == at and not after:
+            raise KeyboardInterrupt
+        out = original(self, *args, **kwargs)
+        if seen[0] == at and after:
+            raise KeyboardInterrupt
+        return out
+
+    return interrupted
+
+
+@pytest.mark.parametrize("call", HOOKED_CALLS)
+@pytest.mark.parametrize("step", CLEANUP_STEPS, ids=lambda s: f"{s[0].__name__}.{s[1]}")
+def test_an_interrupt_at_any_step_of_the_cleanup_leaves_no_hook(model, call, step):
+    cls, method = step
+    clean = model(PROMPT)
+    n_steps = calls_during_cleanup(model, HOOKED_CALLS[call], cls, method)
+    assert n_steps > 0
+    original = getattr(cls, method)
+    for at in range(1, n_steps + 1):
+        for after in (False, True):  # the interrupt lands before, or after, the step does its work
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(cls, method, interrupting(original, at, after))
+                with pytest.raises(KeyboardInterrupt):
+                    HOOKED_CALLS[call](model)
+            assert n_attached(model) == 0 and not model.list_hooks() and model.context_level == 0
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                torch.testing.assert_close(model(PROMPT), clean, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("call", HOOKED_CALLS)
+def test_hooks_whose_cleanup_never_ran_are_dropped_by_the_next_hooked_call(model, monkeypatch, call):
+    clean = model(PROMPT)
+
+    def interrupt_first(fn):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hook_points, "_to_the_end", interrupt_first)
+    with pytest.raises(KeyboardInterrupt):
+        HOOKED_CALLS[call](model)
+    monkeypatch.undo()
+    assert n_attached(model) > 0  # the cleanup never ran
+    with pytest.warns(UserWarning, match=r"Removed \d+ hooks? left attached by an earlier run_with_hooks"):
+        _, cache = model.run_with_cache(PROMPT)
+    torch.testing.assert_close(cache["ln_final.hook_normalized"], model.run_with_cache(PROMPT)[1][
+        "ln_final.hook_normalized"], rtol=0, atol=0)
+    assert n_attached(model) == 0 and model.context_level == 0
+    torch.testing.assert_close(model(PROMPT), clean, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- 8. threads
+
+
+def test_two_threads_running_hooked_forwards_each_get_their_own_result(model):
+    """Each thread's hooks wait at a barrier, so that both threads' hooks are attached at the same time."""
+    prompts = ["When Mary and John went to the store", "The cat sat on the mat and then it"]
+    barrier = threading.Barrier(2, timeout=30)
+
+    def scale_by(factor):
+        def hook(x, hook):
+            barrier.wait()
+            return factor * x
+        return hook
+
+    def alone(i):
+        with model.hooks([("blocks.0.hook_resid_mid", lambda x, hook: (i + 2) * x)]):
+            return model(prompts[i]), model.run_with_cache(prompts[i], names_filter="blocks.1.hook_resid_post")[1]
+
+    expected = [alone(0), alone(1)]
+    model.add_hook("blocks.1.hook_resid_pre", double)  # a permanent hook: every thread sees it
+    try:
+        expected_permanent = [alone(0), alone(1)]
+
+        def work(i):
+            out = []
+            for _ in range(5):
+                logits = model.run_with_hooks(prompts[i], fwd_hooks=[("blocks.0.hook_resid_mid", scale_by(i + 2))])
+                with model.hooks([("blocks.0.hook_resid_mid", scale_by(i + 2))]):
+                    _, cache = model.run_with_cache(prompts[i], names_filter="blocks.1.hook_resid_post")
+                out.append((logits, cache))
+            return out
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(work, [0, 1]))
+    finally:
+        model.reset_hooks()
+    for i, runs in enumerate(results):
+        assert expected_permanent[i][0].ne(expected[i][0]).any()  # the permanent hook did change the logits
+        for logits, cache in runs:
+            torch.testing.assert_close(logits, expected_permanent[i][0])
+            torch.testing.assert_close(cache["resid_post", 1], expected_permanent[i][1]["resid_post", 1])
+    assert n_attached(model) == 0
