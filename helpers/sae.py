@@ -345,12 +345,11 @@ def collect_activations(model, hook_name: str, tokens: torch.Tensor, batch_size:
 def _aux_k_loss(sae: SAE, x: torch.Tensor, pre: torch.Tensor, recons: torch.Tensor, dead: torch.Tensor,
                 k_aux: int) -> torch.Tensor:
     """OpenAI's AuxK: the dead features' top k_aux pre-activations must reconstruct the residual error."""
-    n_dead = int(dead.sum())
-    if n_dead == 0:
+    dead_ids = dead.nonzero()[:, 0]
+    if len(dead_ids) == 0:
         return pre.new_zeros(())
-    masked = pre.masked_fill(~dead, float("-inf"))
-    top = masked.topk(min(k_aux, n_dead), dim=-1)
-    aux = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu()) @ sae.W_dec
+    top = pre[:, dead_ids].topk(min(k_aux, len(dead_ids)), dim=-1)  # [batch k_aux], among the dead only
+    aux = (top.values.relu()[..., None] * sae.W_dec[dead_ids[top.indices]]).sum(-2)
     error = (x - recons).detach()
     return (aux - error).pow(2).sum(-1).mean() / error.pow(2).sum(-1).mean()
 
@@ -566,8 +565,18 @@ def steering_hook(direction: torch.Tensor, scale: float = 1.0, keep_bos: bool = 
     return hook
 
 
-def mean_difference(model, hook_name: str, prompts_a: list[str], prompts_b: list[str]) -> torch.Tensor:
+@torch.no_grad()
+def mean_difference(model, hook_name: str, prompts_a: list[str], prompts_b: list[str],
+                    last_only: bool = False) -> torch.Tensor:
     """Activation addition's vector: mean activation at ``hook_name`` over the tokens of ``prompts_a`` minus
-    that over ``prompts_b`` (BOS and padding left out); [d_model]."""
-    mean = lambda prompts: collect_activations(model, hook_name, model.to_tokens(prompts)).mean(0)  # noqa: E731
+    that over ``prompts_b`` (BOS and padding left out), or over their last tokens only if ``last_only``;
+    [d_model]."""
+
+    def mean(prompts: list[str]) -> torch.Tensor:
+        tokens = model.to_tokens(prompts)
+        if not last_only:
+            return collect_activations(model, hook_name, tokens).mean(0)
+        last = token_mask(model, tokens).sum(1)  # BOS is position 0, so this is the last real token
+        return _hook_acts(model, hook_name, tokens)[torch.arange(len(tokens)), last].mean(0)
+
     return mean(prompts_a) - mean(prompts_b)

@@ -322,3 +322,5 @@ def test_mean_difference_is_the_difference_of_token_means(model):
     resid_b = model.run_with_cache(model.to_tokens(b), names_filter=HOOK)[1][HOOK]  # [2 7 d]: BOS, padding
     expected = resid_a[0, 1:].mean(0) - torch.cat([resid_b[0, 1:7], resid_b[1, 1:4]]).mean(0)
     assert torch.allclose(S.mean_difference(model, HOOK, a, b), expected, atol=1e-5)
+    last = resid_a[0, 6] - (resid_b[0, 6] + resid_b[1, 3]) / 2
+    assert torch.allclose(S.mean_difference(model, HOOK, a, b, last_only=True), last, atol=1e-5)
