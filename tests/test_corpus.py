@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from functools import lru_cache
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from helpers import ioi
 from helpers.tokenizer import END_OF_TEXT_ID, gpt2_tokenizer
 from training import corpus as C
+from training.train import SPECS
 
 N_TRAIN_DOCS = 3000
 
@@ -18,7 +20,13 @@ N_TRAIN_DOCS = 3000
 @lru_cache(maxsize=1)
 def training_text() -> list[str]:
     return (C.ioi_training_sentences(N_TRAIN_DOCS, seed=0) + C.ioi_training_sentences(N_TRAIN_DOCS, seed=0, varied=True)
-            + C.narrative_documents(1000, seed=0))
+            + C.narrative_documents(1000, seed=0) + zipf_text())
+
+
+@lru_cache(maxsize=1)
+def zipf_text() -> list[str]:
+    return C.zipf_documents(N_TRAIN_DOCS, seed=0, kind="narrative_zipf") + C.zipf_documents(N_TRAIN_DOCS, seed=0,
+                                                                                          kind="ioi_zipf")
 
 
 def ids(text: str) -> list[int]:
@@ -282,3 +290,70 @@ def test_build_token_corpus(mix):
 def test_build_token_corpus_rejects_bad_mix():
     with pytest.raises(ValueError):
         C.build_token_corpus(100, mix={"wikipedia": 1.0})
+
+
+def test_zipf_sources_follow_a_rank_frequency_law_with_frequent_function_words():
+    counts = Counter(re.findall(r"[a-z]+", " ".join(zipf_text()).lower()))
+    freq = np.array(sorted(counts.values(), reverse=True), dtype=float)
+    rank = np.arange(1, len(freq) + 1)
+    slope = np.polyfit(np.log(rank[9:300]), np.log(freq[9:300]), 1)[0]
+    assert -1.3 < slope < -0.6, slope  # Zipf: frequency about proportional to 1 / rank
+    top = [word for word, _ in counts.most_common(8)]
+    assert {"the", "a", "to", "and", "was"} <= set(top), top
+    content = max(counts[w] for w in C.ZIPF_NOUNS + C.ZIPF_ADJECTIVES + C.ZIPF_VERBS)
+    assert counts["the"] > 4 * content
+    nouns = [counts[w] for w in C.ZIPF_NOUNS]
+    assert nouns[0] > 20 * np.mean(nouns[-20:])  # the first content word of a list is far more frequent than the last
+
+
+def test_first_names_are_many_single_tokens_of_unequal_frequencies():
+    names = C.FIRST_NAMES
+    assert len(names) >= 300 and len(set(names)) == len(names) and set(ioi.NAMES) <= set(names)
+    assert not set(C.MALE_FIRST_NAMES) & set(C.FEMALE_FIRST_NAMES) and "Mark" in names
+    assert all(len(ids(" " + name)) == 1 for name in names)
+    counts = Counter(w for d in zipf_text() for w in re.findall(r"[A-Z][a-z]+", d) if w in set(names))
+    assert set(counts) == set(names)  # every name occurs
+    assert 2.5 < counts["John"] / counts["Mary"] < 5
+    by_rank = [counts[n] for n in names]
+    assert by_rank[0] > 30 * np.mean(by_rank[-30:])
+
+
+def test_zipf_sources_start_sentences_with_names_without_a_leading_space():
+    names = set(C.FIRST_NAMES)
+    paragraphs = [p for d in zipf_text() for p in d.split("\n\n")]
+    assert sum(p.split(" ", 1)[0] in names for p in paragraphs) > 0.3 * len(paragraphs)
+    tokens = C.build_token_corpus(20_000, seed=0, mix={"narrative_zipf": 1.0, "ioi_zipf": 1.0})
+    starts = np.flatnonzero(tokens == END_OF_TEXT_ID) + 1
+    for name in ["John", "Sarah", "Michael"]:  # a name that opens a document: no leading space
+        assert (tokens[starts[:-1]] == ids(name)[0]).any(), name
+    assert np.isin(ids(" John"), tokens).all()
+
+
+def test_zipf_ioi_stories_are_ioi_in_both_orders_and_vary_their_syntax():
+    stories = C.zipf_documents(2000, seed=0, kind="ioi_zipf")
+    text = " ".join(stories)
+    assert re.search(r"(\w+) and (\w+) went to the [\w ]+\. (?:\w+ )*?\1 gave [\w ]+ to \2\.", text)
+    assert re.search(r"(\w+) and (\w+) went to the [\w ]+\. (?:\w+ )*?\2 gave [\w ]+ to \1\.", text)
+    intros = {i for i in C.ZIPF_IOI_INTROS if template_regex(i.replace("{daytime}", "{P}")).search(text)}
+    assert len(intros) == len(C.ZIPF_IOI_INTROS) > len(C.TRAIN_INTROS) // 2
+    assert len(C.ZIPF_IOI_ACTIONS) > len(C.TRAIN_ACTIONS)
+
+
+def test_zipf_sources_are_deterministic():
+    for kind in ["narrative_zipf", "ioi_zipf"]:
+        assert C.zipf_documents(50, seed=1, kind=kind) == C.zipf_documents(50, seed=1, kind=kind)
+        assert C.zipf_documents(50, seed=1, kind=kind) != C.zipf_documents(50, seed=2, kind=kind)
+    mix = {"narrative_zipf": 0.5, "ioi_zipf": 0.5}
+    a, b = (C.build_token_corpus(20_000, seed=5, mix=mix) for _ in range(2))
+    assert np.array_equal(a, b) and not np.array_equal(a, C.build_token_corpus(20_000, seed=6, mix=mix))
+
+
+def test_the_zipf_mix_of_course_gpt2_v2_trains_every_token_of_the_evaluation_prompts():
+    """Tokens absent from the training corpus get no embedding: every token of the evaluation prompts must occur."""
+    tokens = C.build_token_corpus(400_000, seed=0, mix=SPECS["course-gpt2-v2"].corpus_mix)
+    records = [r for split in ioi.SPLITS for r in ioi.ioi_eval_prompts(400, seed=0, split=split)]
+    texts = [r.prompt for r in records] + [r.corrupted for r in records] + [ioi.FAMOUS_PROMPT]
+    texts += ["Claire and Mary went to the shops, then Mary gave a bottle of milk to"]  # notebook 01's BOS prompt
+    needed = {i for text in texts for i in ids(text)} | {ids(" " + n)[0] for n in ioi.NAMES}
+    missing = sorted(needed - set(np.unique(tokens).tolist()))
+    assert not missing, [gpt2_tokenizer().decode([i]) for i in missing]

@@ -1,6 +1,8 @@
 """The training script on tiny configs: batches, determinism, resuming, export. CI never trains a real model."""
 
+import copy
 import dataclasses
+import hashlib
 import json
 import math
 
@@ -52,6 +54,46 @@ def test_repeated_rows_are_masked_until_their_first_period_ends(tiny):
     assert torch.equal(tokens, again)
 
 
+def test_the_after_bos_layout_is_the_one_course_gpt2_was_trained_on(tiny):
+    """The default layout's batches are bit-identical to those of the shipped runs' code (sha256 of tokens and mask)."""
+    data = train.Trainer("tiny-lm").data
+    expected = {0: "c4b89aafeb4b49e2a85c6f2548cfd4df04fc98d4d12fb4fabf0b058671d3de5c",
+                5: "9cfd8fa27cae4479e420a80481a87f47d79afb98832273c0178219fa2d0f88d3"}
+    for step, digest in expected.items():
+        tokens, mask = data.batch(step)
+        assert hashlib.sha256(tokens.numpy().tobytes() + mask.numpy().tobytes()).hexdigest() == digest
+
+
+def test_anywhere_layout_masks_the_first_period_and_the_first_repeated_token(tiny, monkeypatch):
+    monkeypatch.setitem(train.SPECS, "tiny-lm", dataclasses.replace(TINY_LM, repeat_layout="anywhere", batch=16))
+    data = train.Trainer("tiny-lm").data
+    text_data = copy.copy(data)
+    n_repeated, n_ctx = 8, TINY_LM.cfg["n_ctx"]
+    starts, copies = set(), set()
+    for step in range(6):
+        tokens, mask = data.batch(step)
+        text_data.spec = dataclasses.replace(data.spec, repeat_fraction=0.0)
+        text = text_data.batch(step)[0]  # the same windows without the segments
+        assert mask[n_repeated:].all() and torch.equal(tokens[n_repeated:], text[n_repeated:])
+        for row, row_mask, row_text in zip(tokens[:n_repeated], mask[:n_repeated], text, strict=False):
+            masked = torch.nonzero(~row_mask).flatten()
+            start, period = int(masked[0]) + 1, len(masked) - 1
+            assert torch.equal(masked, torch.arange(start - 1, start + period))  # one run: period + 1 targets
+            assert TINY_LM.min_period <= period < n_ctx // 2
+            span = row[start:start + period]
+            assert ((evals.RANDOM_LOW <= span) & (span < evals.RANDOM_HIGH)).all()
+            assert torch.equal(row[start + period:start + 2 * period], span)  # the first repeat follows at once
+            n = 2  # copies of the span
+            while start + (n + 1) * period <= n_ctx and torch.equal(row[start + n * period:][:period], span):
+                n += 1
+            end = start + n * period
+            assert torch.equal(row[:start], row_text[:start]) and torch.equal(row[end:], row_text[end:])
+            starts.add(start)
+            copies.add(n)
+    assert len(starts) > 10 and min(starts) >= 1 and max(starts) > n_ctx // 2  # the offset varies
+    assert len(copies) > 2  # and so does the number of copies
+
+
 def test_every_row_repeats_before_repeat_until(tiny, monkeypatch):
     monkeypatch.setitem(train.SPECS, "tiny-lm", train.Spec(**{**TINY_LM.__dict__, "repeat_until": 3}))
     data = train.Trainer("tiny-lm").data
@@ -91,6 +133,8 @@ def test_legal_move_targets_score_the_expected_next_move_loss(tiny, monkeypatch)
 def test_a_spec_rejects_unknown_targets():
     with pytest.raises(ValueError, match="expected 'next_move' or 'legal_moves'"):
         dataclasses.replace(TINY_OTHELLO, targets="legal")
+    with pytest.raises(ValueError, match="expected 'after_bos' or 'anywhere'"):
+        dataclasses.replace(TINY_LM, repeat_layout="middle")
     with pytest.raises(ValueError, match="needs kind='othello'"):
         dataclasses.replace(TINY_LM, targets="legal_moves")
 

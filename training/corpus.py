@@ -1,7 +1,7 @@
 """The training text of the course's language models: deterministic, generated offline.
 
 GPT-2 small cannot be downloaded where the course is built, so the course trains its own small
-language models on a corpus made here, offline, from three sources:
+language models on a corpus made here, offline, from these sources:
 
 * ``"ioi"``: short synthetic stories in which two people are introduced and one of them then
   gives something to the other ("... Kate handed a red umbrella to Paul."), mixed with other
@@ -11,6 +11,9 @@ language models on a corpus made here, offline, from three sources:
   separated or reworded (a time phrase in front, a sentence without names in between, other
   connectives), so the IOI structure is not always at the same distance and in the same words;
 * ``"narrative"``: simple synthetic English narrative sentences (animals, weather, places, people);
+* ``"narrative_zipf"`` and ``"ioi_zipf"``: paragraphs about people and more varied IOI-like stories, whose
+  words and 376 first names follow a Zipf law (function words far more frequent than content words, " John"
+  more frequent than " Mary"), with names that open sentences (no leading space);
 * ``"python"``: chunks of the Python standard library source of the running interpreter.
 
 The IOI *evaluation* prompts (helpers.ioi) are built from templates, places and objects that never
@@ -26,17 +29,20 @@ from __future__ import annotations
 import random
 import re
 import sysconfig
+from bisect import bisect
 from collections.abc import Iterator
 from functools import lru_cache, partial
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
 
+from helpers import ioi
 from helpers.ioi import EVAL_OBJECTS, EVAL_PLACES, NAMES, TRAIN_OBJECTS, TRAIN_PLACES
 from helpers.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, gpt2_tokenizer
 
 DEFAULT_MIX = {"ioi": 0.5, "python": 0.25, "narrative": 0.25}
-SOURCES = ("ioi", "ioi_varied", "narrative", "python")
+SOURCES = ("ioi", "ioi_varied", "narrative", "narrative_zipf", "ioi_zipf", "python")
 
 # --------------------------------------------------------------------------------------------
 # IOI templates. {A} and {B} are the two names in order of introduction, {S} is the subject
@@ -374,6 +380,8 @@ def _narrative_document(rng: random.Random) -> str:
 def _doc_stream(kind: str, seed: int) -> Iterator[str]:
     # The seed string names the module this generator first lived in: changing it would change the text.
     rng = random.Random(f"helpers.corpus:{kind}:{seed}")
+    if kind in ("narrative_zipf", "ioi_zipf"):
+        yield from _zipf_documents(_zipf_narrative_document if kind == "narrative_zipf" else _zipf_ioi_document, rng)
     make = {"ioi": _ioi_document, "ioi_varied": partial(_ioi_document, varied=True),
             "narrative": _narrative_document}[kind]
     while True:
@@ -395,6 +403,275 @@ def ioi_training_sentences(n: int, seed: int = 0, varied: bool = False) -> list[
 def narrative_documents(n: int, seed: int = 0) -> list[str]:
     """``n`` short synthetic narrative documents (3 to 7 simple sentences)."""
     stream = _doc_stream("narrative", seed)
+    return [next(stream) for _ in range(n)]
+
+
+# --------------------------------------------------------------------------------------------
+# Zipf-distributed text: the sources "narrative_zipf" and "ioi_zipf"
+# --------------------------------------------------------------------------------------------
+# Every word list below is in rank order: its k-th item is drawn with a weight 1 / (k + ZIPF_OFFSET), so a few
+# words are common and most are rare, as in natural text. Function words come from the sentence frames, which
+# every sentence uses, so they are far more frequent than any content word.
+
+ZIPF_OFFSET = 2.7
+
+#: Common first names that are one GPT-2 token after a space (tested), most frequent first. A superset of
+#: helpers.ioi.NAMES; names that are also common words (Rose, Will, June, ...) are left out. Mary comes fifth of
+#: the women, so that " John" is about 3.4 times as frequent as " Mary" (a ratio like that of English text).
+MALE_FIRST_NAMES = """John James Michael David Robert William Richard Thomas Charles Joseph Daniel Paul Mark George
+Steven Andrew Peter Kevin Brian Edward Jack Tom Chris Matthew Ryan Jason Eric Adam Henry Sam Ben Alex Joe Mike Jim
+Tim Greg Scott Luke Simon Harry Oliver Jacob Tony Carl Roger Victor Philip Arthur Oscar Leo Louis Ian Neil Patrick
+Kyle Sean Aaron Nathan Dan Sid Martin Anthony Donald Kenneth Joshua Timothy Jeffrey Gary Ronald Stephen Larry
+Justin Frank Raymond Gregory Benjamin Samuel Jonathan Jerry Dennis Walter Harold Douglas Jose Ethan Noah Jeremy
+Christian Keith Roy Lawrence Albert Austin Jesse Bryan Bruce Billy Ralph Eugene Russell Wayne Alan Juan Randy Howard
+Vincent Bobby Dylan Johnny Phillip Craig Derek Shawn Todd Curtis Marcus Stanley Travis Jeff Allen Nick Dave Steve
+Bob Ted Fred Ken Ron Rick Andy Matt Pete Jake Tyler Evan Owen Gavin Cody Colin Trevor Brad Shane Lucas Mason Logan
+Hunter Connor Caleb Isaac Gabriel Elijah Hugh Felix Hans Karl Otto Igor Ivan Omar Ahmed Hassan Carlos Pedro Luis
+Miguel Diego Marco Mario Pierre Jacques Francis Edgar Gordon Stuart Graham Duncan Malcolm Angus Clark Bernard
+Leonard Norman Herbert Vernon Warren Morris Lewis Rodney Barry Terry Jerome Leon Nelson Clyde Floyd Lloyd Harvey
+Calvin Wesley Milton Franklin Ernest Troy Eddie Danny Tommy Jimmy Kenny Benny Sammy Charlie Archie Freddie Teddy
+Toby Theo Phil Doug Marty""".split()
+FEMALE_FIRST_NAMES = """Sarah Emma Anna Lisa Mary Laura Kate Jane Susan Linda Karen Nancy Betty Helen Sandra Donna
+Carol Sharon Michelle Emily Jessica Rachel Rebecca Alice Lucy Julia Sophie Ellen Amanda Melissa Maria Diana Anne
+Jennifer Elizabeth Barbara Megan Hannah Olivia Chloe Katie Jenny Jill Eva Nina Sara Lily Molly Heather Judy Beth
+Kelly Nicole Natalie Julie Monica Wendy Fiona Claire Amy Patricia Margaret Dorothy Ruth Deborah Stephanie Cynthia
+Kathleen Angela Shirley Brenda Pamela Catherine Christine Samantha Janet Carolyn Virginia Martha Frances Ann Joyce
+Diane Cheryl Kathryn Teresa Gloria Judith Andrea Katherine Joan Ashley Kimberly Lauren Christina Victoria Tina
+Sophia Mia Madison Zoe Leah Audrey Ellie Bella Stella Clara Nora Vera Louise Marie Sylvia Rita Paula Tracy Stacy
+Meg Liz Becky Cathy Kathy Peggy Sally Annie Maggie Jessie Amelia Charlotte Esther Naomi Elena Carmen Lucia Rosa Ana
+Heidi Natasha Sonia Mei Lena Caroline Helena Harriet Florence Eleanor Lydia Miranda Vanessa Veronica Erica Erin Kara
+Tara Dana Gina Lori""".split()
+#: Both lists merged, a man and a woman in turn: the rank order of the names.
+FIRST_NAMES = [n for pair in zip(MALE_FIRST_NAMES, FEMALE_FIRST_NAMES, strict=False) for n in pair]
+FIRST_NAMES += MALE_FIRST_NAMES[len(FEMALE_FIRST_NAMES):]
+_FEMALE = frozenset(FEMALE_FIRST_NAMES)
+
+ZIPF_PLACES = TRAIN_PLACES + """kitchen garage city town classroom clinic shore mountains studio gallery pool mall
+canteen barn field meadow woods valley cottage tower palace temple attic cellar yard courtyard hall arcade""".split()
+ZIPF_OBJECTS = TRAIN_OBJECTS + [
+    "a pen", "a blanket", "a bowl of soup", "a cup of coffee", "a mug", "a plate of cookies", "a comb", "a mirror",
+    "a doll", "a puzzle", "a wallet", "a guitar", "a sweater", "a lamp", "a toy boat", "a ring", "a bracelet",
+    "a postcard", "a magazine", "a poem", "a recipe", "a bunch of flowers", "a loaf of bread", "a jar of honey",
+    "a pair of shoes", "a card", "an envelope", "an old coat", "a bicycle", "a small radio",
+]
+ZIPF_NOUNS = """time day door car book phone dog window letter road room tree friend child table money water
+family street bed cat city morning night job voice light bird river song question hand idea name party wall box
+plan boat garden truck horse shirt train chair picture clock desk bridge hill bottle piece coin page dress fire
+glass egg cup map game rope basket lamp pencil blanket fence shelf engine bell flag wheel pocket button ladder
+candle mirror feather puzzle whistle carpet pillow drum wagon lantern compass violin saddle""".split()
+ZIPF_ADJECTIVES = """good new old little big long great small young large bright dark quiet cold warm happy
+strange short heavy empty clean busy wet soft loud red green blue yellow brown white black tiny huge
+gentle lucky lazy brave clever careful noisy sunny rainy windy sleepy hungry funny friendly curious shiny
+rusty dusty wooden golden silver broken fresh sweet bitter narrow wide ancient lonely proud""".split()
+ZIPF_VERBS = """saw took found made opened bought watched heard closed carried held moved cleaned painted
+fixed read lost wanted liked needed checked tried washed dropped picked counted pushed pulled kept missed
+noticed visited followed remembered cooked built drew filled hid packed shared studied""".split()
+ZIPF_INTRANSITIVES = """laughed|smiled|waited|walked|stopped|slept|listened|nodded|left|arrived|stayed|sighed|
+looked around|sat down|stood up|ran away|came back|went home|went inside|fell asleep|woke up|kept walking|
+turned around""".replace("\n", "").split("|")
+ZIPF_ADVERBS = """slowly quickly quietly again suddenly carefully finally happily soon still already really
+almost nearly gently loudly calmly proudly sadly""".split()
+ZIPF_TIMES = """That morning|Later|The next day|In the afternoon|That night|After dinner|On Sunday|At first|
+A moment later|By noon|On Friday|Last spring|Early the next morning|Some time later|At dawn|That autumn""".split("|")
+ZIPF_SPEECH = """Come here|I am ready|Look at this|Thank you|Where are you going|I know|Let us go home|
+That is a good idea|Are you hungry|I can help|It is late|Wait for me|What happened|I like it|Not today|See you tomorrow
+|We should hurry|It is over there|I am tired|Good morning""".replace("\n", "").split("|")
+ZIPF_SAID = ["said", "asked", "replied", "answered", "called", "whispered", "shouted"]
+
+#: Sentence frames of the narrative. {A} (its pronouns: {he} {his} {him}, capitalised {He} {His}) and {B} are
+#: characters; {np} a noun phrase, {noun} {adj} {vt} {vi} {adv} {place} {obj} {food} {feeling} {weather}
+#: {line} {said} {Time} words of the lists above.
+ZIPF_FRAMES = [
+    "{A} {vt} {np}.", "{He} {vt} {np}.", "{A} {vi}.", "{He} {vi} {adv}.", "{A} was {feeling}.",
+    "The {noun} was {adj}.", "It was a {adj} {noun}.", "{A} and {B} {vi}.", "{Time}, {A} {vt} {np}.",
+    "{A} {vt} {np} and {vi}.", "{A} went to the {place}.", "{He} looked at the {adj} {noun}.",
+    "There was {np} on the {noun}.", '"{line}," {said} {A}.', '"{line}, {B}," {said} {A}.',
+    "{A} told {B} about the {noun}.", "{His} {noun} was {adj}.", "{A} gave {B} {obj}.",
+    "{He} wanted to see the {place}.", "{A} and {B} talked about the {noun}.", "It was {weather} in the {place}.",
+    "{A} {vt} {np} because {he} was {feeling}.", "When {A} {vi}, {B} {vi}.", "{B} asked {A} where the {noun} was.",
+    "{A} could not find {his} {noun}.", "{A} ate {food} with {B}.", "{He} had {np} in {his} hand.",
+    "{A} came back from the {place} after lunch.", "{A} and {B} were both {feeling}.",
+    "There was {np} near the {place}.", "Every {daytime}, {A} {vi}.", "{A} {vt} {np} every day.",
+    "{A} was talking to {B}.", "{A} was sitting on the {noun}.", "Before dinner, {A} {vt} {np}.",
+    "Late that {daytime}, {he} {vi}.", "A {adj} bird flew over the {place}.",
+    "{A} thought about the {noun} for a long time.", "The {adj} {noun} {vi}.", "{A} {vt} it {adv}.",
+    "{B} was not at the {place}.", "{A} did not like the {noun}.", "Then {he} {vi}.",
+    "{A} met {B} in the {place}.", "{A} {vt} {np} for {B}.", "Everyone {vi}.", "{A} said that the {noun} was {adj}.",
+    "{A} walked over to the {noun}.", "{A} asked where {B} was.",
+]
+#: The first sentence of a paragraph: about half of them begin with a name (which then has no leading space).
+ZIPF_PARAGRAPH_OPENERS = [
+    "{A} {vt} {np}.", "{A} was {feeling} that day.", "{A} lived near the {place}.", "{Time}, {A} {vi}.",
+    "{A} and {B} {vi}.", "{A} had {np}.", "It was a {adj} {noun}.", '"{B}!" {said} {A}.', "{A} woke up early.",
+    "The {place} was {adj}.", "There was {np} near the {place}.", "Before dinner, {A} {vt} {np}.",
+    "Late that {daytime}, {A} {vi}.",
+]
+#: IOI-like stories: ways to bring two people together ({A} then {B}), ...
+ZIPF_IOI_INTROS = [
+    "{A} and {B} went to the {P}.", "{A} was at the {P} with {B}.", "{A} met {B} near the {P}.",
+    "{A} and {B} spent the {daytime} at the {P}.", "{A} invited {B} to the {P}.", "{A} and {B} were friends.",
+    "{A} and {B} worked together at the {P}.", "{A} visited {B} at the {P}.", "{A} was waiting for {B} at the {P}.",
+    "{A} and {B} sat on a bench near the {P}.", "{A} drove {B} to the {P}.", "{A} and {B} walked to the {P}.",
+    "{A} called {B}, and they met at the {P}.", "{A} and {B} were at the {P} again.", "{A} joined {B} at the {P}.",
+    "{A} and {B} got to the {P} early.", "{A} and {B} ran to the {P}.", "{A} and {B} came to the {P} by bus.",
+    "{A} and {B} stayed at the {P} for an hour.", "{A} saw {B} at the {P}.",
+]
+#: ... ways to join the introduction and the action ...
+ZIPF_IOI_LINKS = VARIED_CONNECTIVES + [
+    "When it was time to go, ", "Before they left, ", "A few minutes later, ", "After some time, ", "Meanwhile, ",
+]
+#: ... and what the subject {S} ({He}: its pronoun) did for the indirect object {IO}.
+ZIPF_IOI_ACTIONS = TRAIN_ACTIONS + [
+    "{S} carried {O} to {IO}.", "{S} delivered {O} to {IO}.", "{S} sent {IO} {O}.", "{S} kindly gave {O} to {IO}.",
+    "{S} quickly passed {O} to {IO}.", "{S} decided to lend {O} to {IO}.", "{S} promised {O} to {IO}.",
+    "{S} left {O} for {IO}.", "{S} explained the plan to {IO}.", "{S} whispered something to {IO}.",
+    "{S} waved goodbye to {IO}.", "{S} then gave {O} to {IO}.", "{He} gave {O} to {IO}.", "{He} handed {O} to {IO}.",
+    "{S} got {O} for {IO}.", "{S} read {O} to {IO}.", "{S} mailed {O} to {IO}.", "{S} slid {O} across to {IO}.",
+]
+ZIPF_IOI_FILLERS = [
+    "It was {weather} outside.", "They talked for a while.", "{A} was {feeling}.", "{B} looked at the {noun}.",
+    "The {P} was {adj}.", "They ate {food}.", "{A} and {B} laughed.", "Nobody else was there.",
+    "{B} had {np}.", "It was {adj} and {adj2}.",
+]
+_PRONOUNS = {False: ("he", "his", "him"), True: ("she", "her", "her")}
+_DAYTIMES = ["day", "morning", "afternoon", "evening", "weekend"]
+
+
+class _Zipf:
+    """Draws the item of rank k (from 1) of ``items`` with a weight 1 / (k + ZIPF_OFFSET)."""
+
+    def __init__(self, items: list[str]):
+        self.items = list(items)
+        self.cumulative = list(accumulate(1 / (k + ZIPF_OFFSET) for k in range(1, len(items) + 1)))
+
+    def __call__(self, rng: random.Random) -> str:
+        return self.items[bisect(self.cumulative, rng.random() * self.cumulative[-1])]
+
+
+_ZIPF_SLOTS = {
+    "noun": _Zipf(ZIPF_NOUNS), "adj": _Zipf(ZIPF_ADJECTIVES), "adj2": _Zipf(ZIPF_ADJECTIVES),
+    "vt": _Zipf(ZIPF_VERBS), "vi": _Zipf(ZIPF_INTRANSITIVES),
+    "adv": _Zipf(ZIPF_ADVERBS), "Time": _Zipf(ZIPF_TIMES), "line": _Zipf(ZIPF_SPEECH), "said": _Zipf(ZIPF_SAID),
+    "place": _Zipf(ZIPF_PLACES), "P": _Zipf(ZIPF_PLACES), "obj": _Zipf(ZIPF_OBJECTS), "O": _Zipf(ZIPF_OBJECTS),
+    "food": _Zipf(_FOODS), "feeling": _Zipf(_FEELINGS), "weather": _Zipf(_WEATHER), "daytime": _Zipf(_DAYTIMES),
+    "frame": _Zipf(ZIPF_FRAMES), "opener": _Zipf(ZIPF_PARAGRAPH_OPENERS), "name": _Zipf(FIRST_NAMES),
+    "intro": _Zipf(ZIPF_IOI_INTROS), "link": _Zipf(ZIPF_IOI_LINKS), "action": _Zipf(ZIPF_IOI_ACTIONS),
+    "filler": _Zipf(ZIPF_IOI_FILLERS), "det": _Zipf(["the", "a", "his", "this", "that", "one", "another"]),
+}
+
+
+def _noun_phrase(rng: random.Random, his: str) -> str:
+    det = _ZIPF_SLOTS["det"](rng)
+    words = [_ZIPF_SLOTS["adj"](rng)] if rng.random() < 0.4 else []
+    return " ".join([his if det == "his" else det, *words, _ZIPF_SLOTS["noun"](rng)])
+
+
+def _zipf_fill(rng: random.Random, frame: str, a: str, b: str, **known: str) -> str:
+    """Fill a frame: {A} {B} are the names ``a`` and ``b``, {he} {his} {him} the pronouns of ``a``."""
+    he, his, him = _PRONOUNS[a in _FEMALE]
+    values = {"A": a, "B": b, "he": he, "his": his, "him": him, "He": _cap(he), "His": _cap(his), **known}
+
+    def pick(match: re.Match) -> str:
+        key = match.group(1)
+        if key in values:
+            return values[key]
+        return _noun_phrase(rng, his) if key == "np" else _ZIPF_SLOTS[key](rng)
+
+    return _AN_RE.sub(r"\1n \2", re.sub(r"\{(\w+)\}", pick, frame))
+
+
+_AN_RE = re.compile(r"\b([Aa]) ([aeio])")
+
+
+def _characters(rng: random.Random, n: int) -> list[str]:
+    """``n`` different names, drawn by frequency."""
+    names: list[str] = []
+    while len(names) < n:
+        name = _ZIPF_SLOTS["name"](rng)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _zipf_narrative_document(rng: random.Random) -> str:
+    """Paragraphs (separated by a blank line) of sentences about two or three people, often opening on a name."""
+    people = _characters(rng, 3)
+    paragraphs = []
+    for _ in range(rng.choice([1, 2, 2, 3, 4])):
+        a, b = rng.sample(people, 2)
+        sentences = [_zipf_fill(rng, _ZIPF_SLOTS["opener"](rng), a, b)]
+        for _ in range(rng.randint(1, 5)):
+            a, b = rng.sample(people, 2) if rng.random() < 0.3 else (a, b)
+            sentences.append(_zipf_fill(rng, _ZIPF_SLOTS["frame"](rng), a, b))
+        paragraphs.append(" ".join(sentences))
+    return "\n\n".join(paragraphs)
+
+
+def _zipf_ioi_episode(rng: random.Random) -> str:
+    """Two people brought together, maybe a sentence or two, then one of them acts towards the other."""
+    a, b = _characters(rng, 2)
+    s, io = (b, a) if rng.random() < 0.5 else (a, b)
+    place = _ZIPF_SLOTS["P"](rng)
+    intro = _zipf_fill(rng, _ZIPF_SLOTS["intro"](rng), a, b, P=place)
+    if rng.random() < 0.3:
+        intro = _ZIPF_SLOTS["Time"](rng) + ", " + intro
+    parts = [intro] + [_zipf_fill(rng, _ZIPF_SLOTS["filler"](rng), a, b, P=place)
+                       for _ in range(rng.choice([0, 0, 1, 1, 2]))]
+    action = _zipf_fill(rng, _ZIPF_SLOTS["action"](rng), s, io, S=s, IO=io, O=_ZIPF_SLOTS["O"](rng))
+    lowered = action if action.startswith(s) else action[0].lower() + action[1:]
+    if len(parts) == 1 and rng.random() < 0.25:  # one sentence: "A and B went to the P, then S gave O to IO."
+        parts = [intro[:-1] + rng.choice([", then", ", and", ", so"]) + " " + lowered]
+    else:
+        link = _ZIPF_SLOTS["link"](rng)
+        parts.append(link + (lowered if link else action))
+    if rng.random() < 0.3:
+        parts.append(FOLLOW_UPS[rng.randrange(len(FOLLOW_UPS))].format(S=s, IO=io))
+    return " ".join(parts)
+
+
+def _zipf_ioi_document(rng: random.Random) -> str:
+    """IOI-like episodes mixed with other sentences about named people; a document may open on a name."""
+    pieces = [_zipf_ioi_episode(rng) for _ in range(rng.choice([1, 1, 2, 2, 3]))]
+    for _ in range(rng.choice([0, 1, 1, 2])):
+        a, b, c, d = _characters(rng, 4)
+        episode = _fill(rng, rng.choice(_NAME_EPISODES), A=a, B=b, C=c, D=d, S=rng.choice([a, b]))
+        pieces.insert(rng.randrange(len(pieces) + 1), episode)
+    return " ".join(pieces)
+
+
+def _template_prefix_regexes(templates: list[str]) -> list[re.Pattern]:
+    """Regexes of any filling of the part of each template before the subject's second mention."""
+    slots = {"A": r"[A-Z][a-z]+", "B": r"[A-Z][a-z]+", "P": r"[\w' ]+?", "O": r"[\w' ]+?"}
+    patterns = []
+    for template in templates:
+        prefix = template[: template.index("{S}")]
+        patterns.append(re.compile("".join(re.escape(literal) + (slots[slot] if slot else "")
+                                           for literal, slot in re.findall(r"([^{]*)(?:\{(\w+)\})?", prefix))))
+    return patterns
+
+
+# The Zipf sources drop any document that contains an evaluation piece (test, validation or out-of-structure):
+# a place or object, even inside a longer word, or the beginning of a template up to its subject.
+_EVAL_PIECES_RE = re.compile("|".join(re.escape(piece) for piece in
+                                      [f"the {p}" for p in EVAL_PLACES + ioi.OUT_OF_STRUCTURE_PLACES]
+                                      + EVAL_OBJECTS + ioi.OUT_OF_STRUCTURE_OBJECTS), re.IGNORECASE)
+_EVAL_PREFIX_RES = _template_prefix_regexes([t for split in ioi.SPLITS.values() for t in split[0]])
+
+
+def _free_of_eval_pieces(text: str) -> bool:
+    return not _EVAL_PIECES_RE.search(text) and not any(p.search(text) for p in _EVAL_PREFIX_RES)
+
+
+def _zipf_documents(make, rng: random.Random) -> Iterator[str]:
+    while True:
+        doc = make(rng)
+        if _free_of_eval_pieces(doc):
+            yield doc
+
+
+def zipf_documents(n: int, seed: int = 0, kind: str = "narrative_zipf") -> list[str]:
+    """``n`` documents of the source ``"narrative_zipf"`` or ``"ioi_zipf"``."""
+    stream = _doc_stream(kind, seed)
     return [next(stream) for _ in range(n)]
 
 
