@@ -115,6 +115,15 @@ def test_01_john_and_mary_have_the_same_bias():
     assert ratio == pytest.approx(1.0, abs=5e-4)  # "vaut 1,000 ... au millième près"
 
 
+def test_01_the_model_puts_john_before_mary():
+    text = printed("01", "next_token_probs = logits[0, -1].softmax(dim=-1)")
+    assert value(text, r"Probabilité de ' John' : {n}%") > value(text, r"Probabilité de ' Mary' : {n}%")
+
+
+def test_01_same_seed_same_text():
+    assert "Même graine, même texte : True" in printed("01", "first = model.generate(prompt")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 02 — hooks and ablation
 # ------------------------------------------------------------------------------------------------------------
@@ -125,6 +134,35 @@ def test_02_ablating_L0H1_lowers_the_loss_on_the_text():
     clean = value(text, r"Perte sans intervention : {n}")
     ablated = value(text, r"Perte avec L0H1 ablatée : {n}")
     assert ablated < clean  # "la perte **baisse** quand on ablate L0H1"
+
+
+def test_02_toy_model_outputs_and_the_zeroed_square():
+    toy = printed("02", "out, toy_cache = toy.run_with_cache(torch.tensor(5.0))")
+    assert value(toy, r"Sortie du modèle : {n}") == 780
+    assert value(printed("02", "def zero_out(activation, hook):"), r"Sortie après intervention : {n}") == -4
+
+
+def test_02_a_permanent_hook_stays_until_reset():
+    text = printed("02", "model.add_hook(value_hook_name")
+    ablated = printed("02", "def zero_head_values(value, hook, head):")
+    first, later = value(text, r"Premier passage : {n}"), value(text, r"Passage suivant, le hook est toujours là : {n}")
+    assert first == later == value(ablated, r"Perte avec L0H1 ablatée : {n}")
+    assert value(text, r"Perte : {n}") == value(ablated, r"Perte sans intervention : {n}")
+    assert "Après reset_hooks, hooks attachés : 0" in text
+
+
+def test_02_a_reading_hook_changes_nothing():
+    text = printed("02", "logits_with_reader = model.run_with_hooks(")
+    assert "Logits identiques à ceux d'un passage sans hook : True" in text
+
+
+def test_02_our_head_scores_agree_with_detect_head():
+    text = printed("02", "classic_scores = torch.stack(")
+    for ours, classic in re.findall(rf"notre score ({NUMBER}), detect_head ({NUMBER})", text):
+        assert abs(float(ours) - float(classic)) <= 0.02  # "diffèrent un peu"
+    for line in text.strip().splitlines():
+        head = re.search(r"» (L\dH\d) :", line).group(1)
+        assert line.endswith(f"meilleure tête selon detect_head : {head}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -189,6 +227,19 @@ def test_03_L0H0_patch_effect_in_logits_exceeds_the_clean_corrupted_gap():
     assert gap > 0 and effect > gap  # the effect exceeds the clean-corrupted gap: the patch is above 1
 
 
+def test_03_clean_is_positive_and_corrupted_negative():
+    text = printed("03", "clean_logits, clean_cache = model.run_with_cache(clean_tokens)")
+    assert value(text, r"prompts propres\s+: {n}") > 0 > value(text, r"prompts corrompus : {n}")
+
+
+def test_03_the_logit_lens_final_reading_is_the_model_logit_difference():
+    text = printed("03", "bias_diff = (model.b_U")
+    final_reading = value(text, r"Lecture finale \(final_post\) \+ biais : {n}")
+    assert final_reading == value(text, r"Différence de logits du modèle\s+: {n}")
+    total = printed("03", "Somme des contributions")
+    assert value(total, r"Somme des contributions : {n}") == value(total, r"lecture finale : {n}")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 04 — induction heads
 # ------------------------------------------------------------------------------------------------------------
@@ -213,6 +264,45 @@ def test_04_arena_head_numbers_are_not_attributed_to_attn_only_2l():
     assert "attn_only_2L_half" in text and "12 têtes" in text and "8 têtes" in text
 
 
+def test_04_no_induction_head_in_layer_0():
+    text = printed("04", "best_heads = top_heads(scores)")
+    layer1 = values(text, r"L1H\d : score d'induction {n}")
+    layer0 = values(text, r"L0H\d : score d'induction {n}")
+    assert min(layer1) > 0.9 and max(layer0) < 0.05
+
+
+def test_04_induction_loss_collapses_when_the_score_jumps():
+    text = printed("04", "first_losses, repeated_losses, best_scores = [], [], []")
+    rows = re.findall(rf"([\d,]+) tokens vus : perte ({NUMBER}) / ({NUMBER}) .* d'induction ({NUMBER})", text)
+    first, repeated, best = ([float(r[i]) for r in rows] for i in (1, 2, 3))
+    assert abs(first[0] - repeated[0]) < 0.05  # "au tout début, les deux courbes sont confondues"
+    assert first[-1] > first[0]  # the first half's loss does not go down
+    drops = [a - b for a, b in zip(repeated, repeated[1:], strict=False)]
+    jumps = [b - a for a, b in zip(best, best[1:], strict=False)]
+    collapse = drops.index(max(drops))
+    assert jumps.index(max(jumps)) == collapse  # the score jumps in the interval where the loss collapses
+    assert max(best[: collapse + 1]) < 0.1 < 0.5 < best[collapse + 1]  # low, then a jump
+
+
+def test_04_previous_token_head_and_its_positional_circuit():
+    text = printed("04", "previous_token_score = attn_cache")
+    assert "Tête token précédent : L0H1" in text
+    positional = printed("04", "positional_scores = (positions @ attn_only.QK[0]")
+    scores = dict(re.findall(rf"'(L0H\d) ({NUMBER})'", positional))
+    assert max(scores, key=lambda h: float(scores[h])) == "L0H1"
+
+
+def test_04_the_strongest_composition_is_k_composition_from_the_previous_token_head():
+    text = printed("04", "excess = (composition - baseline.mean()) / baseline.std()")
+    assert text.startswith("1. K-composition L0H1 ->")
+    assert value(text.splitlines()[0], r"\({n} écarts-types") > 10
+
+
+def test_04_the_induction_qk_circuit_beats_chance():
+    text = printed("04", "k_circuit = (embed[queries]")
+    assert value(text, r"pour {n}% des requêtes") > 100 * value(text, r"hasard : {n}%")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 05 — FactoredMatrix and OV circuits
 # ------------------------------------------------------------------------------------------------------------
@@ -225,6 +315,11 @@ def test_05_eigenvalue_and_top1_copying_disagree():
     assert best < 5  # "aucune tête ne remet le bon token en tête plus de quelques fois sur cent"
     answer = markdown("05", "La réponse, sur le modèle embarqué du cours")
     assert "0,917" in answer and f"{eigen:.3f}".replace(".", ",") in answer
+
+
+def test_05_the_dense_full_ov_circuit_takes_about_ten_gigabytes():
+    dense = value(printed("05", "dense_gb = cfg.d_vocab"), r"En dense : {n} Go")
+    assert 9 <= dense <= 11  # "une dizaine de gigaoctets"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -320,3 +415,14 @@ def test_06_mean_difference_acts_more_than_the_probe_and_stays_below_the_ceiling
     random_gained = value(text, r"aléatoire, mêmes normes\s+[\d.]+\s+{n}")
     none_gained = value(text, r"sans intervention\s+[\d.]+\s+{n}")
     assert abs(random_gained - none_gained) < 0.005  # the random control leaves it where it was
+
+
+def test_06_the_model_plays_legal_moves_far_above_chance():
+    text = printed("06", "rate = top1_legal_rate(eval_logits, masks)")
+    assert value(text, r"Coup préféré légal \(top-1\) : {n}") > 0.95 > value(text, r"Case vide au hasard\s+: {n}")
+
+
+def test_06_mine_theirs_reads_better_than_black_white():
+    text = printed("06", "W_abs, b_abs = train_probes(")
+    mine_theirs = value(text, r"« à moi / à l'adversaire » {n}")
+    assert mine_theirs - value(text, r"« noir / blanc » {n}") > 0.1  # "nettement plus basse"
