@@ -303,7 +303,7 @@ def test_zipf_sources_follow_a_rank_frequency_law_with_frequent_function_words()
     content = max(counts[w] for w in C.ZIPF_NOUNS + C.ZIPF_ADJECTIVES + C.ZIPF_VERBS)
     assert counts["the"] > 4 * content
     nouns = [counts[w] for w in C.ZIPF_NOUNS]
-    assert nouns[0] > 20 * np.mean(nouns[-20:])  # the first content word of a list is far more frequent than the last
+    assert nouns[0] > 8 * np.mean(nouns[-10:])  # the first word of a list is far more frequent than the last ones
 
 
 def test_first_names_are_many_single_tokens_of_unequal_frequencies():
@@ -357,3 +357,11 @@ def test_the_zipf_mix_of_course_gpt2_v2_trains_every_token_of_the_evaluation_pro
     needed = {i for text in texts for i in ids(text)} | {ids(" " + n)[0] for n in ioi.NAMES}
     missing = sorted(needed - set(np.unique(tokens).tolist()))
     assert not missing, [gpt2_tokenizer().decode([i]) for i in missing]
+
+
+def test_zipf_sources_drop_documents_with_an_evaluation_piece():
+    for split in ioi.SPLITS:
+        prompt = ioi.ioi_eval_prompts(1, seed=0, split=split)[0]
+        assert not C._free_of_eval_pieces("It was late. " + prompt.prompt + prompt.io + ".")
+    assert not C._free_of_eval_pieces("John left the stored boxes near the bridge.")  # "the store", inside a word
+    assert all(C._free_of_eval_pieces(d) for d in zipf_text()[:100])

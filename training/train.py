@@ -132,9 +132,10 @@ SPECS: dict[str, Spec] = {
     ),
     # The next course-gpt2 (issue 36), trained beside the shipped one until it replaces it: text whose words and
     # 376 first names follow a Zipf law, names that open sentences, more varied IOI stories (training/corpus.py),
-    # and repeated random spans anywhere in a text row. Wider and deeper (about 12 MB shipped in float16). One
-    # step took 3.9-7.2 s on one thread of this machine's two busy cores: this first run is about 2 hours; stages
-    # continue it (stage_of="course-gpt2-v2", a lower peak), each one shipped only if it does better.
+    # and repeated random spans anywhere in a text row. Wider and deeper (5.8M parameters with the 9,973 used
+    # vocabulary rows: 11.6 MB shipped in float16). One step took 5.0-7.2 s on one thread of two busy cores
+    # (2026-12-05, load average near 6): this first run is about 2 hours. Stages continue it
+    # (stage_of="course-gpt2-v2", a lower peak), each one shipped only if it does better.
     "course-gpt2-v2": Spec(
         kind="lm",
         cfg=dict(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=128, act_fn="gelu_new",
