@@ -60,6 +60,9 @@ def run(quick: bool) -> list[Check]:
         _, cache = ht.run_with_cache(tokens)
         return len(cache)
 
+    def ht_hooked():  # one temporary no-op hook: the bookkeeping of a hooked call (thread, cleanup) on a forward
+        return ht.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_mid", lambda x, hook: None)])
+
     reference = hf_forward()
     scale = reference.abs().max().item()
     ok = True
@@ -76,14 +79,16 @@ def run(quick: bool) -> list[Check]:
     s = interleaved({f"HF GPT2LMHeadModel ({hf.config._attn_implementation})": hf_forward,
                      "HookedTransformer forward": ht_forward,
                      "HookedTransformer run_with_cache": ht_cache,
-                     "HF GPT2LMHeadModel (eager)": hf_eager_forward}, rounds=rounds, warmup=1,
+                     "HF GPT2LMHeadModel (eager)": hf_eager_forward,
+                     "HookedTransformer run_with_hooks (one no-op hook)": ht_hooked}, rounds=rounds, warmup=1,
                     budget_s=budget, min_rounds=5)
-    hf_s, fwd_s, cache_s, eager_s = s.values()
+    hf_s, fwd_s, cache_s, eager_s, hooked_s = s.values()
     for x in s.values():
         say(x.line())
     say(TL_REFERENCE)
     checks = [ratio_check("forward", "HT forward / HF", fwd_s, hf_s, "<=", 1.02),
               ratio_check("forward", "HT run_with_cache / HF", cache_s, hf_s, "<=", 1.10),
+              ratio_check("forward", "HT run_with_hooks (one no-op hook) / HT forward", hooked_s, fwd_s, "<=", 1.02),
               ratio_check("forward", "HT forward / HF eager (context)", fwd_s, eager_s),
               ratio_check("forward", "HF eager / HF sdpa (context)", eager_s, hf_s)]
     if not ok:

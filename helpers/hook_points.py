@@ -165,7 +165,8 @@ class HookPoint(nn.Module):
         all; otherwise permanent hooks stay, and with ``level`` only the hooks of that ``hooks()`` block go.
         Returns how many were removed."""
         _check_dir(dir, ("fwd", "bwd", "both"))
-        before = len(self.fwd_hooks) + len(self.bwd_hooks)
+        if not (self.fwd_hooks or self.bwd_hooks):
+            return 0
 
         def keep(handles: list[LensHandle]) -> list[LensHandle]:
             kept = []
@@ -176,10 +177,8 @@ class HookPoint(nn.Module):
                     h.hook.remove()
             return kept
 
-        # Only points that hold hooks are rewritten: reset_hooks visits every point after each run.
-        if not (self.fwd_hooks or self.bwd_hooks):
-            return 0
         with _LOCK:
+            before = len(self.fwd_hooks) + len(self.bwd_hooks)
             if dir in ("fwd", "both") and self.fwd_hooks:
                 self.fwd_hooks = keep(self.fwd_hooks)
             if dir in ("bwd", "both") and self.bwd_hooks:
@@ -283,8 +282,12 @@ class HookedRootModule(nn.Module):
     def remove_all_hook_fns(self, direction: str = "both", including_permanent: bool = False,
                             level: int | None = None) -> int:
         """Remove the hooks of every hook point (see ``HookPoint.remove_hooks``); returns how many."""
-        return sum(hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
-                   for hp in self.hook_points())
+        _check_dir(direction, ("fwd", "bwd", "both"))
+        removed = 0
+        for hp in self.hook_points():
+            if hp.fwd_hooks or hp.bwd_hooks:  # reset_hooks visits every point after each hooked run
+                removed += hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+        return removed
 
     def clear_contexts(self) -> None:
         """Empty the ``ctx`` of every hook point."""
