@@ -422,7 +422,7 @@ def dead_features(feature_acts: torch.Tensor) -> torch.Tensor:
     return ~(feature_acts > 0).any(0)
 
 
-def _masked_loss(model, tokens: torch.Tensor, fwd_hooks=()) -> float:
+def masked_loss(model, tokens: torch.Tensor, fwd_hooks=()) -> float:
     """Mean next-token loss over the predictions whose target is a token that counts (no padding)."""
     losses = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=list(fwd_hooks))
     mask = token_mask(model, tokens)[:, 1:]
@@ -440,9 +440,9 @@ def loss_recovered(model, sae: SAE, tokens: torch.Tensor) -> float:
         return out
 
     name = sae.cfg.hook_name
-    clean = _masked_loss(model, tokens)
-    spliced = _masked_loss(model, tokens, [(name, splice_hook(sae))])
-    ablated = _masked_loss(model, tokens, [(name, zero)])
+    clean = masked_loss(model, tokens)
+    spliced = masked_loss(model, tokens, [(name, splice_hook(sae))])
+    ablated = masked_loss(model, tokens, [(name, zero)])
     return (ablated - spliced) / (ablated - clean)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from safetensors.torch import save_file
 
 from helpers import HookedTransformer
 from helpers import sae as S
+from helpers.ioi import NAMES
 
 HOOK = "blocks.1.hook_resid_pre"
 
@@ -324,3 +327,76 @@ def test_mean_difference_is_the_difference_of_token_means(model):
     assert torch.allclose(S.mean_difference(model, HOOK, a, b), expected, atol=1e-5)
     last = resid_a[0, 6] - (resid_b[0, 6] + resid_b[1, 3]) / 2
     assert torch.allclose(S.mean_difference(model, HOOK, a, b, last_only=True), last, atol=1e-5)
+
+
+# ----- notebook 10: what its prose says of its stored outputs ------------------------------------
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "10_autoencodeurs_parcimonieux.ipynb"
+
+
+@pytest.fixture(scope="module")
+def printed() -> str:
+    """Everything the committed notebook 10 printed, in order."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c["outputs"]
+                   if o.get("name") == "stdout")
+
+
+def numbers(pattern: str, text: str) -> list[float]:
+    """The numbers captured by ``pattern`` in text, each match's groups in order."""
+    return [float(g) for match in re.finditer(pattern, text) for g in match.groups()]
+
+
+def test_notebook10_one_dimension_is_mostly_names_the_others_hardly_any(printed):
+    dims = numbers(r"Dimension \d : ses 200 plus fortes valeurs tombent sur (\d+) tokens différents, dont (\d+)",
+                   printed)
+    (distinct0, names0), (distinct1, names1), (distinct2, names2) = zip(dims[::2], dims[1::2], strict=True)
+    assert distinct1 / 2 < names1 < distinct1
+    assert names0 <= 1 and names2 <= 1 and min(distinct0, distinct2) > 1
+
+
+def test_notebook10_sae_reconstructs_and_recovers_the_loss(printed):
+    assert numbers(r"Variance expliquée : ([\d.]+)", printed)[0] >= 0.9
+    assert numbers(r"Perte récupérée : ([\d.]+)", printed)[0] >= 0.9
+
+
+def test_notebook10_bos_and_padding_lower_the_explained_variance_and_raise_the_loss(printed):
+    assert numbers(r"Variance expliquée, BOS et padding compris : ([\d.]+)", printed)[0] < \
+        numbers(r"Variance expliquée : ([\d.]+)", printed)[0]
+    padded, masked = numbers(r"padding compris : ([\d.]+) ; sans le padding : ([\d.]+)", printed)
+    assert padded > masked
+
+
+def test_notebook10_weak_l1_is_dense_strong_l1_loses_the_reconstruction(printed):
+    (weak_l0, weak_ev), (strong_l0, strong_ev) = [numbers(rf"L1 = {c} : L0 (\d+) sur 512, variance expliquée ([\d.]+)",
+                                                           printed) for c in ("0.003", "0.1")]
+    assert weak_l0 > 100 and weak_ev >= 0.9
+    assert strong_l0 < weak_l0 / 2 and strong_ev < weak_ev
+
+
+def test_notebook10_features_read_as_named(printed):
+    shares = numbers(r"Feature \d+ \([^)]*\) : (\d+)% de son activation tombe sur ces tokens", printed)
+    assert len(shares) == 3 and min(shares) >= 80
+    first_to = re.search(r"tokens qu'elle pousse le plus : (\[.*\])", printed).group(1)
+    assert sum(f"' {name}'" in first_to for name in NAMES) <= 2  # marks the place, writes no name
+    assert numbers(r"celle qui pousse le plus les prénoms : \d+ \((\d+)% de son activation", printed)[0] > 50
+    assert numbers(r"Parmi les 8 tokens que sa direction pousse le plus : (\d+) prénoms", printed)[0] >= 5
+
+
+def test_notebook10_ablation_effect_is_spread_over_features(printed):
+    clean = numbers(r"Sans intervention : ([\d.]+)", printed)[0]
+    singles = numbers(r"(?:^| )\d+ ([+-][\d.]+)", re.search(r"une à une : (.*)", printed).group(1))
+    together = numbers(r"Les 10 ensemble : ([+-][\d.]+)", printed)[0]
+    assert len(singles) == 10 and max(abs(e) for e in singles) < clean / 2
+    assert min(singles) < 0 < max(singles)
+    assert abs(together) > 2 * max(abs(e) for e in singles)
+
+
+def test_notebook10_both_directions_steer_towards_a_name(printed):
+    curves = [numbers(r"échelle \d+ : ([\d.]+)", line) for line in printed.splitlines()
+              if line.startswith("Probabilité d'un prénom")]
+    assert len(curves) == 2
+    for curve in curves:
+        assert curve == sorted(curve) and curve[-1] > curve[0] + 0.2
+    steered = re.search(r"Piloté \(16\) : (.*)", printed).group(1).split()
+    assert max(steered.count(word) for word in set(steered)) >= 3  # too far: the text repeats itself

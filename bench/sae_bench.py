@@ -1,0 +1,45 @@
+"""Item ``sae``: training notebook 10's TopK SAE on course-gpt2 (tokens per second, and the whole run against
+the issue's goal of 3 minutes). ``python -m bench.sae_bench [--quick]`` runs it alone."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from bench.core import Check, Samples, header, say, seconds_check
+
+SETTINGS = dict(d_sae=1024, k=16, steps=300, batch_size=1024, seed=0)  # notebook 10's training cell
+HOOK = "blocks.1.hook_resid_pre"
+
+
+def run(quick: bool) -> list[Check]:
+    import torch
+
+    from helpers import HookedTransformer
+    from helpers import sae as S
+
+    header("SAE training: notebook 10's TopK SAE on course-gpt2 (1024 features, k=16, 300 steps of 1024 tokens)")
+    torch.set_grad_enabled(False)
+    model = HookedTransformer.from_pretrained("course-gpt2")
+    tokens = S.story_tokens(model, 400, seed=0)
+    settings = {**SETTINGS, "steps": 30} if quick else SETTINGS
+    runs = Samples("train_sae (collection + training)")
+    for _ in range(1 if quick else 3):
+        start = time.perf_counter()
+        sae = S.train_sae(model, HOOK, tokens, verbose=False, **settings)
+        runs.times.append(time.perf_counter() - start)
+    say(runs.line())
+    rate = settings["steps"] * settings["batch_size"] / runs.median
+    say(f"{rate:,.0f} training tokens per second (median run, collection included); torch threads "
+        f"{torch.get_num_threads()}")
+    held_out = S.story_tokens(model, 100, seed=1)
+    say(f"loss recovered of the last run on held-out stories: {S.loss_recovered(model, sae, held_out):.3f}")
+    goal = None if quick else 180.0
+    return [seconds_check("sae", "train_sae, notebook settings", runs, "<=" if goal else None, goal),
+            Check("sae", "SAE training tokens per second", round(rate), "n")]
+
+
+if __name__ == "__main__":
+    checks = run("--quick" in sys.argv)
+    for check in checks:
+        say(check.line())
