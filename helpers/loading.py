@@ -18,6 +18,12 @@ Files from the Hub are read from the local Hugging Face cache when they are ther
 fails within seconds with a message that says how to pre-download the files and which course model
 can stand in. Nothing downloaded is unpickled as code: ``.pth`` files load with
 ``torch.load(weights_only=True)``, and safetensors files are used wherever a repository has them.
+
+What is read is checked (``DamagedFileError`` names the file, the tensor or field, and the repair, e.g.
+``hf download gpt2 model.safetensors --force-download``): a cached blob against its name (its sha256, or git's
+sha1 for small files) the first time a process reads it (0.8 s for GPT-2 small's 548 MB on the course's
+2-core machine); JSON that does not parse and config fields that are missing; every weight tensor's presence,
+shape (against the config), float dtype and finiteness.
 """
 
 from __future__ import annotations
