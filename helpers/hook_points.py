@@ -63,7 +63,10 @@ def _same_hook(a: HookFn, b: HookFn) -> bool:
         return False
 
     def values(fn) -> list:
-        return [*(fn.__defaults__ or ()), *(c.cell_contents for c in fn.__closure__ or ())]
+        try:
+            return [*(fn.__defaults__ or ()), *(c.cell_contents for c in fn.__closure__ or ())]
+        except ValueError:  # a closure cell not yet filled: count the functions as different
+            return [object()]
 
     va, vb = values(a), values(b)
     return len(va) == len(vb) and all(x is y for x, y in zip(va, vb, strict=True))
