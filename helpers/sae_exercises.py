@@ -42,15 +42,15 @@ def _explained_variance(x: torch.Tensor, recons: torch.Tensor) -> torch.Tensor:
 
 
 @_exercise("10.2")
-def check_explained_variance(explained_variance, x: torch.Tensor, recons: torch.Tensor) -> int:
-    """10.2: explained_variance(x [n d], recons [n d]) -> scalar tensor."""
+def check_variance_explained(variance_explained, x: torch.Tensor, recons: torch.Tensor) -> int:
+    """10.2: variance_explained(x [n d], recons [n d]) -> scalar tensor."""
     generator = _rng()
     shifted = torch.randn(50, 8, generator=generator) + 5  # far from 0: forgetting the mean shows
     noisy = shifted + 0.3 * torch.randn(50, 8, generator=generator)
 
     def check_case(case, a, r):
-        got = _call(explained_variance, ("x", "recons"), a, r)
-        _compare(got, _explained_variance(a, r), (), case, explained_variance.__name__, mistakes=[
+        got = _call(variance_explained, ("x", "recons"), a, r)
+        _compare(got, _explained_variance(a, r), (), case, variance_explained.__name__, mistakes=[
             ("La variance est prise autour de 0 et non de la moyenne : retirez `x.mean(0)` avant d'élever au carré",
              lambda: 1 - (a - r).pow(2).sum() / a.pow(2).sum()),
             ("C'est la part NON expliquée (erreur / variance) : la variance expliquée est 1 moins ce rapport",

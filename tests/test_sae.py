@@ -3,6 +3,8 @@ model, training on course-gpt2, reading and steering."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import re
@@ -14,7 +16,10 @@ from safetensors.torch import save_file
 
 from helpers import HookedTransformer
 from helpers import sae as S
+from helpers import sae_exercises as X
+from helpers.exercises import ExerciseError
 from helpers.ioi import NAMES
+from tools import make_exercices as mk
 
 HOOK = "blocks.1.hook_resid_pre"
 
@@ -400,3 +405,66 @@ def test_notebook10_both_directions_steer_towards_a_name(printed):
         assert curve == sorted(curve) and curve[-1] > curve[0] + 0.2
     steered = re.search(r"Piloté \(16\) : (.*)", printed).group(1).split()
     assert max(steered.count(word) for word in set(steered)) >= 3  # too far: the text repeats itself
+
+
+# ----- notebook 10's exercises: the checks pass the solutions, wait for the stubs, name the mistakes ----------
+
+
+def exercise(number: str, stubbed: bool = False):
+    """The function of exercise ``number`` as notebook 10 defines it (its solution, or the learner's stub)."""
+    source = mk.solutions(mk.read(NOTEBOOK))[number]
+    namespace = {"torch": torch}
+    exec(mk.stub(source) if stubbed else source, namespace)  # the course's own notebook cell
+    return namespace[re.search(r"^def (\w+)\(", source, flags=re.M).group(1)]
+
+
+def printed_by(check, fn) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        check(fn)
+    return out.getvalue()
+
+
+def diagnosis(check, fn) -> str:
+    with pytest.raises(ExerciseError) as error:
+        check(fn)
+    return str(error.value)
+
+
+def exercise_cases():
+    g = torch.Generator().manual_seed(5)
+    acts, mask = torch.randn(2, 5, 9, generator=g).relu(), torch.ones(2, 5, dtype=torch.bool)
+    mask[:, 0] = False
+    mask[1, 3:] = False
+    resid = torch.randn(2, 5, 4, generator=g)
+    x = torch.randn(30, 4, generator=g) + 2
+    return {
+        "10.1": (lambda fn: X.check_topk_activation(fn, torch.randn(7, 12, generator=g), 3), [
+            (lambda pre, k: pre.relu(), "Un ReLU sans sélection"),
+            (lambda pre, k: torch.zeros_like(pre).scatter(-1, pre.topk(k, -1).indices, pre.topk(k, -1).values),
+             "sans ReLU"),
+        ]),
+        "10.2": (lambda fn: X.check_variance_explained(fn, x, x + 0.1), [
+            (lambda x, r: 1 - (x - r).pow(2).sum() / x.pow(2).sum(), "autour de 0"),
+            (lambda x, r: (x - r).pow(2).sum() / (x - x.mean(0)).pow(2).sum(), "NON expliquée"),
+        ]),
+        "10.3": (lambda fn: X.check_masked_l0(fn, acts, mask), [
+            (lambda a, m: (a > 0).float().sum(-1).mean(), "Le masque est ignoré"),
+            (lambda a, m: a.sum(-1)[m].mean(), "somme d'activations"),
+        ]),
+        "10.4": (lambda fn: X.check_difference_of_means(fn, resid, mask, resid + 1, mask), [
+            (lambda a, m, b, n: a.flatten(0, 1).mean(0) - b.flatten(0, 1).mean(0), "Le masque est ignoré"),
+            (lambda a, m, b, n: torch.stack([r[k].mean(0) for r, k in zip(a, m, strict=True)]).mean(0)
+             - torch.stack([r[k].mean(0) for r, k in zip(b, n, strict=True)]).mean(0), "Moyenne des moyennes"),
+        ]),
+    }
+
+
+@pytest.mark.parametrize("number", ["10.1", "10.2", "10.3", "10.4"])
+def test_notebook10_exercise_checks(number):
+    check, mistakes = exercise_cases()[number]
+    assert printed_by(check, exercise(number)).startswith(f"Exercice {number} : réussi")
+    assert printed_by(check, exercise(number, stubbed=True)).startswith(f"Exercice {number} : à faire.")
+    for wrong, fragment in mistakes:
+        wrong.__name__ = "attempt"
+        assert fragment in diagnosis(check, wrong)
