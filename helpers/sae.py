@@ -516,12 +516,14 @@ class FeatureDashboard:
 
     @property
     def html(self) -> str:
+        """The top contexts, tokens shaded by activation: what a notebook shows for ``display(dashboard)``."""
         return contexts_html(self.contexts, f"Feature {self.feature} : contextes les plus actifs")
 
-    def show(self) -> None:
-        from IPython.display import HTML, display  # a notebook front end: only when it is shown
+    def _repr_html_(self) -> str:
+        return self.html
 
-        display(HTML(self.html))
+    def show(self) -> None:
+        """Show the two figures (the contexts are shown by ``display(dashboard)``, or as a cell's last value)."""
         self.histogram.show()
         self.logits.show()
 

@@ -384,7 +384,8 @@ def test_notebook10_features_read_as_named(printed):
     assert len(shares) == 3 and min(shares) >= 80
     first_to = re.search(r"tokens qu'elle pousse le plus : (\[.*\])", printed).group(1)
     assert sum(f"' {name}'" in first_to for name in NAMES) <= 2  # marks the place, writes no name
-    assert numbers(r"celle qui pousse le plus les prénoms : \d+ \((\d+)% de son activation", printed)[0] > 50
+    assert numbers(r"celle qui pousse le plus de prénoms : \d+ \(\d+ prénoms parmi les 20 tokens qu'elle pousse le "
+                   r"plus, (\d+)% de son activation", printed)[0] > 50
     assert numbers(r"Parmi les 8 tokens que sa direction pousse le plus : (\d+) prénoms", printed)[0] >= 5
 
 
@@ -392,7 +393,8 @@ def test_notebook10_ablation_effect_is_spread_over_features(printed):
     clean = numbers(r"Sans intervention : ([\d.]+)", printed)[0]
     singles = numbers(r"(?:^| )\d+ ([+-][\d.]+)", re.search(r"une à une : (.*)", printed).group(1))
     together = numbers(r"Les 10 ensemble : ([+-][\d.]+)", printed)[0]
-    assert len(singles) == 10 and max(abs(e) for e in singles) < clean / 2
+    named = numbers(r"Feature \d+ \([^)]*\) ablatée : ([+-][\d.]+)", printed)
+    assert len(singles) == 10 and len(named) == 4 and max(abs(e) for e in singles + named) < clean / 2
     assert min(singles) < 0 < max(singles)
     assert abs(together) > 2 * max(abs(e) for e in singles)
 
