@@ -40,6 +40,9 @@ from helpers.ioi import ioi_eval_prompts
 ARCHITECTURES = ("standard", "topk", "jumprelu")
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 CFG_FILENAME, WEIGHTS_FILENAME = "cfg.json", "sae_weights.safetensors"
+# notebook 10's SAE on course-gpt2, made by its training cell (train_sae with its settings, 2 threads) and shipped
+# so that the feature reading does not depend on the last bits of the training (threads, CPU instruction set)
+COURSE_SAE_DIR = Path(__file__).resolve().parent.parent / "data" / "saes" / "course-gpt2-blocks.1.hook_resid_pre"
 SAE_LENS_VERSION = "6.0.0"  # what the cfg.json we write says it follows (SAELens reads it as its 6.x layout)
 # keys of a SAELens 6 cfg.json that live under "metadata"
 METADATA_KEYS = ("model_name", "hook_name", "hook_head_index", "prepend_bos", "context_size", "dataset_path",

@@ -281,6 +281,15 @@ def test_training_reconstructs_and_recovers_the_loss(model, trained):
     assert trained.cfg.hook_name == HOOK and trained.cfg.architecture == "topk"
 
 
+def test_shipped_sae_is_notebook10s_training(model, trained):
+    shipped = S.SAE.load(S.COURSE_SAE_DIR)
+    assert shipped.cfg == trained.cfg
+    # the same training; the last bits depend on the threads and the CPU's instruction set
+    cosines = (shipped.W_dec * trained.W_dec).sum(-1)
+    assert cosines.min() > 0.95
+    assert S.loss_recovered(model, shipped, S.story_tokens(model, 100, seed=1)) >= 0.9
+
+
 def test_training_is_deterministic_with_a_seed(model):
     tokens = S.story_tokens(model, 40, seed=0)
     runs = [S.train_sae(model, HOOK, tokens, d_sae=64, k=4, steps=5, batch_size=256, seed=s, verbose=False)
