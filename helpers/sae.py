@@ -504,7 +504,7 @@ def decoder_logit_effects(model, direction: torch.Tensor, n: int = 10) -> tuple[
     return pick(order[:n]), pick(order.flip(0)[:n])
 
 
-@dataclass
+@dataclass(repr=False)
 class FeatureDashboard:
     """What a feature does: where it fires most, how often and how strongly, and what it writes."""
 
@@ -524,6 +524,10 @@ class FeatureDashboard:
 
     def _repr_html_(self) -> str:
         return self.html
+
+    def __repr__(self) -> str:  # rounded, so that a notebook's stored output does not hang on the last bits
+        return (f"FeatureDashboard(feature={self.feature}, frequency={self.frequency:.1%}, "
+                f"max_activation={self.max_activation:.2f})")
 
     def show(self) -> None:
         """Show the two figures (the contexts are shown by ``display(dashboard)``, or as a cell's last value)."""
