@@ -365,3 +365,11 @@ def test_zipf_sources_drop_documents_with_an_evaluation_piece():
         assert not C._free_of_eval_pieces("It was late. " + prompt.prompt + prompt.io + ".")
     assert not C._free_of_eval_pieces("John left the stored boxes near the bridge.")  # "the store", inside a word
     assert all(C._free_of_eval_pieces(d) for d in zipf_text()[:100])
+
+
+def test_the_corpus_does_not_depend_on_earlier_padded_tokenizer_calls():
+    docs = ["A short one.", "A much longer document, with several words in it, to be padded against."]
+    before = C.tokenize_documents(docs)
+    gpt2_tokenizer()(["a", "a b c d e f"], padding=True, truncation=True, max_length=3)  # leaves the backend padding
+    after = C.tokenize_documents(docs)
+    assert [d.tolist() for d in after] == [d.tolist() for d in before]

@@ -770,8 +770,14 @@ def python_source_documents(max_chars: int = 10_000_000, chunk_chars: int = 3000
 
 
 def tokenize_documents(docs: list[str]) -> list[np.ndarray]:
-    """GPT-2 token ids (``uint16``) of each document, via the fast tokenizer's batch encoding."""
+    """GPT-2 token ids (``uint16``) of each document, via the fast tokenizer's batch encoding.
+
+    The backend is shared with ``transformers``, whose calls with ``padding=True`` or ``truncation=True`` leave
+    padding and truncation switched on in it: switch them off, or the documents would come back padded to a
+    common length (the corpus would then depend on what was tokenized before)."""
     backend = gpt2_tokenizer().backend_tokenizer
+    backend.no_padding()
+    backend.no_truncation()
     out: list[np.ndarray] = []
     for start in range(0, len(docs), 256):  # small batches: Encoding objects are memory-hungry
         batch = [d.replace(END_OF_TEXT, "") for d in docs[start : start + 256]]
