@@ -94,8 +94,7 @@ class SAEConfig:
 
     def to_flat_dict(self) -> dict:
         """The flat cfg.json of SAELens before 6 (activation_fn and hook_name at the top level)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("metadata", "k", "rescale_acts_by_decoder_norm",
-                                                                  "reshape_activations")}
+        d = {k: v for k, v in self.to_dict().items() if k not in ("metadata", "k", "reshape_activations")}
         d.update(self.metadata)
         d["activation_fn"] = "topk" if self.architecture == "topk" else "relu"
         if self.architecture == "topk":

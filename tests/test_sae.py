@@ -128,6 +128,16 @@ def test_save_load_round_trip(tmp_path, layout, architecture):
     assert torch.equal(loaded(x), sae(x))
 
 
+@pytest.mark.parametrize("layout", ["v6", "flat"])
+def test_both_layouts_keep_the_topk_decoder_norm_rescaling(tmp_path, layout):
+    sae = small_sae("topk", k=2, rescale_acts_by_decoder_norm=True, metadata={"hook_name": HOOK})
+    sae.save(tmp_path, layout=layout)
+    loaded = S.SAE.load(tmp_path)
+    assert loaded.cfg.rescale_acts_by_decoder_norm and loaded.cfg == sae.cfg
+    x = torch.tensor([[3.0, 2.0], [1.0, 3.0]])
+    assert torch.equal(loaded(x), sae(x))
+
+
 def jbloom_layout(folder, d_in: int = 4, d_sae: int = 8, seed: int = 0) -> dict:
     """A folder as jbloom/GPT2-Small-SAEs-Reformatted ships one (flat cfg.json of SAELens 0.x), random weights."""
     folder.mkdir(parents=True, exist_ok=True)
