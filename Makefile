@@ -11,7 +11,7 @@ EXERCICES := $(sort $(wildcard exercices/[0-9][0-9]_*.ipynb))
 export COURSE_EMBEDDED_MODELS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-real lint models bench exercices colab-links clean
+.PHONY: install run test test-fast test-real lint models bench exercices colab-links clean
 
 # Also registers the course's Jupyter kernel (tools/kernelspec.py), the one the notebooks name; again each time.
 install: $(VENV)/.installed
@@ -38,6 +38,10 @@ lint: install
 test: install lint
 	$(BIN)/python -m pytest --durations=10 tests
 	tests/run_variants.sh $(BIN)/python $(NOTEBOOKS)
+
+# For development: lint and the tests not marked slow (no training, notebook execution, browser or real path).
+test-fast: install lint
+	$(BIN)/python -m pytest -m "not slow" tests
 
 # The notebooks on the real loading path (COURSE_EMBEDDED_MODELS unset) at the real models' shapes, on a fake
 # Hugging Face cache filled by the README's `hf download` commands (random weights); prints time and peak memory.

@@ -45,6 +45,8 @@ import pytest
 from helpers import plot
 from tools import html_export as export
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = export.find_notebooks(ROOT / "notebooks")
 SCREENS = ROOT / "build" / "screens"

@@ -9,6 +9,8 @@ import torch
 from helpers import HookedTransformer, course_models, evals
 from helpers.loading import get_checkpoint_labels
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 from_pretrained = HookedTransformer.from_pretrained
 
 MODELS_DIR = course_models.MODELS_DIR

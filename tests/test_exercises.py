@@ -225,6 +225,7 @@ def test_stale_folded_solution_is_refused():
     assert mk.stale_folded_solutions(nb) == []
 
 
+@pytest.mark.slow
 def test_learner_notebook_runs_to_the_end_with_its_stubs(monkeypatch):
     """Execute one learner notebook (05, the quickest) as "Run All" does: no cell fails, and each check prints
     that its exercise is still to do."""

@@ -11,6 +11,8 @@ from helpers import HookedTransformer, loading
 from tests import real_path
 from tests.fake_hub import OTHELLO, SOLU, TOY_LABELS, FakeHub
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):

@@ -280,6 +280,7 @@ def trained(model):
     return S.train_sae(model, HOOK, tokens, verbose=False, **NOTEBOOK_SETTINGS)
 
 
+@pytest.mark.slow
 def test_training_reconstructs_and_recovers_the_loss(model, trained):
     held_out = S.story_tokens(model, 100, seed=1)
     acts = S.collect_activations(model, HOOK, held_out)
@@ -291,6 +292,7 @@ def test_training_reconstructs_and_recovers_the_loss(model, trained):
     assert trained.cfg.hook_name == HOOK and trained.cfg.architecture == "topk"
 
 
+@pytest.mark.slow
 def test_shipped_sae_is_notebook10s_training(model, trained):
     shipped = S.SAE.load(S.COURSE_SAE_DIR)
     assert shipped.cfg == trained.cfg

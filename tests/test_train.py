@@ -166,6 +166,7 @@ def test_export_writes_loadable_checkpoints_and_metrics(tiny):
     assert fresh["loss_repeated_half"] == pytest.approx(metrics["final"]["loss_repeated_half"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_the_shipped_final_model_is_the_best_candidate_on_validation_prompts(tiny, monkeypatch):
     spec = dataclasses.replace(TINY_LM, steps=8, checkpoints=[3, 8], eval_every=2, select_from=4)
     monkeypatch.setitem(train.SPECS, "tiny-lm", spec)
