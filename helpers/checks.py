@@ -299,12 +299,13 @@ def cache_miss(key, name: str, cached: list[str], n_layers: int) -> KeyError:
 # ------------------------------------------------------------------------------------------------
 
 
-def warn(message: str) -> None:
-    """A UserWarning attributed to the first caller outside helpers and torch (the learner's line)."""
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """A warning attributed to the first caller outside helpers and torch (the learner's line): the one
+    warning function of the package."""
     frame, level = sys._getframe(1), 2
     while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, stacklevel=level)
+    warnings.warn(message, category, stacklevel=level)
 
 
 def _name(fn) -> str:

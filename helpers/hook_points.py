@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from helpers import checks, utils
+from helpers import checks
 from helpers.activation_cache import ActivationCache
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
@@ -372,7 +372,7 @@ class HookedRootModule(nn.Module):
                        reset_hooks_end: bool = True, clear_contexts: bool = False, **model_kwargs):
         """Run the model with ``fwd_hooks=[(name_or_filter, fn), ...]`` attached for this call only."""
         if bwd_hooks and reset_hooks_end:
-            utils.warn("Backward hooks run during .backward(), after run_with_hooks returns: pass "
+            checks.warn("Backward hooks run during .backward(), after run_with_hooks returns: pass "
                        "reset_hooks_end=False, call .backward(), then model.reset_hooks().")
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
             return self(*model_args, **model_kwargs)

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from helpers import checks, course_models, othello, utils
+from helpers import checks, course_models, othello
 from helpers.config import FIELDS, HookedTransformerConfig
 from helpers.tokenizer import END_OF_TEXT
 from helpers.weights import PROCESSING, config_from_hf_gpt2, convert_gpt2_weights
@@ -446,7 +446,7 @@ def get_checkpoint_labels(model_name: str) -> tuple[list[int], str]:
         except _NotAvailable as e:
             raise HubUnavailableError(_unavailable_message(name, e, spec)) from None
         if not complete:
-            utils.warn(f"The Hub is unreachable: listing only the {len(found)} checkpoints of {name} "
+            checks.warn(f"The Hub is unreachable: listing only the {len(found)} checkpoints of {name} "
                        "found in the local cache.")
         return list(found), _label_type(list(found))
     checkpointed = ", ".join(n for n, s in MODELS.items() if _has_checkpoints(s))
@@ -566,7 +566,7 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
             if not complete and not labels:
                 raise _NotAvailable(spec.repo, "checkpoints/", _offline_mode())
             if not complete and checkpoint_index is not None:
-                utils.warn(f"The Hub is unreachable: checkpoint_index counts only the {len(labels)} "
+                checks.warn(f"The Hub is unreachable: checkpoint_index counts only the {len(labels)} "
                            f"checkpoints of {name} in the local cache.")
             label = _pick_checkpoint(name, labels, _label_type(labels), checkpoint_index, checkpoint_value)
             filename = found[label]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 import warnings
 
 import numpy as np
@@ -28,14 +27,6 @@ _ATTN = {"q", "k", "v", "z", "pattern", "attn_scores", "result"}
 _MLP = {"pre", "post", "mid"}
 _BLOCK = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_in", "attn_in",
           "q_input", "k_input", "v_input"}
-
-
-def warn(message: str, category: type[Warning] = UserWarning) -> None:
-    """``warnings.warn`` attributed to the first caller outside ``helpers`` (the learner's cell or script)."""
-    frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "helpers":
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 def get_act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
