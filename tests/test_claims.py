@@ -240,6 +240,15 @@ def test_03_the_logit_lens_final_reading_is_the_model_logit_difference():
     assert value(total, r"Somme des contributions : {n}") == value(total, r"lecture finale : {n}")
 
 
+def test_03_the_hypothesis_test_favours_the_mlp_and_finds_no_duplicate_token_head():
+    text = printed("03", "by_kind = {kind")
+    mlp, attention = value(text, r"MLP {n},"), value(text, r"couches d'attention {n}")
+    assert mlp > 2 * attention  # "ses MLP écrivent bien plus de la réponse que ses couches d'attention"
+    assert "Hypothèse soutenue par ce test : 1, effacement par un MLP" in text
+    assert max(values(text, r"de detect_head {n}")) < 0.05  # "des scores proches de zéro"
+    assert value(text, r"la plus forte de toutes les têtes : {n}") < 0.1  # "pas plus que de quelques pour cent"
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 04 — induction heads
 # ------------------------------------------------------------------------------------------------------------
