@@ -2,7 +2,11 @@
 
 import os
 
+import pytest
 import torch
+from huggingface_hub import constants
+
+from tests.fake_hub import FakeHub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,3 +24,13 @@ def randomise_(model: torch.nn.Module, seed: int = 1) -> None:
             param.copy_(1 + 0.3 * noise)
         elif name.endswith(".b") or name.split(".")[-1].startswith("b_"):
             param.copy_(0.3 * noise)
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in HF_HUB_CACHE, offline, and a FakeHub whose hf_download fills it."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("COURSE_EMBEDDED_MODELS", raising=False)
+    return FakeHub(tmp_path / "hub", "small")

@@ -15,7 +15,6 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
-from huggingface_hub import constants
 from safetensors.torch import load_file, save
 from torch.utils.hooks import RemovableHandle
 
@@ -29,7 +28,7 @@ from helpers import (
     loading,
 )
 from helpers.pick import pick_model
-from tests.fake_hub import OTHELLO, FakeHub
+from tests.fake_hub import OTHELLO
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,16 +180,6 @@ def test_reset_hooks_says_how_many_it_removed(model, capsys):
 # ---------------------------------------------------------------- 4. damaged files of the real models
 
 
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An empty Hugging Face cache in HF_HUB_CACHE, offline, and a FakeHub whose hf_download fills it."""
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("COURSE_EMBEDDED_MODELS", raising=False)
-    return FakeHub(tmp_path / "hub", "small")
-
-
 def cached(repo: str, filename: str) -> Path:
     """The snapshot entry of a cached file (a link to its blob)."""
     return Path(huggingface_hub.hf_hub_download(repo, filename, local_files_only=True))
@@ -251,8 +240,8 @@ DAMAGES = {  # what is done to gpt2's cached files -> the file named in the repa
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
-def test_a_damaged_gpt2_file_is_named_with_its_repair(hub, damage):
-    hub.hf_download("hf download gpt2 config.json model.safetensors")
+def test_a_damaged_gpt2_file_is_named_with_its_repair(offline_cache, damage):
+    offline_cache.hf_download("hf download gpt2 config.json model.safetensors")
     make, repaired, says = DAMAGES[damage]
     filename, data = make(cached("gpt2", "model.safetensors").read_bytes())
     replace("gpt2", filename, data)
@@ -260,8 +249,8 @@ def test_a_damaged_gpt2_file_is_named_with_its_repair(hub, damage):
     assert says in text and f"hf download gpt2 {repaired} --force-download" in text
 
 
-def test_a_bit_flip_in_a_cached_blob_is_found_by_its_name(hub):
-    hub.hf_download("hf download gpt2 config.json model.safetensors")
+def test_a_bit_flip_in_a_cached_blob_is_found_by_its_name(offline_cache):
+    offline_cache.hf_download("hf download gpt2 config.json model.safetensors")
     blob = cached("gpt2", "model.safetensors").resolve()
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 1  # one bit, deep inside a weight: the file still parses
@@ -271,8 +260,8 @@ def test_a_bit_flip_in_a_cached_blob_is_found_by_its_name(hub):
     assert "hf download gpt2 model.safetensors --force-download" in text
 
 
-def test_a_truncated_pth_and_pick_model(hub):
-    hub.hf_download(f"hf download {OTHELLO} synthetic_model.pth")
+def test_a_truncated_pth_and_pick_model(offline_cache):
+    offline_cache.hf_download(f"hf download {OTHELLO} synthetic_model.pth")
     data = cached(OTHELLO, "synthetic_model.pth").read_bytes()
     replace(OTHELLO, "synthetic_model.pth", data[: len(data) - 1000])
     text = message(loading.DamagedFileError, pick_model, "othello-gpt")
@@ -281,8 +270,8 @@ def test_a_truncated_pth_and_pick_model(hub):
     assert "COURSE_EMBEDDED_MODELS=1" in text
 
 
-def test_a_classic_file_with_a_missing_tensor(hub):
-    hub.hf_download(f"hf download {OTHELLO} synthetic_model.pth")
+def test_a_classic_file_with_a_missing_tensor(offline_cache):
+    offline_cache.hf_download(f"hf download {OTHELLO} synthetic_model.pth")
     sd = torch.load(cached(OTHELLO, "synthetic_model.pth"), weights_only=True)
     del sd["blocks.1.attn.W_K"]
     buffer = io.BytesIO()

@@ -5,23 +5,12 @@ the ones tested here, and every notebook runs on them with COURSE_EMBEDDED_MODEL
 
 import pytest
 import torch
-from huggingface_hub import constants
 
 from helpers import HookedTransformer, loading
 from tests import real_path
-from tests.fake_hub import OTHELLO, SOLU, TOY_LABELS, FakeHub
+from tests.fake_hub import OTHELLO, SOLU, TOY_LABELS
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
-
-
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    """An empty cache in HF_HUB_CACHE, HF_HUB_OFFLINE=1, and a FakeHub whose hf_download fills it."""
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("COURSE_EMBEDDED_MODELS", raising=False)
-    return FakeHub(tmp_path / "hub", "small")
 
 
 def test_the_fake_cache_is_what_huggingface_hub_reads(offline_cache):
