@@ -326,6 +326,49 @@ def test_05_eigenvalue_and_top1_copying_disagree():
     assert "0,917" in answer and f"{eigen:.3f}".replace(".", ",") in answer
 
 
+def fr(x: float, digits: int = 2) -> str:
+    """A number as the French prose writes it: 0.89 -> '0,89'."""
+    return f"{x:.{digits}f}".replace(".", ",")
+
+
+def test_05_trace_and_svd_are_computed_from_the_factors():
+    text = printed("05", "U, S, V = AB_factor.svd()")
+    traces = values(text, r"(?:Trace de la matrice dense \(5 × 5\)|Trace de B @ A \(2 × 2\)|"
+                          r"Somme des valeurs propres)\s*: {n}")
+    assert len(traces) == 3 and len(set(traces)) == 1
+    assert "U @ diag(S) @ V.T == A @ B : True" in text and "orthonormées : True" in text
+
+
+def test_05_refactoring_balances_the_factors_and_keeps_the_products():
+    text = printed("05", 'refactored = pick_model("gpt2-small"')
+    learned = values(text, r"poids appris : ‖W_V‖ =\s*{n}, ‖W_O‖ =\s*{n}")
+    balanced = values(text, r"refactorisés : ‖W_V‖ =\s*{n}, ‖W_O‖ =\s*{n}")
+    assert learned[0] != learned[1] and balanced[0] == balanced[1]  # "les facteurs changent"
+    assert "W_V W_O True, W_Q W_Kᵀ True" in text  # "les produits non"
+
+
+def test_05_the_two_eigenvalue_scores_correlate_but_L0H0_is_the_outlier():
+    text = printed("05", "full_OV_eigen_score = torch.zeros")
+    corr = value(text, r"deux scores de valeurs propres : {n}")
+    assert corr > 0.8  # "fortement corrélés"
+    ov_alone, full = values(text, r"Plus grand écart : L0H0, {n} pour W_OV seul, {n} pour le circuit complet")
+    top_full = value(text, r"L1H0, la plus copieuse de la section 3 : {n}")
+    answer = markdown("05", "les deux scores de valeurs propres sont fortement corrélés")
+    for number in (corr, ov_alone, full, top_full):
+        assert fr(number) in answer
+    assert full < 0.1 < 0.8 < ov_alone  # "nettement exception"
+
+
+def test_05_top1_copying_agrees_only_partly_with_the_eigenvalue_scores():
+    text = printed("05", "for label, eigen_score in")
+    alone, full = values(text, r"et la fraction recopiée : {n}")
+    best_rate, best_ov, best_full = values(text, r"le bon token : L0H0 \({n}%\) ; ses scores de valeurs propres : "
+                                                 r"{n} \(W_OV seul\), {n} \(circuit complet\)")
+    answer = markdown("05", "La réponse, sur le modèle embarqué du cours")
+    assert fr(alone) in answer and fr(full) in answer and full < alone < 0.7  # "qu'en partie", "seulement"
+    assert f"L0H0 ({fr(best_rate, 1)} %)" in answer and best_full < 0.1  # "un score presque nul"
+
+
 def test_05_the_dense_full_ov_circuit_takes_about_ten_gigabytes():
     dense = value(printed("05", "dense_gb = cfg.d_vocab"), r"En dense : {n} Go")
     assert 9 <= dense <= 11  # "une dizaine de gigaoctets"
