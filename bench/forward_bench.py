@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import warnings
 
 from bench.core import Check, header, interleaved, ratio_check, say
@@ -28,9 +30,9 @@ def build_models():
     hf = GPT2LMHeadModel(config).eval()
     hf_eager = copy.deepcopy(hf)
     hf_eager.set_attn_implementation("eager")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # not its "Loaded ..." line
         warnings.simplefilter("ignore")
-        ht = HookedTransformer.from_hf_gpt2(hf, **NO_PROCESSING, device="cpu").eval()
+        ht = HookedTransformer.from_pretrained("gpt2", hf_model=hf, **NO_PROCESSING, device="cpu").eval()
     return hf, hf_eager, ht
 
 

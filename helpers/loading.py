@@ -4,7 +4,7 @@ builds the model from what ``load_pretrained`` returns.
 Where the weights come from:
 
 - GPT-2 (gpt2 / gpt2-small, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2): the model's Hugging Face
-  repository (``config.json`` and ``model.safetensors``), converted by helpers.weights.
+  repository (``config.json`` and ``model.safetensors``), converted by helpers.conversion.gpt2.
 - Neel Nanda's toy models (attn-only-1l..4l, gelu-1l..4l, solu-1l..4l, each with ~160 training checkpoints)
   and othello-gpt: state dicts already in the classic format (``blocks.0.attn.W_Q`` ...), in
   ``NeelNanda/...`` repositories; their configurations are known here.
@@ -41,10 +41,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from helpers import checks, course_models, othello
+from helpers import checks, course_models
 from helpers.config import FIELDS, HookedTransformerConfig
+from helpers.conversion import classic, gpt2
 from helpers.tokenizer import END_OF_TEXT
-from helpers.weights import PROCESSING, config_from_hf_gpt2, convert_gpt2_weights
+from helpers.weights import PROCESSING
 
 PROBE_TIMEOUT = 3.0  # seconds to wait for the Hub before declaring it unreachable
 NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
@@ -114,8 +115,9 @@ MODELS: dict[str, ModelSpec] = {
     **dict(_toy(kind, n) for kind in ("attn-only", "gelu", "solu") for n in (1, 2, 3, 4)),
     "othello-gpt": ModelSpec(
         "classic", "NeelNanda/Othello-GPT-Transformer-Lens", (),
-        dict(n_layers=8, d_model=512, d_head=64, n_heads=8, d_mlp=2048, d_vocab=othello.D_VOCAB,
-             n_ctx=othello.N_CTX, act_fn="gelu", normalization_type="LNPre"),
+        # 61 tokens (pass, then the 60 playable squares) and 59 moves read: helpers.othello's conventions.
+        dict(n_layers=8, d_model=512, d_head=64, n_heads=8, d_mlp=2048, d_vocab=61, n_ctx=59, act_fn="gelu",
+             normalization_type="LNPre"),
         weights_file="synthetic_model.pth", stand_in="course-othello-gpt",
         description="Othello-GPT trained on synthetic games (Li et al. 2022, ported by Neel Nanda)"),
     **{name: ModelSpec("course", description=description)
@@ -349,42 +351,6 @@ def _check_tensors(sd: dict[str, torch.Tensor], expected: dict[str, tuple[int, .
                                    f"file is damaged (or the model diverged in training); {repair}.")
 
 
-def _gpt2_shapes(hf_config) -> dict[str, tuple[int, ...]]:
-    """The tensors of a GPT-2 state dict (names without ``transformer.``) and their shapes, from its config."""
-    d, m = hf_config.n_embd, hf_config.n_inner or 4 * hf_config.n_embd
-    shapes = {"wte.weight": (hf_config.vocab_size, d), "wpe.weight": (hf_config.n_positions, d),
-              "ln_f.weight": (d,), "ln_f.bias": (d,)}
-    for i in range(hf_config.n_layer):
-        shapes.update({f"h.{i}.{k}": shape for k, shape in [
-            ("ln_1.weight", (d,)), ("ln_1.bias", (d,)), ("ln_2.weight", (d,)), ("ln_2.bias", (d,)),
-            ("attn.c_attn.weight", (d, 3 * d)), ("attn.c_attn.bias", (3 * d,)), ("attn.c_proj.weight", (d, d)),
-            ("attn.c_proj.bias", (d,)), ("mlp.c_fc.weight", (d, m)), ("mlp.c_fc.bias", (m,)),
-            ("mlp.c_proj.weight", (m, d)), ("mlp.c_proj.bias", (d,))]})
-    return shapes
-
-
-def _classic_expected(c: dict) -> dict[str, tuple[int, ...]]:
-    """The tensors of a classic-format state dict and their shapes, from its config ``c``."""
-    d, h, e, v = c["d_model"], c["n_heads"], c["d_head"], c["d_vocab"]
-
-    def ln(prefix: str, size: int) -> dict:
-        return {f"{prefix}.w": (size,), f"{prefix}.b": (size,)} if c["normalization_type"] == "LN" else {}
-
-    shapes = {"embed.W_E": (v, d), "pos_embed.W_pos": (c["n_ctx"], d), **ln("ln_final", d),
-              "unembed.W_U": (d, v), "unembed.b_U": (v,)}
-    for i in range(c["n_layers"]):
-        b = f"blocks.{i}"
-        shapes.update({**ln(f"{b}.ln1", d), **{f"{b}.attn.W_{x}": (h, d, e) for x in "QKV"},
-                       **{f"{b}.attn.b_{x}": (h, e) for x in "QKV"}, f"{b}.attn.W_O": (h, e, d),
-                       f"{b}.attn.b_O": (d,)})
-        if not c.get("attn_only"):
-            m = c["d_mlp"]
-            shapes.update({**ln(f"{b}.ln2", d), f"{b}.mlp.W_in": (d, m), f"{b}.mlp.b_in": (m,),
-                           f"{b}.mlp.W_out": (m, d), f"{b}.mlp.b_out": (d,),
-                           **(ln(f"{b}.mlp.ln", m) if c["act_fn"] == "solu_ln" else {})})
-    return shapes
-
-
 def download_file_from_hf(repo_name: str, file_name: str, subfolder: str = ".", cache_dir=None,
                           force_is_torch: bool = False):
     """Fetch one file of a Hub repository (cached copy first) and load it.
@@ -478,11 +444,8 @@ def _load_hf_gpt2(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
     config_file = _hub_file(spec.repo, "config.json")
     weights = _hub_file(spec.repo, "model.safetensors", optional=True) or _hub_file(spec.repo,
                                                                                     "pytorch_model.bin")
-    config, sd = _convert_gpt2(*_read_gpt2(config_file, weights, lambda f: _repair(spec.repo, f)), name)
+    config, sd = gpt2.convert_gpt2(*_read_gpt2(config_file, weights, lambda f: _repair(spec.repo, f)), name)
     return config, sd, None
-
-
-GPT2_FIELDS = ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions")  # the sizes a GPT-2 config must give
 
 
 def _read_gpt2(config_file, weights_file, repair) -> tuple:
@@ -491,7 +454,7 @@ def _read_gpt2(config_file, weights_file, repair) -> tuple:
     from transformers import GPT2Config  # heavy, and imported once the files are there: offline errors come fast
 
     raw = _read_json(config_file, repair("config.json"))
-    for field in GPT2_FIELDS:
+    for field in gpt2.REQUIRED_FIELDS:
         if not (isinstance(raw.get(field), int) and raw[field] > 0):
             raise DamagedFileError(f"{config_file} lacks the field {field!r} (a positive integer; it has "
                                    f"{raw.get(field, 'nothing')!r}): the file is damaged; {repair('config.json')}.")
@@ -499,7 +462,7 @@ def _read_gpt2(config_file, weights_file, repair) -> tuple:
     name = Path(weights_file).name
     sd = _load_tensors(str(weights_file), repair(name))
     plain = {k.removeprefix("transformer."): v for k, v in sd.items()}
-    _check_tensors(plain, _gpt2_shapes(hf_config), str(weights_file), f"its config.json ({config_file})",
+    _check_tensors(plain, gpt2.gpt2_shapes(hf_config), str(weights_file), f"its config.json ({config_file})",
                    repair(name))
     extra = sorted({int(k.split(".")[1]) for k in plain if re.match(r"h\.\d+\.", k)} - set(range(hf_config.n_layer)))
     if extra:
@@ -509,21 +472,15 @@ def _read_gpt2(config_file, weights_file, repair) -> tuple:
     return hf_config, sd
 
 
-def _convert_gpt2(hf_config, hf_sd: dict, name: str) -> tuple[dict, dict]:
-    """Config dict and classic float32 state dict of a transformers GPT-2 (its config and state dict)."""
-    if hf_config.model_type != "gpt2":
-        raise ValueError(f"{name}: a transformers model of type {hf_config.model_type!r} was given; only GPT-2 "
-                         "architectures (model_type 'gpt2': GPT2LMHeadModel, GPT2Model) can be converted.")
-    cfg = config_from_hf_gpt2(hf_config, model_name=name, device="cpu")
-    return cfg.to_dict(), convert_gpt2_weights({k: v.float() for k, v in hf_sd.items()}, cfg)
-
-
 def _load_user_gpt2(model_name: str, hf_model):
     """(config, state dict, tokenizer) of a user's GPT-2: a transformers model in memory (``hf_model``), or
     a directory written by ``save_pretrained`` (its tokenizer too, if it was saved there)."""
     if hf_model is not None:
+        if not (hasattr(hf_model, "config") and callable(getattr(hf_model, "state_dict", None))):
+            raise TypeError(f"hf_model= takes a transformers GPT-2 (GPT2LMHeadModel or GPT2Model, with its .config), "
+                            f"got {type(hf_model).__name__}.")
         name = resolve_name(model_name) if model_name.lower() in _alias_map() else model_name
-        config, sd = _convert_gpt2(hf_model.config, hf_model.state_dict(), name)
+        config, sd = gpt2.convert_gpt2(hf_model.config, hf_model.state_dict(), name)
         return config, sd, None
     from transformers import AutoTokenizer  # heavy: only for a local directory
 
@@ -532,20 +489,17 @@ def _load_user_gpt2(model_name: str, hf_model):
     if not (directory / "config.json").is_file() or not weights:
         raise FileNotFoundError(f"{directory} is not a directory written by save_pretrained: it needs config.json "
                                 "and model.safetensors (or pytorch_model.bin). Sharded checkpoints are not supported.")
-    config, sd = _convert_gpt2(*_read_gpt2(directory / "config.json", weights[0],
-                                           lambda f: f"save the model to {directory} again with save_pretrained"),
-                               directory.name)
+
+    def repair(filename: str) -> str:
+        return f"save the model to {directory} again with save_pretrained"
+
+    config, sd = gpt2.convert_gpt2(*_read_gpt2(directory / "config.json", weights[0], repair), directory.name)
     tokenizer = None
     if (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         if tokenizer.pad_token is None:  # GPT-2 tokenizers have none; batches of prompts need one
             tokenizer.pad_token = tokenizer.eos_token
     return config, sd, tokenizer
-
-
-def _strip_buffers(sd: dict) -> dict:
-    """Drop the non-weight buffers classic state dicts may carry (attention masks, IGNORE constants)."""
-    return {k: v.float() for k, v in sd.items() if k.rsplit(".", 1)[-1] not in ("mask", "IGNORE")}
 
 
 def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
@@ -575,24 +529,13 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
     tokenizer = _neel_tokenizer(spec.tokenizer_repo) if spec.tokenizer_repo else None
     repair = _repair(spec.repo, filename)
     sd = _load_tensors(path, repair)
-    config.update(_classic_shapes(sd, path, repair))
-    _check_tensors(sd, _classic_expected(config), path, f"the {name} config", repair)
-    return config, _strip_buffers(sd), tokenizer
-
-
-def _classic_shapes(sd: dict[str, torch.Tensor], path: str, repair: str) -> dict[str, int]:
-    """The sizes a classic-format state dict's tensors imply (for the published files, the registry's own)."""
-    for key, ndim in (("blocks.0.attn.W_Q", 3), ("embed.W_E", 2), ("pos_embed.W_pos", 2)):
+    for key, ndim in classic.SIZE_TENSORS:  # the tensors the sizes are read from
         if key not in sd or sd[key].ndim != ndim:
             raise DamagedFileError(f"The weights file {path} has no {ndim}-dimensional tensor {key}: the file is "
                                    f"damaged or is not a classic-format state dict; {repair}.")
-    n_heads, d_model, d_head = sd["blocks.0.attn.W_Q"].shape  # [head d_model d_head]
-    shapes = dict(n_layers=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
-                  d_model=d_model, n_heads=n_heads, d_head=d_head, d_vocab=sd["embed.W_E"].shape[0],
-                  n_ctx=sd["pos_embed.W_pos"].shape[0])
-    if "blocks.0.mlp.W_in" in sd:
-        shapes["d_mlp"] = sd["blocks.0.mlp.W_in"].shape[1]
-    return shapes
+    config.update(classic.sizes_from_state_dict(sd))
+    _check_tensors(sd, classic.classic_shapes(config), path, f"the {name} config", repair)
+    return config, classic.convert_classic_weights(sd), tokenizer
 
 
 def _neel_tokenizer(repo: str):

@@ -618,22 +618,6 @@ class HookedTransformer(HookedRootModule):
         """``from_pretrained`` with every weight-processing step off: the weights as published."""
         return cls.from_pretrained(model_name, **{**weights.NO_PROCESSING, **kwargs})
 
-    @classmethod
-    def from_hf_gpt2(cls, hf_model=None, *, state_dict: dict | None = None, hf_config=None, tokenizer=None,
-                     **kwargs) -> HookedTransformer:
-        """A model from a transformers GPT2LMHeadModel (or its state dict and config); kwargs as in
-        ``from_pretrained``."""
-        if hf_model is not None:
-            state_dict, hf_config = hf_model.state_dict(), hf_model.config
-        if state_dict is None or hf_config is None:
-            raise ValueError("Give a GPT2LMHeadModel, or both state_dict= and hf_config=.")
-        processing, cfg_overrides = weights.split_processing(kwargs)
-        cfg = weights.config_from_hf_gpt2(hf_config, **cfg_overrides)
-        model = cls(cfg, tokenizer=tokenizer)
-        sd = {k: v.to(cfg.dtype) for k, v in weights.convert_gpt2_weights(state_dict, cfg).items()}
-        model.load_and_process_state_dict(sd, **processing)
-        return model
-
     def load_and_process_state_dict(self, state_dict: dict[str, torch.Tensor], **processing) -> None:
         """Load classic-named weights, then apply the processing steps (``weights.PROCESSING``; each keeps
         the model's function). Folding the LayerNorms turns them into ``LNPre``."""

@@ -1,6 +1,7 @@
-"""State dicts: conversion (transformers GPT-2 -> classic names) and the load-time processing steps.
+"""The load-time processing steps of a state dict with classic names (its conversion from a published format is
+in helpers.conversion).
 
-Each processing step takes a state dict with classic names (``blocks.0.attn.W_Q`` ...) and returns
+Each step takes a state dict with classic names (``blocks.0.attn.W_Q`` ...) and returns
 a new one that computes the same function (same log-probs):
 
 - fold_layer_norm: multiply each LayerNorm's weight into the matrices that read its output and its
@@ -139,64 +140,4 @@ def refactor_factored_attn_matrices(sd: Weights, cfg) -> Weights:
         root = S[:, :e].sqrt()
         sd[f"{p}.W_V"] = U[:, :, :e] * root[:, None, :]
         sd[f"{p}.W_O"] = Vh[:, :e, :] * root[:, :, None]
-    return sd
-
-
-# ------------------------------------------------------------------------------------------------
-# transformers GPT-2 (gpt2, gpt2-medium/large/xl, distilgpt2) -> classic names
-# ------------------------------------------------------------------------------------------------
-
-
-def config_from_hf_gpt2(hf_config, **overrides):
-    """A HookedTransformerConfig from a transformers ``GPT2Config``."""
-    act = {"gelu_new": "gelu_new", "gelu": "gelu", "relu": "relu", "gelu_pytorch_tanh": "gelu_new"}
-    if hf_config.activation_function not in act:
-        raise ValueError(f"Unsupported GPT-2 activation {hf_config.activation_function!r}.")
-    if getattr(hf_config, "scale_attn_by_inverse_layer_idx", False):
-        raise ValueError("GPT-2 configs with scale_attn_by_inverse_layer_idx=True are not supported.")
-    kwargs = dict(
-        n_layers=hf_config.n_layer, d_model=hf_config.n_embd, n_heads=hf_config.n_head,
-        d_mlp=hf_config.n_inner or 4 * hf_config.n_embd, d_vocab=hf_config.vocab_size,
-        n_ctx=hf_config.n_positions, act_fn=act[hf_config.activation_function],
-        eps=hf_config.layer_norm_epsilon, normalization_type="LN", original_architecture="GPT2LMHeadModel",
-        use_attn_scale=getattr(hf_config, "scale_attn_weights", True),
-        tokenizer_name="gpt2" if hf_config.vocab_size == 50257 else None,
-        model_name=getattr(hf_config, "_name_or_path", "") or "gpt2-like",
-    )
-    kwargs.update(overrides)
-    return HookedTransformerConfig(**kwargs)
-
-
-def convert_gpt2_weights(hf_sd: Weights, cfg) -> Weights:
-    """Rename and reshape a GPT2LMHeadModel state dict into classic names and shapes."""
-    hf = {k.removeprefix("transformer."): v for k, v in hf_sd.items()}
-    h, e = cfg.n_heads, cfg.d_head
-    sd = {
-        "embed.W_E": hf["wte.weight"],
-        "pos_embed.W_pos": hf["wpe.weight"],
-        "ln_final.w": hf["ln_f.weight"],
-        "ln_final.b": hf["ln_f.bias"],
-        # GPT-2 ties the unembedding to the embedding; lm_head.weight, when present, is the same tensor.
-        "unembed.W_U": hf.get("lm_head.weight", hf["wte.weight"]).T.contiguous(),
-        "unembed.b_U": torch.zeros(cfg.d_vocab_out, dtype=hf["wte.weight"].dtype),
-    }
-    for layer in range(cfg.n_layers):
-        src, dst = f"h.{layer}", f"blocks.{layer}"
-        sd[f"{dst}.ln1.w"], sd[f"{dst}.ln1.b"] = hf[f"{src}.ln_1.weight"], hf[f"{src}.ln_1.bias"]
-        sd[f"{dst}.ln2.w"], sd[f"{dst}.ln2.b"] = hf[f"{src}.ln_2.weight"], hf[f"{src}.ln_2.bias"]
-        # c_attn is a Conv1D: x @ W with W [d_model, 3 * d_model], the columns being Q | K | V.
-        W_qkv = einops.rearrange(hf[f"{src}.attn.c_attn.weight"], "d (three h e) -> three h d e",
-                                 three=3, h=h)
-        b_qkv = einops.rearrange(hf[f"{src}.attn.c_attn.bias"], "(three h e) -> three h e", three=3, h=h)
-        for i, x in enumerate("QKV"):
-            sd[f"{dst}.attn.W_{x}"] = W_qkv[i].contiguous()
-            sd[f"{dst}.attn.b_{x}"] = b_qkv[i].contiguous()
-        # c_proj reads the heads' outputs concatenated: its rows are (head, d_head).
-        sd[f"{dst}.attn.W_O"] = einops.rearrange(hf[f"{src}.attn.c_proj.weight"], "(h e) d -> h e d",
-                                                 h=h, e=e)
-        sd[f"{dst}.attn.b_O"] = hf[f"{src}.attn.c_proj.bias"]
-        sd[f"{dst}.mlp.W_in"] = hf[f"{src}.mlp.c_fc.weight"]
-        sd[f"{dst}.mlp.b_in"] = hf[f"{src}.mlp.c_fc.bias"]
-        sd[f"{dst}.mlp.W_out"] = hf[f"{src}.mlp.c_proj.weight"]
-        sd[f"{dst}.mlp.b_out"] = hf[f"{src}.mlp.c_proj.bias"]
     return sd

@@ -23,7 +23,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-MODULES = {module_name(p): p for p in sorted(PACKAGE.glob("*.py"))}
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def imports(path: Path):
@@ -58,7 +58,8 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_the_parser_sees_the_package():
-    assert {"helpers", "helpers.model", "helpers.config", "helpers.loading", "helpers.hook_points"} <= set(MODULES)
+    assert {"helpers", "helpers.model", "helpers.config", "helpers.loading", "helpers.hook_points",
+            "helpers.conversion", "helpers.conversion.gpt2"} <= set(MODULES)
     assert "helpers.config" in graph()["helpers.model"]
 
 

@@ -27,6 +27,7 @@ from helpers import (
     hook_points,
     loading,
 )
+from helpers.conversion import classic
 from helpers.pick import pick_model
 from tests.fake_hub import OTHELLO
 
@@ -285,7 +286,7 @@ def test_a_classic_file_with_a_missing_tensor(offline_cache):
 def test_the_expected_classic_tensors_are_the_models(name):
     config = {**loading.MODELS[name].config, "device": "cpu", "tokenizer_name": None, "d_vocab": 100, "n_ctx": 32}
     model = HookedTransformer(HookedTransformerConfig.from_dict(config))
-    assert loading._classic_expected(config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert classic.classic_shapes(config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 # ---------------------------------------------------------------- 6. NaN on both attention paths

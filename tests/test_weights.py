@@ -1,4 +1,4 @@
-"""Tests for helpers.weights: the weight processing steps and the conversion of transformers' GPT-2.
+"""Tests for helpers.weights (the weight processing steps) and helpers.conversion.gpt2 (transformers' GPT-2).
 
 Every processing step must keep the model's function: the log-probs stay within 1e-4, on random
 models whose LayerNorm weights and biases, and all biases, are random too (with the defaults, 1 and 0,
@@ -12,7 +12,7 @@ import torch
 from conftest import randomise_
 
 from helpers import HookedTransformer, HookedTransformerConfig
-from helpers.weights import config_from_hf_gpt2
+from helpers.conversion.gpt2 import config_from_hf_gpt2
 
 TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, d_vocab=40, n_ctx=10, seed=0, device="cpu")
 STEPS = ["fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases",
@@ -190,35 +190,6 @@ def test_gpt2_config(hf_gpt2):
     assert cfg.act_fn == {"gelu_pytorch_tanh": "gelu_new"}.get(c.activation_function, c.activation_function)
 
 
-def test_gpt2_logits_equal_without_processing(hf_gpt2):
-    hf, tokens, expected = hf_gpt2
-    model = HookedTransformer.from_hf_gpt2(hf, **NONE, device="cpu")
-    assert model.cfg.normalization_type == "LN"
-    with torch.no_grad():
-        torch.testing.assert_close(model(tokens), expected, rtol=0, atol=1e-4)
-
-
-def test_gpt2_log_probs_equal_with_all_processing(hf_gpt2):
-    hf, tokens, expected = hf_gpt2
-    model = HookedTransformer.from_hf_gpt2(hf, **ALL, device="cpu")
-    assert model.cfg.normalization_type == "LNPre"
-    with torch.no_grad():
-        assert_same_log_probs(model(tokens), expected)
-
-
-def test_gpt2_from_state_dict_and_config(hf_gpt2):
-    hf, tokens, expected = hf_gpt2
-    # default processing
-    model = HookedTransformer.from_hf_gpt2(state_dict=hf.state_dict(), hf_config=hf.config, device="cpu")
-    with torch.no_grad():
-        assert_same_log_probs(model(tokens), expected)
-
-
-def test_gpt2_needs_a_model_or_weights():
-    with pytest.raises(ValueError, match="state_dict"):
-        HookedTransformer.from_hf_gpt2(state_dict={})
-
-
 def test_from_pretrained_with_hf_model(hf_gpt2):
     """The classic signature: a user's transformers GPT-2 (fine-tuned...) in place of the Hub's weights."""
     hf, tokens, expected = hf_gpt2
@@ -229,6 +200,7 @@ def test_from_pretrained_with_hf_model(hf_gpt2):
         processed = HookedTransformer.from_pretrained("my-fine-tuned-gpt2", hf_model=hf, **ALL, device="cpu")
         assert processed.cfg.normalization_type == "LNPre" and processed.cfg.model_name == "my-fine-tuned-gpt2"
         assert_same_log_probs(processed(tokens), expected)
+        assert_same_log_probs(HookedTransformer.from_pretrained("gpt2", hf_model=hf, device="cpu")(tokens), expected)
 
 
 def test_gpt2_from_a_save_pretrained_directory(hf_gpt2, tmp_path):
@@ -266,6 +238,8 @@ def test_gpt2_user_model_errors(tmp_path):
         HookedTransformer.from_pretrained("bert", hf_model=bert)
     with pytest.raises(ValueError, match="do not apply to hf_model"):
         HookedTransformer.from_pretrained("gpt2", hf_model=bert, checkpoint_index=0)
+    with pytest.raises(TypeError, match="hf_model= takes a transformers GPT-2.*got dict"):
+        HookedTransformer.from_pretrained("gpt2", hf_model=dict(bert.state_dict()))
 
 
 def test_gpt2_unsupported_options_are_refused():
