@@ -142,6 +142,13 @@ def test_02_toy_model_outputs_and_the_zeroed_square():
     assert value(printed("02", "def zero_out(activation, hook):"), r"Sortie après intervention : {n}") == -4
 
 
+def test_02_a_raw_pytorch_hook_survives_reset_hooks_until_its_handle_is_removed():
+    text = printed("02", "def zero_out_torch_style(module, inputs, output):")
+    assert value(text, r"Avec le hook PyTorch : {n}") == -4  # the same replacement as add_hook's
+    assert value(text, r"Après toy.reset_hooks\(\) : {n}") == -4  # "reset_hooks ne connaît pas ce hook"
+    assert value(text, r"Après handle.remove\(\) : {n}") == 780
+
+
 def test_02_a_permanent_hook_stays_until_reset():
     text = printed("02", "model.add_hook(value_hook_name")
     ablated = printed("02", "def zero_head_values(value, hook, head):")
