@@ -29,7 +29,6 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from helpers import checks
-from helpers.activation_cache import ActivationCache
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookFn = Callable[..., torch.Tensor | None]
@@ -421,14 +420,13 @@ class HookedRootModule(nn.Module):
 
     def run_with_cache(self, *model_args, names_filter: NamesFilter = None, device=None,
                        remove_batch_dim: bool = False, incl_bwd: bool = False,
-                       reset_hooks_end: bool = True, clear_contexts: bool = False, return_cache_object: bool = True,
-                       **model_kwargs):
-        """Run the model and return ``(output, cache)`` of the activations at the chosen hook points."""
+                       reset_hooks_end: bool = True, clear_contexts: bool = False, **model_kwargs):
+        """Run the model and return ``(output, cache)``: the activations at the chosen hook points, in a dict
+        ``{hook name: tensor}`` in the order they were computed (HookedTransformer wraps it in an
+        ActivationCache)."""
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim)
         with self.hooks(fwd, bwd, reset_hooks_end, clear_contexts):
             out = self(*model_args, **model_kwargs)
             if incl_bwd:
                 out.backward()
-        if return_cache_object:
-            cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
         return out, cache

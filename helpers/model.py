@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers import checks, loading, utils, weights
+from helpers.activation_cache import ActivationCache
 from helpers.config import HookedTransformerConfig
 from helpers.factored_matrix import FactoredMatrix
 from helpers.hook_points import HookedRootModule, HookPoint
@@ -369,6 +370,16 @@ class HookedTransformer(HookedRootModule):
                 tokens: Int[torch.Tensor, "batch pos"], per_token: bool = False) -> torch.Tensor:
         """Next-token cross-entropy: mean, or [batch pos-1] if ``per_token``."""
         return utils.lm_cross_entropy_loss(logits, tokens, per_token)
+
+    def run_with_cache(self, *model_args, return_cache_object: bool = True, remove_batch_dim: bool = False,
+                       **kwargs) -> tuple[object, ActivationCache | dict[str, torch.Tensor]]:
+        """Run the model and return ``(output, cache)``, the cache an ActivationCache of the activations at the
+        chosen hook points (``names_filter``, ``device``, ``incl_bwd``... as in HookedRootModule.run_with_cache),
+        or their plain dict with ``return_cache_object=False``."""
+        out, cache = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if return_cache_object:
+            cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+        return out, cache
 
     # ----- tokenizer --------------------------------------------------------------------------
 

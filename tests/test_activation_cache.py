@@ -102,7 +102,10 @@ def test_remove_batch_dim():
     for name, value in cache.items():
         assert torch.equal(value, full[name][0])
     _, direct = model.run_with_cache(TOKENS[:1], remove_batch_dim=True)
+    assert isinstance(direct, ActivationCache) and not direct.has_batch_dim
     assert list(direct.keys()) == list(cache.keys())
+    _, plain = model.run_with_cache(TOKENS[:1], remove_batch_dim=True, return_cache_object=False)
+    assert type(plain) is dict and list(plain) == list(cache.keys())
     assert all(torch.equal(direct[k], cache[k]) for k in cache.keys())
     _, batch = model.run_with_cache(TOKENS)
     with pytest.raises(ValueError, match="batch"):

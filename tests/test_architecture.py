@@ -94,6 +94,14 @@ def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+def test_the_layers_the_classic_library_keeps_apart():
+    edges = graph()
+    # HookedRootModule returns a dict of activations; HookedTransformer wraps it in an ActivationCache.
+    assert "helpers.activation_cache" not in edges["helpers.hook_points"]
+    # Loading knows files and the registry, not a course's game rules.
+    assert "helpers.othello" not in edges["helpers.loading"]
+
+
 def test_no_import_cycle():
     assert find_cycles(graph()) == []
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import ActivationCache, HookedRootModule, HookPoint
+from helpers import HookedRootModule, HookPoint
 
 HOOK_NAMES = ["hook_in", "layer1.hook_square", "hook_mid", "layer2.hook_square", "hook_out"]
 
@@ -93,7 +93,7 @@ def test_hook_layer_reads_the_block_index():
 
 def test_demo_run_with_cache(model):
     out, cache = model.run_with_cache(torch.tensor(5.0))
-    assert isinstance(cache, ActivationCache)
+    assert type(cache) is dict  # a root module's cache is a dict; HookedTransformer's, an ActivationCache
     assert out.item() == 780.0 == expected(5.0)
     assert list(cache.keys()) == HOOK_NAMES  # in the order of the forward pass
     assert [cache[name].item() for name in HOOK_NAMES] == [5.0, 25.0, 28.0, 784.0, 780.0]
@@ -212,7 +212,6 @@ def test_run_with_cache_remove_batch_dim_and_device(model):
     x = torch.tensor([[1.0, 2.0, 3.0]])
     _, full = model.run_with_cache(x)
     _, cache = model.run_with_cache(x, remove_batch_dim=True, device="meta")
-    assert not cache.has_batch_dim
     for name in HOOK_NAMES:
         assert cache[name].device.type == "meta"
         assert cache[name].shape == full[name][0].shape == (3,)
