@@ -6,8 +6,9 @@ import shutil
 import pytest
 import torch
 
-from helpers import HookedTransformer, course_models, evals
+from helpers import HookedTransformer, course_models
 from helpers.loading import get_checkpoint_labels
+from training import metrics as course_metrics
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
 
@@ -18,7 +19,7 @@ MODELS_DIR = course_models.MODELS_DIR
 @pytest.fixture(scope="module")
 def attn_checkpoints():
     steps = course_models.checkpoint_steps("course-attn-only-2l")
-    return steps, [evals.induction_metrics(from_pretrained("course-attn-only-2l", checkpoint_index=i))
+    return steps, [course_metrics.induction_metrics(from_pretrained("course-attn-only-2l", checkpoint_index=i))
                    for i in range(len(steps))]
 
 
@@ -55,7 +56,7 @@ def test_course_gpt2_architecture(gpt2):
 
 @pytest.fixture(scope="module")
 def gpt2_ioi(gpt2):
-    return evals.ioi_metrics(gpt2)
+    return course_metrics.ioi_metrics(gpt2)
 
 
 def test_course_gpt2_does_ioi(gpt2, gpt2_ioi):
@@ -76,7 +77,7 @@ def test_course_gpt2_prefers_the_indirect_object_on_85_percent_of_out_of_structu
 
 
 def test_course_gpt2_has_an_induction_head(gpt2):
-    assert evals.induction_metrics(gpt2)["best_induction_score"] >= 0.4
+    assert course_metrics.induction_metrics(gpt2)["best_induction_score"] >= 0.4
 
 
 @pytest.fixture(scope="module")
@@ -86,19 +87,19 @@ def othello():
 
 @pytest.fixture(scope="module")
 def othello_probe(othello):
-    return evals.othello_probe_metrics(othello)
+    return course_metrics.othello_probe_metrics(othello)
 
 
 def test_course_othello_predicts_legal_moves(othello):
     assert othello.cfg.normalization_type == "LNPre" and othello.cfg.d_vocab == 61 and othello.cfg.n_ctx == 59
-    assert evals.othello_metrics(othello, n_games=300)["top1_legal_rate"] >= 0.95
+    assert course_metrics.othello_metrics(othello, n_games=300)["top1_legal_rate"] >= 0.95
 
 
 @pytest.mark.xfail(strict=True, reason="the shipped course-othello-gpt's probe reads 0.833 of the occupied squares "
                    "at its best depth (5), top-1 legal 98.8%, after 10500 steps of 6L256W in two stages (0.825 "
                    "after 8000, 0.781 after 4000): it needs far longer training")
 def test_course_othello_probe_reads_the_board(othello, othello_probe):
-    assert evals.othello_metrics(othello, n_games=300)["top1_legal_rate"] >= 0.96
+    assert course_metrics.othello_metrics(othello, n_games=300)["top1_legal_rate"] >= 0.96
     assert othello_probe["probe_best_occupied_accuracy"] >= 0.90
 
 
@@ -133,7 +134,7 @@ def test_course_othello_random_edit_changes_little(othello_probe):
 def test_metrics_files_match_the_shipped_weights(gpt2):
     """The README's numbers come from metrics.json: they must be what the shipped weights give."""
     shipped = json.loads((MODELS_DIR / "course-gpt2" / "metrics.json").read_text())["final"]
-    fresh = evals.induction_metrics(from_pretrained("course-gpt2", fold_ln=False, center_writing_weights=False,
+    fresh = course_metrics.induction_metrics(from_pretrained("course-gpt2", fold_ln=False, center_writing_weights=False,
                                                     center_unembed=False, fold_value_biases=False))
     assert fresh["loss_repeated_half"] == pytest.approx(shipped["loss_repeated_half"], abs=1e-3)
     assert fresh["best_induction_head"] == shipped["best_induction_head"]

@@ -11,6 +11,7 @@ import torch
 
 from helpers import course_models, evals
 from helpers.model import HookedTransformer
+from training import metrics as course_metrics
 from training import ship, train
 
 TINY_LM = train.Spec(
@@ -162,7 +163,7 @@ def test_export_writes_loadable_checkpoints_and_metrics(tiny):
     cfg, state_dict = course_models.load_course_model("tiny-lm", step=6)
     model = HookedTransformer(cfg)
     model.load_state_dict(state_dict)
-    fresh = evals.induction_metrics(model)
+    fresh = course_metrics.induction_metrics(model)
     assert fresh["loss_repeated_half"] == pytest.approx(metrics["final"]["loss_repeated_half"], abs=1e-4)
 
 

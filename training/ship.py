@@ -16,10 +16,10 @@ from safetensors.torch import save_file
 from helpers import course_models
 from helpers.config import HookedTransformerConfig
 from helpers.course_models import COURSE_MODELS, checkpoint_steps, load_course_model, model_config, sha256
-from helpers.evals import induction_metrics, ioi_metrics, othello_metrics, othello_probe_metrics, text_loss
 from helpers.model import HookedTransformer
 from helpers.othello import N_CTX
 from helpers.weights import NO_PROCESSING
+from training.metrics import induction_metrics, ioi_metrics, othello_metrics, othello_probe_metrics, text_loss
 
 UNUSED_TOKEN_BIAS = -100.0  # logit bias of the tokens a language model never saw in training
 # The metric a stage must raise to replace its model's shipped weights, measured on the final weights.

@@ -39,11 +39,12 @@ from tqdm.auto import tqdm
 
 from helpers.config import HookedTransformerConfig
 from helpers.course_models import load_course_model
-from helpers.evals import RANDOM_HIGH, RANDOM_LOW, ioi_metrics
+from helpers.evals import RANDOM_HIGH, RANDOM_LOW
 from helpers.model import HookedTransformer
 from helpers.othello import D_VOCAB, N_CTX, generate_games, legal_move_masks, to_token
 from helpers.tokenizer import END_OF_TEXT_ID
 from training.corpus import build_token_corpus
+from training.metrics import ioi_metrics
 from training.ship import EXPORTED, UNUSED_TOKEN_BIAS, export_run, measure
 
 # Training state, resumable, kept outside the work tree so that a new checkout (or a clean) does not lose it.
