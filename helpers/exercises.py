@@ -385,6 +385,50 @@ def check_token_positions(token_positions, model) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _pattern(q: torch.Tensor, k: torch.Tensor, scale: float | None = None, mask: str = "-inf",
+             dim: int = -1) -> torch.Tensor:
+    """Causal attention pattern [head dest src] from q, k [pos head d_head], and the mistakes the check names."""
+    scores = torch.einsum("qhd,khd->hqk", q, k) / (q.shape[-1] ** 0.5 if scale is None else scale)
+    future = torch.triu(torch.ones(q.shape[0], k.shape[0], dtype=torch.bool, device=q.device), diagonal=1)
+    if mask == "none":
+        return scores.softmax(dim)
+    if mask == "after":
+        return scores.softmax(dim).masked_fill(future, 0.0)
+    return scores.masked_fill(future, float("-inf") if mask == "-inf" else 0.0).softmax(dim)
+
+
+@_exercise("01.4")
+def check_attention_pattern(attention_pattern, q: torch.Tensor, k: torch.Tensor, pattern: torch.Tensor) -> int:
+    """01.4: attention_pattern(q [pos head d_head], k [pos head d_head]) -> [head dest src]."""
+    generator = _rng()
+    random_q, random_k = torch.randn(2, 7, 3, 5, generator=generator).unbind(0)
+
+    def check_case(case, q, k, expected):
+        got = _call(attention_pattern, ("q", "k"), q, k)
+        d_head = q.shape[-1]
+        swapped = _pattern(k, q).transpose(-1, -2)  # scores[h, dest, src] = k[dest] . q[src], masked as usual
+        _compare(got, expected, ("head", "dest", "src"), case, attention_pattern.__name__, mistakes=[
+            ("Scores non divisés par √d_head : le produit scalaire requête·clé se divise par "
+             "`q.shape[-1] ** 0.5` avant le softmax", lambda: _pattern(q, k, scale=1.0)),
+            ("Scores divisés par d_head au lieu de √d_head", lambda: _pattern(q, k, scale=float(d_head))),
+            ("Pas de masque causal : une destination ne doit pas regarder les positions sources qui la suivent "
+             "(scores mis à −∞ au-dessus de la diagonale, `torch.triu(..., diagonal=1)`)",
+             lambda: _pattern(q, k, mask="none")),
+            ("Masque à 0 au lieu de −∞ : un score nul garde un poids exp(0) = 1 dans le softmax ; mettez les "
+             "scores futurs à `float(\"-inf\")`", lambda: _pattern(q, k, mask="zero")),
+            ("Masque appliqué après le softmax : les lignes ne somment plus à 1 ; masquez les scores (−∞), puis "
+             "prenez le softmax", lambda: _pattern(q, k, mask="after")),
+            ("Softmax sur la mauvaise dimension : chaque destination (ligne) répartit son attention sur les "
+             "sources, donc `softmax(dim=-1)`", lambda: _pattern(q, k, dim=-2)),
+            ("Requêtes et clés échangées : le score [tête, dest, src] est q[dest] · k[src]",
+             lambda: _pattern(k, q)),
+            ("Requêtes et clés échangées : le score [tête, dest, src] est q[dest] · k[src]", lambda: swapped),
+        ])
+
+    return _each(check_case, [("les requêtes et clés du notebook, comparées au motif mis en cache", q, k, pattern),
+                              ("requêtes et clés aléatoires", random_q, random_k, _pattern(random_q, random_k))])
+
+
 def _mean_ablate(z: torch.Tensor, head: int) -> torch.Tensor:
     z = z.clone()
     z[:, :, head] = z[:, :, head].mean(dim=(0, 1))

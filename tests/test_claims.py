@@ -124,6 +124,23 @@ def test_01_same_seed_same_text():
     assert "Même graine, même texte : True" in printed("01", "first = model.generate(prompt")
 
 
+def test_01_default_prepend_bos_false_drops_the_bos_unless_asked():
+    text = printed("01", 'model_without_bos = pick_model("gpt2-small", default_prepend_bos=False)')
+    assert "cfg.default_prepend_bos : False" in text
+    assert "Par défaut : ['Hello', ' World']" in text  # "n'ajoutent alors plus de BOS"
+    assert "prepend_bos=True : ['<|endoftext|>', 'Hello', ' World']" in text  # "sauf si on passe prepend_bos=True"
+
+
+def test_01_the_module_tree_shows_the_hook_points_with_their_full_names():
+    text = printed("01", "print(model.blocks[0])")
+    first_level = text.split("\n")[0]
+    for module in ("'embed'", "'pos_embed'", "'blocks'", "'ln_final'", "'unembed'"):
+        assert module in first_level
+    for part in ("(ln1): LayerNorm", "(attn): Attention", "(ln2): LayerNorm", "(mlp): MLP",
+                 "HookPoint(name='blocks.0.attn.hook_pattern')"):
+        assert part in text
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 02 — hooks and ablation
 # ------------------------------------------------------------------------------------------------------------

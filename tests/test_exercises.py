@@ -322,6 +322,34 @@ def test_01_3_token_positions(model):
     still_to_do(check, stub("01.3"))
 
 
+def test_01_4_attention_pattern(model, text_tokens):
+    _, cache = model.run_with_cache(text_tokens, remove_batch_dim=True)
+    q, k = cache["q", 0], cache["k", 0]
+    check = partial(ex.check_attention_pattern, q=q, k=k, pattern=cache["pattern", 0])
+    check(solution("01.4"))
+    right = solution("01.4")
+
+    def masked(scores, value):
+        future = torch.triu(torch.ones(scores.shape[-2:], dtype=torch.bool), diagonal=1)
+        return scores.masked_fill(future, value)
+
+    def scores(q, k):
+        return torch.einsum("qhd,khd->hqk", q, k)
+
+    fails_with(check, lambda q, k: masked(scores(q, k), float("-inf")).softmax(-1), "non divisés par √d_head")
+    fails_with(check, lambda q, k: masked(scores(q, k) / q.shape[-1], float("-inf")).softmax(-1),
+               "divisés par d_head au lieu de √d_head")
+    fails_with(check, lambda q, k: (scores(q, k) / q.shape[-1] ** 0.5).softmax(-1), "Pas de masque causal")
+    fails_with(check, lambda q, k: masked(scores(q, k) / q.shape[-1] ** 0.5, 0.0).softmax(-1), "Masque à 0")
+    fails_with(check, lambda q, k: masked((scores(q, k) / q.shape[-1] ** 0.5).softmax(-1), 0.0),
+               "après le softmax")
+    fails_with(check, lambda q, k: masked(scores(q, k) / q.shape[-1] ** 0.5, float("-inf")).softmax(-2),
+               "mauvaise dimension")
+    fails_with(check, lambda q, k: right(k, q), "Requêtes et clés échangées")
+    fails_with(check, lambda q, k: right(q, k).transpose(-1, -2), "Axes échangés")
+    still_to_do(check, stub("01.4"))
+
+
 def test_02_1_mean_ablation_hook(model, text_tokens):
     check = partial(ex.check_mean_ablation_hook, model=model, tokens=text_tokens)
     check(solution("02.1"))
