@@ -1,7 +1,9 @@
-"""Othello rules, board states and fast random-game generation (bitboards) for Othello-GPT.
+"""Othello rules, board states and fast random-game generation for Othello-GPT.
 
 This module is shared by the training of our small Othello-GPT and by the course notebook; the
-board plots are in helpers.othello_plots.
+board plots are in helpers.othello_plots. The rules are written once, on bitboards (one uint64 a colour,
+bit ``s`` for square ``s``), vectorised over any number of positions: :class:`OthelloBoard` plays one game
+move by move with them, :func:`generate_games` and :func:`batch_board_states` thousands at once.
 It follows the conventions of the original Othello-GPT work (Li et al. 2023) and of Neel Nanda's
 follow-up with TransformerLens.
 
@@ -76,10 +78,6 @@ SQUARE_TO_TOKEN[PLAYABLE_SQUARES] = np.arange(1, MAX_MOVES + 1)
 #: ``TOKEN_TO_SQUARE[token]`` (the "itos" map). Token 0 (pass / pad) maps to ``PAD_SQUARE``.
 TOKEN_TO_SQUARE = np.concatenate([[PAD_SQUARE], PLAYABLE_SQUARES]).astype(np.int64)
 
-#: ``(row, col)`` offsets of the 8 directions.
-DIRECTIONS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-
-
 def to_token(square):
     """Square(s) 0..63 -> token(s) 1..60. ``PAD_SQUARE`` (-1) maps to ``PAD_TOKEN`` (0).
 
@@ -121,14 +119,6 @@ def square_label(square: int) -> str:
     return ROW_LABELS[square // 8] + COL_LABELS[square % 8]
 
 
-def label_to_square(label: str) -> int:
-    """Label -> square index, e.g. ``label_to_square("D3") == 26``. Case-insensitive."""
-    text = label.strip().upper()
-    if len(text) != 2 or text[0] not in ROW_LABELS or text[1] not in COL_LABELS:
-        raise ValueError(f"a square label is a row A-H followed by a column 1-8 (e.g. 'D3'), got {label!r}")
-    return 8 * ROW_LABELS.index(text[0]) + COL_LABELS.index(text[1])
-
-
 def token_label(token: int) -> str:
     """Token -> square label, e.g. ``token_label(1) == "A1"``; token 0 gives ``"pass"``."""
     return "pass" if int(token) == PAD_TOKEN else square_label(to_square(int(token)))
@@ -159,284 +149,12 @@ def as_squares(games, kind: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Readable rules: the OthelloBoard class
-# ---------------------------------------------------------------------------------------------------
-
-
-class IllegalMoveError(ValueError):
-    """Raised when a move is not legal in the current position."""
-
-
-def initial_board() -> np.ndarray:
-    """The starting position, ``np.int8 [8, 8]``: D4, E5 white (-1); D5, E4 black (+1)."""
-    board = np.zeros((BOARD_SIZE, BOARD_SIZE), dtype=np.int8)
-    board[3, 3] = board[4, 4] = WHITE  # D4 = 27, E5 = 36
-    board[3, 4] = board[4, 3] = BLACK  # D5 = 28, E4 = 35
-    return board
-
-
-def _flips_on_grid(grid: list[list[int]], square: int, player: int) -> list[int]:
-    """Sorted squares flipped if ``player`` plays ``square`` on ``grid`` (8 lists of 8 ints)."""
-    row, col = divmod(square, 8)
-    if grid[row][col] != EMPTY:
-        return []
-    flipped = []
-    for d_row, d_col in DIRECTIONS:
-        # Walk over the opponent's discs; they flip if the line ends on one of the player's discs.
-        r, c = row + d_row, col + d_col
-        line = []
-        while 0 <= r < 8 and 0 <= c < 8 and grid[r][c] == -player:
-            line.append(8 * r + c)
-            r, c = r + d_row, c + d_col
-        if line and 0 <= r < 8 and 0 <= c < 8 and grid[r][c] == player:
-            flipped.extend(line)
-    return sorted(flipped)
-
-
-class OthelloBoard:
-    """An Othello position with the rules, written for readability (pure Python, ~fast enough for
-    a few hundred games; use :func:`generate_games` / :func:`batch_board_states` for bulk work).
-
-    Attributes:
-        board: ``np.int8 [8, 8]``, 0 empty, 1 black, -1 white.
-        player: colour to move (1 black, -1 white). Passes are handled automatically: after
-            :meth:`play`, ``player`` is always someone who has a legal move, unless the game is over.
-        game_over: True when neither player can move.
-        history: squares played so far.
-        n_passes: number of passes so far.
-
-    Example::
-
-        b = OthelloBoard()
-        b.legal_moves()            # [19, 26, 37, 44]
-        b.play(label_to_square("D3"))   # returns the flipped squares: [27]
-        print(b)
-    """
-
-    def __init__(self):
-        self.board = initial_board()
-        self.player = BLACK
-        self.game_over = False
-        self.history: list[int] = []
-        self.n_passes = 0
-
-    @classmethod
-    def from_moves(cls, moves, kind: str = "squares") -> OthelloBoard:
-        """Play a sequence of moves (squares or tokens, padding ignored) from the start."""
-        board = cls()
-        for square in as_squares(moves, kind).ravel():
-            if square == PAD_SQUARE:
-                break
-            board.play(int(square))
-        return board
-
-    def copy(self) -> OthelloBoard:
-        new = OthelloBoard.__new__(OthelloBoard)
-        new.board = self.board.copy()
-        new.player = self.player
-        new.game_over = self.game_over
-        new.history = list(self.history)
-        new.n_passes = self.n_passes
-        return new
-
-    def flips(self, square: int, player: int | None = None) -> list[int]:
-        """Squares that ``player`` (default: the player to move) would flip by playing ``square``.
-
-        An empty list means the move is illegal (occupied square or nothing to flip).
-        """
-        player = self.player if player is None else player
-        return _flips_on_grid(self.board.tolist(), int(square), player)
-
-    def legal_moves(self, player: int | None = None) -> list[int]:
-        """Sorted list of the squares where ``player`` (default: the player to move) can play."""
-        player = self.player if player is None else player
-        if self.game_over and player == self.player:
-            return []
-        grid = self.board.tolist()  # plain Python lists are much faster to index than numpy arrays
-        return [s for s in range(N_SQUARES) if _flips_on_grid(grid, s, player)]
-
-    def legal_mask(self) -> np.ndarray:
-        """``bool [64]``: True on the squares where the player to move can play."""
-        mask = np.zeros(N_SQUARES, dtype=bool)
-        mask[self.legal_moves()] = True
-        return mask
-
-    def play(self, square: int) -> list[int]:
-        """Play ``square`` for the player to move; return the sorted list of flipped squares.
-
-        Then gives the move to the opponent, or back to the same player if the opponent must pass,
-        or sets ``game_over`` if nobody can move. Raises :class:`IllegalMoveError` on an illegal move.
-        """
-        square = int(square)
-        if not 0 <= square < N_SQUARES:
-            raise IllegalMoveError(f"a square is in 0..63, got {square}")
-        if self.game_over:
-            raise IllegalMoveError(f"the game is over after {len(self.history)} moves, cannot play {square}")
-        flipped = self.flips(square)
-        if not flipped:
-            legal = ", ".join(f"{s} ({square_label(s)})" for s in self.legal_moves())
-            reason = "occupied" if self.board.flat[square] != EMPTY else "it flips nothing"
-            raise IllegalMoveError(
-                f"{COLOUR_NAMES[self.player]} cannot play {square} ({square_label(square)}): {reason}. "
-                f"Legal moves: {legal}"
-            )
-        self.board.flat[square] = self.player
-        self.board.flat[flipped] = self.player
-        self.history.append(square)
-        # Next player, with automatic pass.
-        if self.legal_moves(-self.player):
-            self.player = -self.player
-        elif self.legal_moves(self.player):
-            self.n_passes += 1  # the opponent passes, the same player moves again
-        else:
-            self.game_over = True
-            self.player = -self.player  # nominal player to move (nobody can)
-        return flipped
-
-    def score(self) -> tuple[int, int]:
-        """``(number of black discs, number of white discs)``."""
-        return int((self.board == BLACK).sum()), int((self.board == WHITE).sum())
-
-    def __str__(self) -> str:
-        symbols = {EMPTY: ".", BLACK: "X", WHITE: "O"}
-        lines = ["  " + " ".join(COL_LABELS)]
-        for r in range(8):
-            lines.append(ROW_LABELS[r] + " " + " ".join(symbols[int(v)] for v in self.board[r]))
-        who = COLOUR_NAMES[self.player]
-        state = "game over" if self.game_over else f"{who} to move (X = black, O = white)"
-        return "\n".join(lines + [state])
-
-    def __repr__(self) -> str:
-        return f"OthelloBoard(moves={len(self.history)}, player={self.player}, game_over={self.game_over})"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Board states along a game
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class GameStates:
-    """Everything about the positions of one game (shapes ``[n_moves, ...]``) or of a batch of games
-    (shapes ``[n_games, n_moves, ...]``). Index ``t`` describes the position right after move ``t``.
-
-    Attributes:
-        moves: ``int64 [..., n_moves]`` the squares played (``PAD_SQUARE`` = -1 after the end).
-        boards: ``int8 [..., n_moves, 8, 8]`` board after each move (1 black, -1 white, 0 empty).
-        players: ``int8 [..., n_moves]`` colour who played move ``t`` (0 on padding).
-        next_players: ``int8 [..., n_moves]`` colour to move after move ``t``, passes included
-            (0 if the game is over or on padding).
-        legal: ``bool [..., n_moves, 64]`` legal squares for ``next_players`` after move ``t``
-            (all False when the game is over or on padding).
-        flipped: ``bool [..., n_moves, 64]`` squares flipped by move ``t``.
-    """
-
-    moves: np.ndarray
-    boards: np.ndarray
-    players: np.ndarray
-    next_players: np.ndarray
-    legal: np.ndarray
-    flipped: np.ndarray
-
-    @property
-    def passes(self) -> np.ndarray:
-        """``bool [..., n_moves]``: True where the next move is by the same player (opponent passed)."""
-        return (self.next_players == self.players) & (self.players != 0)
-
-    def flipped_squares(self) -> list:
-        """The flipped squares as (nested) lists of ints, one list per move."""
-        return _mask_to_lists(self.flipped)
-
-    def legal_moves(self) -> list:
-        """The legal squares as (nested) lists of ints, one list per move."""
-        return _mask_to_lists(self.legal)
-
-    def relative(self) -> np.ndarray:
-        """``int64 [..., n_moves, 64]`` "mine/theirs" encoding, see :func:`relative_board`."""
-        return relative_board(self.boards, self.next_players, self.players)
-
-
-def _mask_to_lists(mask: np.ndarray) -> list:
-    if mask.ndim == 1:
-        return np.flatnonzero(mask).tolist()
-    return [_mask_to_lists(m) for m in mask]
-
-
-def board_states(game, kind: str = "squares") -> GameStates:
-    """Replay one game with :class:`OthelloBoard` and return its :class:`GameStates`.
-
-    Args:
-        game: ``[n_moves]`` squares (``kind="squares"``) or tokens (``kind="tokens"``). Padding at the
-            end is allowed; padded positions repeat the final board with ``players == 0``.
-
-    Returns:
-        :class:`GameStates` with ``boards [n_moves, 8, 8]``, ``players [n_moves]``,
-        ``next_players [n_moves]``, ``legal [n_moves, 64]``, ``flipped [n_moves, 64]``.
-    """
-    squares = as_squares(game, kind)
-    if squares.ndim != 1:
-        raise ValueError(f"board_states takes one game [n_moves]; use batch_board_states for {squares.shape}")
-    n = len(squares)
-    out = GameStates(
-        moves=squares.copy(),
-        boards=np.zeros((n, 8, 8), dtype=np.int8),
-        players=np.zeros(n, dtype=np.int8),
-        next_players=np.zeros(n, dtype=np.int8),
-        legal=np.zeros((n, N_SQUARES), dtype=bool),
-        flipped=np.zeros((n, N_SQUARES), dtype=bool),
-    )
-    board = OthelloBoard()
-    ended = False
-    for t, square in enumerate(squares.tolist()):
-        if square == PAD_SQUARE:
-            ended = True
-        if ended:
-            if square != PAD_SQUARE:
-                raise ValueError(f"move {t} ({square}) comes after padding")
-            out.boards[t] = board.board
-            continue
-        out.players[t] = board.player
-        out.flipped[t, board.play(square)] = True
-        out.boards[t] = board.board
-        if not board.game_over:
-            out.next_players[t] = board.player
-            out.legal[t] = board.legal_mask()
-    return out
-
-
-def relative_board(boards, players, last_players=None) -> np.ndarray:
-    """Mine/theirs encoding of boards, relative to the player to move next.
-
-    Args:
-        boards: ``[..., 8, 8]`` or ``[..., 64]`` absolute boards (1 black, -1 white, 0 empty).
-        players: ``[...]`` (or a scalar) colour to move next, the reference ("mine") player.
-            Where it is 0 (game over), ``-last_players`` is used instead if given, i.e. the opponent
-            of the player who just moved, as if there were no pass.
-        last_players: optional ``[...]`` colour who just moved (``GameStates.players``).
-
-    Returns:
-        ``np.int64 [..., 64]``: 0 empty, 1 mine (disc of the player to move), 2 theirs.
-        Positions with no reference player at all (padding) are filled with -1.
-        To encode relative to the player who *just moved* instead, swap 1 and 2.
-    """
-    if hasattr(boards, "detach"):
-        boards = boards.detach().cpu().numpy()
-    boards = np.asarray(boards)
-    boards = boards.reshape(*boards.shape[:-2], N_SQUARES) if boards.shape[-2:] == (8, 8) else boards
-    ref = np.broadcast_to(np.asarray(players), boards.shape[:-1]).astype(np.int64)
-    if last_players is not None:
-        ref = np.where(ref == 0, -np.asarray(last_players, dtype=np.int64), ref)
-    ref = ref[..., None]
-    rel = np.where(boards == EMPTY, 0, np.where(boards == ref, 1, 2)).astype(np.int64)
-    return np.where(ref == 0, -1, rel)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Bitboards: fast vectorised rules on many games at once
+# The rules, on bitboards: any number of positions at once
 # ---------------------------------------------------------------------------------------------------
 # A bitboard is a uint64 whose bit ``s`` is set when square ``s`` holds a disc. Moving every disc one
 # step in a direction is a bit shift (east = +1 = "<< 1", south = +8 = "<< 8", ...), masking out the
-# discs that would wrap around from one side of the board to the other.
+# discs that would wrap around from one side of the board to the other. A move is legal when, in some
+# direction, it is followed by a run of opponent discs closed by one of the mover's; those runs flip.
 
 _U = np.uint64
 _ONE = _U(1)
@@ -498,8 +216,8 @@ def _flips_bb(me: np.ndarray, opp: np.ndarray, move: np.ndarray) -> np.ndarray:
 
 def _bb_to_mask(bb: np.ndarray) -> np.ndarray:
     """uint64 ``[...]`` -> bool ``[..., 64]`` (bit ``s`` -> entry ``s``)."""
-    arr = np.ascontiguousarray(bb, dtype="<u8")
-    bits = np.unpackbits(arr.view(np.uint8).reshape(*arr.shape, 8), axis=-1, bitorder="little")
+    arr = np.asarray(bb, dtype="<u8")
+    bits = np.unpackbits(arr.reshape(-1).view(np.uint8), bitorder="little")  # reshape: a copy if not contiguous
     return bits.reshape(*arr.shape, N_SQUARES).astype(bool)
 
 
@@ -508,6 +226,143 @@ def _square_bb(squares: np.ndarray) -> np.ndarray:
     squares = np.asarray(squares)
     bb = _ONE << np.clip(squares, 0, 63).astype(np.uint64)
     return np.where(squares >= 0, bb, _U(0))
+
+
+def _mask_to_bb(mask: np.ndarray) -> np.ndarray:
+    """bool ``[..., 64]`` -> uint64 ``[...]`` (entry ``s`` -> bit ``s``), the inverse of :func:`_bb_to_mask`."""
+    return np.packbits(mask, axis=-1, bitorder="little").view("<u8")[..., 0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# One game, move by move: the OthelloBoard class
+# ---------------------------------------------------------------------------------------------------
+
+
+class IllegalMoveError(ValueError):
+    """Raised when a move is not legal in the current position."""
+
+
+def initial_board() -> np.ndarray:
+    """The starting position, ``np.int8 [8, 8]``: D4, E5 white (-1); D5, E4 black (+1)."""
+    board = np.zeros((BOARD_SIZE, BOARD_SIZE), dtype=np.int8)
+    board[3, 3] = board[4, 4] = WHITE  # D4 = 27, E5 = 36
+    board[3, 4] = board[4, 3] = BLACK  # D5 = 28, E4 = 35
+    return board
+
+
+class OthelloBoard:
+    """An Othello position that plays one move at a time, with the rules above (for bulk work on many
+    games, use :func:`generate_games` / :func:`batch_board_states`).
+
+    Attributes:
+        board: ``np.int8 [8, 8]``, 0 empty, 1 black, -1 white. It may be edited in place (a disc put
+            or removed): the legal moves are always read from it.
+        player: colour to move (1 black, -1 white). Passes are handled automatically: after
+            :meth:`play`, ``player`` is always someone who has a legal move, unless the game is over.
+        game_over: True when neither player can move.
+        history: squares played so far.
+        n_passes: number of passes so far.
+
+    Example::
+
+        b = OthelloBoard()
+        b.legal_moves()  # [19, 26, 37, 44]
+        b.play(26)       # D3; returns the flipped squares: [27]
+        print(b)
+    """
+
+    def __init__(self):
+        self.board = initial_board()
+        self.player = BLACK
+        self.game_over = False
+        self.history: list[int] = []
+        self.n_passes = 0
+
+    @classmethod
+    def from_moves(cls, moves, kind: str = "squares") -> OthelloBoard:
+        """Play a sequence of moves (squares or tokens, padding ignored) from the start."""
+        board = cls()
+        for square in as_squares(moves, kind).ravel():
+            if square == PAD_SQUARE:
+                break
+            board.play(int(square))
+        return board
+
+    def copy(self) -> OthelloBoard:
+        new = OthelloBoard.__new__(OthelloBoard)
+        new.board = self.board.copy()
+        new.player = self.player
+        new.game_over = self.game_over
+        new.history = list(self.history)
+        new.n_passes = self.n_passes
+        return new
+
+    def _bitboards(self, player: int) -> tuple[np.uint64, np.uint64]:
+        """The discs of ``player`` and of the opponent, as bitboards."""
+        flat = self.board.reshape(N_SQUARES)
+        return _mask_to_bb(flat == player), _mask_to_bb(flat == -player)
+
+    def flips(self, square: int, player: int | None = None) -> list[int]:
+        """Squares that ``player`` (default: the player to move) would flip by playing ``square``.
+
+        An empty list means the move is illegal (occupied square or nothing to flip).
+        """
+        player = self.player if player is None else player
+        if self.board.flat[int(square)] != EMPTY:
+            return []
+        flipped = _flips_bb(*self._bitboards(player), _square_bb(int(square)))
+        return np.flatnonzero(_bb_to_mask(flipped)).tolist()
+
+    def legal_moves(self, player: int | None = None) -> list[int]:
+        """Sorted list of the squares where ``player`` (default: the player to move) can play."""
+        player = self.player if player is None else player
+        if self.game_over and player == self.player:
+            return []
+        return np.flatnonzero(_bb_to_mask(_legal_bb(*self._bitboards(player)))).tolist()
+
+    def play(self, square: int) -> list[int]:
+        """Play ``square`` for the player to move; return the sorted list of flipped squares.
+
+        Then gives the move to the opponent, or back to the same player if the opponent must pass,
+        or sets ``game_over`` if nobody can move. Raises :class:`IllegalMoveError` on an illegal move.
+        """
+        square = int(square)
+        if not 0 <= square < N_SQUARES:
+            raise IllegalMoveError(f"a square is in 0..63, got {square}")
+        if self.game_over:
+            raise IllegalMoveError(f"the game is over after {len(self.history)} moves, cannot play {square}")
+        flipped = self.flips(square)
+        if not flipped:
+            legal = ", ".join(f"{s} ({square_label(s)})" for s in self.legal_moves())
+            reason = "occupied" if self.board.flat[square] != EMPTY else "it flips nothing"
+            raise IllegalMoveError(
+                f"{COLOUR_NAMES[self.player]} cannot play {square} ({square_label(square)}): {reason}. "
+                f"Legal moves: {legal}"
+            )
+        self.board.flat[square] = self.player
+        self.board.flat[flipped] = self.player
+        self.history.append(square)
+        # Next player, with automatic pass.
+        if self.legal_moves(-self.player):
+            self.player = -self.player
+        elif self.legal_moves(self.player):
+            self.n_passes += 1  # the opponent passes, the same player moves again
+        else:
+            self.game_over = True
+            self.player = -self.player  # nominal player to move (nobody can)
+        return flipped
+
+    def __str__(self) -> str:
+        symbols = {EMPTY: ".", BLACK: "X", WHITE: "O"}
+        lines = ["  " + " ".join(COL_LABELS)]
+        for r in range(8):
+            lines.append(ROW_LABELS[r] + " " + " ".join(symbols[int(v)] for v in self.board[r]))
+        who = COLOUR_NAMES[self.player]
+        state = "game over" if self.game_over else f"{who} to move (X = black, O = white)"
+        return "\n".join(lines + [state])
+
+    def __repr__(self) -> str:
+        return f"OthelloBoard(moves={len(self.history)}, player={self.player}, game_over={self.game_over})"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -581,15 +436,65 @@ def generate_games(n_games: int, seed: int = 0, full_length: bool = True) -> np.
     return np.concatenate(kept)[:n_games]
 
 
-def game_lengths(games, kind: str = "squares") -> np.ndarray:
-    """``int64 [n_games]`` number of moves of each game (entries before the padding)."""
-    squares = as_squares(games, kind)
-    return (squares != PAD_SQUARE).sum(axis=-1)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Vectorised replay of many games: board states and legal-move masks
 # ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GameStates:
+    """Everything about the positions of one game (shapes ``[n_moves, ...]``) or of a batch of games
+    (shapes ``[n_games, n_moves, ...]``), as :func:`batch_board_states` returns them. Index ``t`` describes the
+    position right after move ``t``.
+
+    Attributes:
+        moves: ``int64 [..., n_moves]`` the squares played (``PAD_SQUARE`` = -1 after the end).
+        boards: ``int8 [..., n_moves, 8, 8]`` board after each move (1 black, -1 white, 0 empty).
+        players: ``int8 [..., n_moves]`` colour who played move ``t`` (0 on padding).
+        next_players: ``int8 [..., n_moves]`` colour to move after move ``t``, passes included
+            (0 if the game is over or on padding).
+        legal: ``bool [..., n_moves, 64]`` legal squares for ``next_players`` after move ``t``
+            (all False when the game is over or on padding).
+        flipped: ``bool [..., n_moves, 64]`` squares flipped by move ``t``.
+    """
+
+    moves: np.ndarray
+    boards: np.ndarray
+    players: np.ndarray
+    next_players: np.ndarray
+    legal: np.ndarray
+    flipped: np.ndarray
+
+    def relative(self) -> np.ndarray:
+        """``int64 [..., n_moves, 64]`` "mine/theirs" encoding, see :func:`relative_board`."""
+        return relative_board(self.boards, self.next_players, self.players)
+
+
+def relative_board(boards, players, last_players=None) -> np.ndarray:
+    """Mine/theirs encoding of boards, relative to the player to move next.
+
+    Args:
+        boards: ``[..., 8, 8]`` or ``[..., 64]`` absolute boards (1 black, -1 white, 0 empty).
+        players: ``[...]`` (or a scalar) colour to move next, the reference ("mine") player.
+            Where it is 0 (game over), ``-last_players`` is used instead if given, i.e. the opponent
+            of the player who just moved, as if there were no pass.
+        last_players: optional ``[...]`` colour who just moved (``GameStates.players``).
+
+    Returns:
+        ``np.int64 [..., 64]``: 0 empty, 1 mine (disc of the player to move), 2 theirs.
+        Positions with no reference player at all (padding) are filled with -1.
+        To encode relative to the player who *just moved* instead, swap 1 and 2.
+    """
+    if hasattr(boards, "detach"):
+        boards = boards.detach().cpu().numpy()
+    boards = np.asarray(boards)
+    boards = boards.reshape(*boards.shape[:-2], N_SQUARES) if boards.shape[-2:] == (8, 8) else boards
+    ref = np.broadcast_to(np.asarray(players), boards.shape[:-1]).astype(np.int64)
+    if last_players is not None:
+        ref = np.where(ref == 0, -np.asarray(last_players, dtype=np.int64), ref)
+    ref = ref[..., None]
+    rel = np.where(boards == EMPTY, 0, np.where(boards == ref, 1, 2)).astype(np.int64)
+    return np.where(ref == 0, -1, rel)
 
 
 def _replay(squares: np.ndarray, boards: bool = True, flips: bool = True) -> dict:
@@ -670,14 +575,16 @@ def _as_batch(games, kind: str) -> tuple[np.ndarray, bool]:
 
 
 def batch_board_states(games, kind: str = "squares") -> GameStates:
-    """Vectorised :func:`board_states` for many games (fast: bitboards, no Python loop over games).
+    """The positions along many games at once (bitboards, no Python loop over games), every move checked.
 
     Args:
-        games: ``[n_games, n_moves]`` squares or tokens (``kind``), padding allowed at the end.
+        games: ``[n_games, n_moves]`` (or one game ``[n_moves]``) squares or tokens (``kind``), padding allowed
+            at the end; padded positions repeat the final board with ``players == 0``.
 
     Returns:
         :class:`GameStates` with ``boards [n_games, n_moves, 8, 8]``, ``players`` and
-        ``next_players [n_games, n_moves]``, ``legal`` and ``flipped [n_games, n_moves, 64]``.
+        ``next_players [n_games, n_moves]``, ``legal`` and ``flipped [n_games, n_moves, 64]`` (without the
+        ``n_games`` dimension for one game).
     """
     squares, single = _as_batch(games, kind)
     res = _replay(squares)
@@ -778,23 +685,28 @@ class FlipCases:
 
 def flip_cases(games, relative_states, first_game: int, n_cases: int = 200, seed: int = 0) -> FlipCases:
     """``n_cases`` (game >= first_game, position 10..49, opponent square) drawn with ``default_rng(seed)``
-    among those whose flip to "mine" changes the legal moves. ``relative_states``: [n_games, >= 50, 64] as
-    :func:`relative_board_states` returns (2 = the opponent's)."""
+    among those whose flip to "mine" changes the legal moves. ``games``: squares [n_games, n_moves];
+    ``relative_states``: [n_games, >= 50, 64] as :func:`relative_board_states` returns (2 = the opponent's)."""
     states = np.asarray(relative_states.cpu() if hasattr(relative_states, "cpu") else relative_states)
+    positions = batch_board_states(games)
+    boards = positions.boards.reshape(*positions.boards.shape[:2], N_SQUARES)
     rng = np.random.default_rng(seed)
-    cases = []  # (game, position, square, legal moves before, legal moves after the flip)
+    cases = []  # (game, position, square, legal squares before, legal squares after the flip)
     while len(cases) < n_cases:
         g, t = int(rng.integers(first_game, len(games))), int(rng.integers(10, 50))
-        board = OthelloBoard.from_moves(games[g][: t + 1])
         square = int(rng.choice(np.flatnonzero(states[g, t] == 2)))
-        edited = board.copy()
-        edited.board.flat[square] = edited.player
-        before, after = set(board.legal_moves()), set(edited.legal_moves())
-        if before != after:
+        mover = positions.next_players[g, t]
+        if mover == 0:  # the game is over: no legal move, before or after
+            continue
+        edited = boards[g, t].copy()
+        edited[square] = mover
+        before = positions.legal[g, t]
+        after = _bb_to_mask(_legal_bb(_mask_to_bb(edited == mover), _mask_to_bb(edited == -mover)))
+        if (before != after).any():
             cases.append((g, t, square, before, after))
     legal, gained, lost = (np.zeros((n_cases, D_VOCAB), dtype=bool) for _ in range(3))
     for i, (_, _, _, before, after) in enumerate(cases):
-        for mask, squares in [(legal, after), (gained, after - before), (lost, before - after)]:
-            mask[i, to_token(np.array(sorted(squares), dtype=np.int64))] = True
+        for mask, squares in [(legal, after), (gained, after & ~before), (lost, before & ~after)]:
+            mask[i, 1:] = squares[PLAYABLE_SQUARES]
     game, pos, square = (torch.tensor([c[i] for c in cases]) for i in range(3))
     return FlipCases(game, pos, square, legal, gained, lost)

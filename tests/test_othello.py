@@ -1,9 +1,13 @@
-"""Tests of helpers.othello: rules, board states, fast generator, token maps, masks and plots."""
+"""Tests of helpers.othello: rules, board states, fast generator, token maps, masks and plots.
+
+The rules are checked against tests/othello_reference.py, a second engine written square by square.
+"""
 
 import subprocess
 import sys
 
 import numpy as np
+import othello_reference as R
 import pytest
 
 from helpers import othello as O
@@ -13,8 +17,7 @@ from helpers import othello_plots
 SHORTEST_GAME = ["D3", "C5", "D6", "E3", "B4", "C3", "D2", "C4", "F4"]
 
 
-def squares(labels):
-    return [O.label_to_square(label) for label in labels]
+squares = R.squares
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +25,8 @@ def sample_games():
     """~300 random games from the fast generator, enriched in games with passes and early endings."""
     games = O.generate_games(4000, seed=3, full_length=False)
     states = O.batch_board_states(games)
-    lengths = O.game_lengths(games)
-    with_pass = np.flatnonzero(states.passes.any(axis=1))
+    lengths = R.game_lengths(games)
+    with_pass = np.flatnonzero(R.passes(states).any(axis=1))
     early = np.flatnonzero(lengths < O.MAX_MOVES)
     rng = np.random.default_rng(0)
     random = rng.choice(len(games), 150, replace=False)
@@ -39,10 +42,10 @@ def test_labels_round_trip():
     assert O.square_label(0) == "A1"
     assert O.square_label(26) == "D3"
     assert O.square_label(63) == "H8"
-    assert O.label_to_square("d3") == 26
-    assert all(O.label_to_square(O.square_label(s)) == s for s in range(64))
+    assert R.label_to_square("d3") == 26
+    assert all(R.label_to_square(O.square_label(s)) == s for s in range(64))
     with pytest.raises(ValueError):
-        O.label_to_square("I1")
+        R.label_to_square("I1")
     with pytest.raises(ValueError):
         O.square_label(64)
 
@@ -81,29 +84,37 @@ def test_starting_position():
     assert board.player == O.BLACK
     assert board.legal_moves() == [19, 26, 37, 44]
     assert [O.square_label(s) for s in board.legal_moves()] == ["C4", "D3", "E6", "F5"]
-    assert board.score() == (2, 2)
+    assert R.score(board.board) == (2, 2)
 
 
 def test_known_sequence_and_flips():
     board = O.OthelloBoard()
-    assert board.play(O.label_to_square("D3")) == [27]  # black D3 flips D4
+    assert board.play(R.label_to_square("D3")) == [27]  # black D3 flips D4
     assert board.player == O.WHITE
     assert board.legal_moves() == [18, 20, 34]  # C3, C5, E3
-    assert board.play(O.label_to_square("C3")) == [27]  # white C3 flips D4 back (diagonal C3-D4-E5)
-    assert board.play(O.label_to_square("E6")) == [36]  # black E6 flips E5 (row E4-E5-E6)
+    assert board.play(R.label_to_square("C3")) == [27]  # white C3 flips D4 back (diagonal C3-D4-E5)
+    assert board.play(R.label_to_square("E6")) == [36]  # black E6 flips E5 (row E4-E5-E6)
     expected = np.zeros((8, 8), dtype=np.int8)
     expected.flat[[26, 28, 35, 36, 37]] = O.BLACK
     expected.flat[[18, 27]] = O.WHITE
     np.testing.assert_array_equal(board.board, expected)
-    assert board.score() == (5, 2) and board.history == [26, 18, 37]
+    assert R.score(board.board) == (5, 2) and board.history == [26, 18, 37]
 
-    states = O.board_states(squares(["D3", "C3", "E6"]))
+    states = O.batch_board_states(squares(["D3", "C3", "E6"]))  # one game: no batch dimension
     assert states.boards.shape == (3, 8, 8)
     assert states.legal.shape == (3, 64) and states.flipped.shape == (3, 64)
-    assert states.flipped_squares() == [[27], [27], [36]]
+    assert R.mask_to_lists(states.flipped) == [[27], [27], [36]]
     assert states.players.tolist() == [1, -1, 1] and states.next_players.tolist() == [-1, 1, -1]
     np.testing.assert_array_equal(states.boards[-1], expected)
-    assert states.legal_moves()[0] == [18, 20, 34]
+    assert R.mask_to_lists(states.legal)[0] == [18, 20, 34]
+
+
+def test_edited_boards_are_read_as_they_are():
+    # Notebook 06 puts a disc on a board by hand, then asks for the legal moves.
+    board = O.OthelloBoard.from_moves(squares(["D3", "C5"]))
+    board.board.flat[36] = board.player  # E5 becomes black's
+    assert board.legal_moves() == R.legal_moves(board.board, board.player)
+    assert all(board.flips(s) == R.flips(board.board, s, board.player) for s in range(64))
 
 
 def test_multi_direction_flip():
@@ -130,7 +141,7 @@ def test_illegal_moves_raise():
 def test_shortest_game_ends_with_wipeout():
     game = squares(SHORTEST_GAME)
     board = O.OthelloBoard.from_moves(game)
-    assert board.game_over and board.score() == (13, 0)
+    assert board.game_over and R.score(board.board) == (13, 0)
     assert board.legal_moves() == [] and board.legal_moves(O.WHITE) == []
     with pytest.raises(O.IllegalMoveError, match="game is over"):
         board.play(0)
@@ -138,7 +149,7 @@ def test_shortest_game_ends_with_wipeout():
     assert states.next_players[8] == 0 and not states.legal[8].any()
     assert (states.players[9:] == 0).all() and (states.boards[9:] == states.boards[8]).all()
     with pytest.raises(O.IllegalMoveError, match="after the game ended"):
-        O.legal_move_masks(game + [O.label_to_square("A1")])
+        O.legal_move_masks(game + [R.label_to_square("A1")])
 
 
 def test_passes_are_automatic(sample_games):
@@ -155,7 +166,7 @@ def test_passes_are_automatic(sample_games):
     pytest.fail("no pass found in the sample")
 
 
-# --- generator and vectorised replay agree with the rules class --------------------------------------
+# --- OthelloBoard, generator and vectorised replay agree with the reference engine ------------------
 
 
 def test_generator_agrees_with_rules(sample_games):
@@ -167,6 +178,8 @@ def test_generator_agrees_with_rules(sample_games):
         for t in range(int((game >= 0).sum())):
             mover = board.player
             assert game[t] in legal  # every generated move is legal for the rules class
+            assert legal == R.legal_moves(board.board, mover)
+            assert board.flips(int(game[t])) == R.flips(board.board, int(game[t]), mover)
             flipped = board.play(int(game[t]))
             legal = board.legal_moves()
             assert batch.players[g, t] == mover
@@ -177,9 +190,9 @@ def test_generator_agrees_with_rules(sample_games):
             n_pass += board.player == mover and not board.game_over
         assert board.game_over  # the generator stops exactly when nobody can move
     assert n_pass > 0
-    # the readable board_states gives the same thing as the vectorised one
+    # the reference engine's replay gives the same thing as the vectorised one
     for g in range(0, len(sample_games), 10):
-        slow = O.board_states(sample_games[g])
+        slow = R.board_states(sample_games[g])
         for field in ("moves", "boards", "players", "next_players", "legal", "flipped"):
             np.testing.assert_array_equal(getattr(slow, field), getattr(batch, field)[g], err_msg=field)
 
@@ -201,7 +214,7 @@ def test_generator_shapes_determinism_and_uniformity():
     assert counts.sum() == 8000 and (np.abs(counts / 8000 - 0.25) < 0.03).all()
 
     some = O.generate_games(5000, seed=2, full_length=False)
-    lengths = O.game_lengths(some)
+    lengths = R.game_lengths(some)
     assert lengths.min() < 60 and lengths.max() == 60
     assert all((g[n:] == O.PAD_SQUARE).all() for g, n in zip(some, lengths, strict=True))
 
@@ -212,20 +225,20 @@ def test_tokens_input():
     np.testing.assert_array_equal(
         O.batch_board_states(tokens, kind="tokens").boards, O.batch_board_states(games).boards
     )
-    from_tokens = O.board_states(tokens[0], kind="tokens")
-    np.testing.assert_array_equal(from_tokens.legal, O.board_states(games[0]).legal)
+    from_tokens = O.batch_board_states(tokens[0], kind="tokens")
+    np.testing.assert_array_equal(from_tokens.legal, O.batch_board_states(games[0]).legal)
     # tokens passed by mistake as squares are caught
     with pytest.raises(ValueError):
         O.legal_move_masks(tokens)
     with pytest.raises(ValueError):
-        O.board_states(games[0], kind="token")
+        O.batch_board_states(games[0], kind="token")
 
 
 # --- relative "mine / theirs" encoding ----------------------------------------------------------------
 
 
 def test_relative_encoding_hand_checked():
-    states = O.board_states(squares(["D3", "C3"]))
+    states = O.batch_board_states(squares(["D3", "C3"]))
     rel = states.relative()
     assert rel.shape == (2, 64) and rel.dtype == np.int64
     # After D3 (black): white to move, so white discs are "mine" (1) and black ones "theirs" (2).
@@ -248,12 +261,12 @@ def test_relative_encoding_with_pass_and_end(sample_games):
     states = O.batch_board_states(sample_games)
     rel = states.relative()
     flat_boards = states.boards.reshape(*states.boards.shape[:2], 64)
-    passes = np.argwhere(states.passes)
+    passes = np.argwhere(R.passes(states))
     g, t = passes[0]
     mover = states.players[g, t]  # the opponent passed: the mover moves again, its discs are "mine"
     np.testing.assert_array_equal(rel[g, t] == 1, flat_boards[g, t] == mover)
     # game over: relative to the opponent of the last mover; padding: -1
-    lengths = O.game_lengths(sample_games)
+    lengths = R.game_lengths(sample_games)
     g = int(np.flatnonzero(lengths < 60)[0])
     n = lengths[g]
     last_mover = states.players[g, n - 1]
@@ -269,13 +282,12 @@ def test_legal_move_masks_agree_with_rules(sample_games):
     assert masks.shape == (len(sample_games), 60, 61) and masks.dtype == bool
     assert not masks[..., 0].any()  # token 0 is never a legal move
     for game, mask in zip(sample_games[:60], masks[:60], strict=True):
-        board = O.OthelloBoard()
+        reference = R.board_states(game)
         for t, square in enumerate(game.tolist()):
             if square < 0:
                 assert not mask[t].any()  # padding
                 continue
-            board.play(square)
-            expected = sorted(O.to_token(s) for s in board.legal_moves())
+            expected = sorted(O.to_token(s) for s in np.flatnonzero(reference.legal[t]))
             assert np.flatnonzero(mask[t]).tolist() == expected
     # single game and token input give the same masks
     np.testing.assert_array_equal(O.legal_move_masks(sample_games[0]), masks[0])
@@ -317,7 +329,9 @@ def test_plot_board():
     assert list(fig.layout.xaxis.ticktext) == [str(i) for i in range(1, 9)]
     assert fig.layout.title.text == "start"
     # a raw [64] array works too, and a bool mask for legal moves
-    fig = othello_plots.plot_board(board.board.ravel(), legal_moves=board.legal_mask())
+    legal = np.zeros(64, dtype=bool)
+    legal[board.legal_moves()] = True
+    fig = othello_plots.plot_board(board.board.ravel(), legal_moves=legal)
     assert len([t for t in fig.data if t.name == "legal"][0].x) == 4
 
 
@@ -354,5 +368,12 @@ def test_flip_cases_change_the_legal_moves_by_one_opponent_disc():
     assert (cases.gained | cases.lost).any(-1).all()  # every flip changes the legal moves
     assert not (cases.gained & before).any() and not (cases.lost & ~before).any()
     np.testing.assert_array_equal(cases.legal, (before | cases.gained) & ~cases.lost)
+    for i in range(30):  # the reference engine on the edited board
+        g, t, square = int(cases.game[i]), int(cases.pos[i]), int(cases.square[i])
+        position = R.board_states(games[g])
+        mover = int(position.next_players[t])
+        edited = position.boards[t].reshape(64).copy()
+        edited[square] = mover
+        assert np.flatnonzero(cases.legal[i]).tolist() == [O.to_token(s) for s in R.legal_moves(edited, mover)]
     again = O.flip_cases(games, states, first_game=20, n_cases=30, seed=1)
     assert (again.square == cases.square).all()  # deterministic under its seed
