@@ -336,6 +336,31 @@ def test_04_the_induction_qk_circuit_beats_chance():
     assert value(text, r"pour {n}% des requêtes") > 100 * value(text, r"hasard : {n}%")
 
 
+def test_04_induction_loss_agrees_with_the_repeated_half():
+    text = printed("04", "library_loss = evals.induction_loss(")
+    library, ours = values(text, r"evals.induction_loss : {n} \(notre moitié répétée : {n}\)")
+    assert library < 0.5 and ours < 0.5
+
+
+def test_04_the_induction_heads_write_the_answer_and_the_best_is_the_same():
+    text = printed("04", "_, repeated_cache = model.run_with_cache(repeated_tokens)")
+    rows = re.findall(rf"L(\d)H(\d) : \+({NUMBER}) dans la répétition, ({NUMBER}) dans la première moitié", text)
+    assert len(rows) == 3
+    for layer, _, in_repeat, in_first_half in rows:
+        # "plus de 2 logits", "un peu moins que rien dans la première moitié"
+        assert layer == "1" and float(in_repeat) > 2 and -1 < float(in_first_half) < 0
+    dla, induction = re.search(r"attribution directe : (L\dH\d) \(meilleure tête par score d'induction : (L\dH\d)\)",
+                               text).groups()
+    assert dla == induction  # "la même que par score d'induction"
+
+
+def test_04_the_checkpoint_schedule_is_read_with_get_checkpoint_labels():
+    text = printed("04", "labels, label_type = get_checkpoint_labels(checkpoint_name)")
+    n = value(text, r"course-attn-only-2l : {n} checkpoints, étiquetés par pas")
+    steps = json.loads(re.search(r"aux pas (\[[\d, ]+\])", text).group(1))
+    assert n == len(steps) and steps == sorted(steps)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 05 — FactoredMatrix and OV circuits
 # ------------------------------------------------------------------------------------------------------------
