@@ -153,8 +153,9 @@ class ActivationCache:
                 if not self.model.cfg.attn_only:
                     parts.append(self["resid_mid", i])
                     labels.append(f"{i}_mid")
-        return self._finish_stack(_take(torch.stack(parts), pos_slice), labels, layer, pos_slice, False, apply_ln,
-                                  return_labels, mlp_input=mlp_input)
+        return self._finish_stack(_take(torch.stack(parts), pos_slice), labels, layer, pos_slice=pos_slice,
+                                  incl_remainder=False, apply_ln=apply_ln, return_labels=return_labels,
+                                  mlp_input=mlp_input)
 
     def decompose_resid(self, layer: int | None = None, mlp_input: bool = False, mode: str = "all",
                         apply_ln: bool = False, pos_slice=None, incl_embeds: bool = True,
@@ -179,8 +180,9 @@ class ActivationCache:
         if mlp_input and layer < cfg.n_layers and mode in ("all", "attn"):
             parts.append(self["attn_out", layer])
             labels.append(f"{layer}_attn_out")
-        return self._finish_stack(_take(torch.stack(parts), pos_slice), labels, layer, pos_slice, False, apply_ln,
-                                  return_labels, mlp_input=mlp_input)
+        return self._finish_stack(_take(torch.stack(parts), pos_slice), labels, layer, pos_slice=pos_slice,
+                                  incl_remainder=False, apply_ln=apply_ln, return_labels=return_labels,
+                                  mlp_input=mlp_input)
 
     def _empty_stack(self, pos_slice) -> torch.Tensor:
         """A stack of no components, [0 *batch_and_pos d_model], for layer 0."""
@@ -204,9 +206,10 @@ class ActivationCache:
                  for i in range(layer)]
         labels = [f"L{i}H{h}" for i in range(layer) for h in range(self.model.cfg.n_heads)]
         stack = torch.cat(parts) if parts else self._empty_stack(pos_slice)
-        return self._finish_stack(stack, labels, layer, pos_slice, incl_remainder, apply_ln, return_labels)
+        return self._finish_stack(stack, labels, layer, pos_slice=pos_slice, incl_remainder=incl_remainder,
+                                  apply_ln=apply_ln, return_labels=return_labels)
 
-    def _finish_stack(self, stack: torch.Tensor, labels: list[str], layer: int, pos_slice, incl_remainder: bool,
+    def _finish_stack(self, stack: torch.Tensor, labels: list[str], layer: int, *, pos_slice, incl_remainder: bool,
                       apply_ln: bool, return_labels: bool, mlp_input: bool = False):
         """Optionally append the remainder (what the stack misses of the residual stream entering ``layer``:
         biases, embeddings...) and apply the LayerNorm scale; return the stack (and its labels)."""
@@ -236,7 +239,8 @@ class ActivationCache:
             parts.append(einops.einsum(post[..., neurons], W_out[neurons], "... n, n d -> n ... d"))
             labels += [f"L{i}N{n}" for n in neurons.tolist()]
         stack = torch.cat(parts) if parts else self._empty_stack(pos_slice)
-        return self._finish_stack(stack, labels, layer, pos_slice, incl_remainder, apply_ln, return_labels)
+        return self._finish_stack(stack, labels, layer, pos_slice=pos_slice, incl_remainder=incl_remainder,
+                                  apply_ln=apply_ln, return_labels=return_labels)
 
     # ----- projecting onto the logits ---------------------------------------------------------
 

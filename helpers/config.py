@@ -9,10 +9,12 @@ import math
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 
 from helpers import utils
 
-ACT_FNS = ("gelu", "gelu_new", "relu", "solu_ln")  # the model's ACTIVATIONS implement each of these
+#: The MLP activations, by their config name (``act_fn``): the model applies ``ACTIVATIONS[cfg.act_fn]``.
+ACTIVATIONS = {"gelu": F.gelu, "gelu_new": utils.gelu_new, "relu": F.relu, "solu_ln": utils.solu}
 NORMALIZATION_TYPES = ("LN", "LNPre", None)
 
 
@@ -34,7 +36,7 @@ class HookedTransformerConfig:
     d_vocab: int = -1  # -1: read from the tokenizer
     d_vocab_out: int = -1  # -1: d_vocab
     # --- layers ---
-    act_fn: str = "gelu_new"  # one of ACT_FNS
+    act_fn: str = "gelu_new"  # a key of ACTIVATIONS
     normalization_type: str | None = "LN"  # "LN" (with weights), "LNPre" (centre and scale only) or None
     attn_only: bool = False  # blocks without MLP
     eps: float = 1e-5  # LayerNorm epsilon
@@ -72,8 +74,8 @@ class HookedTransformerConfig:
             self.d_head = self.d_model // self.n_heads
         if not self.attn_only and self.d_mlp is None:
             self.d_mlp = 4 * self.d_model
-        if self.act_fn not in ACT_FNS:
-            raise ValueError(f"act_fn={self.act_fn!r} is not one of {sorted(ACT_FNS)}.")
+        if self.act_fn not in ACTIVATIONS:
+            raise ValueError(f"act_fn={self.act_fn!r} is not one of {sorted(ACTIVATIONS)}.")
         if self.normalization_type not in NORMALIZATION_TYPES:
             raise ValueError(
                 f"normalization_type must be 'LN', 'LNPre' or None, got {self.normalization_type!r}."

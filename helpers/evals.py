@@ -53,7 +53,7 @@ def induction_loss(model: HookedTransformer, tokenizer=None, batch_size: int = 4
     device = model.cfg.device if device is None else device
     first_half = torch.randint(RANDOM_LOW, RANDOM_HIGH, (batch_size, subseq_len))
     tokens = first_half.repeat(1, 2).to(device)
-    if model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos:
+    if utils.override_or_use_default_value(model.cfg.default_prepend_bos, prepend_bos):
         tokens[:, 0] = (tokenizer or model.tokenizer).bos_token_id
     loss = utils.lm_cross_entropy_loss(model(tokens), tokens, per_token=True)  # [batch 2*subseq_len-1]
     return loss[:, subseq_len:].mean()  # the predictions of the second half's tokens 2.. (the first is random)

@@ -206,7 +206,7 @@ def _hub_file(repo: str, filename: str, subfolder: str | None = None, cache_dir=
             return path
         except LocalEntryNotFoundError:
             if not local_only:  # the connection failed after the probe
-                raise _NotAvailable(repo, filename, False) from None
+                raise _NotAvailable(repo, filename, offline_mode=False) from None
         except EntryNotFoundError:  # the repository (or the cache's record of it) has no such file
             if optional:
                 return None

@@ -29,25 +29,12 @@ from tqdm.auto import tqdm
 
 from helpers import checks, loading, utils, weights
 from helpers.activation_cache import ActivationCache
-from helpers.config import HookedTransformerConfig
+from helpers.config import ACTIVATIONS, HookedTransformerConfig
 from helpers.factored_matrix import FactoredMatrix
 from helpers.hook_points import HookedRootModule, HookPoint
 from helpers.tokenizer import gpt2_tokenizer
 
 Resid = Float[torch.Tensor, "batch pos d_model"]  # the residual stream, or what is added to it
-
-
-def gelu_new(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's tanh approximation of GELU."""
-    return F.gelu(x, approximate="tanh")
-
-
-def solu(x: torch.Tensor) -> torch.Tensor:
-    """SoLU, x * softmax(x) over the neurons (followed by a LayerNorm in the MLP)."""
-    return x * F.softmax(x, dim=-1)
-
-
-ACTIVATIONS = {"gelu": F.gelu, "gelu_new": gelu_new, "relu": F.relu, "solu_ln": solu}
 
 
 def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_out"],
@@ -58,10 +45,11 @@ def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_ou
 
 
 def hooked(*points: HookPoint) -> bool:
-    """Whether a hook is attached to any of these points. When none is, attention computes its output with
-    PyTorch's fused kernel, which skips the scores and the pattern: no hook can see them. (The fused sums
-    round differently: a run that hooks the pattern can differ from one that does not in the last bits.)"""
-    return any(point._forward_hooks or point._backward_hooks for point in points)
+    """Whether a hook is attached to any of these points (their own lists of hooks). When none is, attention
+    computes its output with PyTorch's fused kernel, which skips the scores and the pattern: no hook can see
+    them. (The fused sums round differently: a run that hooks the pattern can differ from one that does not in
+    the last bits.)"""
+    return any(point.fwd_hooks or point.bwd_hooks for point in points)
 
 
 def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -337,13 +325,7 @@ class HookedTransformer(HookedRootModule):
         """
         checks.forward(return_type, start_at_layer, stop_at_layer, self.cfg.n_layers)
         if start_at_layer is None:
-            if isinstance(input, str | list):
-                tokens = self.to_tokens(input, prepend_bos=prepend_bos)
-            else:
-                tokens = checks.token_ids(input, self.cfg.d_vocab, "input")
-            if tokens.ndim == 1:
-                tokens = tokens[None]
-            tokens = tokens.to(self.cfg.device)
+            tokens = self._input_tokens(input, prepend_bos)
             embed = self.hook_embed(self.embed(tokens))
             pos_embed = self.hook_pos_embed(self.pos_embed(tokens))
             residual = embed + pos_embed
@@ -383,6 +365,14 @@ class HookedTransformer(HookedRootModule):
 
     # ----- tokenizer --------------------------------------------------------------------------
 
+    def _input_tokens(self, input, prepend_bos: bool | None) -> Int[torch.Tensor, "batch pos"]:
+        """The model's input as token ids [batch pos] on its device: a string or a list of strings through
+        to_tokens; ids [pos] or [batch pos] checked."""
+        if isinstance(input, str | list):
+            return self.to_tokens(input, prepend_bos=prepend_bos)
+        tokens = checks.token_ids(input, self.cfg.d_vocab, "input")
+        return (tokens[None] if tokens.ndim == 1 else tokens).to(self.cfg.device)
+
     def _need_tokenizer(self):
         if self.tokenizer is None:
             raise ValueError("This model has no tokenizer: pass token tensors instead of strings.")
@@ -392,9 +382,8 @@ class HookedTransformer(HookedRootModule):
                   move_to_device: bool = True, truncate: bool = True) -> Int[torch.Tensor, "batch pos"]:
         """Tokenize a string or a list of strings (right-padded) into [batch pos], BOS first by default."""
         tok = self._need_tokenizer()
-        prepend_bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         texts = checks.texts(input)
-        if prepend_bos:
+        if utils.override_or_use_default_value(self.cfg.default_prepend_bos, prepend_bos):
             texts = [tok.bos_token + t for t in texts]
         out = tok(texts, return_tensors="pt", padding=True, truncation=truncate,
                   max_length=self.cfg.n_ctx + 1 if truncate else None)["input_ids"]
@@ -486,11 +475,9 @@ class HookedTransformer(HookedRootModule):
         """
         as_str = isinstance(input, str)
         checks.generate(max_new_tokens, return_type)
-        tokens = self.to_tokens(input, prepend_bos=prepend_bos) if as_str else checks.token_ids(
-            input, self.cfg.d_vocab, "input")
-        if tokens.ndim == 1:
-            tokens = tokens[None]
-        tokens = tokens.to(self.cfg.device)
+        # One prompt: a string, or ids (a list of strings is refused here: right-padded, it would not continue).
+        tokens = self._input_tokens(input if as_str else checks.token_ids(input, self.cfg.d_vocab, "input"),
+                                    prepend_bos)
         if eos_token_id is None and self.tokenizer is not None:
             eos_token_id = self.tokenizer.eos_token_id
         # With seed, a private generator; without, torch's global one (so torch.manual_seed applies).
@@ -512,11 +499,9 @@ class HookedTransformer(HookedRootModule):
 
         if return_type == "tokens" or (return_type == "input" and not as_str):
             return tokens
-        text = self.to_string(tokens[:, 1:] if (as_str and self._bos_prepended(prepend_bos)) else tokens)
+        bos = as_str and utils.override_or_use_default_value(self.cfg.default_prepend_bos, prepend_bos)
+        text = self.to_string(tokens[:, 1:] if bos else tokens)
         return text[0] if as_str and return_type == "input" else text
-
-    def _bos_prepended(self, prepend_bos: bool | None) -> bool:
-        return self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
 
     # ----- weights, stacked over layers ---------------------------------------------------------
 

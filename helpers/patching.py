@@ -459,7 +459,7 @@ def path_patching(
     per_pass = _copies_per_pass(max_batch, batch)
     targets = _check_receivers(model, receivers, receiver_input)
     cfg = model.cfg
-    axes = _axes(model, "z", n_pos, None)
+    axes = _axes(model, "z", n_pos, pos_labels=None)
     clean_z = _clean_activations(model, clean, corrupted_tokens, "z")
     z_names = _layer_names(model, "z")
     corrupted_logits, corrupted = model.run_with_cache(corrupted_tokens,

@@ -1,4 +1,5 @@
-"""Small utilities with the classic names: hook names, devices, losses, sampling, test_prompt."""
+"""Small utilities with the classic names: hook names, activation functions, devices, losses, sampling,
+test_prompt."""
 
 from __future__ import annotations
 
@@ -76,6 +77,22 @@ def to_numpy(tensor) -> np.ndarray:
 def transpose(tensor: Float[torch.Tensor, "... a b"]) -> Float[torch.Tensor, "... b a"]:
     """Swap the last two dims (``tensor.mT``)."""
     return tensor.transpose(-1, -2)
+
+
+def override_or_use_default_value(default_flag, override=None):
+    """``override`` if it is given (not None), else ``default_flag``: e.g. ``prepend_bos`` against the config's
+    ``default_prepend_bos``."""
+    return default_flag if override is None else override
+
+
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh approximation of GELU."""
+    return F.gelu(x, approximate="tanh")
+
+
+def solu(x: torch.Tensor) -> torch.Tensor:
+    """SoLU, x * softmax(x) over the neurons (followed by a LayerNorm in the MLP)."""
+    return x * F.softmax(x, dim=-1)
 
 
 def _fixed_computation(device: str) -> torch.Tensor:

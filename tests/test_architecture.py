@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, model
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "helpers"
 HEAVY = {"transformers", "tokenizers", "huggingface_hub", "circuitsvis", "pandas"}  # slow (pandas also optional)
@@ -142,6 +140,3 @@ def test_the_parser_finds_each_import_and_where_it_is(tmp_path, source, expected
     path.write_text(source)
     assert imports(path) == expected
 
-
-def test_the_config_names_every_activation_the_model_implements():
-    assert set(config.ACT_FNS) == set(model.ACTIVATIONS)
