@@ -226,6 +226,26 @@ def test_03_L1H1_leads_the_direct_attribution_and_L1H2_writes_against_the_answer
     assert value(text, r"Plus faible attribution  : L1H2 \({n}\)") < 0
 
 
+def figure_text(prefix: str, code_line: str) -> list[list[str]]:
+    """The text of the heatmap drawn by the one code cell of notebook ``prefix`` containing ``code_line``."""
+    cells = [c for c in _cells(prefix) if c["cell_type"] == "code" and code_line in "".join(c["source"])]
+    assert len(cells) == 1
+    (figure,) = [o["data"]["application/vnd.plotly.v1+json"] for o in cells[0]["outputs"]
+                 if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    return figure["data"][0]["text"]
+
+
+def test_03_the_top_predictions_are_names_and_the_answer_leads_everywhere():
+    cell = "top_tokens = [[model.to_string(token)"
+    tokens = figure_text("03", cell)
+    assert len(tokens) == 8 and all(re.fullmatch(r" [A-Z][a-z]+", t) for row in tokens for t in row)  # "des prénoms"
+    first, second = values(printed("03", cell), r"Bonne réponse en tête : {n} prompts sur 8 ; le sujet répété juste "
+                                                r"derrière : {n} d'entre eux")
+    assert first == 8 and 0 < second < 8
+    prose = markdown("03", "toutes les\ncandidates de la carte sont des prénoms")
+    assert "en tête pour les 8 prompts" in prose and f"que pour {second:.0f} prompts sur 8" in prose
+
+
 def test_03_L1H1_looks_at_the_indirect_object_and_L0H0_at_S2():
     text = printed("03", "for layer, head in top_heads:\n    print_attention_from_end(layer, head)")
     io, s1, s2 = map(float, re.search(rf"L1H1 : .*IO ({NUMBER}), S1 ({NUMBER}), S2 ({NUMBER})", text).groups())
