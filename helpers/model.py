@@ -19,6 +19,7 @@ The components come in the order of the forward pass; the configuration is in he
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 
 import einops
 import torch
@@ -269,6 +270,16 @@ class Unembed(nn.Module):
 # ================================================================================================
 
 
+def _parameter(path: str, shape: str) -> property:
+    """A read-only property: the parameter at ``path`` of the model (``"embed.W_E"``), or of every block
+    (``"blocks.attn.W_Q"``), stacked over layers; ``shape`` names its dimensions."""
+    if not path.startswith("blocks."):
+        return property(attrgetter(path), doc=f"``{path}``: [{shape}].")
+    get = attrgetter(path.removeprefix("blocks."))
+    return property(lambda self: torch.stack([get(block) for block in self.blocks]),
+                    doc=f"``{path}`` of every block, stacked: [{shape}].")
+
+
 class HookedTransformer(HookedRootModule):
     """A decoder-only transformer with the classic TransformerLens API.
 
@@ -505,72 +516,22 @@ class HookedTransformer(HookedRootModule):
 
     # ----- weights, stacked over layers ---------------------------------------------------------
 
-    def _stack(self, getter) -> torch.Tensor:
-        return torch.stack([getter(block) for block in self.blocks], dim=0)
-
-    @property
-    def W_E(self) -> Float[torch.Tensor, "d_vocab d_model"]:
-        return self.embed.W_E
-
-    @property
-    def W_pos(self) -> Float[torch.Tensor, "n_ctx d_model"]:
-        return self.pos_embed.W_pos
-
-    @property
-    def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
-        return self.unembed.W_U
-
-    @property
-    def b_U(self) -> Float[torch.Tensor, " d_vocab"]:
-        return self.unembed.b_U
-
-    @property
-    def W_Q(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack(lambda b: b.attn.W_Q)
-
-    @property
-    def W_K(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack(lambda b: b.attn.W_K)
-
-    @property
-    def W_V(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack(lambda b: b.attn.W_V)
-
-    @property
-    def W_O(self) -> Float[torch.Tensor, "n_layers n_heads d_head d_model"]:
-        return self._stack(lambda b: b.attn.W_O)
-
-    @property
-    def b_Q(self) -> Float[torch.Tensor, "n_layers n_heads d_head"]:
-        return self._stack(lambda b: b.attn.b_Q)
-
-    @property
-    def b_K(self) -> Float[torch.Tensor, "n_layers n_heads d_head"]:
-        return self._stack(lambda b: b.attn.b_K)
-
-    @property
-    def b_V(self) -> Float[torch.Tensor, "n_layers n_heads d_head"]:
-        return self._stack(lambda b: b.attn.b_V)
-
-    @property
-    def b_O(self) -> Float[torch.Tensor, "n_layers d_model"]:
-        return self._stack(lambda b: b.attn.b_O)
-
-    @property
-    def W_in(self) -> Float[torch.Tensor, "n_layers d_model d_mlp"]:
-        return self._stack(lambda b: b.mlp.W_in)
-
-    @property
-    def W_out(self) -> Float[torch.Tensor, "n_layers d_mlp d_model"]:
-        return self._stack(lambda b: b.mlp.W_out)
-
-    @property
-    def b_in(self) -> Float[torch.Tensor, "n_layers d_mlp"]:
-        return self._stack(lambda b: b.mlp.b_in)
-
-    @property
-    def b_out(self) -> Float[torch.Tensor, "n_layers d_model"]:
-        return self._stack(lambda b: b.mlp.b_out)
+    W_E = _parameter("embed.W_E", "d_vocab d_model")
+    W_pos = _parameter("pos_embed.W_pos", "n_ctx d_model")
+    W_U = _parameter("unembed.W_U", "d_model d_vocab")
+    b_U = _parameter("unembed.b_U", "d_vocab")
+    W_Q = _parameter("blocks.attn.W_Q", "n_layers n_heads d_model d_head")
+    W_K = _parameter("blocks.attn.W_K", "n_layers n_heads d_model d_head")
+    W_V = _parameter("blocks.attn.W_V", "n_layers n_heads d_model d_head")
+    W_O = _parameter("blocks.attn.W_O", "n_layers n_heads d_head d_model")
+    b_Q = _parameter("blocks.attn.b_Q", "n_layers n_heads d_head")
+    b_K = _parameter("blocks.attn.b_K", "n_layers n_heads d_head")
+    b_V = _parameter("blocks.attn.b_V", "n_layers n_heads d_head")
+    b_O = _parameter("blocks.attn.b_O", "n_layers d_model")
+    W_in = _parameter("blocks.mlp.W_in", "n_layers d_model d_mlp")
+    W_out = _parameter("blocks.mlp.W_out", "n_layers d_mlp d_model")
+    b_in = _parameter("blocks.mlp.b_in", "n_layers d_mlp")
+    b_out = _parameter("blocks.mlp.b_out", "n_layers d_model")
 
     @property
     def QK(self) -> FactoredMatrix:

@@ -37,6 +37,8 @@ from helpers import checks, utils
 from helpers.activation_cache import ActivationCache
 
 Metric = Callable[[Float[torch.Tensor, "batch pos d_vocab"]], torch.Tensor]
+Tokens = Int[torch.Tensor, "batch pos"]
+Clean = ActivationCache | Tokens  # the clean run's cache, or its tokens (then cached here)
 
 #: The kinds of patching map, and the axes of each map in order. For the ``*_by_pos`` kinds one head is
 #: patched at one position; for ``z`` and ``result`` one head is patched at every position.
@@ -89,12 +91,12 @@ def _layer_names(model, act: str) -> list[str]:
     return [utils.get_act_name(act, layer) for layer in range(model.cfg.n_layers)]
 
 
-def _check_tokens(model, tokens, what: str) -> Int[torch.Tensor, "batch pos"]:
+def _check_tokens(model, tokens, what: str) -> Tokens:
     tokens = checks.token_ids(tokens, model.cfg.d_vocab, what)
     return tokens if tokens.ndim == 2 else tokens[None]
 
 
-def _check_inputs(model, corrupted_tokens, metric, usage: str) -> Int[torch.Tensor, "batch pos"]:
+def _check_inputs(model, corrupted_tokens, metric, usage: str) -> Tokens:
     """The checks every engine makes first (``usage`` shows its call); returns the corrupted tokens
     [batch pos] on the model's device."""
     checks.is_model(model, usage)
@@ -256,18 +258,9 @@ def _score(values: torch.Tensor, rows: torch.Tensor, logits: torch.Tensor, metri
 
 
 @torch.no_grad()
-def activation_patching(
-    model,
-    corrupted_tokens: Int[torch.Tensor, "batch pos"],
-    clean: ActivationCache | Int[torch.Tensor, "batch pos"],
-    metric: Metric,
-    kind: str = "resid_pre",
-    *,
-    max_batch: int = 64,
-    logit_positions: int | list[int] | None = None,
-    pos_labels: list[str] | None = None,
-    progress: bool = False,
-) -> PatchingResult:
+def activation_patching(model, corrupted_tokens: Tokens, clean: Clean, metric: Metric, kind: str = "resid_pre", *,
+                        max_batch: int = 64, logit_positions: int | list[int] | None = None,
+                        pos_labels: list[str] | None = None, progress: bool = False) -> PatchingResult:
     """The patching map of ``kind``: the metric after each single patch, computed in batched passes.
 
     model: a HookedTransformer.
@@ -341,15 +334,8 @@ def activation_patching(
 # ------------------------------------------------------------------------------------------------
 
 
-def attribution_patching(
-    model,
-    corrupted_tokens: Int[torch.Tensor, "batch pos"],
-    clean: ActivationCache | Int[torch.Tensor, "batch pos"],
-    metric: Metric,
-    kind: str = "resid_pre",
-    *,
-    pos_labels: list[str] | None = None,
-) -> PatchingResult:
+def attribution_patching(model, corrupted_tokens: Tokens, clean: Clean, metric: Metric, kind: str = "resid_pre", *,
+                         pos_labels: list[str] | None = None) -> PatchingResult:
     """The linear approximation of the patching map of ``kind``, from one forward and one backward pass.
 
     Same arguments and result as ``activation_patching`` (``metric`` must be differentiable: torch
@@ -425,16 +411,9 @@ def _check_receivers(model, receivers, receiver_input) -> dict[int, list[int]]:
 
 
 @torch.no_grad()
-def path_patching(
-    model,
-    corrupted_tokens: Int[torch.Tensor, "batch pos"],
-    clean: ActivationCache | Int[torch.Tensor, "batch pos"],
-    metric: Metric,
-    receivers: list[tuple[int, int]] | None = None,
-    receiver_input: str | None = None,
-    *,
-    max_batch: int = 64,
-) -> PatchingResult:
+def path_patching(model, corrupted_tokens: Tokens, clean: Clean, metric: Metric,
+                  receivers: list[tuple[int, int]] | None = None, receiver_input: str | None = None, *,
+                  max_batch: int = 64) -> PatchingResult:
     """Path patching: for every sender head, the metric when its clean output reaches the receivers only.
 
     Arguments as in ``activation_patching``; the run that is patched, and to which the rest of the model
@@ -572,7 +551,7 @@ def _setter_hook(patch_setter, clean: torch.Tensor, index: Int[torch.Tensor, "co
 
 
 @torch.no_grad()
-def generic_activation_patch(model, corrupted_tokens: Int[torch.Tensor, "batch pos"], clean_cache, patching_metric,
+def generic_activation_patch(model, corrupted_tokens: Tokens, clean_cache, patching_metric,
                              patch_setter, activation_name: str, index_axis_names=None, index_df=None,
                              return_index_df: bool = False, max_batch: int = 64):
     """The metric after each patch ``patch_setter(corrupted_activation, index, clean_activation)`` of the

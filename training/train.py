@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,20 +147,6 @@ SPECS: dict[str, Spec] = {
         repeat_fraction=0.25, repeat_until=150, repeat_layout="anywhere", threads=1,
         description="4-layer GPT-2-architecture model on Zipf-distributed stories; stands in for gpt2-small",
     ),
-    # Stage 2 (session of 2026-12-05, evening): the first run ended with text learned (held-out loss 1.97 at
-    # step 800) but barely any induction (repeated half 9.16 vs 9.62) and IOI at chance. So this stage doubles
-    # the repeated-span rows and makes every row one for its first 200 steps (repeat_until counts the model's
-    # steps: 1200 + 200), as course-gpt2's first 500 steps did.
-    "course-gpt2-v2.stage2": Spec(
-        kind="lm", stage_of="course-gpt2-v2",
-        cfg=dict(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=128, act_fn="gelu_new",
-                 normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
-        steps=2500, batch=32, lr=1e-3, warmup=100, weight_decay=0.01,
-        checkpoints=[2500], eval_every=250, save_every=50,
-        corpus_tokens=16_000_000, corpus_mix={"ioi_zipf": 0.5, "narrative_zipf": 0.4, "narrative": 0.1},
-        repeat_fraction=0.5, repeat_until=1400, repeat_layout="anywhere", threads=1,
-        description="4-layer GPT-2-architecture model on Zipf-distributed stories; stands in for gpt2-small",
-    ),
     "course-othello-gpt": Spec(
         kind="othello",
         cfg=dict(n_layers=6, d_model=256, n_heads=8, d_mlp=1024, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",
@@ -169,16 +155,25 @@ SPECS: dict[str, Spec] = {
         checkpoints=[8000], eval_every=1000, save_every=250, targets="legal_moves", threads=2,
         description="Othello-GPT on synthetic games of uniformly random legal moves",
     ),
-    # Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 2500 steps from step 8000.
-    "course-othello-gpt.stage2": Spec(
-        kind="othello", stage_of="course-othello-gpt",
-        cfg=dict(n_layers=6, d_model=256, n_heads=8, d_mlp=1024, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",
-                 normalization_type="LNPre"),
-        steps=2500, batch=64, lr=5e-4, warmup=300,
-        checkpoints=[2500], eval_every=500, save_every=250, targets="legal_moves", threads=1,
-        description="Othello-GPT on synthetic games of uniformly random legal moves",
-    ),
 }
+
+
+def _stage(base: str, **changes) -> Spec:
+    """A stage of ``base``: the spec of ``base`` with ``changes``, started from its shipped weights."""
+    return replace(SPECS[base], stage_of=base, **changes)
+
+
+# Stage 2 (session of 2026-12-05, evening): the first run ended with text learned (held-out loss 1.97 at
+# step 800) but barely any induction (repeated half 9.16 vs 9.62) and IOI at chance. So this stage doubles
+# the repeated-span rows and makes every row one for its first 200 steps (repeat_until counts the model's
+# steps: 1200 + 200), as course-gpt2's first 500 steps did.
+SPECS["course-gpt2-v2.stage2"] = _stage("course-gpt2-v2", steps=2500, checkpoints=[2500], eval_every=250,
+                                        repeat_fraction=0.5, repeat_until=1400)
+# Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 2500 steps from step 8000,
+# on the shipped weights, whose LayerNorms are folded (LNPre).
+SPECS["course-othello-gpt.stage2"] = _stage(
+    "course-othello-gpt", cfg={**SPECS["course-othello-gpt"].cfg, "normalization_type": "LNPre"}, steps=2500,
+    lr=5e-4, warmup=300, checkpoints=[2500], eval_every=500, threads=1)
 
 
 def chain(model: str) -> list[str]:
