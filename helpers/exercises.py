@@ -21,8 +21,10 @@ import torch
 
 from helpers import utils
 from helpers.activation_cache import ActivationCache
+from helpers.config import HookedTransformerConfig
 from helpers.factored_matrix import FactoredMatrix
 from helpers.hook_points import HookedRootModule, HookPoint
+from helpers.model import HookedTransformer
 from helpers.othello import OthelloBoard, batch_board_states, generate_games, square_label
 from helpers.patching import activation_patching
 
@@ -963,9 +965,101 @@ def _relative(board: np.ndarray, player: int) -> torch.Tensor:
     return torch.where(flat == player, 1, torch.where(flat == -player, 2, 0))
 
 
+CONFIG_FIELDS = (
+    "n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_mlp", "d_vocab", "act_fn", "normalization_type")
+
+
+def _config_from_state_dict(state_dict: dict, act_fn: str = "gelu") -> HookedTransformerConfig:
+    """The HookedTransformerConfig that the shapes of a classic state dict imply (act_fn is not in them)."""
+    n_heads, d_model, d_head = state_dict["blocks.0.attn.W_Q"].shape
+    return HookedTransformerConfig(
+        n_layers=1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("blocks.")), d_model=d_model,
+        n_ctx=state_dict["pos_embed.W_pos"].shape[0], d_head=d_head, n_heads=n_heads,
+        d_mlp=state_dict["blocks.0.mlp.W_in"].shape[1], d_vocab=state_dict["embed.W_E"].shape[0], act_fn=act_fn,
+        normalization_type="LN" if "blocks.0.ln1.w" in state_dict else "LNPre")
+
+
+def _config_mistake(field: str, got: HookedTransformerConfig, expected: HookedTransformerConfig) -> str:
+    """What a wrong value of ``field`` says about where it was read."""
+    if got is not None and field in ("n_heads", "d_head") and \
+            (got.n_heads, got.d_head) == (expected.d_head, expected.n_heads):
+        return "n_heads et d_head sont échangés : `blocks.0.attn.W_Q` a la forme [n_heads, d_model, d_head]"
+    return {
+        "n_layers": "comptez les blocs (les clés `blocks.<i>.…`, i de 0 à n_layers − 1), pas les clés ni les poids",
+        "d_model": "d_model est la seconde dimension de `embed.W_E` [d_vocab, d_model]",
+        "n_ctx": "n_ctx est le nombre de lignes de `pos_embed.W_pos` [n_ctx, d_model], une par position",
+        "d_head": "d_head est la dernière dimension de `blocks.0.attn.W_Q` [n_heads, d_model, d_head]",
+        "n_heads": "n_heads est la première dimension de `blocks.0.attn.W_Q` [n_heads, d_model, d_head]",
+        "d_mlp": "d_mlp est la dernière dimension de `blocks.0.mlp.W_in` [d_model, d_mlp]",
+        "d_vocab": "d_vocab est le nombre de lignes de `embed.W_E` [d_vocab, d_model]",
+        "act_fn": "l'activation ne se lit pas dans les formes : le texte la donne (GELU, `act_fn=\"gelu\"`)",
+        "normalization_type": ("un state dict sans poids de LayerNorm (`blocks.0.ln1.w`) vient d'un modèle dont les "
+                               "LayerNorm ne font que centrer et normaliser, leurs poids étant repliés dans les "
+                               "matrices suivantes : `normalization_type=\"LNPre\"` ; avec ces poids, \"LN\""),
+    }[field]
+
+
+def _load_error_hint(message: str) -> str:
+    """Which config field a failed ``load_state_dict`` points to, from PyTorch's message."""
+    keys = message.split("Missing key(s)", 1)[-1] if "key(s)" in message else ""
+    if ".ln1.w" in keys or "ln_final.w" in keys:
+        return _config_mistake("normalization_type", None, None)
+    if keys:
+        return "Des blocs manquent ou sont en trop : " + _config_mistake("n_layers", None, None)
+    for weight, hint in ((".attn.W_Q:", "n_heads et d_head se lisent dans `blocks.0.attn.W_Q` "
+                                        "[n_heads, d_model, d_head]"),
+                         (".W_pos:", _config_mistake("n_ctx", None, None)),
+                         (".W_E:", "d_vocab et d_model se lisent dans `embed.W_E` [d_vocab, d_model]"),
+                         (".mlp.W_in:", _config_mistake("d_mlp", None, None))):
+        if weight in message:
+            return hint
+    return "Comparez chaque dimension de la configuration aux formes imprimées ci-dessus."
+
+
 @_exercise("06.2")
+def check_model_from_state_dict(model_from_state_dict, state_dict: dict, reference: HookedTransformer,
+                                tokens: torch.Tensor) -> int:
+    """06.2: model_from_state_dict(state_dict) -> HookedTransformer built from the shapes, with these weights.
+
+    reference: the same weights loaded by from_pretrained; tokens [batch pos] on which both must agree."""
+    torch.manual_seed(0)
+    unseen = HookedTransformer(HookedTransformerConfig(n_layers=3, d_model=48, n_ctx=20, d_head=8, n_heads=6, d_mlp=96,
+                                                       d_vocab=61, act_fn="gelu", normalization_type="LN")).state_dict()
+
+    def check_case(case, sd, tokens):
+        try:
+            got = _call(model_from_state_dict, ("state_dict",), sd)
+        except RuntimeError as error:
+            if "Error(s) in loading state_dict" not in str(error):
+                raise
+            raise ExerciseError(f"`load_state_dict` refuse les poids ({case}) : la configuration ne correspond pas à "
+                                f"leurs formes. {_load_error_hint(str(error))}") from None
+        if not isinstance(got, HookedTransformer):
+            raise ExerciseError(f"`{model_from_state_dict.__name__}` renvoie un objet de type {type(got).__name__} "
+                                f"({case}) : renvoyez le modèle, `HookedTransformer(cfg)` avec ses poids chargés.")
+        expected = _config_from_state_dict(sd)
+        wrong = [f for f in CONFIG_FIELDS if getattr(got.cfg, f) != getattr(expected, f)]
+        if wrong:
+            field = wrong[0]
+            raise ExerciseError(f"{field} = {getattr(got.cfg, field)!r}, attendu {getattr(expected, field)!r} "
+                                f"({case}) : {_config_mistake(field, got.cfg, expected)}.")
+        loaded = got.state_dict()
+        if any(not torch.equal(loaded[name].cpu(), sd[name].cpu().to(loaded[name].dtype)) for name in sd):
+            raise ExerciseError(f"Le modèle n'a pas les poids du state dict ({case}) : `HookedTransformer(cfg)` crée "
+                                "des poids aléatoires ; chargez-y les vrais avec `model.load_state_dict(state_dict)`.")
+        if tokens is not None:
+            same = torch.allclose(got(tokens).log_softmax(-1), reference(tokens).log_softmax(-1), atol=1e-4)
+            if not same:
+                raise ExerciseError(f"Le modèle ne prédit pas comme celui du registre ({case}), bien qu'il ait la "
+                                    "même configuration et les mêmes poids : a-t-il été modifié après le chargement ?")
+
+    return _each(check_case, [("les poids du notebook, comparés au modèle du registre", state_dict, tokens),
+                              ("un state dict inédit, avec des LayerNorm à poids", unseen, None)])
+
+
+@_exercise("06.3")
 def check_relative_board_state(relative_board_state) -> int:
-    """06.2: relative_board_state(board [8 8] in {1 black, -1 white, 0}, player) -> int [64] in {0 1 2}."""
+    """06.3: relative_board_state(board [8 8] in {1 black, -1 white, 0}, player) -> int [64] in {0 1 2}."""
     positions = sorted(_positions(), key=lambda position: -position[1])  # black to move first
 
     def check_case(board, player):
@@ -984,9 +1078,9 @@ def check_relative_board_state(relative_board_state) -> int:
     return _each(check_case, positions)
 
 
-@_exercise("06.3")
+@_exercise("06.4")
 def check_occupied_accuracy(occupied_accuracy, pred: torch.Tensor, target: torch.Tensor) -> int:
-    """06.3: occupied_accuracy(pred [n 64], target [n 64]) -> scalar, accuracy on the occupied squares."""
+    """06.4: occupied_accuracy(pred [n 64], target [n 64]) -> scalar, accuracy on the occupied squares."""
 
     def check_case(case, p, t):
         got = _call(occupied_accuracy, ("pred", "target"), p, t)
@@ -1015,10 +1109,10 @@ def check_occupied_accuracy(occupied_accuracy, pred: torch.Tensor, target: torch
                               ("prédictions aléatoires", random_pred, random_target)])
 
 
-@_exercise("06.4")
+@_exercise("06.5")
 def check_push_delta(push_delta, resid: torch.Tensor, w_dir: torch.Tensor, b_dir: torch.Tensor,
                      target: torch.Tensor) -> int:
-    """06.4: push_delta(resid [n d_model], w_dir [d_model], b_dir, target) -> [n d_model], to add so that the
+    """06.5: push_delta(resid [n d_model], w_dir [d_model], b_dir, target) -> [n d_model], to add so that the
     probe's gap resid @ w_dir + b_dir becomes target."""
 
     def check_case(case, r, w, b, t):

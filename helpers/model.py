@@ -145,6 +145,13 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch pos head d_head]
         self.hook_result = HookPoint()  # [batch pos head d_model], only if cfg.use_attn_result
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Accept TransformerLens' saved state dicts: they carry the causal mask and IGNORE as buffers, which
+        here are rebuilt from the config (the mask) or not needed (IGNORE). Their values are not read."""
+        for name in ("mask", "IGNORE"):
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @staticmethod
     def _project(x: torch.Tensor, W: torch.Tensor,
                  b: torch.Tensor) -> Float[torch.Tensor, "batch pos head d_head"]:

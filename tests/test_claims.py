@@ -497,6 +497,15 @@ PUSH_CELL = "def push_square(resid_stream, hook):"
 SPLIT_CELL = "cases = flip_cases(probe_games, targets, first_game=n_train)"
 
 
+
+def test_06_the_embedded_state_dict_has_no_layernorm_weights_as_lnpre_says():
+    text = printed("06", "_, state_dict = course_models.load_course_model(model.cfg.model_name)")
+    assert "Poids de LayerNorm : aucun" in text  # the exercise's LNPre case is the notebook's own
+    blocks = json.loads(re.search(r"Blocs : (\[[\d, ]+\])", text).group(1))
+    assert blocks == list(range(len(blocks)))
+    assert "Exercice 06.2 : réussi" in printed("06", "check_model_from_state_dict(model_from_state_dict")
+
+
 def test_06_the_edit_reaches_the_target_gap_on_the_mine_side():
     text = printed("06", PUSH_CELL)
     target = value(text, r"Écart cible sur \w+ : {n}")

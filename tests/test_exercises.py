@@ -18,7 +18,7 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from helpers import FactoredMatrix, HookedTransformer, utils
+from helpers import FactoredMatrix, HookedTransformer, HookedTransformerConfig, course_models, othello, utils
 from helpers import exercises as ex
 from helpers.ioi import ioi_prompt_pairs_for_patching
 from tools import make_exercices as mk
@@ -39,7 +39,8 @@ SOLUTIONS = _solution_sources()
 
 def _define(source: str):
     """Run a solution or stub cell and return the function it defines."""
-    namespace = {"torch": torch, "np": np, "partial": partial, "utils": utils, "FactoredMatrix": FactoredMatrix}
+    namespace = {"torch": torch, "np": np, "partial": partial, "utils": utils, "FactoredMatrix": FactoredMatrix,
+                 "HookedTransformer": HookedTransformer, "HookedTransformerConfig": HookedTransformerConfig}
     exec(source, namespace)  # the course's own notebook cells
     return namespace[re.search(r"^def (\w+)\(", source, flags=re.M).group(1)]
 
@@ -616,23 +617,54 @@ def test_06_1_legal_move_mask():
     still_to_do(check, stub("06.1"))
 
 
-def test_06_2_relative_board_state():
-    check = ex.check_relative_board_state
+def test_06_2_model_from_state_dict():
+    _, state_dict = course_models.load_course_model("course-othello-gpt")
+    registry = HookedTransformer.from_pretrained("course-othello-gpt")
+    tokens = torch.tensor(othello.to_token(othello.generate_games(1, seed=0)))[:, :59]
+    check = partial(ex.check_model_from_state_dict, state_dict=state_dict, reference=registry, tokens=tokens)
     reference = solution("06.2")
+    check(reference)
+
+    def changed(**fields):
+        def build(sd):
+            model = HookedTransformer(HookedTransformerConfig.from_dict({**reference(sd).cfg.to_dict(), **fields}))
+            model.load_state_dict(sd)
+            return model
+        return build
+
+    def swapped(sd):
+        cfg = reference(sd).cfg
+        return changed(n_heads=cfg.d_head, d_head=cfg.n_heads)(sd)
+
+    fails_with(check, swapped, "refuse les poids", "n_heads et d_head se lisent")
+    fails_with(check, lambda sd: changed(n_layers=sum(k.startswith("blocks.") for k in sd))(sd), "comptez les blocs")
+    fails_with(check, changed(normalization_type="LN"), "refuse les poids", "LNPre")
+    fails_with(check, lambda sd: changed(n_ctx=sd["pos_embed.W_pos"].shape[0] + 1)(sd), "n_ctx", "W_pos")
+    fails_with(check, lambda sd: changed(normalization_type="LNPre")(sd) if "blocks.0.ln1.w" in sd else reference(sd),
+               "normalization_type", "avec ces poids")
+    fails_with(check, changed(act_fn="relu"), "act_fn", "GELU")
+    fails_with(check, lambda sd: HookedTransformer(reference(sd).cfg), "load_state_dict")
+    fails_with(check, lambda sd: reference(sd).cfg, "renvoie un objet de type HookedTransformerConfig")
+    still_to_do(check, stub("06.2"))
+
+
+def test_06_3_relative_board_state():
+    check = ex.check_relative_board_state
+    reference = solution("06.3")
     check(reference)
     fails_with(check, lambda board, player: reference(board, -player), "« à moi » (1) et « à l'adversaire » (2)")
     fails_with(check, lambda board, player: reference(board.T, player), "Lignes et colonnes échangées")
     fails_with(check, lambda board, player: reference(board, 1), "couleurs absolues")
     fails_with(check, lambda board, player: reference(board, player).reshape(8, 8), "attendue [case=64]")
-    still_to_do(check, stub("06.2"))
+    still_to_do(check, stub("06.3"))
 
 
-def test_06_3_occupied_accuracy():
+def test_06_4_occupied_accuracy():
     generator = torch.Generator().manual_seed(1)
     target = torch.randint(0, 3, (30, 64), generator=generator)
     pred = torch.where(torch.rand(30, 64, generator=generator) < 0.6, target, torch.randint(0, 3, (30, 64)))
     check = partial(ex.check_occupied_accuracy, pred=pred, target=target)
-    check(solution("06.3"))
+    check(solution("06.4"))
     fails_with(check, lambda p, t: (p == t).float().mean(), "toutes les cases")
     fails_with(check, lambda p, t: (p == t)[t == 0].float().mean(), "cases VIDES")
     fails_with(check, lambda p, t: (p == t)[p > 0].float().mean(), "lues dans `pred`")
@@ -641,14 +673,14 @@ def test_06_3_occupied_accuracy():
         return torch.stack([(a == b)[b > 0].float().mean() for a, b in zip(p, t, strict=True)]).mean()
 
     fails_with(check, per_position, "mauvaise dimension")
-    still_to_do(check, stub("06.3"))
+    still_to_do(check, stub("06.4"))
 
 
-def test_06_4_push_delta():
+def test_06_5_push_delta():
     generator = torch.Generator().manual_seed(2)
     check = partial(ex.check_push_delta, resid=torch.randn(5, 32, generator=generator),
                     w_dir=torch.randn(32, generator=generator), b_dir=torch.tensor(-0.3), target=torch.tensor(3.0))
-    reference = solution("06.4")
+    reference = solution("06.5")
     check(reference)
     fails_with(check, lambda r, w, b, t: r + reference(r, w, b, t), "seul déplacement")
     fails_with(check, lambda r, w, b, t: reference(r, w, b, t) * w.norm(), "Mal normalisé")
@@ -662,7 +694,7 @@ def test_06_4_push_delta():
         return reference(r, w, b, t)
 
     fails_with(check, in_place, "en place", "`resid`")
-    still_to_do(check, stub("06.4"))
+    still_to_do(check, stub("06.5"))
 
 
 def test_07_1_attribution_estimate():

@@ -541,3 +541,24 @@ def test_generation_stops_at_eos(gen_model):
     first = greedy(gen_model, prompt, 1)[0, -1].item()
     out = gen_model.generate(prompt, max_new_tokens=5, do_sample=False, eos_token_id=first, verbose=False)
     assert out.tolist() == [prompt[0].tolist() + [first]]
+
+
+def test_a_transformerlens_state_dict_with_its_attention_buffers_loads():
+    """TransformerLens saves each attention's causal mask and IGNORE constant in the state dict (the published
+    Othello-GPT file has them); load_state_dict accepts them without reading them, and stays strict otherwise."""
+    cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_mlp=32, d_vocab=11,
+                                  act_fn="gelu", normalization_type="LNPre")
+    source = HookedTransformer(cfg)
+    with torch.no_grad():
+        randomise_(source)
+    saved = source.state_dict()
+    for layer in range(cfg.n_layers):
+        saved[f"blocks.{layer}.attn.mask"] = torch.zeros(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool)  # not read
+        saved[f"blocks.{layer}.attn.IGNORE"] = torch.tensor(-1e5)
+    model = HookedTransformer(cfg)
+    model.load_state_dict(saved)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items() if k in model.state_dict())
+    assert model.blocks[0].attn.mask.all(-1)[-1] and not model.blocks[0].attn.mask[0, 1]  # still causal
+    assert "blocks.0.attn.mask" in saved  # the caller's dict is left as it was
+    with pytest.raises(RuntimeError, match="Unexpected key.*attn.bogus"):
+        model.load_state_dict({**saved, "blocks.0.attn.bogus": torch.zeros(1)})
