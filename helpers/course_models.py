@@ -31,6 +31,8 @@ COURSE_MODELS = {
     "course-gpt2": ("2-layer GPT-2-architecture model with induction heads, trained on IOI-like stories "
                     "(stands in for gpt2-small)"),
     "course-othello-gpt": "Othello-GPT trained on synthetic random legal games (stands in for othello-gpt)",
+    "course-gpt2-v2": ("4-layer GPT-2-architecture model on Zipf-distributed stories, still in training: the "
+                       "next course-gpt2; no notebook uses it yet"),
 }
 
 

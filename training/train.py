@@ -164,10 +164,10 @@ def _stage(base: str, **changes) -> Spec:
 
 
 # Stage 2 (session of 2026-12-05, evening): the first run ended with text learned (held-out loss 1.97 at
-# step 800) but barely any induction (repeated half 9.16 vs 9.62) and IOI at chance. So this stage doubles
-# the repeated-span rows and makes every row one for its first 200 steps (repeat_until counts the model's
-# steps: 1200 + 200), as course-gpt2's first 500 steps did.
-SPECS["course-gpt2-v2.stage2"] = _stage("course-gpt2-v2", steps=2500, checkpoints=[2500], eval_every=250,
+# step 800, 1.88 at 1200) but barely any induction (repeated half 9.01 vs 9.63 at step 1200) and IOI at chance
+# (out-of-structure 0.38). So this stage doubles the repeated-span rows and makes every row one for its first
+# 200 steps (repeat_until counts the model's steps: 1200 + 200), as course-gpt2's first 500 steps did.
+SPECS["course-gpt2-v2.stage2"] = _stage("course-gpt2-v2", steps=1800, checkpoints=[1800], eval_every=300,
                                         repeat_fraction=0.5, repeat_until=1400)
 # Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 2500 steps from step 8000,
 # on the shipped weights, whose LayerNorms are folded (LNPre).
