@@ -562,3 +562,17 @@ def test_a_transformerlens_state_dict_with_its_attention_buffers_loads():
     assert "blocks.0.attn.mask" in saved  # the caller's dict is left as it was
     with pytest.raises(RuntimeError, match="Unexpected key.*attn.bogus"):
         model.load_state_dict({**saved, "blocks.0.attn.bogus": torch.zeros(1)})
+
+
+def test_a_raw_pytorch_hook_on_the_pattern_is_called():
+    """A hook registered with PyTorch's own register_forward_hook on a HookPoint (notebook 02 shows how) must
+    run: the attention must not take its fused path, which skips the pattern, because add_hook was not used."""
+    model = HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=8, d_head=4, n_heads=4,
+                                                      d_mlp=32, d_vocab=11, act_fn="gelu"))
+    seen = []
+    handle = model.blocks[0].attn.hook_pattern.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    model(torch.arange(1, 7)[None])
+    handle.remove()
+    assert len(seen) == 1 and seen[0].shape == (1, 4, 6, 6)
+    model(torch.arange(1, 7)[None])
+    assert len(seen) == 1  # removed with its handle
