@@ -143,6 +143,12 @@ class HookPoint(nn.Module):
         """A hook that ``remove_hooks()`` keeps unless ``including_permanent=True``."""
         self.add_hook(hook, dir=dir, is_permanent=True)
 
+    def is_hooked(self) -> bool:
+        """Whether any hook will run on this point: one added with add_hook, or one registered directly with
+        PyTorch's register_forward_hook / register_full_backward_hook (a learner may call them on a HookPoint);
+        both kinds end in the module's own hook dicts, which torch offers no public way to read."""
+        return bool(self._forward_hooks or self._backward_hooks)
+
     def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: int | None = None) -> bool:
         """Whether a hook is attached in direction ``dir`` ("fwd", "bwd", "both"); permanent hooks count only
         if ``including_permanent``; with ``level``, only hooks added by the ``hooks()`` block of that depth."""

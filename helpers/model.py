@@ -46,13 +46,11 @@ def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_ou
 
 
 def hooked(*points: HookPoint) -> bool:
-    """Whether a hook is attached to any of these points: through add_hook (their own lists of hooks) or
-    directly with PyTorch's register_forward_hook, which a learner may call on a HookPoint (torch has no public
-    way to ask, hence its _forward_hooks). When none is, attention computes its output with PyTorch's fused
-    kernel, which skips the scores and the pattern: no hook could see them. (The fused sums round differently:
-    a run that hooks the pattern can differ from one that does not in the last bits.)"""
-    return any(point.fwd_hooks or point.bwd_hooks or point._forward_hooks or point._backward_hooks
-               for point in points)
+    """Whether a hook will run on any of these points (``HookPoint.is_hooked``: added with add_hook, or
+    registered with PyTorch's register_forward_hook). When none will, attention computes its output with
+    PyTorch's fused kernel, which skips the scores and the pattern: no hook could see them. (The fused sums
+    round differently: a run that hooks the pattern can differ from one that does not in the last bits.)"""
+    return any(point.is_hooked() for point in points)
 
 
 def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

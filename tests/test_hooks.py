@@ -335,3 +335,16 @@ def test_backward_hooks_with_reset_hooks_end_warn(model):
 def test_add_hook_rejects_an_unknown_direction(model):
     with pytest.raises(ValueError, match="fwd"):
         model.add_hook("hook_in", lambda x, hook: None, dir="sideways")
+
+
+def test_is_hooked_sees_add_hook_and_raw_pytorch_hooks():
+    point = HookPoint()
+    assert not point.is_hooked()
+    point.add_hook(lambda activation, hook: None, dir="bwd")
+    assert point.is_hooked()
+    point.remove_hooks("both")
+    assert not point.is_hooked()
+    handle = point.register_forward_hook(lambda module, inputs, output: None)  # PyTorch's own, not add_hook
+    assert point.is_hooked() and not point.has_hooks()
+    handle.remove()
+    assert not point.is_hooked()
