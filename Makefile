@@ -46,7 +46,7 @@ test-fast: install lint
 # The notebooks on the real loading path (COURSE_EMBEDDED_MODELS unset) at the real models' shapes, on a fake
 # Hugging Face cache filled by the README's `hf download` commands (random weights); prints time and peak memory.
 test-real: install
-	$(BIN)/python -m tests.real_path --scale real
+	$(BIN)/python -m tests.real_path.run --scale real
 
 # Retrain the embedded models (hours of CPU; resumable: rerun to continue). Never run in CI.
 # training/ runs from this checkout (it is not installed): its state goes to runs/, its output to data/models.

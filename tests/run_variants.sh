@@ -22,7 +22,7 @@ nbval() {  # nbval VARIANT NOTEBOOK...
     vars=${vars%t}
     [[ $variant == avx2-* ]] && vars="$vars $avx2"
     echo "== nbval, variant $variant: $vars"
-    env $vars "$python" -m pytest -p tests.nbval_figures -p tests.nbval_kernel --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+    env $vars "$python" -m pytest -p tests.notebooks.nbval_figures -p tests.notebooks.nbval_kernel --nbval --nbval-current-env --nbval-sanitize-with tests/notebooks/nbval_sanitize.cfg \
         -p no:cacheprovider "$@"
 }
 

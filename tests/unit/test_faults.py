@@ -31,7 +31,7 @@ from helpers.conversion import classic
 from helpers.pick import pick_model
 from tests.fake_hub import OTHELLO
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def message(error_type, fn, *args, **kwargs) -> str:

@@ -17,7 +17,7 @@ from tools import colab_links, kernelspec
 from tools import html_export as export
 from tools.make_exercices import dumps, read
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXERCICES = sorted((ROOT / "exercices").glob("[0-9][0-9]_*.ipynb"))
 README = ROOT / "README.md"

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from helpers import HookedTransformer, loading
-from tests import real_path
 from tests.fake_hub import OTHELLO, SOLU, TOY_LABELS
+from tests.real_path import run as real_path
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
 

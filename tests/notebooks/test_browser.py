@@ -47,7 +47,7 @@ from tools import html_export as export
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = export.find_notebooks(ROOT / "notebooks")
 SCREENS = ROOT / "build" / "screens"
 DEMO = "00_demo_browser"

@@ -17,7 +17,7 @@ the elements are still compared exactly. ``RTOL`` is 1e-3: a quarter of one step
 half a pixel on a 500-pixel axis, and ten times the largest difference measured between the CPU variants
 of ``make test`` (native vs AVX2-only, 2 threads vs 1): 9e-5 of the scale, in notebook 06's map of the
 difference of two nearly equal probabilities; below 5e-6 of the scale in every other figure. Used by
-``make test`` (``-p tests.nbval_figures``).
+``make test`` (``-p tests.notebooks.nbval_figures``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the same moment can pick the same port; the kernel then dies at start and every 
 with "Kernel died before replying to kernel_info" (seen once in CI, on notebook 03 under avx2-1t). IPC
 sockets are files with a fresh random name for each kernel, so two kernels never share one. A start
 that still fails is retried once, and the failure is reported on stderr either way. Used by ``make test``
-(``-p tests.nbval_kernel``).
+(``-p tests.notebooks.nbval_kernel``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "helpers"
 HEAVY = {"transformers", "tokenizers", "huggingface_hub", "circuitsvis", "pandas"}  # slow (pandas also optional)
 

@@ -357,7 +357,7 @@ def test_mean_difference_is_the_difference_of_token_means(model):
 
 # ----- notebook 10: what its prose says of its stored outputs ------------------------------------
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "10_autoencodeurs_parcimonieux.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "10_autoencodeurs_parcimonieux.ipynb"
 
 
 @pytest.fixture(scope="module")

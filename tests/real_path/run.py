@@ -1,8 +1,9 @@
 """The notebooks on the real loading path: a fake Hub cache filled with the README's ``hf download`` commands.
 
-``python -m tests.real_path [--scale small|real] [NN ...]`` builds the cache in a temporary directory, then
+``python -m tests.real_path.run [--scale small|real] [NN ...]`` builds the cache in a temporary directory, then
 executes each notebook (COURSE_EMBEDDED_MODELS unset, HF_HUB_OFFLINE=1) and prints its wall time and the
-peak memory of its kernel. ``make test-real`` runs it at the real shapes; tests/test_real_path.py at small ones.
+peak memory of its kernel. ``make test-real`` runs it at the real shapes; tests/real_path/test_real_path.py at
+small ones.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 REAL_MODEL = "(le vrai modèle)"  # what pick_model prints when it loads the real model
 
@@ -51,7 +52,7 @@ def real_path_env(cache_dir: Path) -> dict:
 def execute(notebook: Path, cache_dir: Path, out: Path) -> dict:
     """Execute ``notebook`` on the real path in a fresh process; its time, the kernel's peak memory, its cells."""
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "tests.real_path", "--execute-one", str(notebook), str(out)],
+    subprocess.run([sys.executable, "-m", "tests.real_path.run", "--execute-one", str(notebook), str(out)],
                    env=real_path_env(cache_dir), cwd=ROOT, check=True)
     result = json.loads(out.with_suffix(".json").read_text())
     return {**result, "seconds": time.monotonic() - start}

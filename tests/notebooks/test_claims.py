@@ -18,7 +18,7 @@ import torch
 
 from helpers import HookedTransformer, evals
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NUMBER = r"[-+]?\d+(?:\.\d+)?"
 
 

@@ -23,7 +23,7 @@ from helpers import exercises as ex
 from helpers.ioi import ioi_prompt_pairs_for_patching
 from tools import make_exercices as mk
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 

@@ -1,8 +1,8 @@
-"""The nbval plugin that starts kernels on IPC sockets and retries a failed start (tests/nbval_kernel.py)."""
+"""The nbval plugin that starts kernels on IPC sockets and retries a failed start (tests/notebooks/nbval_kernel.py)."""
 
 import pytest
 
-from tests import nbval_kernel
+from tests.notebooks import nbval_kernel
 
 
 def test_kernel_starts_on_ipc_sockets_and_runs_code(tmp_path):

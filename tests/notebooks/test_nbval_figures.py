@@ -1,4 +1,4 @@
-"""The nbval plugin that compares the floats of figures up to a tolerance (tests/nbval_figures.py)."""
+"""The nbval plugin that compares the floats of figures up to a tolerance (tests/notebooks/nbval_figures.py)."""
 
 import itertools
 import json
@@ -11,7 +11,7 @@ import torch
 
 from helpers import plot
 from helpers.othello_plots import plot_board_values
-from tests import nbval_figures
+from tests.notebooks import nbval_figures
 
 
 def stored(fig: go.Figure) -> dict:
