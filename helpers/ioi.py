@@ -3,7 +3,7 @@
 A prompt names two people, then the repeated one (the subject) gives something to the other (the
 indirect object), the right next name: "After John and Mary went to the store, Mary gave a bottle of
 milk to" -> " John". Test prompts use templates, places and objects that the training text of the
-course models never contains (tests/test_corpus.py checks this); validation prompts, used only to pick
+course models never contains (tests/course_models/test_corpus.py checks this); validation prompts, used only to pick
 a training checkpoint, use other templates with the training places and objects. The out-of-structure
 prompts go further: their templates have a syntax the training stories never use (other clause orders
 and connectives, the names further apart, other giving verbs), with places and objects of their own.
@@ -104,7 +104,7 @@ VALIDATION_TEMPLATES = [
 ]
 
 #: Out-of-structure places and objects: in no other list, never written in the training text, although
-#: each of their tokens is (tests/test_corpus.py checks both).
+#: each of their tokens is (tests/course_models/test_corpus.py checks both).
 OUT_OF_STRUCTURE_PLACES = ["house", "music room", "tea party", "football game", "dinner table", "tennis game"]
 OUT_OF_STRUCTURE_OBJECTS = [
     "a towel", "a stone", "a football", "a music box", "the tickets", "a painting", "the pictures",

@@ -1,5 +1,5 @@
 """The metrics of the shipped course models, written to data/models/*/metrics.json by training/ship.py and
-checked against their thresholds by tests/test_course_models.py.
+checked against their thresholds by tests/course_models/test_course_models.py.
 
 Induction (losses on repeated random tokens, each head's induction score), IOI (logit difference on the prompt
 sets of helpers.ioi), the loss on held-out text, and Othello-GPT's rate of legal moves, linear probe of the board

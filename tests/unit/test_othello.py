@@ -1,6 +1,6 @@
 """Tests of helpers.othello: rules, board states, fast generator, token maps, masks and plots.
 
-The rules are checked against tests/othello_reference.py, a second engine written square by square.
+The rules are checked against tests/unit/othello_reference.py, a second engine written square by square.
 """
 
 import subprocess
