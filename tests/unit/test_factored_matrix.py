@@ -1,4 +1,6 @@
-"""Tests for helpers.factored_matrix: every operation is checked against the dense matrix A @ B."""
+"""Tests for helpers.factored_matrix: every operation is checked against the dense matrix A @ B; then the classic
+behaviours (has_leading_dims, the deprecated Vh, broadcasting of leading dims in products, one-element tensors,
+tensor-like operands) and errors that say what was given and what to do."""
 
 
 import pytest
@@ -42,6 +44,12 @@ def test_shapes_and_broadcasting():
     close(fm.AB, A @ B)
     assert fm.pair[0] is fm.A and fm.pair[1] is fm.B
     assert repr(fm) == "FactoredMatrix(shape=(3, 4, 5, 6), mdim=2, A: (3, 4, 5, 2), B: (3, 4, 2, 6))"
+
+
+def test_has_leading_dims():
+    assert not FactoredMatrix(randn(4, 2), randn(2, 3)).has_leading_dims
+    fm = FactoredMatrix(randn(4, 2), randn(5, 2, 3))  # only B has one: A is broadcast to it
+    assert fm.has_leading_dims and fm.A.shape == (5, 4, 2) and fm.shape == (5, 4, 3)
 
 
 def test_init_errors_name_both_shapes():
@@ -92,6 +100,12 @@ def test_svd_matches_dense(a_shape, b_shape):
     close(V.mT @ V, eye)
     # the properties are the same tensors (svd is cached)
     assert fm.U is U and fm.S is S and fm.V is V
+
+
+def test_Vh_is_a_deprecated_alias_of_V():
+    fm = FactoredMatrix(randn(6, 3), randn(3, 5))
+    with pytest.warns(DeprecationWarning, match="use .V"):
+        assert fm.Vh is fm.V
 
 
 def test_svd_float16_input_is_supported():
@@ -180,6 +194,62 @@ def test_matmul_two_factored_matrices_keeps_smallest_inner_dim(m1, k, m2):
     close(out.AB, fm1.AB @ fm2.AB)
 
 
+@pytest.mark.parametrize("fm_batch, other_batch", [((3,), ()), ((), (3,)), ((2, 1), (4,)), ((1,), (2, 3))])
+def test_products_broadcast_leading_dims(fm_batch, other_batch):
+    fm = FactoredMatrix(randn(*fm_batch, 5, 2), randn(*fm_batch, 2, 6))
+    right, left = randn(*other_batch, 6, 4), randn(*other_batch, 3, 5)
+    other_fm = FactoredMatrix(randn(*other_batch, 6, 2), randn(*other_batch, 2, 7))
+    close((fm @ right).AB, fm.AB @ right)
+    close((left @ fm).AB, left @ fm.AB)
+    close((fm @ other_fm).AB, fm.AB @ other_fm.AB)
+    close((other_fm.T @ fm.T).AB, other_fm.AB.mT @ fm.AB.mT)
+
+
+def test_product_leading_dims_that_do_not_broadcast():
+    fm = FactoredMatrix(randn(2, 3, 4), randn(2, 4, 6))
+    with pytest.raises(RuntimeError, match=r"leading dims .* do not broadcast \(\(4,\) vs \(2,\)\)"):
+        randn(4, 5, 3) @ fm
+
+
+class Wrapped:
+    """A tensor-like object that is not a torch.Tensor (as jaxtyping wrappers or other array types)."""
+
+    def __init__(self, t):
+        self.t = t
+
+    ndim = property(lambda self: self.t.ndim)
+    shape = property(lambda self: self.t.shape)
+
+    def unsqueeze(self, d):
+        return Wrapped(self.t.unsqueeze(d))
+
+    def squeeze(self, d):
+        return Wrapped(self.t.squeeze(d))
+
+    def broadcast_to(self, shape):
+        return Wrapped(self.t.broadcast_to(shape))
+
+    def __matmul__(self, other):
+        if isinstance(other, FactoredMatrix):
+            return NotImplemented
+        return Wrapped(self.t @ (other.t if isinstance(other, Wrapped) else other))
+
+    def __rmatmul__(self, other):
+        return Wrapped(other @ self.t)
+
+
+def test_tensor_like_operands_on_both_sides():
+    fm = FactoredMatrix(randn(3, 2), randn(2, 4))
+    right, left, vec = randn(4, 5), randn(6, 3), randn(4)
+    out = fm @ Wrapped(right)
+    assert isinstance(out, FactoredMatrix) and isinstance(out.AB, Wrapped)
+    close(out.AB.t, fm.AB @ right)
+    out = Wrapped(left) @ fm
+    assert isinstance(out, FactoredMatrix)
+    close(out.AB.t, left @ fm.AB)
+    close((fm @ Wrapped(vec)).t, fm.AB @ vec)
+
+
 def test_matmul_shape_mismatch_errors():
     fm = FactoredMatrix(randn(5, 3), randn(3, 4))
     with pytest.raises(ValueError, match=r"\(5, 4\).*\(6, 2\)"):
@@ -209,6 +279,15 @@ def test_scalar_multiplication():
         fm * randn(4)
     with pytest.raises(TypeError):
         fm * fm
+
+
+@pytest.mark.parametrize("scalar_shape", [(), (1,), (1, 1, 1)])
+def test_one_element_tensor_keeps_the_shape(scalar_shape):
+    fm = FactoredMatrix(randn(2, 5, 3), randn(2, 3, 4))
+    scalar = torch.full(scalar_shape, -1.5, dtype=DT)
+    for out in (fm * scalar, scalar * fm):
+        assert out.shape == fm.shape
+        close(out.AB, -1.5 * fm.AB)
 
 
 # ---------------------------------------------------------------- indexing and reshaping
@@ -252,6 +331,33 @@ def test_get_corner():
     close(fm.get_corner(4), fm.AB[:4, :4, :4])
     fm2 = FactoredMatrix(randn(6, 2), randn(2, 7))
     close(fm2.get_corner(2), fm2.AB[:2, :2])
+
+
+# ---------------------------------------------------------------- errors that say what to do
+
+
+def test_argument_errors_say_what_to_do():
+    with pytest.raises(TypeError, match=r"A must be a torch.Tensor \[..., ldim, mdim\], got list.*torch.as_tensor"):
+        FactoredMatrix([[1.0, 2.0]], randn(2, 3))
+    with pytest.raises(TypeError, match=r"B has dtype torch.int64.*B.float\(\)"):
+        FactoredMatrix(randn(3, 2), torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"A is torch.float64 .* but B is torch.float32.*same dtype"):
+        FactoredMatrix(randn(3, 2), torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"A has shape \(3, 2\), so 2 columns, but B has shape \(3, 4\).*\.mT"):
+        FactoredMatrix(randn(3, 2), randn(3, 4))
+    fm = FactoredMatrix(randn(3, 2), randn(2, 4))
+    with pytest.raises(ValueError, match=r"@ tensor \(5, 2\): the tensor needs 4 rows"):
+        fm @ randn(5, 2)
+    with pytest.raises(ValueError, match=r"tensor \(2, 4\) @ FactoredMatrix \(3, 4\): the tensor needs 3 columns"):
+        randn(2, 4) @ fm
+    with pytest.raises(ValueError, match=r"left one has 4 columns but the right one has 3 rows.*\.T"):
+        fm @ fm
+    with pytest.raises(ValueError, match=r"need a square matrix .* shape \(3, 4\)"):
+        _ = fm.eigenvalues
+    with pytest.raises(ValueError, match=r"index of 3 entries is too long for shape \(3, 4\); at most 2"):
+        fm[0, 0, 0]
+    with pytest.raises(ValueError, match=r"unsqueeze\(2\).*between -3 and 0"):
+        fm.unsqueeze(2)
 
 
 # ---------------------------------------------------------------- the big one: a d_vocab x d_vocab circuit
