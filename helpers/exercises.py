@@ -1043,8 +1043,8 @@ def check_model_from_state_dict(model_from_state_dict, state_dict: dict, referen
             field = wrong[0]
             raise ExerciseError(f"{field} = {getattr(got.cfg, field)!r}, attendu {getattr(expected, field)!r} "
                                 f"({case}) : {_config_mistake(field, got.cfg, expected)}.")
-        loaded = got.state_dict()
-        if any(not torch.equal(loaded[name].cpu(), sd[name].cpu().to(loaded[name].dtype)) for name in sd):
+        loaded = got.state_dict()  # the model's weights; TransformerLens' files also carry buffers (mask, IGNORE)
+        if any(not torch.equal(loaded[name].cpu(), sd[name].cpu().to(loaded[name].dtype)) for name in loaded):
             raise ExerciseError(f"Le modèle n'a pas les poids du state dict ({case}) : `HookedTransformer(cfg)` crée "
                                 "des poids aléatoires ; chargez-y les vrais avec `model.load_state_dict(state_dict)`.")
         if tokens is not None:

@@ -13,8 +13,8 @@ Where the weights come from:
 - A user's own GPT-2: ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or
   ``from_pretrained("path/to/dir")`` (a directory written by ``save_pretrained``).
 
-Files from the Hub are read from the local Hugging Face cache when they are there (``HF_HOME``,
-``HF_HUB_OFFLINE=1`` are honoured) and downloaded otherwise. When the Hub cannot be reached, loading
+Files from the Hub go through helpers.hub: read from the local Hugging Face cache when they are there
+(``HF_HOME``, ``HF_HUB_OFFLINE=1`` are honoured) and downloaded otherwise. When the Hub cannot be reached, loading
 fails within seconds with a message that says how to pre-download the files and which course model
 can stand in. Nothing downloaded is unpickled as code: ``.pth`` files load with
 ``torch.load(weights_only=True)``, and safetensors files are used wherever a repository has them.
@@ -29,34 +29,22 @@ shape (against the config), float dtype and finiteness.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import os
-import pickle
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from helpers import checks, course_models
+from helpers import checks, course_models, hub
 from helpers.config import FIELDS, HookedTransformerConfig
 from helpers.conversion import classic, gpt2
+from helpers.hub import DamagedFileError, HubUnavailableError
+from helpers.hub import download_file_from_hf as download_file_from_hf  # public here too, as before
 from helpers.tokenizer import END_OF_TEXT
 from helpers.weights import PROCESSING
 
-PROBE_TIMEOUT = 3.0  # seconds to wait for the Hub before declaring it unreachable
 NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
-
-
-class HubUnavailableError(OSError):
-    """The files of a model are not in the local cache and the Hugging Face Hub cannot be reached."""
-
-
-class DamagedFileError(OSError):
-    """A file read to build a model does not parse, or does not match its name, its config or the model."""
 
 
 # ================================================================================================
@@ -142,193 +130,15 @@ def resolve_name(name: str) -> str:
     raise ValueError(f"Unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}.")
 
 
-# ================================================================================================
-# The Hub layer: every contact with huggingface_hub goes through these few functions
-# ================================================================================================
-
-
-class _NotAvailable(Exception):
-    """Internal: a Hub file is neither cached nor downloadable (turned into HubUnavailableError)."""
-
-    def __init__(self, repo: str, filename: str | None, offline_mode: bool):
-        super().__init__(repo, filename)
-        self.repo, self.filename, self.offline_mode = repo, filename, offline_mode
-
-
-def _offline_mode() -> bool:
-    from huggingface_hub import constants  # slow to import: only when the Hub is used
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
-        "1", "ON", "YES", "TRUE"}
-
-
-_probe: dict[str, tuple[float, bool]] = {}
-
-
-def hub_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
-    """Whether the Hub answers one request within ``timeout`` seconds (remembered for a minute)."""
-    from huggingface_hub import constants, get_session  # slow to import: only when the Hub is used
-
-    endpoint = constants.ENDPOINT
-    seen = _probe.get(endpoint)
-    if seen and time.monotonic() - seen[0] < 60:
-        return seen[1]
-    try:
-        get_session().head(endpoint, timeout=timeout)
-        ok = True
-    except Exception:
-        ok = False
-    _probe[endpoint] = (time.monotonic(), ok)
-    return ok
-
-
-def _online() -> bool:
-    return not _offline_mode() and hub_reachable()
-
-
-def _hub_file(repo: str, filename: str, subfolder: str | None = None, cache_dir=None,
-              optional: bool = False) -> str | None:
-    """Local path of a file of a Hub repository: the cached copy, else a fresh download.
-
-    Raises _NotAvailable when it is not cached and the Hub is off limits; FileNotFoundError (or
-    returns None if ``optional``) when the repository has no such file.
-    """
-    import huggingface_hub  # slow to import: only when the Hub is used
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    kwargs = dict(subfolder=subfolder, cache_dir=cache_dir)
-    for local_only in (True, False):  # the cache first; the Hub only if it answers
-        if not local_only and not _online():
-            raise _NotAvailable(repo, filename, _offline_mode())
-        try:
-            path = huggingface_hub.hf_hub_download(repo, filename, local_files_only=local_only, **kwargs)
-            _check_blob(path, repo, filename if subfolder is None else f"{subfolder}/{filename}")
-            return path
-        except LocalEntryNotFoundError:
-            if not local_only:  # the connection failed after the probe
-                raise _NotAvailable(repo, filename, offline_mode=False) from None
-        except EntryNotFoundError:  # the repository (or the cache's record of it) has no such file
-            if optional:
-                return None
-            raise FileNotFoundError(f"The Hub repository {repo} has no file {filename}.") from None
-
-
 def is_available(model_name: str) -> bool:
     """Whether from_pretrained can get this model now: a course model, a reachable Hub, or a warm cache."""
     spec = MODELS[resolve_name(model_name)]
-    if spec.family == "course" or _online():
+    if spec.family == "course" or hub._online():
         return True
     try:
-        return bool(_repo_files(spec.repo)[0])
-    except _NotAvailable:
+        return bool(hub._repo_files(spec.repo)[0])
+    except hub._NotAvailable:
         return False
-
-
-def _repo_files(repo: str) -> tuple[list[str], bool]:
-    """The files of a Hub repository, and whether the list is complete.
-
-    Online, the Hub's list. Offline, the listing a multi-file ``hf download`` records in the cache when
-    there is one (complete, even if only some files were downloaded), else the files in the cached snapshot.
-    """
-    import huggingface_hub  # slow to import: only when the Hub is used
-
-    if _online():
-        return huggingface_hub.list_repo_files(repo), True
-    cached, listing = _cached_repo_files(repo)
-    if not cached:
-        raise _NotAvailable(repo, None, _offline_mode())
-    return (listing, True) if listing else (cached, False)
-
-
-def _cached_repo_files(repo: str) -> tuple[list[str], list[str] | None]:
-    """The files of ``repo`` present in the local cache (snapshot of ``refs/main``), and the repository's
-    full listing if the cache recorded one (``trees/<commit>.json``, recent huggingface_hub; else None).
-
-    Read directly, not through ``snapshot_download(local_files_only=True)``: that raises when the recorded
-    listing names files that were not downloaded, which is what a partial ``hf download`` leaves.
-    """
-    import huggingface_hub  # slow to import: only when the Hub is used
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
-    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
-    ref = storage / "refs" / constants.DEFAULT_REVISION
-    if not ref.is_file():
-        return [], None
-    snapshot = storage / "snapshots" / ref.read_text().strip()
-    cached = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-    cached_tree = getattr(huggingface_hub, "get_cached_repo_tree", None)  # absent from older versions
-    if cached_tree is None:
-        return cached, None
-    try:
-        return cached, sorted(f.path for f in cached_tree(repo))
-    except huggingface_hub.errors.CachedRepoTreeNotFoundError:
-        return cached, None
-
-
-# ================================================================================================
-# Reading files with checks: every damaged file gives an error naming it, what is wrong and the repair
-# ================================================================================================
-
-_verified: set[tuple[str, int, int]] = set()  # blobs checked in this process: (path, size, mtime)
-
-
-def _repair(repo: str, filename: str) -> str:
-    return f"download it again with `hf download {repo} {filename} --force-download`"
-
-
-def _check_blob(path: str, repo: str, filename: str) -> None:
-    """The first time this process reads a file of the Hugging Face cache, check it against its blob's name:
-    the sha256 of the content for LFS files (the weights), git's blob sha1 for the others."""
-    blob = Path(path).resolve()
-    stat = blob.stat()
-    key = (str(blob), stat.st_size, stat.st_mtime_ns)
-    if blob.parent.name != "blobs" or key in _verified:
-        return
-    if re.fullmatch(r"[0-9a-f]{64}", blob.name):
-        digest = hashlib.sha256()
-    elif re.fullmatch(r"[0-9a-f]{40}", blob.name):
-        digest = hashlib.sha1(b"blob %d\0" % stat.st_size)
-    else:
-        return
-    with open(blob, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    if digest.hexdigest() != blob.name:
-        raise DamagedFileError(f"The cached file {repo}/{filename} ({blob}) is damaged: the Hugging Face cache "
-                               f"names it by its hash, {blob.name}, but its content hashes to {digest.hexdigest()} "
-                               f"(a download cut short, a disk error, an edited file). "
-                               f"{_repair(repo, filename).capitalize()}.")
-    _verified.add(key)
-
-
-def _read_json(path, repair: str) -> dict:
-    """A JSON file's content, or an error naming the file, where it does not parse, and the repair."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DamagedFileError(f"{path} is not valid JSON ({e}): the file is damaged; {repair}.") from None
-
-
-def _load_tensors(path: str, repair: str) -> dict[str, torch.Tensor]:
-    """A state dict from a .safetensors file, or from a pickle with weights_only=True (never code); an error
-    naming the file and the repair if it cannot be read."""
-    try:
-        if path.endswith(".safetensors"):
-            sd = load_file(path)
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0]
-        raise DamagedFileError(f"{path} holds Python objects other than tensors, which are never unpickled "
-                               f"here (torch.load with weights_only=True): {first}") from None
-    except Exception as e:  # SafetensorError, or torch's RuntimeError / EOFError for a truncated .pth
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DamagedFileError(f"Cannot read the weights file {path} ({why}): it is damaged or incomplete (a "
-                               f"download cut short?); {repair}.") from None
-    if not (isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values())):
-        raise DamagedFileError(f"{path} does not hold a state dict (a dict of tensors): {repair}.")
-    return sd
 
 
 def _check_tensors(sd: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: str,
@@ -351,24 +161,6 @@ def _check_tensors(sd: dict[str, torch.Tensor], expected: dict[str, tuple[int, .
                                    f"file is damaged (or the model diverged in training); {repair}.")
 
 
-def download_file_from_hf(repo_name: str, file_name: str, subfolder: str = ".", cache_dir=None,
-                          force_is_torch: bool = False):
-    """Fetch one file of a Hub repository (cached copy first) and load it.
-
-    Returns a dict for JSON, a state dict for .pth / .pt (``torch.load(weights_only=True)``) and
-    .safetensors, and the local path otherwise.
-    """
-    try:
-        path = _hub_file(repo_name, file_name, subfolder=None if subfolder in (".", "") else subfolder,
-                         cache_dir=cache_dir)
-    except _NotAvailable as e:
-        raise HubUnavailableError(_unavailable_message(f"{repo_name}/{file_name}", e, None)) from None
-    if file_name.endswith((".pth", ".pt", ".safetensors")) or force_is_torch:
-        return _load_tensors(path, _repair(repo_name, file_name))
-    if file_name.endswith(".json"):
-        return _read_json(path, _repair(repo_name, file_name))
-    return path
-
 
 # ================================================================================================
 # Checkpoints
@@ -379,7 +171,7 @@ _CHECKPOINT_FILE = re.compile(r"checkpoints/.*_(\d+)\.(pth|safetensors)")
 
 def _toy_checkpoints(spec: ModelSpec) -> tuple[dict[int, str], list[str], bool]:
     """{label: file} of a toy model's checkpoints, its repository's files, and whether they are complete."""
-    files, complete = _repo_files(spec.repo)
+    files, complete = hub._repo_files(spec.repo)
     found = {}
     for f in files:
         match = _CHECKPOINT_FILE.fullmatch(f)
@@ -409,7 +201,7 @@ def get_checkpoint_labels(model_name: str) -> tuple[list[int], str]:
     if _has_checkpoints(spec):  # a toy model: its checkpoints are the files of its repository
         try:
             found, _, complete = _toy_checkpoints(spec)
-        except _NotAvailable as e:
+        except hub._NotAvailable as e:
             raise HubUnavailableError(_unavailable_message(name, e, spec)) from None
         if not complete:
             checks.warn(f"The Hub is unreachable: listing only the {len(found)} checkpoints of {name} "
@@ -441,10 +233,10 @@ def _pick_checkpoint(name: str, labels: list, label_type: str, checkpoint_index:
 
 
 def _load_hf_gpt2(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
-    config_file = _hub_file(spec.repo, "config.json")
-    weights = _hub_file(spec.repo, "model.safetensors", optional=True) or _hub_file(spec.repo,
+    config_file = hub._hub_file(spec.repo, "config.json")
+    weights = hub._hub_file(spec.repo, "model.safetensors", optional=True) or hub._hub_file(spec.repo,
                                                                                     "pytorch_model.bin")
-    config, sd = gpt2.convert_gpt2(*_read_gpt2(config_file, weights, lambda f: _repair(spec.repo, f)), name)
+    config, sd = gpt2.convert_gpt2(*_read_gpt2(config_file, weights, lambda f: hub._repair(spec.repo, f)), name)
     return config, sd, None
 
 
@@ -453,14 +245,14 @@ def _read_gpt2(config_file, weights_file, repair) -> tuple:
     ``repair(file name)`` says how to get a file again."""
     from transformers import GPT2Config  # heavy, and imported once the files are there: offline errors come fast
 
-    raw = _read_json(config_file, repair("config.json"))
+    raw = hub._read_json(config_file, repair("config.json"))
     for field in gpt2.REQUIRED_FIELDS:
         if not (isinstance(raw.get(field), int) and raw[field] > 0):
             raise DamagedFileError(f"{config_file} lacks the field {field!r} (a positive integer; it has "
                                    f"{raw.get(field, 'nothing')!r}): the file is damaged; {repair('config.json')}.")
     hf_config = GPT2Config.from_dict(raw)
     name = Path(weights_file).name
-    sd = _load_tensors(str(weights_file), repair(name))
+    sd = hub._load_tensors(str(weights_file), repair(name))
     plain = {k.removeprefix("transformer."): v for k, v in sd.items()}
     _check_tensors(plain, gpt2.gpt2_shapes(hf_config), str(weights_file), f"its config.json ({config_file})",
                    repair(name))
@@ -513,22 +305,22 @@ def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
             if not finals and complete:
                 raise FileNotFoundError(f"The Hub repository {spec.repo} has no *final.pth file.")
             if not finals:
-                raise _NotAvailable(spec.repo, "*final.pth", _offline_mode())
+                raise hub._NotAvailable(spec.repo, "*final.pth", hub._offline_mode())
             filename = min(finals, key=lambda f: not f.endswith(".safetensors"))
         else:
             labels = list(found)
             if not complete and not labels:
-                raise _NotAvailable(spec.repo, "checkpoints/", _offline_mode())
+                raise hub._NotAvailable(spec.repo, "checkpoints/", hub._offline_mode())
             if not complete and checkpoint_index is not None:
                 checks.warn(f"The Hub is unreachable: checkpoint_index counts only the {len(labels)} "
                            f"checkpoints of {name} in the local cache.")
             label = _pick_checkpoint(name, labels, _label_type(labels), checkpoint_index, checkpoint_value)
             filename = found[label]
             config.update(checkpoint_value=label, checkpoint_index=labels.index(label))
-    path = _hub_file(spec.repo, filename)
+    path = hub._hub_file(spec.repo, filename)
     tokenizer = _neel_tokenizer(spec.tokenizer_repo) if spec.tokenizer_repo else None
-    repair = _repair(spec.repo, filename)
-    sd = _load_tensors(path, repair)
+    repair = hub._repair(spec.repo, filename)
+    sd = hub._load_tensors(path, repair)
     for key, ndim in classic.SIZE_TENSORS:  # the tensors the sizes are read from
         if key not in sd or sd[key].ndim != ndim:
             raise DamagedFileError(f"The weights file {path} has no {ndim}-dimensional tensor {key}: the file is "
@@ -542,7 +334,7 @@ def _neel_tokenizer(repo: str):
     """A fast tokenizer from a repository's tokenizer.json, with <|endoftext|> as BOS, EOS and padding."""
     from transformers import PreTrainedTokenizerFast  # heavy: imported when a tokenizer is needed
 
-    return PreTrainedTokenizerFast(tokenizer_file=_hub_file(repo, "tokenizer.json"), bos_token=END_OF_TEXT,
+    return PreTrainedTokenizerFast(tokenizer_file=hub._hub_file(repo, "tokenizer.json"), bos_token=END_OF_TEXT,
                                    eos_token=END_OF_TEXT, unk_token=END_OF_TEXT, pad_token=END_OF_TEXT)
 
 
@@ -597,7 +389,7 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
             config, sd, tokenizer = _load_user_gpt2(model_name, hf_model)
         else:
             config, sd, tokenizer = _LOADERS[spec.family](name, spec, checkpoint_index, checkpoint_value)
-    except _NotAvailable as e:
+    except hub._NotAvailable as e:
         shown = name if model_name == name else f"{model_name} ({name})"
         raise HubUnavailableError(_unavailable_message(shown, e, spec)) from None
     # Where the model runs is this machine's choice, not the stored config's.
@@ -632,7 +424,7 @@ def choose_model(real_name: str) -> str:
 # ================================================================================================
 
 
-def _download_commands(spec: ModelSpec | None, e: _NotAvailable) -> list[str]:
+def _download_commands(spec: ModelSpec | None, e: hub._NotAvailable) -> list[str]:
     """Commands that put the missing files in the cache (run on a machine with internet access)."""
     if spec is None or spec.repo is None:
         return [f"hf download {e.repo} {e.filename}"]
@@ -650,18 +442,9 @@ def _download_commands(spec: ModelSpec | None, e: _NotAvailable) -> list[str]:
     return commands
 
 
-def _unavailable_message(what: str, e: _NotAvailable, spec: ModelSpec | None) -> str:
-    from huggingface_hub import constants  # heavy: imported when a message needs it
-
-    missing = f"{e.repo}/{e.filename} is" if e.filename else f"the files of {e.repo} are"
-    why = ("HF_HUB_OFFLINE=1 is set" if e.offline_mode
-           else f"the Hugging Face Hub ({constants.ENDPOINT}) is unreachable from this machine")
-    lines = [f"Cannot load {what}: {why} and {missing} not in the local cache ({constants.HF_HUB_CACHE}).",
-             "To use it offline, download it on a machine with internet access:"]
-    lines += [f"    {c}" for c in _download_commands(spec, e)]
-    lines.append("(`huggingface-cli download` takes the same arguments), then copy the cache directory here "
-                 "or point HF_HOME at it.")
+def _unavailable_message(what: str, e: hub._NotAvailable, spec: ModelSpec | None) -> str:
+    message = hub._unavailable_message(what, e, _download_commands(spec, e))
     if spec is not None and spec.stand_in:
-        lines.append(f"Meanwhile, the embedded course model {spec.stand_in!r} stands in with no network: "
-                     f"HookedTransformer.from_pretrained({spec.stand_in!r}).")
-    return "\n".join(lines)
+        message += (f"\nMeanwhile, the embedded course model {spec.stand_in!r} stands in with no network: "
+                    f"HookedTransformer.from_pretrained({spec.stand_in!r}).")
+    return message

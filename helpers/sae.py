@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers import loading
+from helpers import hub
 from helpers.hook_points import HookedRootModule, HookPoint
 from helpers.ioi import ioi_eval_prompts
 
@@ -273,9 +273,9 @@ def load_pretrained_sae(repo: str, folder: str, device: str = "cpu") -> SAE:
     "blocks.8.hook_resid_pre")``: the cached copy, else a download. Offline, the error gives the
     ``hf download`` command that puts it in the cache."""
     try:
-        paths = [loading._hub_file(repo, f"{folder}/{name}") for name in (CFG_FILENAME, WEIGHTS_FILENAME)]
-    except loading._NotAvailable as e:
-        raise loading.HubUnavailableError(loading._unavailable_message(f"the SAE {repo}/{folder}", e, None)) from None
+        paths = [hub._hub_file(repo, f"{folder}/{name}") for name in (CFG_FILENAME, WEIGHTS_FILENAME)]
+    except hub._NotAvailable as e:
+        raise hub.HubUnavailableError(hub._unavailable_message(f"the SAE {repo}/{folder}", e)) from None
     return SAE.load(Path(paths[1]).parent, device=device)
 
 

@@ -1,5 +1,5 @@
 """Small utilities with the classic names: hook names, activation functions, devices, losses, sampling,
-test_prompt."""
+test_prompt, download_file_from_hf."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
+
+from helpers.hub import download_file_from_hf as download_file_from_hf  # TransformerLens' place for it
 
 # Short names accepted by get_act_name and by ActivationCache["short", layer].
 ACT_ALIASES = {

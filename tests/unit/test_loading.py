@@ -20,6 +20,7 @@ from huggingface_hub import constants
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from helpers import course_models, loading
+from helpers import hub as hub_layer  # `hub` is the fake Hub fixture here
 from helpers.model import HookedTransformer, HookedTransformerConfig
 from helpers.pick import pick_model
 from training import ship
@@ -73,7 +74,7 @@ class FakeHub:
         return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
 
     def cached_repo_files(self, repo_id):
-        """Stands for loading._cached_repo_files: what this fake cache holds (no recorded listing).
+        """Stands for hub_layer._cached_repo_files: what this fake cache holds (no recorded listing).
         The real on-disk cache layout is exercised by tests/test_real_path.py."""
         return sorted(f for r, f in self.cached if r == repo_id), None
 
@@ -83,8 +84,8 @@ def hub(tmp_path, monkeypatch):
     fake = FakeHub(tmp_path / "repos")
     for name in ("hf_hub_download", "list_repo_files"):
         monkeypatch.setattr(huggingface_hub, name, getattr(fake, name))
-    monkeypatch.setattr(loading, "_cached_repo_files", fake.cached_repo_files)
-    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: fake.online)
+    monkeypatch.setattr(hub_layer, "_cached_repo_files", fake.cached_repo_files)
+    monkeypatch.setattr(hub_layer, "hub_reachable", lambda *a, **k: fake.online)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return fake
@@ -480,7 +481,7 @@ def test_hf_hub_offline_is_honoured(hub, tmp_path, monkeypatch):
     _, out = random_hf_gpt2(tmp_path, 2)
     hub.add_dir("gpt2", out)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: pytest.fail("probed in offline mode"))
+    monkeypatch.setattr(hub_layer, "hub_reachable", lambda *a, **k: pytest.fail("probed in offline mode"))
     with pytest.raises(loading.HubUnavailableError, match="HF_HUB_OFFLINE=1 is set"):
         HookedTransformer.from_pretrained("gpt2")
     hub.cache("gpt2", "config.json")
@@ -491,9 +492,9 @@ def test_hf_hub_offline_is_honoured(hub, tmp_path, monkeypatch):
 
 def test_real_offline_failure_is_quick(tmp_path, monkeypatch):
     """The real Hub layer, on a machine without internet: a clear error in well under 10 seconds."""
-    if loading.hub_reachable(timeout=2):
+    if hub_layer.hub_reachable(timeout=2):
         pytest.skip("the Hugging Face Hub is reachable from here: this test is about offline machines")
-    monkeypatch.setattr(loading, "_probe", {})  # measure the probe too
+    monkeypatch.setattr(hub_layer, "_probe", {})  # measure the probe too
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
