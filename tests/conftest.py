@@ -28,7 +28,8 @@ def randomise_(model: torch.nn.Module, seed: int = 1) -> None:
 
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache in HF_HUB_CACHE, offline, and a FakeHub whose hf_download fills it."""
+    """An empty Hugging Face cache in HF_HUB_CACHE, offline, and the FakeHub (tests/fake_hub.py) whose hf_download,
+    cache and add fill it; its serve(monkeypatch) puts it in the Hub's place for tests that let the loader download."""
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -20,6 +20,11 @@ Shapes: ``scale="small"`` shrinks every model to 2 layers (GPT-2 and DistilGPT-2
 SoLU-2L and Othello-GPT to width 64, sizes the loader reads from the weights files); ``scale="real"`` keeps
 the real shapes: GPT-2 small 12 layers, d_model 768; SoLU 2L512W; Othello-GPT 8L512W.
 
+Tests add their own files and repositories (``add``, ``add_dir``), put files in the cache as a download would
+(``cache``), and can let the loader download: ``serve(monkeypatch)`` puts this FakeHub in the Hub's place behind
+huggingface_hub's ``hf_hub_download`` and ``list_repo_files`` and helpers.hub's reachability probe, while
+``online`` is true. A download writes what hf_hub_download writes; the real hf_hub_download then reads it.
+
 Tokenizers: gpt2 and distilgpt2 carry the real GPT-2 tokenizer (data/tokenizer, saved by transformers).
 NeelNanda/gpt-neox-tokenizer-digits is a stand-in built with the tokenizers library: the same size (48262),
 the same special tokens (<|endoftext|> = 0, <|padding|> = 1), byte-level BPE with digits split one by one,
@@ -170,6 +175,8 @@ class FakeHub:
         if scale not in GPT2_SHAPES:
             raise ValueError(f"scale={scale!r}: expected 'small' or 'real'.")
         self.cache_dir, self.scale = Path(cache_dir), scale
+        self.online, self.served = True, []  # used once serve() has put this FakeHub in the Hub's place
+        self.listed_only = {repo: list(files) for repo, files in LISTED_ONLY.items()}
         stem = SOLU.split("/")[1]
         self.makers = {  # repo -> {path: function returning the file's bytes}
             "gpt2": self._lazy_dict(lambda: _gpt2_files("gpt2", scale)),
@@ -199,7 +206,32 @@ class FakeHub:
         return {name: maker(name) for name in names}
 
     def files(self, repo: str) -> list[str]:
-        return sorted([*self.makers[repo], *LISTED_ONLY[repo]])
+        return sorted([*self.makers.get(repo, {}), *self.listed_only.get(repo, [])])
+
+    # ----- files written by the tests ----------------------------------------------------------------
+
+    def add(self, repo: str, path: str, data) -> None:
+        """A file of ``repo`` (a new repository or one of the above, whose other files stay), in place of any
+        generated one. data: bytes, str, a dict of tensors (saved with torch.save) or another dict (JSON)."""
+        if isinstance(data, dict) and data and isinstance(next(iter(data.values())), torch.Tensor):
+            data = _torch_bytes(data)
+        elif isinstance(data, dict):
+            data = json.dumps(data).encode()
+        elif isinstance(data, str):
+            data = data.encode()
+        self.makers.setdefault(repo, {})[path] = lambda: data
+        if path in self.listed_only.get(repo, []):
+            self.listed_only[repo].remove(path)
+
+    def add_dir(self, repo: str, directory: Path) -> None:
+        """``repo`` becomes a repository holding exactly the files of ``directory`` (what save_pretrained wrote)."""
+        self.makers[repo], self.listed_only[repo] = {}, []
+        for path in sorted(Path(directory).iterdir()):
+            self.add(repo, path.name, path.read_bytes())
+
+    def cache(self, repo: str, path: str) -> None:
+        """``path`` of ``repo`` in the cache, as a download leaves it (``hf download repo path``)."""
+        self._download_file(repo, path)
 
     @staticmethod
     def commit(repo: str) -> str:
@@ -248,6 +280,8 @@ class FakeHub:
         if args[:2] != ["hf", "download"] or len(args) < 3:
             raise ValueError(f"not an `hf download` command: {command!r}")
         repo, rest = args[2], args[3:]
+        if repo not in self.makers:
+            raise ValueError(f"this fake Hub has no repository {repo}")
         filenames = [a for i, a in enumerate(rest) if a != "--include" and (i == 0 or rest[i - 1] != "--include")]
         patterns = [rest[i + 1] for i, a in enumerate(rest) if a == "--include"]
         listing = self.files(repo)
@@ -265,3 +299,43 @@ class FakeHub:
             tree.parent.mkdir(parents=True, exist_ok=True)
             tree.write_text(json.dumps({"format_version": 1, "files": entries}, indent=1))
         return wanted
+
+    # ----- the Hub's side: downloads and listings, once serve() has put this FakeHub in the Hub's place -----
+
+    def serve(self, monkeypatch) -> None:
+        """Make this FakeHub the Hub: huggingface_hub's ``hf_hub_download`` (the downloads; cached files are read by
+        the real function) and ``list_repo_files``, and helpers.hub's probe, which answers ``self.online``."""
+        import huggingface_hub
+        from huggingface_hub import constants
+
+        from helpers import hub
+
+        read_cache = huggingface_hub.hf_hub_download
+
+        def hf_hub_download(repo_id, filename, *, subfolder=None, local_files_only=False, **kwargs):
+            path = f"{subfolder}/{filename}" if subfolder else filename
+            if not local_files_only:
+                self._serve(repo_id, path)
+            return read_cache(repo_id, filename, subfolder=subfolder, local_files_only=True, **kwargs)
+
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+        monkeypatch.setattr(huggingface_hub, "list_repo_files", self._list_repo_files)
+        monkeypatch.setattr(hub, "hub_reachable", lambda *args, **kwargs: self.online)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def _serve(self, repo: str, path: str) -> None:
+        """One download: the file written into the cache, and its name in ``served``."""
+        from huggingface_hub.errors import EntryNotFoundError
+
+        assert self.online, f"download of {repo}/{path} attempted while offline"
+        if path not in self.makers.get(repo, {}):
+            if path in self.listed_only.get(repo, []):
+                raise ValueError(f"this fake Hub generates only {sorted(self.makers[repo])} of {repo}")
+            raise EntryNotFoundError(f"{repo} has no {path}")
+        self._download_file(repo, path)
+        self.served.append(f"{repo}/{path}")
+
+    def _list_repo_files(self, repo_id: str, **kwargs) -> list[str]:
+        assert self.online, f"listing of {repo_id} attempted while offline"
+        return self.files(repo_id)

@@ -1,10 +1,11 @@
 """Tests for helpers.loading, all offline.
 
-A fake Hub (``FakeHub``) replaces huggingface_hub's download and listing functions and the
-connectivity probe: it serves files the tests write, keeps a "local cache" of what it has served,
-and fails the test if asked for a download while it is "offline". Every family goes through it end
-to end: tiny random GPT-2 / DistilGPT-2 models saved by transformers, classic-format state dicts
-shaped like the toy models and Othello-GPT, and a course model written to a temporary data/models.
+The fake Hub of tests/fake_hub.py stands in for the Hub behind huggingface_hub's download and listing
+functions and the connectivity probe: it serves files the tests write into a Hugging Face cache laid out as
+huggingface_hub lays it out (read back by the real huggingface_hub), and fails the test if asked for a
+download while it is "offline". Every family goes through it end to end: tiny random GPT-2 / DistilGPT-2
+models saved by transformers, classic-format state dicts shaped like the toy models and Othello-GPT, and a
+course model written to a temporary data/models.
 
 The one test that meets the real network is ``test_real_offline_failure_is_quick``: the Hub is
 unreachable from the machines the course is built on, and the test measures how fast loading gives up.
@@ -13,11 +14,9 @@ unreachable from the machines the course is built on, and the test measures how 
 import json
 import time
 
-import huggingface_hub
 import pytest
 import torch
 from huggingface_hub import constants
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from helpers import course_models, loading
 from helpers import hub as hub_layer  # `hub` is the fake Hub fixture here
@@ -29,66 +28,12 @@ SMALL = dict(d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=50)  #
 TOY_LABELS = [262144, 22282240, 1100480512, 21780496384]  # real first/middle/last labels of attn-only-2l
 
 
-class FakeHub:
-    """Repositories in a directory, a set of "cached" files, and an online switch."""
-
-    def __init__(self, root):
-        self.root, self.online, self.cached, self.served = root, True, set(), []
-
-    def add(self, repo: str, filename: str, data) -> None:
-        """data: bytes, str, a dict (JSON) or a state dict (saved with torch.save)."""
-        path = self.root / repo / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, dict) and data and isinstance(next(iter(data.values())), torch.Tensor):
-            torch.save(data, path)
-        elif isinstance(data, dict):
-            path.write_text(json.dumps(data))
-        else:
-            path.write_bytes(data if isinstance(data, bytes) else data.encode())
-
-    def add_dir(self, repo: str, directory) -> None:
-        for path in directory.iterdir():
-            self.add(repo, path.name, path.read_bytes())
-
-    def cache(self, repo: str, filename: str) -> None:
-        self.cached.add((repo, filename))
-
-    def hf_hub_download(self, repo_id, filename, *, subfolder=None, cache_dir=None, local_files_only=False,
-                        **kwargs):
-        filename = f"{subfolder}/{filename}" if subfolder else filename
-        path = self.root / repo_id / filename
-        if local_files_only:
-            if (repo_id, filename) not in self.cached:
-                raise LocalEntryNotFoundError(f"{repo_id}/{filename} is not cached")
-            return str(path)
-        assert self.online, f"download of {repo_id}/{filename} attempted while offline"
-        if not path.is_file():
-            raise EntryNotFoundError(f"{repo_id} has no {filename}")
-        self.cached.add((repo_id, filename))
-        self.served.append(f"{repo_id}/{filename}")
-        return str(path)
-
-    def list_repo_files(self, repo_id, **kwargs):
-        assert self.online, "listing attempted while offline"
-        base = self.root / repo_id
-        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
-
-    def cached_repo_files(self, repo_id):
-        """Stands for hub_layer._cached_repo_files: what this fake cache holds (no recorded listing).
-        The real on-disk cache layout is exercised by tests/test_real_path.py."""
-        return sorted(f for r, f in self.cached if r == repo_id), None
-
-
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    fake = FakeHub(tmp_path / "repos")
-    for name in ("hf_hub_download", "list_repo_files"):
-        monkeypatch.setattr(huggingface_hub, name, getattr(fake, name))
-    monkeypatch.setattr(hub_layer, "_cached_repo_files", fake.cached_repo_files)
-    monkeypatch.setattr(hub_layer, "hub_reachable", lambda *a, **k: fake.online)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return fake
+def hub(offline_cache, monkeypatch):
+    """The fake Hub of tests/fake_hub.py in the Hub's place: downloads are written into the (empty) cache as
+    hf_hub_download writes them, and listed in ``hub.served``; ``hub.online = False`` makes the Hub unreachable."""
+    offline_cache.serve(monkeypatch)
+    return offline_cache
 
 
 def tokens(d_vocab, n_ctx=12, batch=3, seed=0):
@@ -185,7 +130,7 @@ def classic_state_dict(model: HookedTransformer) -> dict:
 
 def add_toy_repo(hub, official: str, labels=(), safetensors_for=()):
     """A toy-model repository: model_final.pth, checkpoints/<stem>_<label>.pth, and the tokenizer."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     repo = loading.MODELS[official].repo
@@ -198,8 +143,8 @@ def add_toy_repo(hub, official: str, labels=(), safetensors_for=()):
         model = classic_model(official, seed=i)
         hub.add(repo, f"checkpoints/{stem}_{label}.pth", classic_state_dict(model))
         if label in safetensors_for:
-            path = hub.root / repo / f"checkpoints/{stem}_{label}.safetensors"
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+            hub.add(repo, f"checkpoints/{stem}_{label}.safetensors",
+                    save({k: v.contiguous() for k, v in model.state_dict().items()}))
         checkpoints.append(model)
     vocab = {"<|endoftext|>": 0, **{f"w{i}": i for i in range(1, SMALL["d_vocab"])}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
@@ -272,8 +217,7 @@ class Payload:
 
 
 def test_pickled_code_is_never_loaded(hub):
-    hub.add("evil/repo", "model.pth", b"")
-    torch.save({"w": torch.ones(1), "payload": Payload()}, hub.root / "evil/repo/model.pth")
+    hub.add("evil/repo", "model.pth", {"w": torch.ones(1), "payload": Payload()})  # saved with torch.save
     with pytest.raises(Exception, match="(?i)weights_only|unpickl|unsupported"):
         loading.download_file_from_hf("evil/repo", "model.pth")
 

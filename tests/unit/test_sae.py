@@ -174,17 +174,14 @@ def test_load_errors_name_the_missing_file_and_bad_shapes(tmp_path):
         S.SAE.load(tmp_path)
 
 
-def test_load_pretrained_sae_reads_a_hub_cache_in_the_real_layout(tmp_path, monkeypatch):
-    """A Hugging Face cache holding one folder of jbloom/GPT2-Small-SAEs-Reformatted, as `hf download` leaves it."""
-    from huggingface_hub import constants
-
-    repo, folder, commit = "jbloom/GPT2-Small-SAEs-Reformatted", "blocks.8.hook_resid_pre", "a" * 40
-    storage = tmp_path / "models--jbloom--GPT2-Small-SAEs-Reformatted"
-    (storage / "refs").mkdir(parents=True)
-    (storage / "refs" / "main").write_text(commit)
-    weights = jbloom_layout(storage / "snapshots" / commit / folder)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_load_pretrained_sae_reads_a_hub_cache_in_the_real_layout(offline_cache, tmp_path):
+    """A Hugging Face cache holding one folder of jbloom/GPT2-Small-SAEs-Reformatted, as `hf download` leaves it
+    (tests/fake_hub.py), offline."""
+    repo, folder = "jbloom/GPT2-Small-SAEs-Reformatted", "blocks.8.hook_resid_pre"
+    weights = jbloom_layout(tmp_path / "release" / folder)
+    for path in sorted((tmp_path / "release" / folder).iterdir()):
+        offline_cache.add(repo, f"{folder}/{path.name}", path.read_bytes())
+        offline_cache.cache(repo, f"{folder}/{path.name}")
     sae = S.load_pretrained_sae(repo, folder)
     assert sae.cfg.hook_name == folder
     assert torch.equal(sae.W_dec, weights["W_dec"])
