@@ -34,14 +34,16 @@ run: install
 lint: install
 	$(BIN)/ruff check helpers training tools tests bench
 
-# nbval re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.
+# The full gate: lint, every level of tests/ (unit, notebooks, course_models, real_path), then nbval, which
+# re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.
 test: install lint
 	$(BIN)/python -m pytest --durations=10 tests
 	tests/run_variants.sh $(BIN)/python $(NOTEBOOKS)
 
-# For development: lint and the tests not marked slow (no training, notebook execution, browser or real path).
+# For development, under two minutes: lint, then tests/unit and tests/notebooks less the tests marked slow (no
+# training, notebook execution or browser); tests/course_models and tests/real_path are make test's.
 test-fast: install lint
-	$(BIN)/python -m pytest -m "not slow" tests
+	$(BIN)/python -m pytest -m "not slow" tests/unit tests/notebooks
 
 # The notebooks on the real loading path (COURSE_EMBEDDED_MODELS unset) at the real models' shapes, on a fake
 # Hugging Face cache filled by the README's `hf download` commands (random weights); prints time and peak memory.
