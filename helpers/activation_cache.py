@@ -25,20 +25,13 @@ FLAG_HOOKS = {"attn.hook_result": "use_attn_result", "hook_q_input": "use_split_
 
 
 def _take(x: torch.Tensor, selection, dim: int = -2, what: str = "pos_slice") -> torch.Tensor:
-    """Apply a selection ``what`` (None, an int, a slice or a list/tensor of indices) along ``dim``, by default
-    the position one. An int removes the dimension."""
-    checks.positions(selection, x.shape[dim], what)
-    if selection is None:
-        return x
-    if isinstance(selection, int):
-        index = torch.tensor([selection], device=x.device)
-        return x.index_select(dim % x.ndim, index % x.shape[dim]).squeeze(dim)
-    if isinstance(selection, slice):
-        idx = [slice(None)] * x.ndim
-        idx[dim] = selection
-        return x[tuple(idx)]
-    index = torch.as_tensor(selection, device=x.device) % x.shape[dim]
-    return x.index_select(dim % x.ndim, index)
+    """Apply a selection ``what`` along ``dim``, by default the position one: a ``utils.Slice``, or what it takes
+    (None, an int, which removes the dimension, a tuple ``(start, stop[, step])`` or a slice, a list / tensor of
+    indices)."""
+    if not isinstance(selection, utils.Slice):
+        checks.positions(selection, x.shape[dim], what)
+        selection = utils.Slice(selection)
+    return selection.apply(x, dim)
 
 
 class ActivationCache:
@@ -233,9 +226,7 @@ class ActivationCache:
         for i in range(layer):
             post = _take(self["post", i], pos_slice)
             W_out = self.model.blocks[i].mlp.W_out
-            neurons = torch.arange(W_out.shape[0])
-            if neuron_slice is not None:
-                neurons = neurons[neuron_slice].reshape(-1)
+            neurons = _take(torch.arange(W_out.shape[0]), neuron_slice, dim=0, what="neuron_slice").reshape(-1)
             parts.append(einops.einsum(post[..., neurons], W_out[neurons], "... n, n d -> n ... d"))
             labels += [f"L{i}N{n}" for n in neurons.tolist()]
         stack = torch.cat(parts) if parts else self._empty_stack(pos_slice)

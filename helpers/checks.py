@@ -160,8 +160,9 @@ def one_of(value, allowed: Iterable, what: str, hint: str = "") -> None:
 
 
 def positions(selection, size: int, what: str) -> None:
-    """An int or a list/tensor of indices into a dimension of ``size`` entries: each in [-size, size)."""
-    if selection is None or isinstance(selection, slice):
+    """An int or a list/tensor of indices into a dimension of ``size`` entries: each in [-size, size). A slice
+    (or a tuple, the classic way to write one) is never out of range."""
+    if selection is None or isinstance(selection, slice | tuple):
         return
     index = torch.as_tensor(selection)
     if index.dtype.is_floating_point or index.dtype == torch.bool:

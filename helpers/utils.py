@@ -1,9 +1,12 @@
 """Small utilities with the classic names: hook names, activation functions, devices, losses, sampling,
-test_prompt, download_file_from_hf."""
+test_prompt, download_file_from_hf; ``Slice``, the selection syntax of ActivationCache's ``pos_slice``; tensor
+checks and corners; the classic weight initialisations; tokenize_and_concatenate for a datasets.Dataset."""
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import math
 import os
 import re
 import warnings
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
+from torch import nn
 
 from helpers.hub import download_file_from_hf as download_file_from_hf  # TransformerLens' place for it
 
@@ -79,6 +83,145 @@ def to_numpy(tensor) -> np.ndarray:
 def transpose(tensor: Float[torch.Tensor, "... a b"]) -> Float[torch.Tensor, "... b a"]:
     """Swap the last two dims (``tensor.mT``)."""
     return tensor.transpose(-1, -2)
+
+
+def get_corner(tensor, n: int = 3):
+    """The first ``n`` entries of every dim: a peek at a big tensor (or FactoredMatrix)."""
+    return tensor[tuple(slice(n) for _ in range(tensor.ndim))]
+
+
+def remove_batch_dim(tensor: Float[torch.Tensor, "1 ..."]) -> Float[torch.Tensor, "..."]:
+    """``tensor[0]`` when its first dim has size 1 (a batch of one), else the tensor unchanged."""
+    return tensor.squeeze(0) if tensor.shape[0] == 1 else tensor
+
+
+def is_square(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a matrix (2 dims) with as many rows as columns."""
+    return x.ndim == 2 and x.shape[0] == x.shape[1]
+
+
+def is_lower_triangular(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a square matrix with zeros above its diagonal (a causal pattern's shape)."""
+    return is_square(x) and bool((x.triu(diagonal=1) == 0).all())
+
+
+#: What ``Slice`` accepts (see there).
+SliceInput = int | tuple | slice | list | torch.Tensor | np.ndarray | None
+
+
+class Slice:
+    """A selection along one dimension, in the classic syntax of ``pos_slice``, ``batch_slice``...
+
+    - an int picks one index, and the dimension goes (``tensor[i]``);
+    - a tuple is a python slice: ``(k,)`` is ``[:k]``, ``(i, j)`` is ``[i:j]``, ``(i, j, step)`` is ``[i:j:step]``
+      (a ``slice`` object is taken as it is);
+    - a list, tensor or numpy array picks those indices, and the dimension stays (a 0-dim tensor or array
+      picks one index, like an int);
+    - None selects everything (the identity; it never adds a dimension).
+    """
+
+    def __init__(self, input_slice: SliceInput = None):
+        if input_slice is None:
+            self.slice, self.mode = slice(None), "identity"
+        elif isinstance(input_slice, int | np.integer):
+            self.slice, self.mode = int(input_slice), "int"
+        elif isinstance(input_slice, tuple) and 1 <= len(input_slice) <= 3:
+            self.slice, self.mode = slice(*input_slice), "slice"
+        elif isinstance(input_slice, slice):
+            self.slice, self.mode = input_slice, "slice"
+        elif isinstance(input_slice, list | torch.Tensor | np.ndarray):
+            self.slice, self.mode = to_numpy(input_slice), "array"
+            if not (self.slice.size == 0 or np.issubdtype(self.slice.dtype, np.integer)
+                    or self.slice.dtype == bool):
+                raise ValueError(f"Slice: the indices must be integers (or a boolean mask), got dtype "
+                                 f"{self.slice.dtype}.")
+        else:
+            raise ValueError(f"Slice takes None, an int, a tuple (stop,) / (start, stop) / (start, stop, step), a "
+                             f"slice, or a list / tensor / array of indices; got {input_slice!r}.")
+
+    def apply(self, tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """``tensor`` with this selection applied along ``dim`` (negative counts from the end)."""
+        index = [slice(None)] * tensor.ndim
+        index[dim] = self.slice
+        return tensor[tuple(index)]
+
+    def indices(self, max_ctx: int | None = None) -> np.ndarray:
+        """The indices this selection keeps on a dimension of ``max_ctx`` entries, as a numpy array
+        (``array([i])`` for an int, which needs no ``max_ctx``)."""
+        if self.mode == "int":
+            return np.array([self.slice], dtype=np.int64)
+        if max_ctx is None:
+            raise ValueError(f"Slice.indices needs max_ctx, the size of the dimension, to list the indices of "
+                             f"{self.slice!r} (only an int selection does without).")
+        return np.arange(max_ctx, dtype=np.int64)[self.slice]
+
+    def __repr__(self) -> str:
+        return f"Slice: {self.slice} Mode: {self.mode} "
+
+    @classmethod
+    def unwrap(cls, slice_input: Slice | SliceInput) -> Slice:
+        """A Slice from a Slice or from what Slice accepts, except that an int becomes ``[int]``: the
+        dimension stays."""
+        if isinstance(slice_input, Slice):
+            return slice_input
+        return cls([slice_input] if isinstance(slice_input, int) else slice_input)
+
+
+# ------------------------------------------------------------------------------------------------
+# Initialisations with the classic fan conventions: W_in is [d_in d_out] and W_Q [head d_model d_head],
+# where torch's own init functions expect [d_out d_in].
+# ------------------------------------------------------------------------------------------------
+
+
+def calc_fan_in_and_fan_out(tensor: torch.Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight in the classic layouts: [n] is a bias (fan_in 1), [d_in d_out] a matrix,
+    [head d_model d_head] an attention weight (fan_in d_model, fan_out head * d_head)."""
+    shape = tensor.shape
+    if len(shape) == 1:
+        return 1, shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    if len(shape) == 3:
+        return shape[1], shape[0] * shape[2]
+    raise ValueError(f"Fan in and fan out are defined for 1, 2 or 3 dims (bias, matrix, [head d_model d_head]); "
+                     f"got shape {tuple(shape)}.")
+
+
+def _fan(param: torch.Tensor, mode: str) -> int:
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode={mode!r}: pass 'fan_in' or 'fan_out'.")
+    fan_in, fan_out = calc_fan_in_and_fan_out(param)
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def init_xavier_uniform_(param: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """Fill ``param`` in place from U(-a, a), a = gain sqrt(6 / (fan_in + fan_out)): std gain sqrt(2 / (fan_in +
+    fan_out))."""
+    fan_in, fan_out = calc_fan_in_and_fan_out(param)
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return nn.init.uniform_(param, -bound, bound)
+
+
+def init_xavier_normal_(param: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """Fill ``param`` in place from N(0, std), std = gain sqrt(2 / (fan_in + fan_out))."""
+    fan_in, fan_out = calc_fan_in_and_fan_out(param)
+    return nn.init.normal_(param, mean=0.0, std=gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def init_kaiming_uniform_(param: torch.Tensor, a: float = 0, nonlinearity: str = "relu", gain: float = 1.0,
+                          mode: str = "fan_in") -> torch.Tensor:
+    """Fill ``param`` in place with std g / sqrt(fan), uniformly: g is ``gain`` times torch's gain for the
+    nonlinearity that precedes the weight (sqrt(2) for relu; ``a`` is leaky_relu's slope), fan its fan_in (or
+    fan_out with ``mode="fan_out"``)."""
+    bound = gain * nn.init.calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(param, mode))
+    return nn.init.uniform_(param, -bound, bound)
+
+
+def init_kaiming_normal_(param: torch.Tensor, a: float = 0, nonlinearity: str = "relu", gain: float = 1.0,
+                         mode: str = "fan_in") -> torch.Tensor:
+    """Fill ``param`` in place from N(0, g / sqrt(fan)), g and fan as in init_kaiming_uniform_."""
+    std = gain * nn.init.calculate_gain(nonlinearity, a) * math.sqrt(1.0 / _fan(param, mode))
+    return nn.init.normal_(param, mean=0.0, std=std)
 
 
 def override_or_use_default_value(default_flag, override=None):
@@ -166,6 +309,68 @@ def sample_logits(logits: Float[torch.Tensor, "batch d_vocab"], top_k: int | Non
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def _concatenated_rows(texts: list[str], tokenizer, max_length: int, add_bos_token: bool,
+                       pad_id: int) -> np.ndarray:
+    """The texts tokenized, joined by EOS and cut into rows of ``max_length`` ids ([rows max_length], BOS
+    first if ``add_bos_token``); the tokens past the last full row are dropped, unless there is not even one
+    row: then the one row is padded with ``pad_id``."""
+    seq_len = max_length - 1 if add_bos_token else max_length
+    if not texts:
+        return np.zeros((0, max_length), dtype=np.int64)
+    docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids = [i for doc in docs for i in [tokenizer.eos_token_id, *doc]][1:]  # EOS between documents
+    if len(ids) < seq_len:
+        ids += [pad_id] * (seq_len - len(ids))
+    rows = np.asarray(ids[: len(ids) // seq_len * seq_len], dtype=np.int64).reshape(-1, seq_len)
+    if add_bos_token:
+        rows = np.concatenate([np.full((len(rows), 1), tokenizer.bos_token_id, dtype=np.int64), rows], axis=1)
+    return rows
+
+
+def tokenize_and_concatenate(dataset, tokenizer, streaming: bool = False, max_length: int = 1024,
+                             column_name: str = "text", add_bos_token: bool = True, num_proc: int = 10,
+                             set_format: bool = True):
+    """A Hugging Face ``datasets.Dataset`` (or ``IterableDataset``) of texts as rows of ``max_length`` token ids,
+    in one column ``"tokens"``: each batch of documents is tokenized, joined with EOS between documents, cut into
+    rows (BOS first if ``add_bos_token``; the tail shorter than a row is dropped, a batch shorter than one row
+    is padded with the pad token, else EOS). Other columns are dropped. ``num_proc`` processes tokenize unless
+    ``streaming``; ``set_format`` makes the column torch tensors (pass False for an IterableDataset).
+
+    The tokenizer needs an EOS token; it is not modified.
+    """
+    if not hasattr(dataset, "map"):
+        if importlib.util.find_spec("datasets") is None:
+            raise ImportError("tokenize_and_concatenate works on a Hugging Face datasets.Dataset, and the datasets "
+                              "library is not installed here (the course does not need it): `pip install "
+                              f"datasets`, then pass datasets.Dataset.from_dict({{{column_name!r}: texts}}).")
+        raise TypeError(f"tokenize_and_concatenate takes a datasets.Dataset or IterableDataset with a "
+                        f"{column_name!r} column, got {type(dataset).__name__}; for a list of strings, pass "
+                        f"datasets.Dataset.from_dict({{{column_name!r}: texts}}).")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenize_and_concatenate joins documents with the EOS token, and this tokenizer has "
+                         "none: set tokenizer.eos_token first.")
+    pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+    # Documents longer than the model's context are expected here (they are cut into rows): no warning.
+    warned = getattr(tokenizer, "deprecation_warnings", {})
+    key = "sequence-length-is-longer-than-the-specified-maximum"
+    before = warned.get(key)
+    warned[key] = True
+    try:
+        tokenized = dataset.map(
+            lambda batch: {"tokens": _concatenated_rows(batch[column_name], tokenizer, max_length, add_bos_token,
+                                                        pad_id)},
+            batched=True, remove_columns=list(dataset.column_names or [column_name]),
+            **({} if streaming else {"num_proc": num_proc}))
+    finally:
+        if before is None:
+            warned.pop(key, None)
+        else:
+            warned[key] = before
+    if set_format:
+        tokenized.set_format(type="torch", columns=["tokens"])
+    return tokenized
 
 
 def test_prompt(prompt: str, answer: str, model, prepend_space_to_answer: bool = True,
