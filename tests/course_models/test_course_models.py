@@ -141,8 +141,10 @@ def test_metrics_files_match_the_shipped_weights(gpt2):
 
 
 def test_weight_budget():
+    """All shipped weights stay within 50 MB (issue 30's budget: a clone stays light for Colab and CI). Today
+    47.1 MB, course-gpt2-v2 included; when it replaces course-gpt2, the latter's 3.3 MB go."""
     total = sum(p.stat().st_size for p in MODELS_DIR.rglob("*.safetensors"))
-    assert total <= 40e6, f"shipped weights take {total / 1e6:.1f} MB"
+    assert total <= 50e6, f"shipped weights take {total / 1e6:.1f} MB"
 
 
 def test_corrupted_file_is_named(tmp_path, monkeypatch):
