@@ -13,9 +13,15 @@ import torch.nn.functional as F
 
 from helpers import utils
 
-#: The MLP activations, by their config name (``act_fn``): the model applies ``ACTIVATIONS[cfg.act_fn]``.
-ACTIVATIONS = {"gelu": F.gelu, "gelu_new": utils.gelu_new, "relu": F.relu, "solu_ln": utils.solu}
+#: The MLP activations, by their config name (``act_fn``): the model applies ``ACTIVATIONS[cfg.act_fn]``
+#: ("solu_ln" is SoLU followed by a LayerNorm in the MLP; "gelu_pytorch_tanh" is another name of gelu_new).
+ACTIVATIONS = {"gelu": F.gelu, "gelu_new": utils.gelu_new, "gelu_pytorch_tanh": utils.gelu_new,
+               "gelu_fast": utils.gelu_fast, "relu": F.relu, "silu": F.silu, "solu": utils.solu,
+               "solu_ln": utils.solu}
 NORMALIZATION_TYPES = ("LN", "LNPre", None)
+#: Where the learned positions go: added to the residual stream, or only to the queries' and keys' inputs.
+POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer")
+ATTENTION_DIRS = ("causal", "bidirectional")
 
 
 @dataclass
@@ -40,12 +46,15 @@ class HookedTransformerConfig:
     normalization_type: str | None = "LN"  # "LN" (with weights), "LNPre" (centre and scale only) or None
     attn_only: bool = False  # blocks without MLP
     eps: float = 1e-5  # LayerNorm epsilon
+    gated_mlp: bool = False  # MLP (act(x W_gate) * x W_in + b_in) W_out + b_out (GatedMLP), as in Llama
     # --- name and tokenizer ---
     model_name: str = "custom"
     tokenizer_name: str | None = None  # "gpt2": the GPT-2 tokenizer shipped in data/tokenizer
     default_prepend_bos: bool = True  # to_tokens puts BOS first unless told otherwise
     # --- attention, and the optional hook points (off by default: they cost memory) ---
-    positional_embedding_type: str = "standard"  # learned positions, the only kind supported
+    positional_embedding_type: str = "standard"  # learned positions: "standard" or "shortformer" (q and k only)
+    attention_dir: str = "causal"  # "causal" (each position reads the ones before it) or "bidirectional"
+    n_key_value_heads: int | None = None  # grouped-query attention: key/value heads, each shared by a group
     use_attn_result: bool = False  # blocks.L.attn.hook_result: each head's output in d_model
     use_split_qkv_input: bool = False  # blocks.L.hook_{q,k,v}_input: one copy of the input per head
     use_hook_mlp_in: bool = False  # blocks.L.hook_mlp_in
@@ -80,8 +89,19 @@ class HookedTransformerConfig:
             raise ValueError(
                 f"normalization_type must be 'LN', 'LNPre' or None, got {self.normalization_type!r}."
             )
-        if self.positional_embedding_type != "standard":
-            raise ValueError("Only learned ('standard') positional embeddings are supported.")
+        if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
+            raise ValueError(f"positional_embedding_type={self.positional_embedding_type!r} is not supported: use "
+                             "'standard' (learned positions added to the residual stream) or 'shortformer' "
+                             "(learned positions added to the queries' and keys' inputs only).")
+        if self.attention_dir not in ATTENTION_DIRS:
+            raise ValueError(f"attention_dir must be 'causal' or 'bidirectional', got {self.attention_dir!r}.")
+        if self.n_key_value_heads is not None:
+            if self.n_key_value_heads <= 0 or self.n_heads % self.n_key_value_heads:
+                raise ValueError(f"n_key_value_heads={self.n_key_value_heads} must divide n_heads={self.n_heads}: "
+                                 "each key/value head serves the same number of query heads.")
+            if self.use_attn_in:
+                raise ValueError("use_attn_in gives q, k and v one shared input per head, which grouped-query "
+                                 "attention (n_key_value_heads) cannot take: use use_split_qkv_input instead.")
         if self.d_vocab_out == -1:
             self.d_vocab_out = self.d_vocab
         if self.initializer_range < 0:
@@ -91,15 +111,21 @@ class HookedTransformerConfig:
 
     @property
     def n_params(self) -> int:
-        """Weights of the attention and MLP layers (no embeddings, no biases), as in the classic config."""
+        """Weights of the attention and MLP layers (no embeddings, no biases), as in the classic config (which
+        counts grouped key/value weights as if every head had its own)."""
         attn = 4 * self.n_heads * self.d_model * self.d_head
-        mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
+        mlp = 0 if self.attn_only else (2 + self.gated_mlp) * self.d_model * self.d_mlp
         return self.n_layers * (attn + mlp)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["dtype"] = str(self.dtype).removeprefix("torch.")
         return d
+
+    @classmethod
+    def unwrap(cls, config: HookedTransformerConfig | dict) -> HookedTransformerConfig:
+        """The config itself, or one built from a dict (every component accepts either)."""
+        return cls.from_dict(config) if isinstance(config, dict) else config
 
     @classmethod
     def from_dict(cls, d: dict) -> HookedTransformerConfig:

@@ -149,6 +149,13 @@ class HookPoint(nn.Module):
         both kinds end in the module's own hook dicts, which torch offers no public way to read."""
         return bool(self._forward_hooks or self._backward_hooks)
 
+    def only_read(self) -> bool:
+        """Whether every hook on this point leaves the activation as it is: no hooks, or only caching hooks (of
+        get_caching_hooks, marked ``reads_only``), with no backward hook and no hook registered with PyTorch's own
+        functions. The model may then compute what follows without this activation."""
+        return (not self._backward_hooks and len(self._forward_hooks) == len(self.fwd_hooks)
+                and all(getattr(h.fn, "reads_only", False) for h in self.fwd_hooks))
+
     def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: int | None = None) -> bool:
         """Whether a hook is attached in direction ``dir`` ("fwd", "bwd", "both"); permanent hooks count only
         if ``including_permanent``; with ``level``, only hooks added by the ``hooks()`` block of that depth."""
@@ -400,6 +407,7 @@ class HookedRootModule(nn.Module):
                 t = t[0]
             cache[hook.name + suffix] = t.to(device) if device is not None else t
 
+        save.reads_only = True  # it changes nothing: see HookPoint.only_read
         fwd = [(n, save) for n in names]
         bwd = [(n, lambda g, hook: save(g, hook, "_grad")) for n in names] if incl_bwd else []
         return cache, fwd, bwd

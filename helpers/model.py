@@ -13,7 +13,10 @@ d_vocab. The einsums use one letter each: b batch, p pos, d d_model, h head, e d
 attention q / k for the destination (query) and source (key) positions (helpers.weights adds
 m d_mlp and v d_vocab).
 
-The components come in the order of the forward pass; the configuration is in helpers.config.
+The components come in the order of the forward pass; the configuration is in helpers.config. Its options
+change a component each: ``n_key_value_heads`` (GroupedQueryAttention), ``gated_mlp`` (GatedMLP),
+``attention_dir="bidirectional"`` (no causal mask), ``positional_embedding_type="shortformer"`` (the positions
+go to the queries' and keys' inputs, not to the residual stream), ``normalization_type="LNPre"`` (LayerNormPre).
 """
 
 from __future__ import annotations
@@ -47,18 +50,22 @@ def affine(x: Float[torch.Tensor, "... d_in"], W: Float[torch.Tensor, "d_in d_ou
 
 def hooked(*points: HookPoint) -> bool:
     """Whether a hook will run on any of these points (``HookPoint.is_hooked``: added with add_hook, or
-    registered with PyTorch's register_forward_hook). When none will, attention computes its output with
-    PyTorch's fused kernel, which skips the scores and the pattern: no hook could see them. (The fused sums
-    round differently: a run that hooks the pattern can differ from one that does not in the last bits.)"""
+    registered with PyTorch's register_forward_hook). When none will, attention skips the scores and the
+    pattern: no hook could see them. Either way it computes z with PyTorch's fused kernel unless a hook may
+    change the scores or the pattern (``HookPoint.only_read``), so that ``model(x)`` and ``run_with_cache(x)``
+    give the same bits."""
     return any(point.is_hooked() for point in points)
 
 
-def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      causal: bool = True) -> torch.Tensor:
     """z [batch pos head d_head] with NaN wherever a non-finite q, k or v reaches it in the explicit softmax
-    path: a query spoils its own row, a key the rows from its position on, a value its component of every
-    row (0 * inf in pattern @ v). The fused kernel drops some of these (a NaN query can give a finite row), so
-    both paths pass z through here and agree; finite entries are unchanged."""
-    rows = q.sum(-1, keepdim=True, dtype=torch.float32) + k.sum(-1, keepdim=True, dtype=torch.float32).cumsum(1)
+    path: a query spoils its own row, a key the rows that read it (from its position on, if ``causal``; else
+    all), a value its component of every row (0 * inf in pattern @ v). The fused kernel drops some of these (a
+    NaN query can give a finite row), so both paths pass z through here and agree; finite entries are
+    unchanged."""
+    keys = k.sum(-1, keepdim=True, dtype=torch.float32)
+    rows = q.sum(-1, keepdim=True, dtype=torch.float32) + (keys.cumsum(1) if causal else keys.sum(1, keepdim=True))
     return z + (rows * 0).to(z.dtype) + (v.sum(1, keepdim=True, dtype=torch.float32) * 0).to(z.dtype)
 
 
@@ -68,8 +75,9 @@ def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
 
 
 class Embed(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig):
+    def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model, dtype=cfg.dtype))
 
     def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Resid:
@@ -77,8 +85,9 @@ class Embed(nn.Module):
 
 
 class PosEmbed(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig):
+    def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype))
 
     def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Resid:
@@ -89,57 +98,71 @@ class PosEmbed(nn.Module):
         return self.W_pos[:n_pos].repeat(tokens.shape[0], 1, 1)
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm whose scale and normalised input (before ``* w + b``) are hook points. ``LNPre`` has no weight
-    or bias."""
+class LayerNormPre(nn.Module):
+    """LayerNorm without weight or bias (``LNPre``: what folding the weights into the next layer leaves): centre,
+    then divide by the scale. The scale and the normalised input are hook points."""
 
-    def __init__(self, cfg: HookedTransformerConfig, length: int, with_weights: bool = True):
+    def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.eps = cfg.eps
-        if with_weights:
-            self.w = nn.Parameter(torch.ones(length, dtype=cfg.dtype))
-            self.b = nn.Parameter(torch.zeros(length, dtype=cfg.dtype))
-        else:
-            self.w = self.b = None
         self.hook_scale = HookPoint()  # [batch pos (head) 1]
         self.hook_normalized = HookPoint()  # [batch pos (head) length]
 
     def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        # hook_normalized: mean 0 and norm sqrt(length), before the learned weight and bias (the classic meaning).
-        x = self.hook_normalized(x / scale)
-        if self.w is not None:
-            x = x * self.w + self.b
-        return x
+        # hook_normalized: mean 0 and norm sqrt(length), before any learned weight and bias (the classic meaning).
+        return self.hook_normalized(x / scale)
+
+
+class LayerNorm(LayerNormPre):
+    """LayerNorm (``LN``): LayerNormPre's output times the weight ``w`` plus the bias ``b``, [length] each
+    (length: d_model unless given)."""
+
+    def __init__(self, cfg: HookedTransformerConfig | dict, length: int | None = None):
+        super().__init__(cfg)
+        cfg = HookedTransformerConfig.unwrap(cfg)
+        length = cfg.d_model if length is None else length
+        self.w = nn.Parameter(torch.ones(length, dtype=cfg.dtype))
+        self.b = nn.Parameter(torch.zeros(length, dtype=cfg.dtype))
+
+    def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
+        return super().forward(x) * self.w + self.b
 
 
 def make_norm(cfg: HookedTransformerConfig, length: int) -> nn.Module:
     if cfg.normalization_type is None:
         return nn.Identity()
-    return LayerNorm(cfg, length, with_weights=cfg.normalization_type == "LN")
+    return LayerNorm(cfg, length) if cfg.normalization_type == "LN" else LayerNormPre(cfg)
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig):
+    """Multi-head attention, each head with its own query, key and value (see GroupedQueryAttention)."""
+
+    grouped = False  # True: fewer key/value heads than query heads, stored as _W_K, _W_V, _b_K, _b_V
+
+    def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = HookedTransformerConfig.unwrap(cfg)
         h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        kv, g = ("_", cfg.n_key_value_heads) if self.grouped else ("", h)  # the stored key/value heads
         self.W_Q = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
-        self.W_K = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
-        self.W_V = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
+        self.register_parameter(kv + "W_K", nn.Parameter(torch.empty(g, d, e, dtype=cfg.dtype)))
+        self.register_parameter(kv + "W_V", nn.Parameter(torch.empty(g, d, e, dtype=cfg.dtype)))
         self.W_O = nn.Parameter(torch.empty(h, e, d, dtype=cfg.dtype))
         self.b_Q = nn.Parameter(torch.zeros(h, e, dtype=cfg.dtype))
-        self.b_K = nn.Parameter(torch.zeros(h, e, dtype=cfg.dtype))
-        self.b_V = nn.Parameter(torch.zeros(h, e, dtype=cfg.dtype))
+        self.register_parameter(kv + "b_K", nn.Parameter(torch.zeros(g, e, dtype=cfg.dtype)))
+        self.register_parameter(kv + "b_V", nn.Parameter(torch.zeros(g, e, dtype=cfg.dtype)))
         self.b_O = nn.Parameter(torch.zeros(d, dtype=cfg.dtype))
         self.attn_scale = math.sqrt(e) if cfg.use_attn_scale else 1.0
+        self.is_causal = cfg.attention_dir == "causal"
         mask = torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool))
         self.register_buffer("mask", mask, persistent=False)
 
         self.hook_q = HookPoint()  # [batch pos head d_head]
-        self.hook_k = HookPoint()  # [batch pos head d_head]
-        self.hook_v = HookPoint()  # [batch pos head d_head]
+        self.hook_k = HookPoint()  # [batch pos head d_head] ([batch pos kv_head d_head] when grouped)
+        self.hook_v = HookPoint()  # [batch pos head d_head] ([batch pos kv_head d_head] when grouped)
         self.hook_attn_scores = HookPoint()  # [batch head dest src]
         self.hook_pattern = HookPoint()  # [batch head dest src]
         self.hook_z = HookPoint()  # [batch pos head d_head]
@@ -160,25 +183,34 @@ class Attention(nn.Module):
             return torch.einsum("bpd,hde->bphe", x, W) + b
         return torch.einsum("bphd,hde->bphe", x, W) + b
 
+    def _keys_and_values(self, key_input: torch.Tensor,
+                         value_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k and v [batch pos head d_head], through hook_k and hook_v."""
+        k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
+        v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
+        return k, v
+
     def forward(self, query_input: torch.Tensor, key_input: torch.Tensor,
                 value_input: torch.Tensor) -> Resid:
         q = self.hook_q(self._project(query_input, self.W_Q, self.b_Q))
-        k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
-        v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
+        k, v = self._keys_and_values(key_input, value_input)
 
+        pattern = None
         if hooked(self.hook_attn_scores, self.hook_pattern):
             scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)  # in place: one [b h q k] buffer
-            n = scores.shape[-1]
-            scores = self.hook_attn_scores(scores.masked_fill_(~self.mask[:n, :n], float("-inf")))
-            pattern = self.hook_pattern(F.softmax(scores, dim=-1))
-            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-        else:  # nobody looks at the scores or the pattern: PyTorch's fused causal attention, same z
+            if self.is_causal:
+                n = scores.shape[-1]
+                scores.masked_fill_(~self.mask[:n, :n], float("-inf"))
+            pattern = self.hook_pattern(F.softmax(self.hook_attn_scores(scores), dim=-1))
+        if pattern is not None and not (self.hook_attn_scores.only_read() and self.hook_pattern.only_read()):
+            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)  # a hook may have changed the pattern: z follows it
+        else:  # PyTorch's fused attention: the z of an unhooked forward, to the bit, with or without a cache
             z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=True, scale=1 / self.attn_scale).transpose(1, 2)
+                                               is_causal=self.is_causal, scale=1 / self.attn_scale).transpose(1, 2)
         # On the CPU, checking is cheaper than spreading; elsewhere, spreading does not wait for the device.
         if z.device.type != "cpu" or not torch.isfinite(q.sum(dtype=torch.float32) + k.sum(dtype=torch.float32)
                                                          + v.sum(dtype=torch.float32)):
-            z = spread_non_finite(z, q, k, v)
+            z = spread_non_finite(z, q, k, v, causal=self.is_causal)
         z = self.hook_z(z)
         if not self.cfg.use_attn_result:
             return affine(einops.rearrange(z, "b q h e -> b q (h e)"), self.W_O.flatten(0, 1), self.b_O)
@@ -186,9 +218,48 @@ class Attention(nn.Module):
         return result.sum(dim=2) + self.b_O
 
 
+def _per_query_head(name: str) -> property:
+    """A read-only property: the grouped parameter ``_<name>`` with each key/value head repeated for the query
+    heads of its group ([kv_head ...] -> [head ...])."""
+    return property(lambda self: getattr(self, "_" + name).repeat_interleave(self.repeat_kv_heads, dim=0),
+                    doc=f"``_{name}`` repeated for each query head of a group: [head ...].")
+
+
+class GroupedQueryAttention(Attention):
+    """Grouped-query attention: ``n_key_value_heads`` key/value heads, each shared by ``repeat_kv_heads =
+    n_heads // n_key_value_heads`` consecutive query heads (query head i reads key/value head i // repeat_kv_heads).
+
+    The shared weights are ``_W_K``, ``_W_V`` [kv_head d_model d_head] and ``_b_K``, ``_b_V`` [kv_head d_head];
+    ``W_K``, ``W_V``, ``b_K``, ``b_V`` give them per query head. hook_k and hook_v hold the key/value heads;
+    they are repeated for the scores and z.
+    """
+
+    grouped = True
+
+    def __init__(self, cfg: HookedTransformerConfig | dict):
+        cfg = HookedTransformerConfig.unwrap(cfg)
+        if cfg.n_key_value_heads is None:
+            raise ValueError("GroupedQueryAttention needs cfg.n_key_value_heads (the number of key/value heads).")
+        super().__init__(cfg)
+        self.repeat_kv_heads = cfg.n_heads // cfg.n_key_value_heads
+
+    W_K, W_V, b_K, b_V = (_per_query_head(name) for name in ("W_K", "W_V", "b_K", "b_V"))
+
+    def _keys_and_values(self, key_input: torch.Tensor,
+                         value_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k and v through hook_k and hook_v with the key/value heads [batch pos kv_head d_head], then repeated
+        for the query heads of each group [batch pos head d_head]."""
+        k = self.hook_k(self._project(key_input, self._W_K, self._b_K))
+        v = self.hook_v(self._project(value_input, self._W_V, self._b_V))
+        return k.repeat_interleave(self.repeat_kv_heads, dim=2), v.repeat_interleave(self.repeat_kv_heads, dim=2)
+
+
 class MLP(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig):
+    """mlp_out = act(x @ W_in + b_in) @ W_out + b_out; with act_fn "solu_ln", a LayerNorm after the activation."""
+
+    def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model, dtype=cfg.dtype))
@@ -197,7 +268,7 @@ class MLP(nn.Module):
         self.hook_pre = HookPoint()  # [batch pos d_mlp]
         if cfg.act_fn == "solu_ln":
             self.hook_mid = HookPoint()  # [batch pos d_mlp], SoLU before its LayerNorm
-            self.ln = LayerNorm(cfg, cfg.d_mlp, with_weights=cfg.normalization_type == "LN")
+            self.ln = LayerNorm(cfg, cfg.d_mlp) if cfg.normalization_type == "LN" else LayerNormPre(cfg)
         self.hook_post = HookPoint()  # [batch pos d_mlp]
 
     def forward(self, x: Resid) -> Resid:
@@ -209,18 +280,41 @@ class MLP(nn.Module):
         return affine(post, self.W_out, self.b_out)
 
 
+class GatedMLP(MLP):
+    """mlp_out = (act(x @ W_gate) * (x @ W_in) + b_in) @ W_out + b_out (Llama's SwiGLU with act_fn "silu").
+
+    hook_pre is the gate before its activation, hook_pre_linear the other branch, hook_post their product.
+    With act_fn "solu_ln" the gate's normalised activation is hook_post, and W_in is not used (as in the
+    classic library).
+    """
+
+    def __init__(self, cfg: HookedTransformerConfig | dict):
+        super().__init__(cfg)
+        cfg = HookedTransformerConfig.unwrap(cfg)
+        self.W_gate = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
+        self.hook_pre_linear = HookPoint()  # [batch pos d_mlp]
+
+    def forward(self, x: Resid) -> Resid:
+        pre = self.hook_pre(x @ self.W_gate)
+        if not hasattr(self, "ln"):
+            post = self.hook_post(self.act_fn(pre) * self.hook_pre_linear(x @ self.W_in) + self.b_in)
+        else:
+            post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
+        return affine(post, self.W_out, self.b_out)
+
+
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig):
+    def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = HookedTransformerConfig.unwrap(cfg)
         self.ln1 = make_norm(cfg, cfg.d_model)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg) if cfg.n_key_value_heads is None else GroupedQueryAttention(cfg)
         if not cfg.attn_only:
             self.ln2 = make_norm(cfg, cfg.d_model)
-            self.mlp = MLP(cfg)
+            self.mlp = GatedMLP(cfg) if cfg.gated_mlp else MLP(cfg)
         self.hook_resid_pre = HookPoint()  # [batch pos d_model]
         self.hook_q_input = HookPoint()  # [batch pos head d_model], if cfg.use_split_qkv_input
-        self.hook_k_input = HookPoint()
+        self.hook_k_input = HookPoint()  # [batch pos head d_model] ([batch pos kv_head d_model] when grouped)
         self.hook_v_input = HookPoint()
         self.hook_attn_in = HookPoint()  # [batch pos head d_model], if cfg.use_attn_in
         self.hook_attn_out = HookPoint()  # [batch pos d_model]
@@ -230,9 +324,10 @@ class TransformerBlock(nn.Module):
         self.hook_mlp_out = HookPoint()  # [batch pos d_model]
         self.hook_resid_post = HookPoint()  # [batch pos d_model]
 
-    def forward(self, resid_pre: Resid) -> Resid:
+    def forward(self, resid_pre: Resid, shortformer_pos_embed: Resid | None = None) -> Resid:
+        """``shortformer_pos_embed``: the positions a "shortformer" model adds to the queries' and keys' inputs."""
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.hook_attn_out(self.attn(*self._attn_inputs(resid_pre)))
+        attn_out = self.hook_attn_out(self.attn(*self._attn_inputs(resid_pre, shortformer_pos_embed)))
         if self.cfg.attn_only:
             return self.hook_resid_post(resid_pre + attn_out)
 
@@ -241,30 +336,40 @@ class TransformerBlock(nn.Module):
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
         return self.hook_resid_post(resid_mid + mlp_out)
 
-    def _attn_inputs(self, resid_pre: Resid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The query, key and value inputs: ln1 of the residual stream, the same tensor for all three.
+    def _attn_inputs(self, resid_pre: Resid,
+                     pos_embed: Resid | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The query, key and value inputs: ln1 of the residual stream, the same tensor for all three, plus
+        ``pos_embed`` (if given) for the query and key inputs.
 
         With use_split_qkv_input (or use_attn_in), each is one copy of the stream per head
-        [batch pos head d_model], through its own hook (or one hook shared by the three).
+        [batch pos head d_model] (the key and value inputs one per key/value head when grouped), through its own
+        hook (or one hook shared by the three).
         """
         cfg = self.cfg
         if not (cfg.use_split_qkv_input or cfg.use_attn_in):
-            normed = self.ln1(resid_pre)
-            return normed, normed, normed
-        # One copy per hook (not an expanded view), so that a hook may edit its input in place.
-        per_head = einops.repeat(resid_pre, "b p d -> b p h d", h=cfg.n_heads)
-        if cfg.use_split_qkv_input:
-            q_in = self.hook_q_input(per_head.clone())
-            k_in = self.hook_k_input(per_head.clone())
-            v_in = self.hook_v_input(per_head.clone())
+            q_in = k_in = v_in = self.ln1(resid_pre)
         else:
-            q_in = k_in = v_in = self.hook_attn_in(per_head.clone())
-        return self.ln1(q_in), self.ln1(k_in), self.ln1(v_in)
+            def per_head(n_heads: int) -> torch.Tensor:  # a copy (not an expanded view): hooks may edit it in place
+                return einops.repeat(resid_pre, "b p d -> b p h d", h=n_heads).clone()
+
+            if cfg.use_split_qkv_input:
+                kv_heads = cfg.n_key_value_heads or cfg.n_heads
+                q_in = self.hook_q_input(per_head(cfg.n_heads))
+                k_in = self.hook_k_input(per_head(kv_heads))
+                v_in = self.hook_v_input(per_head(kv_heads))
+            else:
+                q_in = k_in = v_in = self.hook_attn_in(per_head(cfg.n_heads))
+            q_in, k_in, v_in = self.ln1(q_in), self.ln1(k_in), self.ln1(v_in)
+            pos_embed = None if pos_embed is None else pos_embed[:, :, None]  # the same for every head
+        if pos_embed is None:
+            return q_in, k_in, v_in
+        return q_in + pos_embed, k_in + pos_embed, v_in
 
 
 class Unembed(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig):
+    def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out, dtype=cfg.dtype))
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
 
@@ -325,33 +430,54 @@ class HookedTransformer(HookedRootModule):
         """GPT-2-style init: weight matrices ~ N(0, initializer_range), biases 0, LayerNorm weights 1."""
         generator = torch.Generator().manual_seed(self.cfg.seed) if self.cfg.seed is not None else None
         for name, param in self.named_parameters():
-            if name.split(".")[-1].startswith("W_"):
+            if name.split(".")[-1].lstrip("_").startswith("W_"):  # _W_K, _W_V: grouped-query attention's
                 with torch.no_grad():
                     param.copy_(torch.randn(param.shape, generator=generator) * self.cfg.initializer_range)
 
     # ----- forward pass -----------------------------------------------------------------------
 
+    def input_to_embed(self, input, prepend_bos: bool | None = None) -> tuple[Resid, Int[torch.Tensor, "batch pos"],
+                                                                           Resid | None, None]:
+        """``(residual, tokens, shortformer_pos_embed, attention_mask)``: the residual stream entering block 0 (the
+        token embeddings plus the positions, through hook_embed and hook_pos_embed) and the tokens of ``input``.
+        A "shortformer" model does not add its positions to the stream: they come third, for the queries' and keys'
+        inputs (else None). attention_mask is always None: batches are padded on the right, where the causal mask
+        is enough. ``model(residual, start_at_layer=0, tokens=tokens, shortformer_pos_embed=...)`` goes on."""
+        tokens = self._input_tokens(input, prepend_bos)
+        embed = self.hook_embed(self.embed(tokens))
+        pos_embed = self.hook_pos_embed(self.pos_embed(tokens))
+        if self.cfg.positional_embedding_type == "shortformer":
+            return embed, tokens, pos_embed, None
+        return embed + pos_embed, tokens, None, None
+
     def forward(self, input, return_type: str | None = "logits", loss_per_token: bool = False,
                 prepend_bos: bool | None = None, stop_at_layer: int | None = None,
-                start_at_layer: int | None = None):
+                start_at_layer: int | None = None, tokens: Int[torch.Tensor, "batch pos"] | None = None,
+                shortformer_pos_embed: Resid | None = None, attention_mask: torch.Tensor | None = None):
         """Run the model.
 
         input: a string, a list of strings (padded) or tokens [batch pos]. With ``start_at_layer``,
-        input is the residual stream [batch pos d_model] entering that block.
+        input is the residual stream [batch pos d_model] entering that block; ``tokens`` then gives the tokens
+        for the loss, and ``shortformer_pos_embed`` a shortformer model's positions (by default those of
+        positions 0, 1, ...; see input_to_embed).
         return_type: "logits", "loss", "both" (logits, loss) or None.
         stop_at_layer: return the residual stream entering block ``stop_at_layer`` (negative: from the end).
+        attention_mask: accepted for the classic signature when it masks nothing (all ones).
         """
         checks.forward(return_type, start_at_layer, stop_at_layer, self.cfg.n_layers)
+        if attention_mask is not None and not bool(torch.as_tensor(attention_mask).all()):
+            raise ValueError("attention_mask has zeros: helpers pads batches on the right and masks only the "
+                             "future, so it takes no padding mask. Pad on the right (to_tokens does), or run "
+                             "prompts of different lengths one at a time.")
         if start_at_layer is None:
-            tokens = self._input_tokens(input, prepend_bos)
-            embed = self.hook_embed(self.embed(tokens))
-            pos_embed = self.hook_pos_embed(self.pos_embed(tokens))
-            residual = embed + pos_embed
+            residual, tokens, shortformer_pos_embed, _ = self.input_to_embed(input, prepend_bos)
         else:
             checks.residual(input, self.cfg.d_model, start_at_layer)
-            tokens, residual = None, input
+            residual = input
+            if self.cfg.positional_embedding_type == "shortformer" and shortformer_pos_embed is None:
+                shortformer_pos_embed = self.pos_embed(residual[..., 0])  # only the [batch pos] shape is read
         for block in self.blocks[start_at_layer:stop_at_layer]:
-            residual = block(residual)
+            residual = block(residual, shortformer_pos_embed)
         if stop_at_layer is not None:
             return residual
 
@@ -362,7 +488,7 @@ class HookedTransformer(HookedRootModule):
         if return_type == "logits":
             return logits
         if tokens is None:
-            raise ValueError("The loss needs tokens: it cannot be computed with start_at_layer.")
+            raise ValueError("The loss needs the tokens: with start_at_layer, pass them as tokens=...")
         loss = self.loss_fn(logits, tokens, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
@@ -484,20 +610,32 @@ class HookedTransformer(HookedRootModule):
 
     @torch.no_grad()
     def generate(self, input: str | torch.Tensor = "", max_new_tokens: int = 10, stop_at_eos: bool = True,
-                 eos_token_id: int | None = None, do_sample: bool = True, top_k: int | None = None,
-                 top_p: float | None = None, temperature: float = 1.0, prepend_bos: bool | None = None,
-                 seed: int | None = None, return_type: str = "input", verbose: bool = True):
+                 eos_token_id: int | list[int] | None = None, do_sample: bool = True, top_k: int | None = None,
+                 top_p: float | None = None, temperature: float = 1.0, use_past_kv_cache: bool = True,
+                 prepend_bos: bool | None = None, seed: int | None = None, return_type: str = "input",
+                 verbose: bool = True):
         """Sample up to ``max_new_tokens`` tokens. With ``seed``, the same call gives the same text.
 
         return_type "input" returns the same kind as the input (a string for a string), "str" or "tokens".
+        stop_at_eos: a sequence ends at ``eos_token_id`` (by default the tokenizer's; a list: any of them), and
+        is padded with it while the others go on. use_past_kv_cache is accepted for the classic signature:
+        every step runs the whole sequence again (no cache), which gives the same tokens, and the hooks see
+        every position at every step.
         """
         as_str = isinstance(input, str)
         checks.generate(max_new_tokens, return_type)
         # One prompt: a string, or ids (a list of strings is refused here: right-padded, it would not continue).
         tokens = self._input_tokens(input if as_str else checks.token_ids(input, self.cfg.d_vocab, "input"),
                                     prepend_bos)
-        if eos_token_id is None and self.tokenizer is not None:
-            eos_token_id = self.tokenizer.eos_token_id
+        if stop_at_eos:
+            if eos_token_id is None:
+                eos_token_id = getattr(self.tokenizer, "eos_token_id", None)
+            if eos_token_id is None:
+                raise ValueError("stop_at_eos=True stops at the end-of-text token, but this model has no tokenizer "
+                                 "with one: pass eos_token_id=<id>, or stop_at_eos=False to always generate "
+                                 "max_new_tokens tokens.")
+            stop_ids = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id],
+                                    device=tokens.device)
         # With seed, a private generator; without, torch's global one (so torch.manual_seed applies).
         generator = torch.Generator(device=tokens.device).manual_seed(seed) if seed is not None else None
         finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
@@ -508,9 +646,9 @@ class HookedTransformer(HookedRootModule):
                                                  generator=generator)
             else:
                 next_token = logits.argmax(-1)
-            if stop_at_eos and eos_token_id is not None:
-                next_token = torch.where(finished, torch.full_like(next_token, eos_token_id), next_token)
-                finished |= next_token == eos_token_id
+            if stop_at_eos:
+                next_token = torch.where(finished, stop_ids[0], next_token)
+                finished |= torch.isin(next_token, stop_ids)
             tokens = torch.cat([tokens, next_token[:, None]], dim=1)
             if stop_at_eos and finished.all():
                 break
@@ -537,6 +675,7 @@ class HookedTransformer(HookedRootModule):
     b_O = _parameter("blocks.attn.b_O", "n_layers d_model")
     W_in = _parameter("blocks.mlp.W_in", "n_layers d_model d_mlp")
     W_out = _parameter("blocks.mlp.W_out", "n_layers d_mlp d_model")
+    W_gate = _parameter("blocks.mlp.W_gate", "n_layers d_model d_mlp")  # gated MLPs only
     b_in = _parameter("blocks.mlp.b_in", "n_layers d_mlp")
     b_out = _parameter("blocks.mlp.b_out", "n_layers d_model")
 
@@ -552,6 +691,30 @@ class HookedTransformer(HookedRootModule):
 
     def all_head_labels(self) -> list[str]:
         return [f"L{layer}H{head}" for layer in range(self.cfg.n_layers) for head in range(self.cfg.n_heads)]
+
+    # ----- the optional hook points (off by default: they cost memory) -------------------------
+
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """Switch ``blocks.L.attn.hook_result`` on or off: each head's output in d_model [batch pos head d_model]."""
+        self.cfg.use_attn_result = use_attn_result
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        """Switch ``blocks.L.hook_{q,k,v}_input`` on or off: one copy of the stream per head for each of q, k
+        and v (per key/value head for k and v with grouped-query attention)."""
+        self.cfg.use_split_qkv_input = use_split_qkv_input
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        """Switch ``blocks.L.hook_mlp_in`` on or off: the MLP's input, apart from resid_mid."""
+        if use_hook_mlp_in and self.cfg.attn_only:
+            raise ValueError("An attention-only model has no MLP, so no hook_mlp_in.")
+        self.cfg.use_hook_mlp_in = use_hook_mlp_in
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        """Switch ``blocks.L.hook_attn_in`` on or off: one copy of the stream per head, shared by q, k and v."""
+        if use_attn_in and self.cfg.n_key_value_heads is not None:
+            raise ValueError("Grouped-query attention (n_key_value_heads) has fewer key/value heads than query heads, "
+                             "so one input per head cannot feed all three: use set_use_split_qkv_input(True).")
+        self.cfg.use_attn_in = use_attn_in
 
     # ----- loading and weight processing --------------------------------------------------------
 

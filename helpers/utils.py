@@ -235,6 +235,11 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def gelu_fast(x: torch.Tensor) -> torch.Tensor:
+    """The tanh approximation of GELU, written with its constant sqrt(2 / pi) rounded (0.7978845608)."""
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
 def solu(x: torch.Tensor) -> torch.Tensor:
     """SoLU, x * softmax(x) over the neurons (followed by a LayerNorm in the MLP)."""
     return x * F.softmax(x, dim=-1)

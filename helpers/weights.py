@@ -20,6 +20,8 @@ process_weights_, ...); ``process_state_dict`` applies them in order.
 
 from __future__ import annotations
 
+import warnings
+
 import einops
 import torch
 
@@ -46,6 +48,14 @@ def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool)
     if unknown:
         raise TypeError(f"Unknown weight-processing flags {unknown}; they are {sorted(PROCESSING)}.")
     flags = {**PROCESSING, **flags}
+    if cfg.positional_embedding_type == "shortformer":
+        # Its positions join the queries and keys after ln1 and never enter the residual stream: folding ln1 would
+        # scale them, and W_pos is no writer to centre. The classic library leaves these steps off.
+        skipped = [f for f in ("fold_ln", "center_writing_weights", "center_unembed") if flags[f]]
+        if skipped:
+            warnings.warn(f"A shortformer model's weights are not processed by {', '.join(skipped)}: left off.",
+                          stacklevel=3)
+        flags.update(fold_ln=False, center_writing_weights=False, center_unembed=False)
     normalization = cfg.normalization_type
     if flags["fold_ln"] and normalization == "LN":
         sd, normalization = fold_layer_norm(sd, cfg), "LNPre"
@@ -64,24 +74,38 @@ def _blocks(cfg):
     return range(cfg.n_layers)
 
 
+def _attn(cfg, layer: int, name: str) -> str:
+    """The state dict key of an attention parameter: grouped-query attention stores W_K, W_V, b_K, b_V once per
+    key/value head, as _W_K ... (helpers.model.GroupedQueryAttention)."""
+    grouped = cfg.n_key_value_heads is not None and name[-1] in "KV"
+    return f"blocks.{layer}.attn.{'_' if grouped else ''}{name}"
+
+
 def fold_layer_norm(sd: Weights, cfg) -> Weights:
     sd = dict(sd)
 
-    def fold(ln: str, readers: list[tuple[str, str, str]]):
-        """Fold ``ln.w``/``ln.b`` into each (W, b, einsum pattern of W's input dim) that reads it."""
+    def fold(ln: str, readers: list[tuple[str, str | None, str]]):
+        """Fold ``ln.w``/``ln.b`` into each (W, b, einsum pattern of W's input dim) that reads it; b None: W has no
+        bias (a gated MLP's W_gate), so the LayerNorm's bias must be zero."""
         w, b = sd.pop(f"{ln}.w"), sd.pop(f"{ln}.b")
         for W_name, b_name, pattern in readers:
             W = sd[W_name]
-            sd[b_name] = sd[b_name] + einops.einsum(b, W, pattern)
+            if b_name is not None:
+                sd[b_name] = sd[b_name] + einops.einsum(b, W, pattern)
+            elif b.any():
+                raise ValueError(f"fold_ln cannot fold {ln}.b into {W_name}, which has no bias: load or process "
+                                 "this model with fold_ln=False.")
             W = W * w[:, None]  # W's input dim is -2, for W_in [d m] as for W_Q [h d e]
             # The LayerNorm's output is centred, so the mean of W over its input dim does nothing.
             sd[W_name] = W - W.mean(dim=-2, keepdim=True)
 
     for layer in _blocks(cfg):
         p = f"blocks.{layer}"
-        fold(f"{p}.ln1", [(f"{p}.attn.W_{x}", f"{p}.attn.b_{x}", "d, h d e -> h e") for x in "QKV"])
+        fold(f"{p}.ln1", [(_attn(cfg, layer, f"W_{x}"), _attn(cfg, layer, f"b_{x}"), "d, h d e -> h e")
+                          for x in "QKV"])
         if not cfg.attn_only:
-            fold(f"{p}.ln2", [(f"{p}.mlp.W_in", f"{p}.mlp.b_in", "d, d m -> m")])
+            fold(f"{p}.ln2", [(f"{p}.mlp.W_in", f"{p}.mlp.b_in", "d, d m -> m"),
+                              *([(f"{p}.mlp.W_gate", None, "")] if cfg.gated_mlp else [])])
             if cfg.act_fn == "solu_ln":
                 fold(f"{p}.mlp.ln", [(f"{p}.mlp.W_out", f"{p}.mlp.b_out", "m, m d -> d")])
     fold("ln_final", [("unembed.W_U", "unembed.b_U", "d, d v -> v")])
@@ -115,14 +139,18 @@ def center_unembed(sd: Weights) -> Weights:
 def fold_value_biases(sd: Weights, cfg) -> Weights:
     sd = dict(sd)
     for layer in _blocks(cfg):
-        p = f"blocks.{layer}.attn"
-        sd[f"{p}.b_O"] = sd[f"{p}.b_O"] + einops.einsum(sd[f"{p}.b_V"], sd[f"{p}.W_O"], "h e, h e d -> d")
-        sd[f"{p}.b_V"] = torch.zeros_like(sd[f"{p}.b_V"])
+        p, b_V = f"blocks.{layer}.attn", _attn(cfg, layer, "b_V")
+        per_head = sd[b_V].repeat_interleave(cfg.n_heads // sd[b_V].shape[0], dim=0)  # grouped: to each query head
+        sd[f"{p}.b_O"] = sd[f"{p}.b_O"] + einops.einsum(per_head, sd[f"{p}.W_O"], "h e, h e d -> d")
+        sd[b_V] = torch.zeros_like(sd[b_V])
     return sd
 
 
 def refactor_factored_attn_matrices(sd: Weights, cfg) -> Weights:
     """Rewrite W_Q, W_K (with their biases) and W_V, W_O so that each pair is U sqrt(S), sqrt(S) V^T."""
+    if cfg.n_key_value_heads is not None:
+        raise ValueError("refactor_factored_attn_matrices re-splits each head's W_Q W_K^T and W_V W_O, but with "
+                         "grouped-query attention heads share their keys and values: leave it off.")
     sd = fold_value_biases(sd, cfg)
     e = cfg.d_head
     for layer in _blocks(cfg):

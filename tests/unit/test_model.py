@@ -507,7 +507,7 @@ def greedy(model, tokens, n):
 
 def test_generate_is_reproducible(gen_model):
     prompt = tokens_for(gen_model, batch=3, pos=4)
-    kwargs = dict(max_new_tokens=5, verbose=False)
+    kwargs = dict(max_new_tokens=5, verbose=False, stop_at_eos=False)  # no tokenizer, so no end-of-text token
     a = gen_model.generate(prompt, seed=1, **kwargs)
     assert a.shape == (3, 9) and torch.equal(a[:, :4], prompt)
     assert torch.equal(a, gen_model.generate(prompt, seed=1, **kwargs))
@@ -521,14 +521,15 @@ def test_generate_is_reproducible(gen_model):
 def test_greedy_generation(gen_model):
     prompt = tokens_for(gen_model, batch=2, pos=3)
     expected = greedy(gen_model, prompt, 6)
-    assert torch.equal(gen_model.generate(prompt, max_new_tokens=6, do_sample=False, verbose=False), expected)
-    assert torch.equal(gen_model.generate(prompt, max_new_tokens=6, temperature=0.0, verbose=False), expected)
-    assert torch.equal(gen_model.generate(prompt, max_new_tokens=6, top_k=1, seed=0, verbose=False), expected)
+    kwargs = dict(max_new_tokens=6, verbose=False, stop_at_eos=False)
+    assert torch.equal(gen_model.generate(prompt, do_sample=False, **kwargs), expected)
+    assert torch.equal(gen_model.generate(prompt, temperature=0.0, **kwargs), expected)
+    assert torch.equal(gen_model.generate(prompt, top_k=1, seed=0, **kwargs), expected)
 
 
 def test_generation_respects_top_k(gen_model):
     prompt = tokens_for(gen_model, batch=1, pos=3).expand(64, -1)
-    out = gen_model.generate(prompt, max_new_tokens=3, top_k=3, seed=0, verbose=False)
+    out = gen_model.generate(prompt, max_new_tokens=3, top_k=3, seed=0, verbose=False, stop_at_eos=False)
     for step in range(3):
         logits = gen_model(out[:, : 3 + step])[:, -1]
         allowed = logits.topk(3, dim=-1).indices
