@@ -81,17 +81,24 @@ def checkpoint_steps(name: str) -> list[int]:
     return model_config(name)["checkpoints"]
 
 
-def load_course_model(name: str, step: int | None = None) -> tuple[HookedTransformerConfig, dict]:
-    """Config and float32 state dict (classic names, unprocessed) of a course model after ``step`` training
-    steps (one of ``checkpoint_steps(name)``; None: the final model). helpers.loading picks the step."""
+def course_config(name: str, step: int | None = None) -> HookedTransformerConfig:
+    """The config of a course model after ``step`` training steps (one of ``checkpoint_steps(name)``; None: the
+    final model), which it records as checkpoint_value and checkpoint_index."""
     raw = model_config(name)
     steps = raw["checkpoints"]
     step = steps[-1] if step is None else step
     if step not in steps:
         raise ValueError(f"{name} has no checkpoint at step {step}; its checkpoints are {steps}.")
-    weights = load_file(_checked(MODELS_DIR / name / f"step_{step:06d}.safetensors"))
-    cfg = HookedTransformerConfig.from_dict({**raw["config"], "checkpoint_value": step,
+    return HookedTransformerConfig.from_dict({**raw["config"], "checkpoint_value": step,
                                              "checkpoint_index": steps.index(step)})
+
+
+def load_course_model(name: str, step: int | None = None) -> tuple[HookedTransformerConfig, dict]:
+    """Config and float32 state dict (classic names, unprocessed) of a course model after ``step`` training
+    steps (see course_config). helpers.loading picks the step."""
+    cfg = course_config(name, step)
+    raw = model_config(name)
+    weights = load_file(_checked(MODELS_DIR / name / f"step_{cfg.checkpoint_value:06d}.safetensors"))
     sd = {k: v.to(torch.float32) for k, v in weights.items() if k != "vocab_rows"}
     if "vocab_rows" in weights:
         W_E = torch.zeros(cfg.d_vocab, cfg.d_model)

@@ -18,14 +18,18 @@ Same signature, patterns and scores as the classic ``transformer_lens.head_detec
 from __future__ import annotations
 
 import warnings
+from typing import Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
 
 from helpers import utils
 
-HEAD_NAMES = ("previous_token_head", "duplicate_token_head", "induction_head")
-ERROR_MEASURES = ("mul", "abs")
+#: The built-in patterns, and the two scores (the classic type aliases, for annotations).
+HeadName = Literal["previous_token_head", "duplicate_token_head", "induction_head"]
+ErrorMeasure = Literal["mul", "abs"]
+HEAD_NAMES: tuple[HeadName, ...] = get_args(HeadName)
+ERROR_MEASURES: tuple[ErrorMeasure, ...] = get_args(ErrorMeasure)
 
 
 def get_previous_token_head_detection_pattern(tokens: Int[torch.Tensor, "1 pos"]) -> Float[torch.Tensor, "pos pos"]:
@@ -57,7 +61,7 @@ def get_supported_heads() -> None:
 def compute_head_attention_similarity_score(attention_pattern: Float[torch.Tensor, "pos pos"],
                                             detection_pattern: Float[torch.Tensor, "pos pos"], *,
                                             exclude_bos: bool, exclude_current_token: bool,
-                                            error_measure: str) -> float:
+                                            error_measure: ErrorMeasure) -> float:
     """The score of one head's pattern [query key] against ``detection_pattern`` (the inputs are not modified)."""
     if attention_pattern.ndim != 2 or attention_pattern.shape[0] != attention_pattern.shape[1]:
         raise ValueError(f"attention_pattern must be a square [pos pos] matrix, got shape "
@@ -93,10 +97,10 @@ def _layer_to_heads(model, heads) -> dict[int, list[int]]:
     return out
 
 
-def detect_head(model, seq: str | list[str], detection_pattern: torch.Tensor | str,
+def detect_head(model, seq: str | list[str], detection_pattern: torch.Tensor | HeadName,
                 heads: list[tuple[int, int]] | dict[int, list[int]] | None = None, cache=None, *,
                 exclude_bos: bool = False, exclude_current_token: bool = False,
-                error_measure: str = "mul") -> Float[torch.Tensor, "n_layers n_heads"]:
+                error_measure: ErrorMeasure = "mul") -> Float[torch.Tensor, "n_layers n_heads"]:
     """The score [n_layers n_heads] of every head (or of ``heads`` only; the others get -1) on the prompt ``seq``.
 
     detection_pattern: one of ``HEAD_NAMES``, or a lower-triangular [pos pos] tensor for the tokens of ``seq``

@@ -13,6 +13,9 @@ Where the weights come from:
 - A user's own GPT-2: ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or
   ``from_pretrained("path/to/dir")`` (a directory written by ``save_pretrained``).
 
+``get_pretrained_model_config`` gives a model's config without its weights; ``fill_missing_keys`` completes a state
+dict with a model's own tensors (the classic names of both).
+
 Files from the Hub go through helpers.hub: read from the local Hugging Face cache when they are there
 (``HF_HOME``, ``HF_HUB_OFFLINE=1`` are honoured) and downloaded otherwise. When the Hub cannot be reached, loading
 fails within seconds with a message that says how to pre-download the files and which course model
@@ -240,9 +243,9 @@ def _load_hf_gpt2(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
     return config, sd, None
 
 
-def _read_gpt2(config_file, weights_file, repair) -> tuple:
-    """A GPT-2's transformers config and state dict, read from its files and checked against each other;
-    ``repair(file name)`` says how to get a file again."""
+def _read_gpt2_config(config_file, repair):
+    """A GPT-2's transformers config, read from its config.json and checked; ``repair(file name)`` says how to
+    get a file again."""
     from transformers import GPT2Config  # heavy, and imported once the files are there: offline errors come fast
 
     raw = hub._read_json(config_file, repair("config.json"))
@@ -250,7 +253,12 @@ def _read_gpt2(config_file, weights_file, repair) -> tuple:
         if not (isinstance(raw.get(field), int) and raw[field] > 0):
             raise DamagedFileError(f"{config_file} lacks the field {field!r} (a positive integer; it has "
                                    f"{raw.get(field, 'nothing')!r}): the file is damaged; {repair('config.json')}.")
-    hf_config = GPT2Config.from_dict(raw)
+    return GPT2Config.from_dict(raw)
+
+
+def _read_gpt2(config_file, weights_file, repair) -> tuple:
+    """A GPT-2's transformers config and state dict, read from its files and checked against each other."""
+    hf_config = _read_gpt2_config(config_file, repair)
     name = Path(weights_file).name
     sd = hub._load_tensors(str(weights_file), repair(name))
     plain = {k.removeprefix("transformer."): v for k, v in sd.items()}
@@ -262,6 +270,12 @@ def _read_gpt2(config_file, weights_file, repair) -> tuple:
                                f"({config_file}) says n_layer={hf_config.n_layer}: the two files do not match; "
                                f"{repair('config.json')}.")
     return hf_config, sd
+
+
+def _user_dir_repair(directory: Path):
+    def repair(filename: str) -> str:
+        return f"save the model to {directory} again with save_pretrained"
+    return repair
 
 
 def _load_user_gpt2(model_name: str, hf_model):
@@ -282,10 +296,8 @@ def _load_user_gpt2(model_name: str, hf_model):
         raise FileNotFoundError(f"{directory} is not a directory written by save_pretrained: it needs config.json "
                                 "and model.safetensors (or pytorch_model.bin). Sharded checkpoints are not supported.")
 
-    def repair(filename: str) -> str:
-        return f"save the model to {directory} again with save_pretrained"
-
-    config, sd = gpt2.convert_gpt2(*_read_gpt2(directory / "config.json", weights[0], repair), directory.name)
+    config, sd = gpt2.convert_gpt2(*_read_gpt2(directory / "config.json", weights[0], _user_dir_repair(directory)),
+                                   directory.name)
     tokenizer = None
     if (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
@@ -355,16 +367,10 @@ _LOADERS = {"hf-gpt2": _load_hf_gpt2, "classic": _load_classic, "course": _load_
 # ================================================================================================
 
 
-def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkpoint_value: int | None = None,
-                    hf_model=None, **cfg_overrides) -> tuple[HookedTransformerConfig, dict[str, torch.Tensor], object]:
-    """The config, the classic-named float32 state dict (unprocessed) and the tokenizer (None: the config's
-    ``tokenizer_name`` says which) of a model given by name (see ``MODELS``).
-
-    checkpoint_index / checkpoint_value pick a training checkpoint (see get_checkpoint_labels). ``hf_model``:
-    a transformers GPT-2 (your own or fine-tuned) whose weights are used instead of the Hub's; ``model_name``
-    may also be a directory written by ``save_pretrained``. Keywords override fields of the
-    HookedTransformerConfig (e.g. ``device="cpu"``, ``use_attn_result=True``).
-    """
+def _check_request(model_name: str, hf_model, checkpoint_index, checkpoint_value,
+                   cfg_overrides: dict) -> tuple[bool, str, ModelSpec | None]:
+    """(a user's own model?, the official name, its registry entry) of a from_pretrained request, after checking
+    its arguments: config fields, device, checkpoint choice."""
     user_model = hf_model is not None or Path(model_name).expanduser().is_dir()
     name = model_name if user_model else resolve_name(model_name)
     spec = None if user_model else MODELS[name]
@@ -384,6 +390,28 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
                          "they do not apply to hf_model= or to a local directory.")
     if checkpoint and not _has_checkpoints(spec):
         get_checkpoint_labels(name)  # raises: this model has no checkpoints
+    return user_model, name, spec
+
+
+def _final_config(config: dict, name: str, user_model: bool, cfg_overrides: dict) -> HookedTransformerConfig:
+    # Where the model runs is this machine's choice, not the stored config's.
+    config.update(model_name=config["model_name"] if user_model else name, device=None, dtype=torch.float32,
+                  default_prepend_bos=True)
+    config.update(cfg_overrides)
+    return HookedTransformerConfig.from_dict(config)
+
+
+def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkpoint_value: int | None = None,
+                    hf_model=None, **cfg_overrides) -> tuple[HookedTransformerConfig, dict[str, torch.Tensor], object]:
+    """The config, the classic-named float32 state dict (unprocessed) and the tokenizer (None: the config's
+    ``tokenizer_name`` says which) of a model given by name (see ``MODELS``).
+
+    checkpoint_index / checkpoint_value pick a training checkpoint (see get_checkpoint_labels). ``hf_model``:
+    a transformers GPT-2 (your own or fine-tuned) whose weights are used instead of the Hub's; ``model_name``
+    may also be a directory written by ``save_pretrained``. Keywords override fields of the
+    HookedTransformerConfig (e.g. ``device="cpu"``, ``use_attn_result=True``).
+    """
+    user_model, name, spec = _check_request(model_name, hf_model, checkpoint_index, checkpoint_value, cfg_overrides)
     try:
         if user_model:
             config, sd, tokenizer = _load_user_gpt2(model_name, hf_model)
@@ -392,11 +420,70 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
     except hub._NotAvailable as e:
         shown = name if model_name == name else f"{model_name} ({name})"
         raise HubUnavailableError(_unavailable_message(shown, e, spec)) from None
-    # Where the model runs is this machine's choice, not the stored config's.
-    config.update(model_name=config["model_name"] if user_model else name, device=None, dtype=torch.float32,
-                  default_prepend_bos=True)
-    config.update(cfg_overrides)
-    return HookedTransformerConfig.from_dict(config), sd, tokenizer
+    return _final_config(config, name, user_model, cfg_overrides), sd, tokenizer
+
+
+def get_pretrained_model_config(model_name: str, hf_cfg: dict | None = None, checkpoint_index: int | None = None,
+                                checkpoint_value: int | None = None, fold_ln: bool = False, device=None,
+                                n_devices: int = 1, default_prepend_bos: bool | None = None,
+                                dtype: torch.dtype = torch.float32, first_n_layers: int | None = None,
+                                n_ctx: int | None = None, **cfg_overrides) -> HookedTransformerConfig:
+    """The HookedTransformerConfig of a registered model (or of a ``save_pretrained`` directory), without its
+    weights: read from the registry, the course's data/models, or the repository's config.json (a GPT-2; give
+    ``hf_cfg``, its transformers config as a dict, to skip the file). Toy models give the sizes of their
+    published files (from_pretrained reads them from the file it loads).
+
+    checkpoint_index / checkpoint_value fill ``checkpoint_index`` and ``checkpoint_value``; ``fold_ln`` gives an
+    LN model the ``LNPre`` it has once its LayerNorms are folded; ``first_n_layers`` keeps that many layers;
+    ``device``, ``dtype``, ``default_prepend_bos``, ``n_ctx`` and the other keywords set config fields. One
+    device only (``n_devices=1``).
+    """
+    if n_devices != 1:
+        raise ValueError(f"n_devices={n_devices}: helpers runs a model on one device; leave n_devices=1.")
+    overrides = {**cfg_overrides, "dtype": dtype, **({} if device is None else {"device": device}),
+                 **({} if default_prepend_bos is None else {"default_prepend_bos": default_prepend_bos}),
+                 **({} if n_ctx is None else {"n_ctx": n_ctx}),
+                 **({} if first_n_layers is None else {"n_layers": first_n_layers})}
+    user_model, name, spec = _check_request(model_name, None, checkpoint_index, checkpoint_value, overrides)
+    try:
+        if user_model or spec.family == "hf-gpt2":
+            if hf_cfg is not None:
+                from transformers import GPT2Config  # heavy: only for a GPT-2
+
+                hf_config = GPT2Config.from_dict(hf_cfg)
+            elif user_model:
+                directory = Path(model_name).expanduser()
+                hf_config = _read_gpt2_config(directory / "config.json", _user_dir_repair(directory))
+            else:
+                hf_config = _read_gpt2_config(hub._hub_file(spec.repo, "config.json"),
+                                              lambda f: hub._repair(spec.repo, f))
+            config = gpt2.gpt2_config(hf_config, Path(model_name).name if user_model else name)
+        elif spec.family == "course":
+            config = course_models.course_config(name).to_dict()
+        else:
+            config = dict(spec.config)
+        if checkpoint_index is not None or checkpoint_value is not None:
+            labels, label_type = get_checkpoint_labels(name)
+            label = _pick_checkpoint(name, labels, label_type, checkpoint_index, checkpoint_value)
+            config.update(checkpoint_value=label, checkpoint_index=labels.index(label))
+    except hub._NotAvailable as e:
+        raise HubUnavailableError(_unavailable_message(name, e, spec)) from None
+    if fold_ln and config.get("normalization_type") == "LN":
+        config["normalization_type"] = "LNPre"
+    return _final_config(config, name, user_model, overrides)
+
+
+def fill_missing_keys(model, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` (changed in place, and returned) with every tensor of ``model.state_dict()`` it lacks taken
+    from the model as it is (its initialisation); a warning names the weight matrices (``W_*``) filled so."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and "hf_model" not in k]
+    matrices = [k for k in missing if k.rsplit(".", 1)[-1].lstrip("_").startswith("W_")]
+    if matrices:
+        checks.warn(f"fill_missing_keys: the state dict has no {', '.join(matrices)}; the model's own "
+                    "(initial) values fill them in.")
+    state_dict.update({k: own[k] for k in missing})
+    return state_dict
 
 
 def choose_model(real_name: str) -> str:

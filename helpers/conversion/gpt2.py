@@ -85,11 +85,17 @@ def convert_gpt2_weights(hf_sd: dict[str, torch.Tensor], cfg: HookedTransformerC
     return sd
 
 
-def convert_gpt2(hf_config, hf_sd: dict[str, torch.Tensor], name: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The config dict and classic float32 state dict of a transformers GPT-2 (its config and state dict);
-    a clear error for a transformers model of another type."""
+def gpt2_config(hf_config, name: str) -> dict:
+    """The config dict of a transformers GPT-2 (its ``GPT2Config``); a clear error for a transformers model of
+    another type."""
     if hf_config.model_type != MODEL_TYPE:
         raise ValueError(f"{name}: a transformers model of type {hf_config.model_type!r} was given; only GPT-2 "
                          "architectures (model_type 'gpt2': GPT2LMHeadModel, GPT2Model) can be converted.")
-    cfg = config_from_hf_gpt2(hf_config, model_name=name, device="cpu")
-    return cfg.to_dict(), convert_gpt2_weights({k: v.float() for k, v in hf_sd.items()}, cfg)
+    return config_from_hf_gpt2(hf_config, model_name=name, device="cpu").to_dict()
+
+
+def convert_gpt2(hf_config, hf_sd: dict[str, torch.Tensor], name: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The config dict and classic float32 state dict of a transformers GPT-2 (its config and state dict)."""
+    config = gpt2_config(hf_config, name)
+    weights = convert_gpt2_weights({k: v.float() for k, v in hf_sd.items()}, HookedTransformerConfig.from_dict(config))
+    return config, weights
