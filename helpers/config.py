@@ -55,6 +55,7 @@ class HookedTransformerConfig:
     positional_embedding_type: str = "standard"  # learned positions: "standard" or "shortformer" (q and k only)
     attention_dir: str = "causal"  # "causal" (each position reads the ones before it) or "bidirectional"
     n_key_value_heads: int | None = None  # grouped-query attention: key/value heads, each shared by a group
+    ungroup_grouped_query_attention: bool = False  # grouped keys and values repeated per query head before hooks
     use_attn_result: bool = False  # blocks.L.attn.hook_result: each head's output in d_model
     use_split_qkv_input: bool = False  # blocks.L.hook_{q,k,v}_input: one copy of the input per head
     use_hook_mlp_in: bool = False  # blocks.L.hook_mlp_in
@@ -108,6 +109,10 @@ class HookedTransformerConfig:
             self.initializer_range = 0.8 / math.sqrt(self.d_model)
         if self.device is None:
             self.device = utils.get_device()
+
+    def is_layer_norm_activation(self) -> bool:
+        """Whether the MLP normalises its activation with a LayerNorm (act_fn "solu_ln")."""
+        return self.act_fn.endswith("_ln")
 
     @property
     def n_params(self) -> int:

@@ -248,7 +248,10 @@ class GroupedQueryAttention(Attention):
     def _keys_and_values(self, key_input: torch.Tensor,
                          value_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k and v through hook_k and hook_v with the key/value heads [batch pos kv_head d_head], then repeated
-        for the query heads of each group [batch pos head d_head]."""
+        for the query heads of each group [batch pos head d_head]; with cfg.ungroup_grouped_query_attention,
+        repeated first (the hooks see one per query head)."""
+        if self.cfg.ungroup_grouped_query_attention:
+            return super()._keys_and_values(key_input, value_input)
         k = self.hook_k(self._project(key_input, self._W_K, self._b_K))
         v = self.hook_v(self._project(value_input, self._W_V, self._b_V))
         return k.repeat_interleave(self.repeat_kv_heads, dim=2), v.repeat_interleave(self.repeat_kv_heads, dim=2)
@@ -266,7 +269,7 @@ class MLP(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
         self.act_fn = ACTIVATIONS[cfg.act_fn]
         self.hook_pre = HookPoint()  # [batch pos d_mlp]
-        if cfg.act_fn == "solu_ln":
+        if cfg.is_layer_norm_activation():
             self.hook_mid = HookPoint()  # [batch pos d_mlp], SoLU before its LayerNorm
             self.ln = LayerNorm(cfg, cfg.d_mlp) if cfg.normalization_type == "LN" else LayerNormPre(cfg)
         self.hook_post = HookPoint()  # [batch pos d_mlp]
@@ -353,7 +356,8 @@ class TransformerBlock(nn.Module):
                 return einops.repeat(resid_pre, "b p d -> b p h d", h=n_heads).clone()
 
             if cfg.use_split_qkv_input:
-                kv_heads = cfg.n_key_value_heads or cfg.n_heads
+                grouped = cfg.n_key_value_heads is not None and not cfg.ungroup_grouped_query_attention
+                kv_heads = cfg.n_key_value_heads if grouped else cfg.n_heads
                 q_in = self.hook_q_input(per_head(cfg.n_heads))
                 k_in = self.hook_k_input(per_head(kv_heads))
                 v_in = self.hook_v_input(per_head(kv_heads))
@@ -709,6 +713,11 @@ class HookedTransformer(HookedRootModule):
             raise ValueError("An attention-only model has no MLP, so no hook_mlp_in.")
         self.cfg.use_hook_mlp_in = use_hook_mlp_in
 
+    def set_ungroup_grouped_query_attention(self, ungroup_grouped_query_attention: bool) -> None:
+        """With grouped-query attention, repeat the keys and values per query head before hook_k and hook_v (and
+        hook_k_input, hook_v_input): the hooks then see n_heads heads. The output is the same."""
+        self.cfg.ungroup_grouped_query_attention = ungroup_grouped_query_attention
+
     def set_use_attn_in(self, use_attn_in: bool) -> None:
         """Switch ``blocks.L.hook_attn_in`` on or off: one copy of the stream per head, shared by q, k and v."""
         if use_attn_in and self.cfg.n_key_value_heads is not None:
@@ -763,7 +772,7 @@ class HookedTransformer(HookedRootModule):
             block.ln1 = make_norm(self.cfg, self.cfg.d_model)
             if not self.cfg.attn_only:
                 block.ln2 = make_norm(self.cfg, self.cfg.d_model)
-                if self.cfg.act_fn == "solu_ln":
+                if self.cfg.is_layer_norm_activation():
                     block.mlp.ln = make_norm(self.cfg, self.cfg.d_mlp)
         self.ln_final = make_norm(self.cfg, self.cfg.d_model)
         self.to(self.cfg.device)

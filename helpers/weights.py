@@ -12,6 +12,10 @@ a new one that computes the same function (same log-probs):
 - fold_value_biases: move b_V into b_O (the attention pattern sums to 1 over source positions).
 - refactor_factored_attn_matrices: re-split W_Q W_K^T and W_V W_O by SVD so each factor is balanced.
 
+Grouped-query attention's shared key/value weights (``_W_K``, ``_b_V``...) and a gated MLP's ``W_gate`` go through
+the same steps; a shortformer model skips fold_ln and the centring steps, as in the classic library (its positions
+join the queries and keys after ln1, outside the residual stream).
+
 Einsum letters are those of helpers.model (h head, d d_model, e d_head), with m d_mlp and v d_vocab.
 
 ``PROCESSING`` holds the five flags and their defaults, for every caller (from_pretrained,
@@ -106,7 +110,7 @@ def fold_layer_norm(sd: Weights, cfg) -> Weights:
         if not cfg.attn_only:
             fold(f"{p}.ln2", [(f"{p}.mlp.W_in", f"{p}.mlp.b_in", "d, d m -> m"),
                               *([(f"{p}.mlp.W_gate", None, "")] if cfg.gated_mlp else [])])
-            if cfg.act_fn == "solu_ln":
+            if cfg.is_layer_norm_activation():
                 fold(f"{p}.mlp.ln", [(f"{p}.mlp.W_out", f"{p}.mlp.b_out", "m, m d -> d")])
     fold("ln_final", [("unembed.W_U", "unembed.b_U", "d, d v -> v")])
     return sd

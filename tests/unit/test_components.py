@@ -31,7 +31,7 @@ def random_module(cls, **overrides):
     randomise_(module, seed=3)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            if name.lstrip("_").startswith("W_"):
+            if name.rsplit(".", 1)[-1].lstrip("_").startswith("W_"):
                 p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.3)
     return module
 
@@ -143,3 +143,20 @@ def test_shortformer_positions_reach_only_queries_and_keys():
         before = model(tokens)
         model.pos_embed.W_pos.mul_(3)  # ...and neither do the positions, which only they read
         torch.testing.assert_close(model(tokens), before)
+
+
+def test_ungrouping_repeats_keys_and_values_before_their_hooks():
+    model = HookedTransformer({**CFG, "n_key_value_heads": 2, "use_split_qkv_input": True})
+    randomise_(model)
+    tokens = torch.tensor([[1, 2, 3]])
+    grouped, cache = model.run_with_cache(tokens)
+    assert cache["k", 0].shape[2] == cache["k_input", 0].shape[2] == 2
+    model.set_ungroup_grouped_query_attention(True)
+    ungrouped, cache = model.run_with_cache(tokens)
+    assert cache["k", 0].shape[2] == cache["v_input", 0].shape[2] == 4
+    torch.testing.assert_close(ungrouped, grouped)
+
+
+def test_layer_norm_activation():
+    assert HookedTransformerConfig(**{**CFG, "act_fn": "solu_ln"}).is_layer_norm_activation()
+    assert not HookedTransformerConfig(**CFG).is_layer_norm_activation()
