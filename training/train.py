@@ -174,6 +174,11 @@ SPECS["course-gpt2-v2.stage2"] = _stage("course-gpt2-v2", steps=1800, checkpoint
 SPECS["course-othello-gpt.stage2"] = _stage(
     "course-othello-gpt", cfg={**SPECS["course-othello-gpt"].cfg, "normalization_type": "LNPre"}, steps=2500,
     lr=5e-4, warmup=300, checkpoints=[2500], eval_every=500, threads=1)
+# Stage 3 (started 2026-12-05 at the end of a session, two threads on an otherwise idle machine; resumed from
+# $COURSE_RUNS_DIR in later sessions until it ends): 4000 more steps at the stage-2 peak, towards the probe's 0.90.
+SPECS["course-othello-gpt.stage3"] = _stage(
+    "course-othello-gpt", cfg={**SPECS["course-othello-gpt"].cfg, "normalization_type": "LNPre"}, steps=4000,
+    lr=5e-4, warmup=300, checkpoints=[4000], eval_every=500, threads=2)
 
 
 def chain(model: str) -> list[str]:
