@@ -169,6 +169,12 @@ def _stage(base: str, **changes) -> Spec:
 # 200 steps (repeat_until counts the model's steps: 1200 + 200), as course-gpt2's first 500 steps did.
 SPECS["course-gpt2-v2.stage2"] = _stage("course-gpt2-v2", steps=1800, checkpoints=[1800], eval_every=300,
                                         repeat_fraction=0.5, repeat_until=1400)
+# Stage 3 (2026-12-06, one thread beside another run): induction formed in stage 2 but IOI stayed at chance
+# (test 50.5 %, out-of-structure 43.8 %), so this stage gives IOI-like stories most of the text (0.5 -> 0.8) at
+# half stage 2's peak, keeping the repeated spans of the first run's share (0.25) so induction is not forgotten.
+SPECS["course-gpt2-v2.stage3"] = _stage("course-gpt2-v2", steps=2500, checkpoints=[2500], eval_every=250,
+                                        lr=5e-4, corpus_mix={"ioi_zipf": 0.8, "narrative_zipf": 0.15,
+                                                             "narrative": 0.05}, repeat_until=0)
 # Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 2500 steps from step 8000,
 # on the shipped weights, whose LayerNorms are folded (LNPre).
 SPECS["course-othello-gpt.stage2"] = _stage(
