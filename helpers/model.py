@@ -74,7 +74,16 @@ def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
 # ================================================================================================
 
 
+def affine_parameters(cfg: HookedTransformerConfig, d_in: int, d_out: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """The weight [d_in d_out] (uninitialised: loading or init_weights fills it) and the bias [d_out] (zeros) of
+    an affine map x @ W + b."""
+    return (nn.Parameter(torch.empty(d_in, d_out, dtype=cfg.dtype)),
+            nn.Parameter(torch.zeros(d_out, dtype=cfg.dtype)))
+
+
 class Embed(nn.Module):
+    """Token embedding: row ``tokens`` of W_E [d_vocab d_model]."""
+
     def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
         cfg = HookedTransformerConfig.unwrap(cfg)
@@ -85,6 +94,8 @@ class Embed(nn.Module):
 
 
 class PosEmbed(nn.Module):
+    """Learned positional embedding: the first pos rows of W_pos [n_ctx d_model], one copy per sequence."""
+
     def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
         cfg = HookedTransformerConfig.unwrap(cfg)
@@ -263,10 +274,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
         cfg = HookedTransformerConfig.unwrap(cfg)
-        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
-        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
-        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model, dtype=cfg.dtype))
-        self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+        self.W_in, self.b_in = affine_parameters(cfg, cfg.d_model, cfg.d_mlp)
+        self.W_out, self.b_out = affine_parameters(cfg, cfg.d_mlp, cfg.d_model)
         self.act_fn = ACTIVATIONS[cfg.act_fn]
         self.hook_pre = HookPoint()  # [batch pos d_mlp]
         if cfg.is_layer_norm_activation():
@@ -371,11 +380,12 @@ class TransformerBlock(nn.Module):
 
 
 class Unembed(nn.Module):
+    """Logits [batch pos d_vocab_out] = x @ W_U + b_U."""
+
     def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
         cfg = HookedTransformerConfig.unwrap(cfg)
-        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out, dtype=cfg.dtype))
-        self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
+        self.W_U, self.b_U = affine_parameters(cfg, cfg.d_model, cfg.d_vocab_out)
 
     def forward(self, x: Resid) -> Float[torch.Tensor, "batch pos d_vocab"]:
         return affine(x, self.W_U, self.b_U)
