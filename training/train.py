@@ -169,10 +169,11 @@ def _stage(base: str, **changes) -> Spec:
 # 200 steps (repeat_until counts the model's steps: 1200 + 200), as course-gpt2's first 500 steps did.
 SPECS["course-gpt2-v2.stage2"] = _stage("course-gpt2-v2", steps=1800, checkpoints=[1800], eval_every=300,
                                         repeat_fraction=0.5, repeat_until=1400)
-# Stage 3 (2026-12-06, one thread beside another run): induction formed in stage 2 but IOI stayed at chance
-# (test 50.5 %, out-of-structure 43.8 %), so this stage gives IOI-like stories most of the text (0.5 -> 0.8) at
-# half stage 2's peak, keeping the repeated spans of the first run's share (0.25) so induction is not forgotten.
-SPECS["course-gpt2-v2.stage3"] = _stage("course-gpt2-v2", steps=2500, checkpoints=[2500], eval_every=250,
+# Stage 3 (2026-12-06, one thread beside another run; 1200 steps to end within the session): induction formed
+# in stage 2 but IOI stayed at chance (test 50.5 %, out-of-structure 43.8 %), so this stage gives IOI-like
+# stories most of the text (0.5 -> 0.8) at half stage 2's peak, keeping the repeated spans of the first run's
+# share (0.25) so induction is not forgotten.
+SPECS["course-gpt2-v2.stage3"] = _stage("course-gpt2-v2", steps=1200, checkpoints=[1200], eval_every=300,
                                         lr=5e-4, corpus_mix={"ioi_zipf": 0.8, "narrative_zipf": 0.15,
                                                              "narrative": 0.05}, repeat_until=0)
 # Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 2500 steps from step 8000,
@@ -180,11 +181,11 @@ SPECS["course-gpt2-v2.stage3"] = _stage("course-gpt2-v2", steps=2500, checkpoint
 SPECS["course-othello-gpt.stage2"] = _stage(
     "course-othello-gpt", cfg={**SPECS["course-othello-gpt"].cfg, "normalization_type": "LNPre"}, steps=2500,
     lr=5e-4, warmup=300, checkpoints=[2500], eval_every=500, threads=1)
-# Stage 3 (started 2026-12-05 at the end of a session, two threads on an otherwise idle machine; resumed from
-# $COURSE_RUNS_DIR in later sessions until it ends): 4000 more steps at the stage-2 peak, towards the probe's 0.90.
+# Stage 3 (2026-12-06, one thread beside another run and other work: 2.7 s per step, so 2000 steps fit a
+# session and ship within it): 2000 more steps at the stage-2 peak, towards the probe's 0.90.
 SPECS["course-othello-gpt.stage3"] = _stage(
-    "course-othello-gpt", cfg={**SPECS["course-othello-gpt"].cfg, "normalization_type": "LNPre"}, steps=4000,
-    lr=5e-4, warmup=300, checkpoints=[4000], eval_every=500, threads=2)
+    "course-othello-gpt", cfg={**SPECS["course-othello-gpt"].cfg, "normalization_type": "LNPre"}, steps=2000,
+    lr=5e-4, warmup=300, checkpoints=[2000], eval_every=500, threads=1)
 
 
 def chain(model: str) -> list[str]:
