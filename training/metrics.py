@@ -98,6 +98,61 @@ def text_loss(model: HookedTransformer, tokens: np.ndarray, n_ctx: int = 128, n_
     return float(model(windows.to(model.cfg.device), return_type="loss"))
 
 
+BOS_PROMPT = "Claire and Mary went to the shops, then Mary gave a bottle of milk to"  # notebook 01's sentence
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks from 0, ties sharing their mean rank."""
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    starts = np.cumsum(counts) - counts
+    return (starts + (counts - 1) / 2)[inverse]
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation (ties at their mean rank)."""
+    return float(np.corrcoef(_ranks(np.asarray(a)), _ranks(np.asarray(b)))[0, 1])
+
+
+@torch.no_grad()
+def lesson_metrics(model: HookedTransformer, corpus: np.ndarray, names: list[str]) -> dict:
+    """What notebooks 01 and 04 teach, measured on a language model (issue 36's thresholds):
+
+    - ``bias_frequency_spearman``: rank correlation between b_U and the log frequency of each token of ``corpus``
+      (token ids of the model's training text);
+    - ``name_bias_ratio``: exp(b_U) of the two most frequent of ``names`` (single tokens after a space, each seen
+      at least 5 times) over that of the two least frequent (geometric means), with those names and
+      ``name_count_ratio``, how much more often the former occur (a bias ratio means nothing without it);
+    - ``bos_logit_diff`` / ``no_bos_logit_diff``: logit(' Claire') - logit(' Mary') on BOS_PROMPT with and without
+      the BOS;
+    - ``first_repeat_loss`` / ``rest_of_repeat_loss``: on repeated random tokens (BOS, 50 tokens, the same 50), the
+      loss of the first repeated token and the mean loss of the other 49.
+    """
+    ids, counts = np.unique(corpus, return_counts=True)
+    b_U = model.b_U.detach().cpu().numpy()
+    seen = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    singles = [(n, model.to_tokens(" " + n, prepend_bos=False)[0]) for n in names]
+    ranked = sorted(((seen[t[0].item()], n, t[0].item()) for n, t in singles
+                     if len(t) == 1 and seen.get(t[0].item(), 0) >= 5), reverse=True)
+    top, bottom = ranked[:2], ranked[-2:]
+    ratio = float(np.exp(np.mean([b_U[t] for _, _, t in top]) - np.mean([b_U[t] for _, _, t in bottom])))
+    claire, mary = model.to_single_token(" Claire"), model.to_single_token(" Mary")
+    diffs = {}
+    for key, bos in (("bos_logit_diff", True), ("no_bos_logit_diff", False)):
+        logits = model(model.to_tokens(BOS_PROMPT, prepend_bos=bos))[0, -1]
+        diffs[key] = float(logits[claire] - logits[mary])
+    tokens = repeated_random_tokens(model, seq_len=50, batch=20)
+    losses = -model(tokens).log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0].mean(0)
+    return {
+        "bias_frequency_spearman": spearman(b_U[ids], np.log(counts)),
+        "name_bias_ratio": ratio,
+        "name_bias_names": [n for _, n, _ in top + bottom],
+        "name_count_ratio": float(np.mean([c for c, _, _ in top]) / np.mean([c for c, _, _ in bottom])),
+        **diffs,
+        "first_repeat_loss": float(losses[50]),
+        "rest_of_repeat_loss": float(losses[51:].mean()),
+    }
+
+
 @torch.no_grad()
 def othello_metrics(model: HookedTransformer, n_games: int = 1000) -> dict:
     """Share of positions where the top-1 move is legal, on held-out random games."""

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from helpers import HookedTransformer, course_models
+from helpers.ioi import NAMES
 from helpers.loading import get_checkpoint_labels
 from training import metrics as course_metrics
+from training.corpus import FIRST_NAMES, build_token_corpus
+from training.train import SPECS
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
 
@@ -78,6 +81,73 @@ def test_course_gpt2_prefers_the_indirect_object_on_85_percent_of_out_of_structu
 
 def test_course_gpt2_has_an_induction_head(gpt2):
     assert course_metrics.induction_metrics(gpt2)["best_induction_score"] >= 0.4
+
+
+# What notebooks 01 and 04 teach, on both language models (issue 36): the shipped course-gpt2 and its successor.
+LANGUAGE_MODELS = ["course-gpt2", "course-gpt2-v2"]
+NOT_YET = {  # (model, lesson): the measured value of a threshold the model misses (strict xfails)
+    ("course-gpt2", "frequency"): "b_U's rank correlation with the tokens' log frequency is -0.08: its corpus "
+                                  "uses words and names with near-uniform frequencies",
+    ("course-gpt2", "names"): "its most and least frequent names occur 1.4 times as often as each other: the "
+                              "corpus has no frequent and rare names to tell apart",
+    ("course-gpt2", "bos"): "logit(' Claire') - logit(' Mary') is -11.2 with BOS and -14.9 without",
+    ("course-gpt2", "first_repeat"): "the first repeated random token's loss is 0.60 nats: it learned where the "
+                                     "repeats of its training data start",
+}
+
+
+def lesson_models(lesson: str) -> list:
+    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[name, lesson]))
+            if (name, lesson) in NOT_YET else name for name in LANGUAGE_MODELS]
+
+
+@pytest.fixture(scope="module")
+def lessons():
+    """name -> course_metrics.lesson_metrics of that model, on 300k tokens of its own training corpus' mix."""
+    measured = {}
+
+    def of(name: str) -> dict:
+        if name not in measured:
+            corpus = build_token_corpus(300_000, seed=7, mix=SPECS[name].corpus_mix)
+            measured[name] = course_metrics.lesson_metrics(from_pretrained(name), corpus,
+                                                           sorted(set(NAMES) | set(FIRST_NAMES)))
+        return measured[name]
+    return of
+
+
+@pytest.mark.parametrize("name", lesson_models("frequency"))
+def test_the_unembedding_bias_follows_token_frequency(name, lessons):
+    assert lessons(name)["bias_frequency_spearman"] >= 0.5
+
+
+@pytest.mark.parametrize("name", lesson_models("names"))
+def test_frequent_names_get_a_visibly_larger_bias(name, lessons):
+    m = lessons(name)
+    assert m["name_count_ratio"] >= 10, m["name_bias_names"]
+    assert m["name_bias_ratio"] >= 1.5, m["name_bias_names"]
+
+
+@pytest.mark.parametrize("name", lesson_models("bos"))
+def test_the_bos_sentence_prefers_the_right_name_more_with_its_bos(name, lessons):
+    m = lessons(name)
+    assert 0 < m["bos_logit_diff"] and m["no_bos_logit_diff"] < m["bos_logit_diff"]
+
+
+@pytest.mark.parametrize("name", lesson_models("first_repeat"))
+def test_the_first_repeated_random_token_stays_unpredictable(name, lessons):
+    m = lessons(name)
+    assert m["first_repeat_loss"] >= 4 and m["rest_of_repeat_loss"] < 0.5
+
+
+@pytest.mark.xfail(strict=True, reason="course-gpt2-v2 after stage 2 does IOI at chance: 50.5 % of the test "
+                   "prompts, 43.8 % out of structure (it prefers the second-named person)")
+def test_the_successor_does_ioi_on_test_and_out_of_structure_prompts():
+    m = course_metrics.ioi_metrics(from_pretrained("course-gpt2-v2"))
+    assert m["ioi_accuracy"] >= 0.9 and m["oos_ioi_accuracy"] >= 0.85
+
+
+def test_the_successor_has_an_induction_head():
+    assert course_metrics.induction_metrics(from_pretrained("course-gpt2-v2"))["best_induction_score"] >= 0.9
 
 
 @pytest.fixture(scope="module")
