@@ -7,12 +7,14 @@ head"). A notebook re-recorded on a retrained model whose outputs contradict its
 One test per claim, named after the notebook and the claim.
 """
 
+import base64
 import json
 import math
 import re
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +68,11 @@ def markdown(prefix: str, needle: str) -> str:
     cells = [c for c in _cells(prefix) if c["cell_type"] == "markdown" and needle in "".join(c["source"])]
     assert len(cells) == 1, f"{len(cells)} markdown cells of notebook {prefix} contain {needle!r}"
     return "".join(cells[0]["source"])
+
+
+def fr(x: float, digits: int = 2) -> str:
+    """A number as the French prose writes it: 0.89 -> '0,89'."""
+    return f"{x:.{digits}f}".replace(".", ",")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -187,6 +194,79 @@ def test_02_our_head_scores_agree_with_detect_head():
     for line in text.strip().splitlines():
         head = re.search(r"» (L\dH\d) :", line).group(1)
         assert line.endswith(f"meilleure tête selon detect_head : {head}")
+
+
+def heatmaps(prefix: str, code_line: str) -> tuple[dict, list[torch.Tensor]]:
+    """The layout and the z arrays of the plotly figure drawn by the one code cell containing ``code_line``."""
+    cells = [c for c in _cells(prefix) if c["cell_type"] == "code" and code_line in "".join(c["source"])]
+    assert len(cells) == 1
+    (figure,) = [o["data"]["application/vnd.plotly.v1+json"] for o in cells[0]["outputs"]
+                 if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    arrays = []
+    for trace in figure["data"]:
+        z = trace["z"]
+        array = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]) if isinstance(z, dict) else np.array(z)
+        shape = [int(n) for n in z["shape"].split(",")] if isinstance(z, dict) and "shape" in z else array.shape
+        arrays.append(torch.tensor(array.reshape(shape).astype("float64")))
+    return figure["layout"], arrays
+
+
+def test_02_a_failing_hook_and_the_with_block_leave_no_hook_behind():
+    assert "Hooks attachés après l'erreur : 0" in printed("02", "def broken_hook(activation, hook):")
+    text = printed("02", "with model.hooks(fwd_hooks=")
+    assert "Hooks attachés dans le bloc : 1" in text and "Hooks attachés après le bloc : 0" in text
+    ablated = printed("02", "def zero_head_values(value, hook, head):")
+    assert value(text, r"Perte dans le bloc : {n}") == value(ablated, r"Perte avec L0H1 ablatée : {n}")
+    assert value(text, r"Perte après le bloc : {n}") == value(ablated, r"Perte sans intervention : {n}")
+
+
+def test_02_the_permanent_hook_survives_reset_hooks_and_not_the_full_reset():
+    text = printed("02", 'model.add_perma_hook("hook_embed", count_passes)')
+    counted = value(text, r"Passages comptés avec le hook permanent : {n}")
+    assert counted == 3  # three passes before reset_hooks(including_permanent=True), the one after reset_hooks too
+    assert value(text, r"including_permanent=True\) : {n}") == counted  # "le dernier n'est pas compté"
+
+
+def test_02_the_bos_norm_stands_out_at_layer_0_and_every_norm_grows_at_layer_1():
+    _, (norms,) = heatmaps("02", "torch.stack([resid_norms[layer] for layer in range(model.cfg.n_layers)])")
+    layer0, layer1 = norms
+    assert layer0[0] > 2 * layer0[1:].max()  # "plus du double de celle de toute autre position"
+    assert (layer1[1:] > layer1[0]).sum() >= 2  # "en couche 1, plusieurs positions le dépassent"
+    assert (layer1 / layer0).min() >= 1.3  # "la norme augmente à chaque position, d'au moins 30 %"
+
+
+def test_02_zero_and_mean_ablation_agree_only_partly():
+    ranking = printed("02", "best = flat.topk(3).indices.tolist()")
+    by_zero, by_mean = (re.findall(r"(L\dH\d) \(", line) for line in ranking.strip().splitlines())
+    assert {"L0H3", "L1H3"} <= set(by_zero) & set(by_mean)
+    assert by_zero[0] == "L0H2" and "L0H2" not in by_mean
+    _, (zero, mean) = heatmaps("02", 'title="Hausse de la perte quand on éteint une tête"')
+    assert mean[0, 2] < 0 < zero[0, 2]  # L0H2 lowers the loss when mean-ablated
+    assert zero[0, 1] < 0 < mean[0, 1]  # L0H1: the other way round
+    assert zero.max() > 2 * mean.max()  # "plus du double"
+    prose = markdown("02", "Les deux ablations ne s'accordent qu'en partie")
+    assert f"L0H2, de loin la plus importante par zéro (+{fr(zero[0, 2].item(), 3)})" in prose
+
+
+def test_02_the_detector_maps_run_from_red_at_0_to_blue_at_1_and_most_cells_are_red():
+    layout, maps = heatmaps("02", 'title="Scores des détecteurs de têtes"')
+    axis = layout["coloraxis"]
+    assert (axis["cmin"], axis["cmax"]) == (0, 1)  # cmid is ignored once cmin and cmax are set
+    assert axis["colorscale"][0][1] == "rgb(103,0,31)" and axis["colorscale"][-1][1] == "rgb(5,48,97)"
+    cells = torch.stack(maps)
+    assert (cells < 0.5).sum() > cells.numel() / 2  # "la plupart des cases sont donc rouges"
+
+
+def test_02_three_of_the_four_layer_1_heads_attend_to_the_first_token():
+    text = printed("02", "THRESHOLD = 0.4")
+    first_token = re.search(r"« premier token » au-dessus de 0.4 : (.*)", text).group(1)
+    assert sorted(re.findall(r"L1H\d", first_token)) == ["L1H0", "L1H1", "L1H2"]
+
+
+def test_02_each_best_detector_head_puts_more_than_half_its_attention_where_expected():
+    text = printed("02", "best_heads = [divmod(scores.argmax().item(), n_heads) for scores in head_scores]")
+    scores = values(text, r"\(score {n}\)")
+    assert len(scores) == 3 and min(scores) > 0.5
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -393,11 +473,6 @@ def test_05_eigenvalue_and_top1_copying_disagree():
     assert best < 5  # "aucune tête ne remet le bon token en tête plus de quelques fois sur cent"
     answer = markdown("05", "La réponse, sur le modèle embarqué du cours")
     assert "0,917" in answer and f"{eigen:.3f}".replace(".", ",") in answer
-
-
-def fr(x: float, digits: int = 2) -> str:
-    """A number as the French prose writes it: 0.89 -> '0,89'."""
-    return f"{x:.{digits}f}".replace(".", ",")
 
 
 def test_05_trace_and_svd_are_computed_from_the_factors():
