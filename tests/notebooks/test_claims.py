@@ -373,6 +373,53 @@ def test_03_the_hypothesis_test_favours_the_mlp_and_finds_no_duplicate_token_hea
     assert value(text, r"la plus forte de toutes les têtes : {n}") < 0.1  # "pas plus que de quelques pour cent"
 
 
+def test_03_the_famous_prompt_puts_john_first_and_mary_a_distant_second():
+    text = printed("03", "utils.test_prompt(famous.prompt, famous.io, model, top_k=5)")
+    assert "Rank: 0 " in text
+    john = value(text, r"Top 0th token\. Logit: [\d.]+ Prob:\s*{n}% Token: \| John\|")
+    mary = value(text, r"Top 1th token\. Logit: [\d.]+ Prob:\s*{n}% Token: \| Mary\|")
+    others = values(text, r"Top [2-4]th token\. Logit: [\d.]+ Prob:\s*{n}%")
+    assert john > 10 * mary and mary > 10 * max(others)  # "loin derrière", "les autres n'ont presque rien"
+    prose = markdown("03", "Regardez où se place « John »")
+    assert f"« John » est en tête ({john:.0f} %)" in prose and f"loin derrière ({mary:.0f} %)" in prose
+
+
+def test_03_the_embedded_logit_difference_is_about_twice_gpt2s():
+    text = printed("03", "clean_logits, clean_cache = model.run_with_cache(clean_tokens)")
+    clean = value(text, r"prompts propres\s+: {n}")
+    corrupted = value(text, r"prompts corrompus : {n}")
+    prose = markdown("03", "Un modèle qui fait la tâche a une différence nettement positive")
+    assert "mesure 3,55 en moyenne" in prose  # GPT-2 small on the same batch (the Exploratory Analysis demo)
+    assert 1.75 < clean / 3.55 < 2.25  # "environ le double"
+    assert f"+{fr(clean, 1)} et −{fr(-corrupted, 1)}" in prose
+
+
+def test_03_at_layer_1_patching_S2_restores_nothing():
+    _, (resid_map,) = heatmaps("03", RESID_MAP)
+    s2 = resid_map[1, 10]  # ' John_10', the position the resid map's layer 0 restores
+    assert "' John_10'" in printed("03", RESID_MAP) and s2 < 0  # "le score y est même négatif"
+    assert f"le score y est même négatif, −{fr(-s2.item())}" in markdown("03", "a donc déjà quitté S2")
+
+
+def test_03_the_logit_lens_rises_mostly_at_the_last_step():
+    jump = value(printed("03", "jumps = logit_lens.diff()"), r"Plus forte hausse : de '1_mid' à 'final_post' \({n}\)")
+    final = value(printed("03", "bias_diff = (model.b_U"), r"Lecture finale \(final_post\) \+ biais : {n}")
+    assert jump > final / 2  # "la logit lens monte surtout au dernier pas"
+
+
+def test_03_L1H1_carries_most_of_the_heads_direct_attribution():
+    _, (per_head,) = heatmaps("03", 'title="Attribution directe de chaque tête à la différence de logits"')
+    assert per_head.flatten().argmax() == 5  # L1H1
+    assert per_head[1, 1] > per_head.sum() / 2  # "porte l'essentiel de l'attribution directe des têtes"
+
+
+def test_03_the_quoted_ioi_accuracy_is_the_shipped_models():
+    metrics = json.loads((NOTEBOOKS.parent / "data/models/course-gpt2/metrics.json").read_text())["final"]
+    prose = markdown("03", "Ce petit modèle n'est pas parfait")
+    assert f"sur {metrics['ioi_n_prompts']} prompts" in prose
+    assert f"dans {fr(100 * metrics['ioi_accuracy'], 1)} % des cas" in prose
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 04 — induction heads
 # ------------------------------------------------------------------------------------------------------------
