@@ -536,6 +536,60 @@ def test_05_refactoring_balances_the_factors_and_keeps_the_products():
     balanced = values(text, r"refactorisés : ‖W_V‖ =\s*{n}, ‖W_O‖ =\s*{n}")
     assert learned[0] != learned[1] and balanced[0] == balanced[1]  # "les facteurs changent"
     assert "W_V W_O True, W_Q W_Kᵀ True" in text  # "les produits non"
+    top_learned = values(text, r"poids appris : .*plus grandes valeurs singulières {n} et {n}")
+    top_balanced = values(text, r"refactorisés : .*plus grandes valeurs singulières {n} et {n}")
+    assert top_learned[0] != top_learned[1] and top_balanced[0] == top_balanced[1]  # "les mêmes valeurs singulières"
+
+
+def test_05_the_toy_factored_matrix_agrees_with_the_dense_one():
+    norms = values(printed("05", "AB_factor = FactoredMatrix(A, B)"), r"Norme de la (?:matrice dense|version factorisée)\s*: {n}")
+    assert len(norms) == 2 and norms[0] == norms[1]  # "elle doit coïncider avec celle de la matrice dense"
+    text = printed("05", "dense_eigenvalues = torch.linalg.eigvals(AB)")
+    lists = [[float(x) for x in re.findall(rf"({NUMBER})(?:[-+][\d.]+j)?(?:, |\])", line.split(":", 1)[1])]
+             for line in text.strip().splitlines()]
+    dense_eigen, factored_eigen, dense_singular, factored_singular = lists
+    for dense, factored in [(dense_eigen, factored_eigen), (dense_singular, factored_singular)]:
+        assert len(dense) == 5 and dense[2:] == [0, 0, 0]  # "dont trois sont nulles"
+        assert dense[:2] == factored and 0 not in factored  # "les valeurs non nulles sont les mêmes"
+    text = printed("05", "ABC_factor = AB_factor @ C")
+    assert "mdim=2" in text  # "reste de dimension cachée 2"
+    assert value(text, r"Dimension cachée avant : {n}") == 10
+    assert value(text, r"après le produit par une matrice 6 × 3 : {n}") == 6  # "6 au lieu de 10"
+
+
+def test_05_five_heads_copy_by_eigenvalues_and_L0H3_inverts():
+    _, (scores,) = heatmaps("05", 'title="Score de copie (valeurs propres du circuit OV)"')
+    above = {f"L{layer}H{head}" for layer, head in (scores > 0.85).nonzero().tolist()}
+    assert above == {"L1H0", "L1H1", "L1H2", "L1H3", "L0H0"}  # "cinq têtes sur huit dépassent 0,85"
+    assert scores.argmin() == 3 and scores[0, 3] < -0.5  # L0H3 "nettement rouge"
+    assert f"L0H3 est nettement rouge (−{fr(-scores[0, 3].item())})" in markdown("05", "cinq\ntêtes sur huit")
+
+
+def test_05_the_eigenvalues_of_L1H0_lie_to_the_right_near_the_real_axis():
+    cells = [c for c in _cells("05") if c["cell_type"] == "code" and "top_eigenvalues = OV_eigenvalues[" in
+             "".join(c["source"])]
+    (figure,) = [o["data"]["application/vnd.plotly.v1+json"] for c in cells for o in c["outputs"]
+                 if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert figure["layout"]["title"]["text"].endswith("de L1H0")
+    (trace,) = figure["data"]
+    real, imag = (np.frombuffer(base64.b64decode(trace[k]["bdata"]), dtype=trace[k]["dtype"]) for k in "xy")
+    assert len(real) == 32 and (real > 0).sum() == 28  # "28 de ses 32 valeurs propres"
+    assert fr(real.max()) == "1,36" and real.min() > -0.25 and abs(imag).max() < 0.25
+
+
+def test_05_unknown_tokens_have_no_embedding_and_a_bias_far_below_the_known_ones(embedded_gpt2):
+    unknown = (embedded_gpt2.W_E == 0).all(dim=-1)
+    assert unknown.any() and (~unknown).any()
+    gap = embedded_gpt2.b_U[~unknown].min() - embedded_gpt2.b_U[unknown].max()
+    assert gap > 90  # "il reste près de 100 logits sous celui de tout token connu"
+    raw = HookedTransformer.from_pretrained_no_processing("course-gpt2")
+    assert (raw.b_U[(raw.W_E == 0).all(dim=-1)] == -100).all()  # "un biais de sortie de −100 dans les poids livrés"
+
+
+def test_05_the_top1_map_is_almost_white():
+    layout, (rates,) = heatmaps("05", 'title="Circuit OV complet : fraction des tokens recopiés en tête"')
+    assert (layout["coloraxis"]["cmin"], layout["coloraxis"]["cmax"]) == (-1, 1)  # "son échelle va de −1 à 1"
+    assert 0 <= rates.min() and rates.max() < 0.05  # "aucune tête ne dépasse quelques pour cent"
 
 
 def test_05_the_two_eigenvalue_scores_correlate_but_L0H0_is_the_outlier():
