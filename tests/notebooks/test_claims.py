@@ -211,6 +211,22 @@ def heatmaps(prefix: str, code_line: str) -> tuple[dict, list[torch.Tensor]]:
     return figure["layout"], arrays
 
 
+def scatter_traces(prefix: str, code_line: str) -> tuple[list[str], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The hover names of the first trace and the (x, y) of each trace of the plotly figure drawn by the one code
+    cell containing ``code_line``."""
+    cells = [c for c in _cells(prefix) if c["cell_type"] == "code" and code_line in "".join(c["source"])]
+    assert len(cells) == 1
+    (figure,) = [o["data"]["application/vnd.plotly.v1+json"] for o in cells[0]["outputs"]
+                 if "application/vnd.plotly.v1+json" in o.get("data", {})]
+
+    def array(data) -> torch.Tensor:
+        if isinstance(data, dict):
+            return torch.tensor(np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).astype("float64"))
+        return torch.tensor(data, dtype=torch.float64)
+
+    return figure["data"][0].get("hovertext"), [(array(t["x"]), array(t["y"])) for t in figure["data"]]
+
+
 def test_02_a_failing_hook_and_the_with_block_leave_no_hook_behind():
     assert "Hooks attachés après l'erreur : 0" in printed("02", "def broken_hook(activation, hook):")
     text = printed("02", "with model.hooks(fwd_hooks=")
@@ -566,15 +582,11 @@ def test_05_five_heads_copy_by_eigenvalues_and_L0H3_inverts():
 
 
 def test_05_the_eigenvalues_of_L1H0_lie_to_the_right_near_the_real_axis():
-    cells = [c for c in _cells("05") if c["cell_type"] == "code" and "top_eigenvalues = OV_eigenvalues[" in
-             "".join(c["source"])]
-    (figure,) = [o["data"]["application/vnd.plotly.v1+json"] for c in cells for o in c["outputs"]
-                 if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert figure["layout"]["title"]["text"].endswith("de L1H0")
-    (trace,) = figure["data"]
-    real, imag = (np.frombuffer(base64.b64decode(trace[k]["bdata"]), dtype=trace[k]["dtype"]) for k in "xy")
+    assert "Tête la plus copieuse : L1H0" in printed("05", "OV_copying_score = OV_eigenvalues.sum(-1)")
+    _, ((real, imag),) = scatter_traces("05", "top_eigenvalues = OV_eigenvalues[top_layer, top_head]")
     assert len(real) == 32 and (real > 0).sum() == 28  # "28 de ses 32 valeurs propres"
-    assert fr(real.max()) == "1,36" and real.min() > -0.25 and abs(imag).max() < 0.25
+    assert real.min() > -0.25 and imag.abs().max() < 0.25  # "au-dessus de −0,25", "plus de 0,25"
+    assert f"positive, jusqu'à {fr(real.max().item())}" in markdown("05", "C'est ce que montre L1H0")
 
 
 def test_05_unknown_tokens_have_no_embedding_and_a_bias_far_below_the_known_ones(embedded_gpt2):
@@ -631,10 +643,64 @@ def test_07_the_tangent_underestimates_the_patch_of_the_worst_entry():
     assert half_tangent < half and end_tangent < end
 
 
+def test_07_the_worst_entry_is_the_repeated_name_and_its_curve_is_an_s():
+    text = printed("07", "gaps = approx_all - exact_all")
+    assert text.strip().splitlines()[0].strip().startswith("resid_pre L0  John_10 :")  # S2's embedding
+    _, (curve, _tangent) = scatter_traces("07", "curve = metric_along_patch(*locate(worst[0]), alphas)")
+    steps = curve[1].diff()
+    assert steps[0] < steps[4] and steps[-1] < steps[5]  # "part lentement, monte plus vite au milieu, ralentit"
+    printed_curve = printed("07", "curve = metric_along_patch(*locate(worst[0]), alphas)")
+    end, end_tangent = values(printed_curve, r"au bout : {n} \(tangente {n}\)")
+    assert 0.4 < end_tangent / end < 0.6  # "qu'environ la moitié de l'effet réel au bout"
+    assert f"({fr(end_tangent)} contre {fr(end)})" in markdown("07", "La courbe est en S")
+
+
+def test_07_small_entries_sit_on_the_diagonal_and_nine_large_ones_leave_it():
+    names, ((exact, approx), _diagonal) = scatter_traces("07", 'title="Attribution contre activation patching"')
+    gap = (approx - exact).abs()
+    assert len(exact) == 98 and (gap < 0.05).sum() == 89  # "89 des 98 cases"
+    assert exact[gap >= 0.05].abs().min() >= 0.15  # "les neuf autres ... au moins 0,15"
+    wrong_side = {names[i] for i in range(len(names)) if exact[i] < -0.1 and approx[i] > -0.01}
+    assert wrong_side == {"resid_pre L1  John_10", "attn_out L0  John_10", "mlp_out L0  John_10"}
+
+
+def test_07_attribution_patching_is_faster_and_the_sequence_counts_are_exact():
+    text = printed("07", 'for label, fn in (("activation", activation_patching)')
+    cells, sequences, batch = (value(text, pattern) for pattern in (
+        r"Carte z_by_pos : {n} cases", r"Activation patching : {n} séquences", r"Attribution patching : {n} séquences"))
+    assert cells == 2 * 15 * 4 and sequences == cells * batch and batch == 8  # layers x positions x heads
+    activation, attribution = values(text, r"activation {n} s, attribution {n} s")
+    assert activation > attribution  # the point of section 4: attribution patching is cheaper
+
+
+def test_07_the_circuit_acts_through_the_queries_most_on_L1H2():
+    text = printed("07", "edges = []  # (sender, receiver, effect)")
+    arrows = {receiver: float(effect) for receiver, effect in re.findall(rf"L0H0 -> (L1H\d) \(q\) : ({NUMBER})", text)}
+    direct = {head: float(effect) for head, effect in re.findall(rf"(L1H\d) -> logits : ({NUMBER})", text)}
+    assert set(arrows) == {"L1H0", "L1H1", "L1H2"}  # "par les requêtes des trois réceptrices"
+    assert max(arrows, key=arrows.get) == "L1H2" and direct["L1H2"] < 0  # "surtout ... L1H2, ... négatif"
+    assert max(direct, key=direct.get) == "L1H1"  # "le plus fort effet direct positif"
+    prose = markdown("07", "Le schéma retrouve la forme de GPT-2 small en petit")
+    assert f"L1H2 (+{fr(arrows['L1H2'])})" in prose and f"négatif (−{fr(-direct['L1H2'])})" in prose
+    assert f"positif (+{fr(direct['L1H1'])})" in prose
+
+
 def test_07_the_top_head_saturates_its_attention():
     text = printed("07", "scale_ratio = (clean_cache")
     p = values(text, r"attention maximale de la dernière position {n}")
     assert all(x > 0.85 for x in p)  # p (1 - p) is small: the tangent sees little of a large change
+    slopes = values(text, r"p \(1 − p\) = {n}")
+    assert len(slopes) == 2 and max(slopes) < 0.25 / 2  # "loin de son maximum de 0,25"
+    prose = markdown("07", "est\nsaturée")
+    assert f"en moyenne {p[0] * 100:.0f} % de son attention" in prose and f"ne vaut que {fr(slopes[0])}" in prose
+
+
+def test_07_the_final_layernorm_scale_moves_both_ways_between_the_runs():
+    text = printed("07", "scale_ratio = (clean_cache")
+    low, high = values(text, r"dernière position : de {n} à {n} selon le prompt")
+    assert low < 1 < high  # "plus petite ... ou plus grande"
+    prose = markdown("07", "l'échelle de la LayerNorm finale à la dernière position")
+    assert f"jusqu'à {fr(low)} fois" in prose and f"jusqu'à {fr(high)} fois" in prose
 
 
 def test_07_L0H0_direct_path_is_strong_although_its_direct_attribution_is_weak():
@@ -642,6 +708,7 @@ def test_07_L0H0_direct_path_is_strong_although_its_direct_attribution_is_weak()
     direct = value(text, r"L0H0 : patch [-+\d.]+, chemin direct {n}")
     attribution = value(printed("03", HEAD_PATCH).splitlines()[0], r"attribution directe {n}")
     assert direct > 0.5 and abs(attribution) < 0.2
+    assert f"directe de +{fr(attribution)} logit au notebook 03" in markdown("07", "« Direct » n'a pas ici le sens")
 
 
 def test_07_paths_through_q_k_v_do_not_add_up_to_the_effect_through_other_heads():
