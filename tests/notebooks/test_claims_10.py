@@ -30,6 +30,13 @@ def printed() -> str:
                    if o.get("name") == "stdout")
 
 
+def markdown_cell(needle: str) -> str:
+    """The one markdown cell of notebook 10 containing ``needle``."""
+    cells = ["".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "markdown"]
+    (cell,) = [c for c in cells if needle in c]
+    return cell
+
+
 def numbers(pattern: str, text: str) -> list[float]:
     """The numbers captured by ``pattern`` in text, each match's groups in order."""
     return [float(g) for match in re.finditer(pattern, text) for g in match.groups()]
@@ -90,6 +97,38 @@ def test_notebook10_both_directions_steer_towards_a_name_at_different_scales(pri
     assert by_vector[-1] < max(by_vector)  # too large, it loses its effect
     steered = re.search(r"Piloté \(32\) : (.*)", printed).group(1).split()
     assert max(steered.count(word) for word in set(steered)) >= 3  # the text repeats itself
+
+
+def test_notebook10_the_point_and_to_features_cover_their_tokens_the_name_feature_a_third(printed):
+    coverage = dict(re.findall(r"Feature \d+ \(([^)]*)\) : \d+% de son activation tombe sur ces tokens, et elle "
+                               r"s'active sur (\d+)% d'entre eux", printed))
+    assert coverage["un point"] == coverage["« to » suivi d'un prénom"] == "100"  # "sur tous leurs tokens (100 %)"
+    names = int(coverage["un prénom"])
+    assert names < 50  # "sur 31 % des prénoms seulement": not "a first name"
+    prose = markdown_cell("La vérification dans le second sens départage les trois features")
+    assert f"sur {names} % des prénoms seulement" in prose
+
+
+def test_notebook10_the_name_feature_fires_on_the_name_after_and(printed):
+    """Measured outside the notebook, as its prose says: the shipped SAE's first-name feature, on the notebook's
+    test stories, fires on every first name that follows " and", and these make nine in ten of the first names
+    it fires on."""
+    from helpers import HookedTransformer
+    from helpers import sae as S
+
+    model = HookedTransformer.from_pretrained("course-gpt2")
+    hook_name = f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre"
+    sae = S.SAE.load(S.COURSE_SAE_DIR)
+    tokens = S.story_tokens(model, 100, seed=1)  # the notebook's test stories
+    with torch.no_grad():
+        acts = S.feature_acts(model, sae, tokens)  # [batch pos d_sae]
+    name_ids = torch.tensor([model.to_single_token(" " + name) for name in NAMES])
+    is_name = torch.isin(tokens, name_ids) & S.token_mask(model, tokens)
+    after_and = is_name & (torch.roll(tokens, 1, dims=1) == model.to_single_token(" and"))
+    feature = int(re.search(r"Feature (\d+) \(un prénom\)", printed).group(1))  # the one the notebook chose
+    active = acts[..., feature] > 0
+    assert after_and.any() and active[after_and].all()  # "sur chacun des prénoms qui suivent « and »"
+    assert (active & after_and).sum() / (active & is_name).sum() >= 0.85  # "neuf fois sur dix"
 
 
 # ----- notebook 10's exercises: the checks pass the solutions, wait for the stubs, name the mistakes ----------
