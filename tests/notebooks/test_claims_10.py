@@ -109,17 +109,34 @@ def test_notebook10_the_point_and_to_features_cover_their_tokens_the_name_featur
     assert f"sur {names} % des prénoms seulement" in prose
 
 
-def test_notebook10_the_name_feature_fires_on_the_name_after_and(printed):
-    """Measured outside the notebook, as its prose says: the shipped SAE's first-name feature, on the notebook's
-    test stories, fires on every first name that follows " and", and these make nine in ten of the first names
-    it fires on."""
+@pytest.fixture(scope="module")
+def embedded():
+    """course-gpt2, notebook 10's hook point and its test stories, as the notebook builds them."""
     from helpers import HookedTransformer
     from helpers import sae as S
 
     model = HookedTransformer.from_pretrained("course-gpt2")
-    hook_name = f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre"
+    return model, f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre", S.story_tokens(model, 100, seed=1)
+
+
+def test_notebook10_the_bos_residual_is_over_three_times_the_mean_norm(embedded):
+    from helpers import sae as S
+
+    model, hook_name, tokens = embedded
+    with torch.no_grad():
+        norms = model.run_with_cache(tokens, names_filter=hook_name)[1][hook_name].norm(dim=-1)  # [batch pos]
+    assert torch.allclose(norms[:, 0], norms[0, 0])  # "toujours le même"
+    assert norms[0, 0] > 3 * norms[S.token_mask(model, tokens)].mean()  # "plus de trois fois la norme moyenne"
+
+
+def test_notebook10_the_name_feature_fires_on_the_name_after_and(printed, embedded):
+    """Measured outside the notebook, as its prose says: the shipped SAE's first-name feature, on the notebook's
+    test stories, fires on every first name that follows " and", and these make nine in ten of the first names
+    it fires on."""
+    from helpers import sae as S
+
+    model, _, tokens = embedded
     sae = S.SAE.load(S.COURSE_SAE_DIR)
-    tokens = S.story_tokens(model, 100, seed=1)  # the notebook's test stories
     with torch.no_grad():
         acts = S.feature_acts(model, sae, tokens)  # [batch pos d_sae]
     name_ids = torch.tensor([model.to_single_token(" " + name) for name in NAMES])
