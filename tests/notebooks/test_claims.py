@@ -436,6 +436,24 @@ def test_03_the_quoted_ioi_accuracy_is_the_shipped_models():
     assert f"dans {fr(100 * metrics['ioi_accuracy'], 1)} % des cas" in prose
 
 
+@pytest.mark.slow
+def test_03_the_failures_come_mostly_from_one_template_and_out_of_structure_three_in_four(embedded_gpt2):
+    """Notebook 03's last paragraph, measured outside the notebook as it says: the test prompts' failures come
+    mostly from "Friends A and B found O at the P. S gave it to", and out of structure three prompts in four pass."""
+    from helpers.ioi import ioi_eval_prompts
+    from training.metrics import ioi_logit_diffs
+
+    prose = markdown("03", "Ce petit modèle n'est pas parfait")
+    prompts = ioi_eval_prompts(200, seed=1, split="test")  # the reported test prompts (training.metrics)
+    failed = [p.template for p, d in zip(prompts, ioi_logit_diffs(embedded_gpt2, prompts), strict=True) if d <= 0]
+    worst = max(set(failed), key=failed.count)
+    shown = worst.replace("{", "").replace("}", "")
+    assert f"« {shown} »" in prose and failed.count(worst) > len(failed) / 2  # "surtout du gabarit"
+    out = ioi_eval_prompts(240, seed=1, split="out_of_structure")
+    accuracy = (ioi_logit_diffs(embedded_gpt2, out) > 0).mean()
+    assert 0.7 <= accuracy < 0.8 and "trois fois sur quatre" in prose
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 04 — induction heads
 # ------------------------------------------------------------------------------------------------------------
