@@ -211,18 +211,18 @@ def heatmaps(prefix: str, code_line: str) -> tuple[dict, list[torch.Tensor]]:
     return figure["layout"], arrays
 
 
-def scatter_traces(prefix: str, code_line: str) -> tuple[list[str], list[tuple[torch.Tensor, torch.Tensor]]]:
-    """The hover names of the first trace and the (x, y) of each trace of the plotly figure drawn by the one code
-    cell containing ``code_line``."""
+def scatter_traces(prefix: str, code_line: str) -> tuple[list[str], list[tuple]]:
+    """The hover names of the first trace and the (x, y) of each trace (numbers as tensors, labels as lists) of
+    the plotly figure drawn by the one code cell containing ``code_line``."""
     cells = [c for c in _cells(prefix) if c["cell_type"] == "code" and code_line in "".join(c["source"])]
     assert len(cells) == 1
     (figure,) = [o["data"]["application/vnd.plotly.v1+json"] for o in cells[0]["outputs"]
                  if "application/vnd.plotly.v1+json" in o.get("data", {})]
 
-    def array(data) -> torch.Tensor:
+    def array(data) -> torch.Tensor | list[str]:
         if isinstance(data, dict):
             return torch.tensor(np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).astype("float64"))
-        return torch.tensor(data, dtype=torch.float64)
+        return data if isinstance(data[0], str) else torch.tensor(data, dtype=torch.float64)  # labels stay labels
 
     return figure["data"][0].get("hovertext"), [(array(t["x"]), array(t["y"])) for t in figure["data"]]
 
@@ -307,6 +307,8 @@ def test_03_attention_and_mlp_of_layer_0_matter_at_the_last_position():
     text = printed("03", 'for kind in ["attn_out", "mlp_out"]:')
     assert "attn_out : meilleur patch à la couche 0, position ' to_14'" in text
     assert "mlp_out : meilleur patch à la couche 0, position ' to_14'" in text
+    attn, mlp = (value(text, rf"{kind} : meilleur patch .*\(score {{n}}\)") for kind in ("attn_out", "mlp_out"))
+    assert f"({fr(attn)} pour `attn_out`, {fr(mlp)} pour `mlp_out`)" in markdown("03", "les deux cartes ont leur")
 
 
 def test_03_layer_attribution_ranks_mlp1_then_mlp0_then_attn1():
@@ -421,6 +423,8 @@ def test_03_the_logit_lens_rises_mostly_at_the_last_step():
     jump = value(printed("03", "jumps = logit_lens.diff()"), r"Plus forte hausse : de '1_mid' à 'final_post' \({n}\)")
     final = value(printed("03", "bias_diff = (model.b_U"), r"Lecture finale \(final_post\) \+ biais : {n}")
     assert jump > final / 2  # "la logit lens monte surtout au dernier pas"
+    _, ((_, lens),) = scatter_traces("03", "jumps = logit_lens.diff()")
+    assert (lens.diff() > 0).all()  # "elle monte à chaque étape"
 
 
 def test_03_L1H1_carries_most_of_the_heads_direct_attribution():
