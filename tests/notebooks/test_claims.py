@@ -410,6 +410,10 @@ def test_03_the_embedded_logit_difference_is_about_twice_gpt2s():
     assert "mesure 3,55 en moyenne" in prose  # GPT-2 small on the same batch (the Exploratory Analysis demo)
     assert 1.75 < clean / 3.55 < 2.25  # "environ le double"
     assert f"+{fr(clean, 1)} et −{fr(-corrupted, 1)}" in prose
+    from training.train import SPECS
+
+    ioi_share = sum(share for source, share in SPECS["course-gpt2"].corpus_mix.items() if source.startswith("ioi"))
+    assert f"{100 * ioi_share:.0f} % de son corpus sont des histoires IOI" in prose  # the reason the prose gives
 
 
 def test_03_at_layer_1_patching_S2_restores_nothing():
