@@ -1,0 +1,244 @@
+"""What notebook 08 says is what it shows: each quantitative claim of its prose, checked on the stored outputs
+(the pattern of test_claims.py, whose readers are reused)."""
+
+import re
+
+from tests.notebooks.test_claims import markdown, printed, value, values
+
+PROBES = "mlp_rel = fit_mlp_probes("
+FEATURES = "features = torch.cat("
+SWEEP = 'sweep["seule", depth] = scores('
+COMPONENTS = "heads_before, mlps_before, scale = component_outputs("
+DIRECT = "logits_direct = model.run_with_hooks("
+DLA = "head_dla, neuron_dla = "
+PARITY = "mine_sign = torch.where("
+SHARE = "share = one_move_share(move_weights)"
+GROUPS = "groups = {"
+NEIGHBOURS = "neighbour_effect = torch.zeros(64)"
+ABLATION = "control = int(torch.randint("
+LAYERS = "layer_ablations = {}"
+HEADS = "head_ablations = {}"
+NEURONS = "top10 = neuron_attr.topk(10).indices"
+
+
+def table(code_line: str) -> tuple[list[str], list[list[float]]]:
+    """The column names and the rows (one per depth) of a table printed as 'profondeur  name  name ...'."""
+    lines = printed("08", code_line).splitlines()
+    header = next(line for line in lines if line.startswith("profondeur"))
+    names = re.split(r"\s{2,}", header.strip())[1:]
+    rows = [[float(x) for x in line.split()[1:]] for line in lines if re.fullmatch(r"\s*\d+(\s+[-\d.]+)+", line)]
+    assert rows and all(len(row) == len(names) for row in rows), lines
+    return names, rows
+
+
+def column(code_line: str, name: str) -> list[float]:
+    names, rows = table(code_line)
+    return [row[names.index(name)] for row in rows]
+
+
+def best_row() -> dict[str, float]:
+    line = printed("08", PROBES).split("Meilleure profondeur")[1].splitlines()[1]
+    return {name.strip(): float(x) for name, x in re.findall(r"([^|]+?) (\d\.\d+)", line)}
+
+
+# --- 2. linear and MLP probes ----------------------------------------------------------------------------
+
+
+def test_08_black_white_linear_probe_never_exceeds_055():
+    assert max(column(PROBES, "N/B lin")) <= 0.55
+
+
+def test_08_the_probe_by_player_reads_colours_almost_as_well_as_mine_theirs():
+    best = best_row()
+    assert best["N/B lin/joueur"] >= best["N/B lin"] + 0.15
+    assert best["moi/adv lin"] - 0.08 <= best["N/B lin/joueur"] <= best["moi/adv lin"]  # "à peine moins"
+
+
+def test_08_the_mlp_probe_beats_the_linear_one_in_neither_encoding_nor_on_empty():
+    best = best_row()
+    assert best["N/B MLP"] <= best["N/B lin"] + 0.01  # "ne fait pas mieux"
+    assert best["moi/adv MLP"] < best["moi/adv lin"]
+    assert best["vide MLP"] < best["vide lin"]
+
+
+def test_08_empty_is_read_almost_perfectly_from_the_first_layer():
+    assert column(PROBES, "vide lin")[1] >= 0.95
+    assert column(FEATURES, "vide")[1] >= 0.95
+
+
+def test_08_the_mlp_budget_in_the_text_is_the_code_s():
+    source = "".join(next(c["source"] for c in _code_cells() if PROBES in "".join(c["source"])))
+    assert "n_fit = 40 * N_CTX" in source and "hidden=64, steps=100" in source
+    text = markdown("08", "premières parties d'entraînement")
+    assert "40 premières parties" in text and "64 neurones cachés" in text and "100 pas d'Adam" in text
+
+
+def _code_cells():
+    from tests.notebooks.test_claims import _cells
+    return [c for c in _cells("08") if c["cell_type"] == "code"]
+
+
+# --- 3. simpler features -----------------------------------------------------------------------------------
+
+
+def test_08_who_plays_is_read_at_every_depth():
+    assert min(column(FEATURES, "noirs à jouer")) >= 0.98
+
+
+def test_08_flipped_is_above_chance_from_the_embedding_and_levels_off_after_two_layers():
+    flipped = column(FEATURES, "retournée")
+    assert flipped[0] >= 0.6
+    assert max(flipped[2:]) <= flipped[2] + 0.01
+
+
+def test_08_legal_moves_are_read_best_in_the_last_layers():
+    legal = column(FEATURES, "coup légal")
+    n_layers = len(legal) - 1
+    assert max(range(len(legal)), key=legal.__getitem__) >= n_layers - 2
+    assert legal[-1] > legal[1] + 0.05  # "monte jusqu'aux dernières couches"
+
+
+def test_08_my_disc_count_beats_the_position_baseline():
+    baseline = value(printed("08", FEATURES), r"R² = {n}")
+    assert max(column(FEATURES, "mes pions (R²)")) > baseline + 0.03
+
+
+# --- 4. the minimal edit -----------------------------------------------------------------------------------
+
+
+def _sweep() -> tuple[dict[tuple[str, int], tuple[float, float, float]], tuple[float, ...], float]:
+    text = printed("08", SWEEP)
+    rows = {(kind, int(depth)): (float(a), float(b), float(c)) for kind, depth, a, b, c in
+            re.findall(r"(seule|de L à la fin), L = (\d+)\s+(\S+)\s+(\S+)\s+(\S+)", text)}
+    none = tuple(values(text, r"sans intervention\s+{n}\s+{n}\s+{n}"))
+    ideal = values(text, r"modèle parfait\s+{n}\s+{n}\s+{n}")[1]
+    return rows, none, ideal
+
+
+def test_08_one_layer_does_much_less_than_every_layer():
+    rows, _, _ = _sweep()
+    n = max(depth for _, depth in rows)
+    best_single = max(rows["seule", depth][1] for depth in range(n))
+    assert best_single < 0.6 * rows["de L à la fin", 0][1]
+
+
+def test_08_starting_earlier_helps_and_from_the_first_layer_nearly_reaches_the_ideal():
+    rows, _, ideal = _sweep()
+    n = max(depth for _, depth in rows)
+    gained = [rows["de L à la fin", depth][1] for depth in range(n + 1)]
+    assert all(a >= b - 0.002 for a, b in zip(gained, gained[1:], strict=False))
+    assert gained[0] >= 0.9 * ideal
+
+
+def test_08_just_before_the_last_layer_and_at_the_output_the_edit_mostly_removes_illegal_moves():
+    rows, none, _ = _sweep()
+    n = max(depth for _, depth in rows)
+    for depth in (n - 1, n):
+        _, gained, lost = rows["seule", depth]
+        assert lost < none[2] and none[2] - lost > gained - none[1]
+
+
+# --- 5. before / after ---------------------------------------------------------------------------------------
+
+
+def test_08_the_mlps_move_their_output_and_carry_the_attribution_to_the_gained_moves():
+    text = printed("08", COMPONENTS)
+    rows = {name: (float(norm), float(gained)) for name, norm, gained in
+            re.findall(r"^((?:attn|MLP) \d+)\s+(\S+)\s+(\S+)\s+\S+$", text, flags=re.M)}
+    layers = sorted({int(name.split()[1]) for name in rows})
+    for layer in layers:
+        assert rows[f"MLP {layer}"][0] > 2 * rows[f"attn {layer}"][0]
+    mlp = sum(rows[f"MLP {layer}"][1] for layer in layers)
+    attn = sum(abs(rows[f"attn {layer}"][1]) for layer in layers)
+    assert mlp > 5 * attn
+
+
+def test_08_gained_moves_go_through_later_layers_and_lost_moves_are_partly_undone():
+    text = printed("08", DIRECT)
+    effects = r"\s*: effet total {n}, chemin direct seul {n}, part par les couches suivantes {n}%"
+    gained, lost = values(text, "devenus légaux" + effects), values(text, "devenus illégaux" + effects)
+    assert gained[2] > 50
+    assert lost[2] < 0 and abs(lost[1]) > abs(lost[0])
+
+
+# --- 6. exploratory ---------------------------------------------------------------------------------------
+
+
+def test_08_neurons_carry_more_of_the_attribution_to_legal_moves_than_heads():
+    text = printed("08", DLA)
+    assert value(text, r"somme des neurones : {n}") > value(text, r"Somme des têtes : {n}")
+
+
+def test_08_the_three_top_heads_attend_to_my_moves():
+    scores = values(printed("08", PARITY), r"L\d+H\d+ : attribution [-+]\d\.\d+, mes coups − ses coups {n}")
+    assert len(scores) == 3 and min(scores) > 0.8
+
+
+# --- 7. neurons -----------------------------------------------------------------------------------------------
+
+
+def test_08_one_move_neurons_are_in_the_last_layers():
+    text = printed("08", SHARE)
+    best = values(text, r"meilleure part sur un seul coup {n}")
+    counts = values(text, r"neurones au-dessus de 0,9 : {n}")
+    assert max(best[:2]) < 0.8 and counts[-1] == max(counts)
+    assert value(text, r"de sa norme sur \w\d, poids {n}") < 0  # "il écrit un poids négatif"
+
+
+def test_08_the_neuron_fires_when_its_square_is_empty_and_legal():
+    text = printed("08", GROUPS)
+    legal = value(text, r"vide et légale\s+: activation moyenne {n}")
+    others = [value(text, rf"{name}\s+: activation moyenne {{n}}")
+              for name in ("vide, illégale", "à moi", "à l'adversaire")]
+    assert legal > 0.3 and all(abs(x) < 0.05 for x in others)
+
+
+def test_08_neighbours_matter_more_than_far_squares():
+    near, far = values(printed("08", NEIGHBOURS), r"voisines : {n} ; des autres cases : {n}")
+    assert near > 3 * far
+
+
+def test_08_ablating_the_neuron_raises_its_move_where_legal_and_the_control_does_nothing():
+    text = printed("08", ABLATION)
+    neuron, control = text.strip().split("\n")
+    changes = values(neuron, r"(?:légale|illégale|moi|l'adversaire) {n}")
+    assert changes[0] > 0.3 and all(abs(x) < changes[0] / 3 for x in changes[1:])
+    assert all(abs(x) < 0.05 for x in values(control, r"(?:légale|illégale|moi|l'adversaire) {n}"))
+
+
+# --- 8. the "is this square empty?" circuit -------------------------------------------------------------------
+
+
+def _layer_gaps() -> tuple[float, dict[str, float]]:
+    text = printed("08", LAYERS)
+    clean = value(text, r"sans ablation\s+écart vide − occupée {n}")
+    found = re.findall(r"((?:attn|MLP) \d+) éteinte\s+écart vide − occupée (\S+)", text)
+    gaps = {name: float(gap) for name, gap in found}
+    return clean, gaps
+
+
+def test_08_attention_0_computes_emptiness_then_mlp_0_and_nothing_else_matters():
+    clean, gaps = _layer_gaps()
+    ranked = sorted(gaps, key=gaps.get)
+    assert ranked[:2] == ["attn 0", "MLP 0"]
+    assert gaps["attn 0"] < 0.2 * clean and gaps["MLP 0"] < clean - 2
+    assert all(abs(gaps[name] - clean) < 1 for name in ranked[2:])
+    text = printed("08", LAYERS)
+    assert value(text, r"attn 0 éteinte\s+écart vide − occupée \S+\s+p\(cases occupées\) {n}") > 0.3
+
+
+def test_08_no_layer_0_head_is_needed_alone_but_all_together_are():
+    clean, _ = _layer_gaps()
+    text = printed("08", HEADS)
+    single = values(text, r"L0H\d {n}")
+    assert all(clean - gap < 1 for gap in single)
+    assert value(text, r"têtes éteintes ensemble : {n}") < 0.2 * clean
+
+
+def test_08_top_neurons_of_mlp_0_matter_more_than_random_ones_but_little_next_to_the_whole_mlp():
+    clean, gaps = _layer_gaps()
+    text = printed("08", NEURONS)
+    top = value(text, r"les 10 plus attribués éteints : écart vide − occupée {n}")
+    random = value(text, r"10 au hasard éteints : écart vide − occupée {n}")
+    assert top < random
+    assert clean - top < 0.25 * (clean - gaps["MLP 0"])
