@@ -83,17 +83,19 @@ def board_targets(games) -> BoardTargets:
 # ---------------------------------------------------------------------------------------------------
 
 
-def fit_linear_probes(x: torch.Tensor, target: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_linear_probes(x: torch.Tensor, target: torch.Tensor, ridge: float = 1e-2,
+                      dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge regression of target on x, one per slice of x, solved in closed form (deterministic).
 
     x: [n_probes, n, d] activations; target: [n, k] real targets (one-hot labels for a classifier).
     Returns W [n_probes, d, k] and b [n_probes, k]; the probe reads ``x @ W + b``. The ridge is ``ridge`` times
-    the mean variance of x, which keeps the Cholesky solve well conditioned whatever the scale of x.
+    the mean variance of x, which keeps the Cholesky solve well conditioned whatever the scale of x. Computed in
+    ``dtype`` (float64 by default; the course models' metrics use float32).
     """
     if x.ndim != 3 or target.ndim != 2 or target.shape[0] != x.shape[1]:
         raise ValueError(f"x must be [n_probes, n, d] and target [n, k] with the same n, got {tuple(x.shape)} "
                          f"and {tuple(target.shape)}")
-    x, target = x.double(), target.double()
+    x, target = x.to(dtype), target.to(dtype)
     mean = x.mean(1, keepdim=True)
     xc = x - mean
     cov = xc.transpose(1, 2) @ xc / x.shape[1]  # [n_probes, d, d]

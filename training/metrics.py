@@ -26,6 +26,7 @@ from helpers.othello import (
     to_token,
     top1_legal_rate,
 )
+from helpers.othello_research import fit_linear_probes
 from helpers.tokenizer import END_OF_TEXT_ID
 
 MINE, THEIRS = 1, 2  # labels of relative_board_states (0 is empty)
@@ -166,25 +167,13 @@ def fit_board_probes(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> t
     """Linear probes "empty / mine / theirs", one per slice of x, in closed form (deterministic).
 
     x: [n_probes, n, d_model] activations; y: [n, 64] labels in {0, 1, 2}. Returns W [n_probes, d_model, 64, 3]
-    and b [n_probes, 64, 3] acting on the raw activations; the prediction is the argmax of x @ W + b, and
-    (x @ W + b)[mine] - (x @ W + b)[theirs] is the probe's gap. Notebook 06 fits a softmax regression with
-    200 AdamW steps on random batches; this is its closed-form relative: a ridge regression of the one-hot
-    labels on the centred activations (ridge ``ridge`` times the mean variance, which keeps the solve well
-    conditioned), one linear solve per depth, no randomness and no iterations (about a second on CPU).
+    and b [n_probes, 64, 3] (in x's dtype) acting on the raw activations; the prediction is the argmax of x @ W + b,
+    and (x @ W + b)[mine] - (x @ W + b)[theirs] is the probe's gap. Notebook 06 fits a softmax regression with
+    200 AdamW steps on random batches; this is its closed-form relative, the ridge regression of the one-hot
+    labels of notebook 08 (helpers.othello_research.fit_linear_probes): no randomness, no iterations.
     """
-    mean = x.mean(1, keepdim=True)
-    xc = x - mean
-    cov = torch.einsum("pnd,pne->pde", xc, xc) / x.shape[1]  # [n_probes, d_model, d_model]
-    scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None]
-    target = F.one_hot(y, 3).float().flatten(1)  # [n, 64 * 3]
-    xty = torch.einsum("pnd,nk->pdk", xc, target) / x.shape[1]
-    eye = torch.eye(x.shape[2], device=x.device)
-    # Cholesky, not torch.linalg.solve: the matrix is symmetric positive definite, and the batched LU solve
-    # of some MKL builds fails on it with two threads ("Parameter 6 was incorrect on entry to SLASWP").
-    chol = torch.linalg.cholesky(cov + ridge * scale * eye)
-    W = torch.cholesky_solve(xty, chol).reshape(x.shape[0], x.shape[2], 64, 3)
-    b = target.mean(0).reshape(64, 3) - torch.einsum("pd,pdsc->psc", mean[:, 0], W)
-    return W, b
+    W, b = fit_linear_probes(x, F.one_hot(y, 3).flatten(1), ridge, dtype=x.dtype)
+    return W.unflatten(-1, (64, 3)), b.unflatten(-1, (64, 3))
 
 
 @torch.no_grad()

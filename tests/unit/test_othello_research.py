@@ -15,7 +15,6 @@ from helpers import othello_research as research
 from helpers.exercises import ExerciseError
 from helpers.othello import BLACK, OthelloBoard, generate_games
 from tools import make_exercices as mk
-from training.metrics import fit_board_probes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,16 +34,6 @@ def test_linear_probes_recover_a_linear_map():
     W, b = research.fit_linear_probes(x[:1], target, ridge=1e-9)
     assert torch.allclose(W[0], W_true, atol=1e-6) and torch.allclose(b[0], torch.tensor([1.0, -2.0, 0.5],
                                                                                          dtype=torch.float64))
-
-
-def test_linear_probes_agree_with_the_training_code_board_probes():
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 400, 8, generator=generator)
-    labels = torch.randint(0, 3, (400, 64), generator=generator)
-    W, b = research.fit_linear_probes(x, F.one_hot(labels, 3).flatten(1))
-    W_ref, b_ref = fit_board_probes(x, labels)
-    assert torch.allclose(W.float().reshape(W_ref.shape), W_ref, atol=1e-4)
-    assert torch.allclose(b.float().reshape(b_ref.shape), b_ref, atol=1e-4)
 
 
 def test_linear_probes_refuse_mismatched_shapes():
