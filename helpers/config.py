@@ -43,7 +43,7 @@ class HookedTransformerConfig:
     d_vocab_out: int = -1  # -1: d_vocab
     # --- layers ---
     act_fn: str = "gelu_new"  # a key of ACTIVATIONS
-    normalization_type: str | None = "LN"  # "LN" (with weights), "LNPre" (centre and scale only), "RMS", "RMSPre" or None
+    normalization_type: str | None = "LN"  # "LN" (with weights), "LNPre" (centre and scale only), "RMS", "RMSPre", None
     attn_only: bool = False  # blocks without MLP
     eps: float = 1e-5  # LayerNorm epsilon
     gated_mlp: bool = False  # MLP (act(x W_gate) * x W_in + b_in) W_out + b_out (GatedMLP), as in Llama
@@ -73,7 +73,7 @@ class HookedTransformerConfig:
     # --- the families beyond GPT-2 (Llama, Qwen, Mistral, Gemma, Pythia, OLMo): TransformerLens' names ---
     rotary_dim: int | None = None  # rotary positions: dimensions rotated per head (None: d_head; Pythia d_head / 4)
     rotary_base: float = 10000.0  # theta of the rotary frequencies
-    rotary_adjacent_pairs: bool = False  # False: pairs (i, i + rotary_dim / 2), Llama and NeoX; True: GPT-J's (2i, 2i+1)
+    rotary_adjacent_pairs: bool = False  # False: pairs (i, i + rotary_dim / 2), Llama and NeoX; True: GPT-J's
     use_NTK_by_parts_rope: bool = False  # Llama 3's rescaled rotary frequencies (rope_type "llama3")
     NTK_by_parts_low_freq_factor: float = 1.0
     NTK_by_parts_high_freq_factor: float = 4.0

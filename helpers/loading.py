@@ -39,9 +39,8 @@ from pathlib import Path
 
 import torch
 
-from helpers import checks, course_models, hub
+from helpers import checks, conversion, course_models, hub
 from helpers.config import FIELDS, HookedTransformerConfig
-from helpers import conversion
 from helpers.conversion import classic, gpt2, hf_decoder
 from helpers.hub import DamagedFileError, HubUnavailableError
 from helpers.hub import download_file_from_hf as download_file_from_hf  # public here too, as before
@@ -398,7 +397,8 @@ def _load_course(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value)
 # ================================================================================================
 
 #: The weight files a transformers checkpoint may have, in the order they are looked for.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -475,7 +475,9 @@ def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
         labels, label_type = get_checkpoint_labels(name)
         label = _pick_checkpoint(name, labels, label_type, checkpoint_index, checkpoint_value)
         revision = f"step{label}"
-    repair = (lambda f: hub._repair(spec.repo, f) + (f" --revision {revision}" if revision else ""))
+    def repair(filename: str) -> str:
+        return hub._repair(spec.repo, filename) + (f" --revision {revision}" if revision else "")
+
     raw = hub._read_json(hub._hub_file(spec.repo, "config.json", revision=revision), repair("config.json"))
     weights = _hub_weights(spec.repo, revision)
     config, sd = _convert_hf(raw, name, _shards(weights, lambda f: hub._hub_file(spec.repo, f, revision=revision),

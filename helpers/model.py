@@ -303,13 +303,15 @@ class Attention(nn.Module):
     def _keys_and_values(self, key_input: torch.Tensor,
                          value_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k and v [batch pos head d_head], through hook_k and hook_v."""
-        k = self._qk_norm_and_rotary(self.hook_k(self._project(key_input, self.W_K, self.b_K)), "k_norm", "hook_rot_k")
+        k = self._qk_norm_and_rotary(self.hook_k(self._project(key_input, self.W_K, self.b_K)), "k_norm",
+                                     "hook_rot_k")
         v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
         return k, v
 
     def forward(self, query_input: torch.Tensor, key_input: torch.Tensor,
                 value_input: torch.Tensor) -> Resid:
-        q = self._qk_norm_and_rotary(self.hook_q(self._project(query_input, self.W_Q, self.b_Q)), "q_norm", "hook_rot_q")
+        q = self.hook_q(self._project(query_input, self.W_Q, self.b_Q))
+        q = self._qk_norm_and_rotary(q, "q_norm", "hook_rot_q")
         k, v = self._keys_and_values(key_input, value_input)
 
         pattern = None
@@ -376,7 +378,8 @@ class GroupedQueryAttention(Attention):
         repeated first (the hooks see one per query head)."""
         if self.cfg.ungroup_grouped_query_attention:
             return super()._keys_and_values(key_input, value_input)
-        k = self._qk_norm_and_rotary(self.hook_k(self._project(key_input, self._W_K, self._b_K)), "k_norm", "hook_rot_k")
+        k = self.hook_k(self._project(key_input, self._W_K, self._b_K))
+        k = self._qk_norm_and_rotary(k, "k_norm", "hook_rot_k")
         v = self.hook_v(self._project(value_input, self._W_V, self._b_V))
         return k.repeat_interleave(self.repeat_kv_heads, dim=2), v.repeat_interleave(self.repeat_kv_heads, dim=2)
 
@@ -424,7 +427,8 @@ class GatedMLP(MLP):
     def forward(self, x: Resid) -> Resid:
         pre = self.hook_pre(x @ self.W_gate)
         if not hasattr(self, "ln"):
-            post = self.hook_post(self.act_fn(pre) * self.hook_pre_linear(x @ self.W_in) + self.b_in)
+            # act(gate) * linear + b_in in one pass (addcmul)
+            post = self.hook_post(torch.addcmul(self.b_in, self.act_fn(pre), self.hook_pre_linear(x @ self.W_in)))
         else:
             post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
         return affine(post, self.W_out, self.b_out)
@@ -540,6 +544,8 @@ class Unembed(nn.Module):
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
 
     def forward(self, x: Resid) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        if not self.b_U.any():  # no bias (every family but GPT-2's checkpoints has none): a plain product, not a
+            return x @ self.W_U  # pass over [batch pos d_vocab] to write the zeros first (151936 logits for Qwen)
         return affine(x, self.W_U, self.b_U)
 
 
@@ -700,8 +706,8 @@ class HookedTransformer(HookedRootModule):
         texts = checks.texts(input)
         bos = utils.override_or_use_default_value(self.cfg.default_prepend_bos, prepend_bos)
         if bos and tok.bos_token_id is None:
-            raise ValueError(f"prepend_bos=True, but the tokenizer of {self.cfg.model_name} has no BOS token (Qwen's has "
-                             "none): pass prepend_bos=False.")
+            raise ValueError(f"prepend_bos=True, but the tokenizer of {self.cfg.model_name} has no BOS token (Qwen's "
+                             "has none): pass prepend_bos=False.")
         # The tokenizer's own special tokens are left out (Llama's and Gemma's would add a BOS), and the BOS id goes
         # first when asked: the text is split as it would be alone.
         out = tok(texts, return_tensors="pt", padding=True, truncation=truncate, add_special_tokens=False,

@@ -197,8 +197,9 @@ class FakeHub:
             # The families beyond GPT-2 (tests/fake_hub_families.py), and Pythia's checkpoints as revisions.
             **{repo: self._lazy_dict(lambda repo=repo: families.repo_files(repo), self._family_names(repo))
                for repo in families.REPOS},
-            **{f"{repo}@step{step}": self._lazy_dict(lambda repo=repo, step=step: families.pythia_checkpoint(repo, step),
-                                                     ["config.json", "pytorch_model.bin"])
+            **{f"{repo}@step{step}": self._lazy_dict(
+                lambda repo=repo, step=step: families.pythia_checkpoint(repo, step),
+                ["config.json", "pytorch_model.bin"])
                for repo in families.REPOS if "pythia" in repo for step in families.PYTHIA_STEPS},
             families.ATTN_ONLY: {"attn_only_2L_half.pth": families.attn_only_2l_half},
             families.NEOX_TOKENIZER: self._lazy_dict(families.neox_tokenizer, ["tokenizer.json",

@@ -26,7 +26,8 @@ def config_from_hf(raw: dict, name: str) -> dict:
     return dict(n_layers=raw["num_hidden_layers"], d_model=d, n_heads=h, d_head=d // h, d_mlp=raw["intermediate_size"],
                 d_vocab=raw["vocab_size"], n_ctx=hf_decoder.get(raw, "max_position_embeddings", default=2048),
                 eps=hf_decoder.get(raw, "layer_norm_eps", default=1e-5), act_fn=act, normalization_type="LN",
-                parallel_attn_mlp=bool(raw.get("use_parallel_residual", True)), original_architecture="GPTNeoXForCausalLM",
+                parallel_attn_mlp=bool(raw.get("use_parallel_residual", True)),
+                original_architecture="GPTNeoXForCausalLM",
                 model_name=name, tokenizer_name=None, device="cpu", default_prepend_bos=False,
                 **hf_decoder.rope({**raw, "head_dim": d // h}))
 
