@@ -227,3 +227,60 @@ def test_missing_tensor_is_named(tmp_path):
     save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(DamagedFileError, match="layers.1.self_attn.k_norm.weight"):
         HookedTransformer.from_pretrained(str(tmp_path))
+
+
+VARIANTS = [("Llama", dict(attention_bias=True)),  # biases on q, k, v and o
+            ("Olmo2", dict(num_key_value_heads=2)),  # grouped keys: k_norm over the key/value heads only
+            ("GPTNeoX", dict(use_parallel_residual=False)),  # sequential attention then MLP
+            ("Qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1)),  # layer 1 slides
+            ("Qwen3", dict(num_key_value_heads=4))]  # plain multi-head attention: no grouping
+
+
+@pytest.mark.parametrize("arch, fields", VARIANTS, ids=[f"{a}-{next(iter(f))}" for a, f in VARIANTS])
+def test_config_variants_equal_transformers(tmp_path, arch, fields):
+    hf = hf_model(arch, **fields)
+    hf.save_pretrained(tmp_path)
+    model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
+    with torch.no_grad():
+        assert gap(model(tokens()), hf(tokens()).logits) < 1e-4
+    if arch == "Qwen2":
+        assert model.cfg.attn_types == ["global", "local"] and model.blocks[1].attn.window == 4
+
+
+def test_rotary_layouts_are_the_same_rotation_on_permuted_dimensions():
+    """GPT-J's adjacent pairs (2i, 2i+1) rotate as NeoX's / Llama's (i, i + r/2) once the dimensions are interleaved;
+    the part past rotary_dim is left as it is."""
+    from helpers.config import HookedTransformerConfig
+    from helpers.model import Attention
+
+    common = dict(n_layers=1, d_model=32, n_heads=2, n_ctx=16, positional_embedding_type="rotary", rotary_dim=8,
+                  device="cpu")
+    halves = Attention(HookedTransformerConfig(**common))
+    pairs = Attention(HookedTransformerConfig(**common, rotary_adjacent_pairs=True))
+    x = torch.randn(2, 10, 2, 16)
+    interleave = torch.tensor([0, 4, 1, 5, 2, 6, 3, 7, *range(8, 16)])  # halves layout -> adjacent pairs layout
+    assert torch.allclose(pairs.apply_rotary(x[..., interleave]), halves.apply_rotary(x)[..., interleave], atol=1e-6)
+    assert torch.equal(halves.apply_rotary(x)[..., 8:], x[..., 8:])
+    assert torch.allclose(halves.apply_rotary(x)[:, 0], x[:, 0])  # position 0: no rotation
+    later = halves.apply_rotary(x[:, 4:], offset=4)  # positions 4..9 given apart (a cache's offset)
+    assert torch.allclose(later, halves.apply_rotary(x)[:, 4:], atol=1e-6)
+
+
+def test_logit_lens_and_decomposition_on_a_rotary_rms_model(family):
+    """The ActivationCache's stacks work without learned positions, without resid_mid (GPT-NeoX) and with RMSNorm
+    (no centring): with fold_ln, the direct logit attributions of a full decomposition add up to the logits."""
+    arch, hf, directory = family
+    model = HookedTransformer.from_pretrained(str(directory), device="cpu")
+    toks = tokens()
+    logits, cache = model.run_with_cache(toks)
+    stack, labels = cache.decompose_resid(return_labels=True)
+    assert labels[0] == "embed" and "pos_embed" not in labels
+    assert torch.allclose(stack.sum(0), cache["resid_post", -1], atol=1e-4)
+    accumulated = cache.accumulated_resid(incl_mid=True)
+    assert accumulated.shape[0] == (2 * model.cfg.n_layers if arch != "GPTNeoX" else model.cfg.n_layers) + 1
+    if arch in ("Gemma2",):  # soft-capped logits are not a sum of contributions
+        return
+    target = toks[:, -1]
+    attrs = cache.logit_attrs(stack[:, :, -1], target, pos_slice=-1)
+    expected = logits[torch.arange(toks.shape[0]), -1, target] - model.b_U[target]
+    assert torch.allclose(attrs.sum(0), expected, atol=1e-3)
