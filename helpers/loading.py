@@ -10,8 +10,14 @@ Where the weights come from:
   ``NeelNanda/...`` repositories; their configurations are known here.
 - The course's own models (course-gpt2, course-attn-only-2l, course-othello-gpt): ``data/models``,
   with no network at all (see helpers.course_models).
-- A user's own GPT-2: ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or
-  ``from_pretrained("path/to/dir")`` (a directory written by ``save_pretrained``).
+- The families beyond GPT-2 (family "hf": Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B, EleutherAI/pythia-70m and -160m with
+  their checkpoints, the revisions ``step<N>``, meta-llama/Llama-3.2-1B, mistralai/Mistral-7B-v0.1,
+  google/gemma-2-2b, allenai/OLMo-2-0425-1B): the repository's ``config.json``, its weights (``model.safetensors``,
+  or the shards an index names, read one at a time; a checkpoint's ``pytorch_model.bin``) and its tokenizer,
+  converted by the family's module of helpers.conversion. ARENA's attn_only_2L_half is a classic state dict.
+- A user's own model of any supported architecture (helpers.conversion.SUPPORTED_ARCHITECTURES):
+  ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or ``from_pretrained("path/to/dir")``
+  (a directory written by ``save_pretrained``); neither touches the network.
 
 ``get_pretrained_model_config`` gives a model's config without its weights; ``fill_missing_keys`` completes a state
 dict with a model's own tensors (the classic names of both).

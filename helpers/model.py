@@ -17,6 +17,11 @@ The components come in the order of the forward pass; the configuration is in he
 change a component each: ``n_key_value_heads`` (GroupedQueryAttention), ``gated_mlp`` (GatedMLP),
 ``attention_dir="bidirectional"`` (no causal mask), ``positional_embedding_type="shortformer"`` (the positions
 go to the queries' and keys' inputs, not to the residual stream), ``normalization_type="LNPre"`` (LayerNormPre).
+The families beyond GPT-2 (Llama, Qwen, Mistral, Gemma, Pythia, OLMo) add: ``normalization_type="RMS"`` /
+``"RMSPre"`` (RMSNorm, RMSNormPre), ``positional_embedding_type="rotary"`` (q and k rotated in attention, through
+``hook_rot_q`` / ``hook_rot_k``; no W_pos), ``use_qk_norm`` (attn.q_norm, attn.k_norm), ``parallel_attn_mlp``
+(attention and MLP both read resid_pre), ``use_normalization_before_and_after`` / ``use_normalization_after_only``
+(ln1_post, ln2_post inside hook_attn_out / hook_mlp_out), soft-capped scores and logits, sliding windows.
 """
 
 from __future__ import annotations
@@ -916,8 +921,9 @@ class HookedTransformer(HookedRootModule):
         center_unembed, fold_value_biases, refactor_factored_attn_matrices; they leave the log-probs
         unchanged), and any HookedTransformerConfig field (device, dtype, use_attn_result, ...).
         checkpoint_index / checkpoint_value pick a training checkpoint (see loading.get_checkpoint_labels).
-        ``hf_model``: a transformers GPT-2 of yours (fine-tuned...) whose weights replace the Hub's;
-        ``model_name`` may also be a directory written by ``save_pretrained``. ``tokenizer`` replaces the model's.
+        ``hf_model``: a transformers model of yours (GPT-2, Llama, Mistral, Qwen 2/3, Gemma 1/2, GPT-NeoX, OLMo 2;
+        fine-tuned...) whose weights replace the Hub's; ``model_name`` may also be a directory written by
+        ``save_pretrained``. ``tokenizer`` replaces the model's.
         """
         processing, cfg_overrides = weights.split_processing(kwargs)
         cfg, state_dict, own_tokenizer = loading.load_pretrained(model_name, checkpoint_index, checkpoint_value,
