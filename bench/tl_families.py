@@ -76,7 +76,7 @@ def main(archs: list[str]) -> None:
         shape_diff = [k for k in common if co[k].shape != ct[k].shape]
         diffs = {k: (co[k] - ct[k]).nan_to_num(0.0, 0.0, 0.0).abs().max().item() if k.endswith("attn_scores")
                  else (co[k] - ct[k]).abs().max().item() for k in common if k not in shape_diff}
-        worst = sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
+        worst = sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
         only_ours = sorted(set(co.keys()) - set(ct.keys()))
         only_tl = sorted(set(ct.keys()) - set(co.keys()))
         print(f"== {arch}: logits ours-HF {(lo-ref).abs().max():.1e}, TL-HF {(lt-ref).abs().max():.1e}; "

@@ -622,14 +622,14 @@ def get_pretrained_model_config(model_name: str, hf_cfg: dict | None = None, che
                                 dtype: torch.dtype = torch.float32, first_n_layers: int | None = None,
                                 n_ctx: int | None = None, **cfg_overrides) -> HookedTransformerConfig:
     """The HookedTransformerConfig of a registered model (or of a ``save_pretrained`` directory), without its
-    weights: read from the registry, the course's data/models, or the repository's config.json (a GPT-2; give
-    ``hf_cfg``, its transformers config as a dict, to skip the file). Toy models give the sizes of their
-    published files (from_pretrained reads them from the file it loads).
+    weights: read from the registry, the course's data/models, or the repository's config.json (a GPT-2 or another
+    supported architecture; give ``hf_cfg``, its transformers config as a dict, to skip the file). Toy models give
+    the sizes of their published files (from_pretrained reads them from the file it loads).
 
     checkpoint_index / checkpoint_value fill ``checkpoint_index`` and ``checkpoint_value``; ``fold_ln`` gives an
-    LN model the ``LNPre`` it has once its LayerNorms are folded; ``first_n_layers`` keeps that many layers;
-    ``device``, ``dtype``, ``default_prepend_bos``, ``n_ctx`` and the other keywords set config fields. One
-    device only (``n_devices=1``).
+    LN model the ``LNPre`` it has once its LayerNorms are folded (an RMS model ``RMSPre``); ``first_n_layers`` keeps
+    that many layers; ``device``, ``dtype``, ``default_prepend_bos``, ``n_ctx`` and the other keywords set config
+    fields. One device only (``n_devices=1``).
     """
     if n_devices != 1:
         raise ValueError(f"n_devices={n_devices}: helpers runs a model on one device; leave n_devices=1.")
@@ -640,6 +640,8 @@ def get_pretrained_model_config(model_name: str, hf_cfg: dict | None = None, che
     user_model, name, spec = _check_request(model_name, None, checkpoint_index, checkpoint_value, overrides)
     try:
         raw = _user_raw_config(model_name, None) if user_model and hf_cfg is None else None
+        if hf_cfg is not None and hf_cfg.get("model_type") != gpt2.MODEL_TYPE:  # given: a family beyond GPT-2
+            raw = hf_cfg
         if raw is None and spec is not None and spec.family == "hf":
             raw = hf_cfg if hf_cfg is not None else hub._read_json(hub._hub_file(spec.repo, "config.json"),
                                                                    hub._repair(spec.repo, "config.json"))
@@ -667,8 +669,8 @@ def get_pretrained_model_config(model_name: str, hf_cfg: dict | None = None, che
             config.update(checkpoint_value=label, checkpoint_index=labels.index(label))
     except hub._NotAvailable as e:
         raise HubUnavailableError(_unavailable_message(name, e, spec)) from None
-    if fold_ln and config.get("normalization_type") == "LN":
-        config["normalization_type"] = "LNPre"
+    if fold_ln and config.get("normalization_type") in ("LN", "RMS"):
+        config["normalization_type"] += "Pre"
     return _final_config(config, name, user_model, overrides)
 
 

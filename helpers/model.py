@@ -900,6 +900,10 @@ class HookedTransformer(HookedRootModule):
     def set_ungroup_grouped_query_attention(self, ungroup_grouped_query_attention: bool) -> None:
         """With grouped-query attention, repeat the keys and values per query head before hook_k and hook_v (and
         hook_k_input, hook_v_input): the hooks then see n_heads heads. The output is the same."""
+        if ungroup_grouped_query_attention and self.cfg.use_qk_norm and not self.cfg.qk_norm_per_head and \
+                self.cfg.n_key_value_heads is not None:
+            raise ValueError("This model's k_norm normalises all its key/value heads at once (OLMo's), so the keys "
+                             "cannot be repeated per query head before it: leave the grouped-query attention grouped.")
         self.cfg.ungroup_grouped_query_attention = ungroup_grouped_query_attention
 
     def set_use_attn_in(self, use_attn_in: bool) -> None:

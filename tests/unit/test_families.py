@@ -284,3 +284,16 @@ def test_logit_lens_and_decomposition_on_a_rotary_rms_model(family):
     attrs = cache.logit_attrs(stack[:, :, -1], target, pos_slice=-1)
     expected = logits[torch.arange(toks.shape[0]), -1, target] - model.b_U[target]
     assert torch.allclose(attrs.sum(0), expected, atol=1e-3)
+
+
+def test_pretrained_config_without_weights(family):
+    arch, hf, directory = family
+    from helpers.loading import get_pretrained_model_config
+
+    cfg = get_pretrained_model_config(str(directory), fold_ln=True)
+    loaded = HookedTransformer.from_pretrained(str(directory), device="cpu").cfg
+    assert cfg.normalization_type == loaded.normalization_type == ("LNPre" if arch == "GPTNeoX" else "RMSPre")
+    assert (cfg.n_layers, cfg.d_head, cfg.rotary_dim, cfg.n_key_value_heads) == (
+        loaded.n_layers, loaded.d_head, loaded.rotary_dim, loaded.n_key_value_heads)
+    from_dict = get_pretrained_model_config(str(directory), hf_cfg=hf.config.to_dict())
+    assert from_dict.original_architecture == CASES[arch][1]
