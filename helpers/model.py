@@ -549,8 +549,10 @@ class Unembed(nn.Module):
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
 
     def forward(self, x: Resid) -> Float[torch.Tensor, "batch pos d_vocab"]:
-        if not self.b_U.any():  # no bias (every family but GPT-2's checkpoints has none): a plain product, not a
-            return x @ self.W_U  # pass over [batch pos d_vocab] to write the zeros first (151936 logits for Qwen)
+        # A zero bias (every family but GPT-2 has none) without gradient to compute: a plain product, not a pass
+        # over [batch pos d_vocab] to write the zeros first (151936 logits per position for Qwen).
+        if not (torch.is_grad_enabled() and self.b_U.requires_grad) and not self.b_U.any():
+            return x @ self.W_U
         return affine(x, self.W_U, self.b_U)
 
 
