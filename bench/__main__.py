@@ -9,7 +9,7 @@ import traceback
 
 from bench import core
 
-ITEMS = ("patching", "attribution", "forward", "sae", "import", "load", "notebooks")
+ITEMS = ("patching", "attribution", "forward", "families", "sae", "import", "load", "notebooks")
 
 
 def _runner(name: str):
@@ -19,6 +19,8 @@ def _runner(name: str):
         from bench.patching_bench import run_attribution as run
     elif name == "forward":
         from bench.forward_bench import run
+    elif name == "families":
+        from bench.forward_bench import run_families as run
     elif name == "sae":
         from bench.sae_bench import run
     elif name == "import":

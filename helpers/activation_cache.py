@@ -143,7 +143,7 @@ class ActivationCache:
             parts.append(self["resid_pre", i])
             labels.append(f"{i}_pre")
             if (incl_mid and i < layer) or (mlp_input and i == layer):
-                if not self.model.cfg.attn_only:
+                if not (self.model.cfg.attn_only or self.model.cfg.parallel_attn_mlp):  # parallel: no resid_mid
                     parts.append(self["resid_mid", i])
                     labels.append(f"{i}_mid")
         return self._finish_stack(_take(torch.stack(parts), pos_slice), labels, layer, pos_slice=pos_slice,
@@ -161,8 +161,11 @@ class ActivationCache:
         cfg = self.model.cfg
         parts, labels = [], []
         if incl_embeds:
-            parts += [self["hook_embed"], self["hook_pos_embed"]]
-            labels += ["embed", "pos_embed"]
+            parts.append(self["hook_embed"])
+            labels.append("embed")
+            if cfg.positional_embedding_type != "rotary":  # rotary positions are in attention, not added
+                parts.append(self["hook_pos_embed"])
+                labels.append("pos_embed")
         for i in range(layer):
             if mode in ("all", "attn"):
                 parts.append(self["attn_out", i])
@@ -170,7 +173,7 @@ class ActivationCache:
             if mode in ("all", "mlp") and not cfg.attn_only:
                 parts.append(self["mlp_out", i])
                 labels.append(f"{i}_mlp_out")
-        if mlp_input and layer < cfg.n_layers and mode in ("all", "attn"):
+        if mlp_input and layer < cfg.n_layers and mode in ("all", "attn") and not cfg.parallel_attn_mlp:
             parts.append(self["attn_out", layer])
             labels.append(f"{layer}_attn_out")
         return self._finish_stack(_take(torch.stack(parts), pos_slice), labels, layer, pos_slice=pos_slice,
@@ -248,7 +251,8 @@ class ActivationCache:
         if cfg.normalization_type is None:
             return residual_stack
         layer = self._layer_count(layer)
-        residual_stack = residual_stack - residual_stack.mean(dim=-1, keepdim=True)
+        if cfg.normalization_type in ("LN", "LNPre"):  # an RMSNorm does not centre
+            residual_stack = residual_stack - residual_stack.mean(dim=-1, keepdim=True)
         if layer == cfg.n_layers:
             scale = self["ln_final.hook_scale"]
         else:

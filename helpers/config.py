@@ -18,9 +18,9 @@ from helpers import utils
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": utils.gelu_new, "gelu_pytorch_tanh": utils.gelu_new,
                "gelu_fast": utils.gelu_fast, "relu": F.relu, "silu": F.silu, "solu": utils.solu,
                "solu_ln": utils.solu}
-NORMALIZATION_TYPES = ("LN", "LNPre", None)
+NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
 #: Where the learned positions go: added to the residual stream, or only to the queries' and keys' inputs.
-POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer")
+POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary")
 ATTENTION_DIRS = ("causal", "bidirectional")
 
 
@@ -43,7 +43,7 @@ class HookedTransformerConfig:
     d_vocab_out: int = -1  # -1: d_vocab
     # --- layers ---
     act_fn: str = "gelu_new"  # a key of ACTIVATIONS
-    normalization_type: str | None = "LN"  # "LN" (with weights), "LNPre" (centre and scale only) or None
+    normalization_type: str | None = "LN"  # "LN" (with weights), "LNPre" (centre and scale only), "RMS", "RMSPre", None
     attn_only: bool = False  # blocks without MLP
     eps: float = 1e-5  # LayerNorm epsilon
     gated_mlp: bool = False  # MLP (act(x W_gate) * x W_in + b_in) W_out + b_out (GatedMLP), as in Llama
@@ -70,6 +70,26 @@ class HookedTransformerConfig:
     original_architecture: str | None = None
     checkpoint_index: int | None = None  # which training checkpoint was loaded, if any
     checkpoint_value: int | None = None
+    # --- the families beyond GPT-2 (Llama, Qwen, Mistral, Gemma, Pythia, OLMo): TransformerLens' names ---
+    rotary_dim: int | None = None  # rotary positions: dimensions rotated per head (None: d_head; Pythia d_head / 4)
+    rotary_base: float = 10000.0  # theta of the rotary frequencies
+    rotary_adjacent_pairs: bool = False  # False: pairs (i, i + rotary_dim / 2), Llama and NeoX; True: GPT-J's
+    use_NTK_by_parts_rope: bool = False  # Llama 3's rescaled rotary frequencies (rope_type "llama3")
+    NTK_by_parts_low_freq_factor: float = 1.0
+    NTK_by_parts_high_freq_factor: float = 4.0
+    NTK_by_parts_factor: float = 8.0
+    NTK_original_ctx_len: int = 8192
+    parallel_attn_mlp: bool = False  # attention and MLP both read resid_pre (GPT-NeoX, Pythia): no resid_mid
+    use_qk_norm: bool = False  # RMSNorms attn.q_norm / attn.k_norm on the queries and keys (Qwen 3, OLMo 2)
+    qk_norm_per_head: bool = True  # True: over d_head (Qwen 3); False: over all heads at once (OLMo 2)
+    use_normalization_before_and_after: bool = False  # ln1_post / ln2_post on attn_out and mlp_out (Gemma 2)
+    use_normalization_after_only: bool = False  # ln1_post / ln2_post, and no ln1 / ln2 (OLMo 2)
+    attn_scale: float = -1.0  # what the scores are divided by; -1: sqrt(d_head) (Gemma 2: sqrt(query_pre_attn_scalar))
+    attn_scores_soft_cap: float = -1.0  # > 0: scores -> cap * tanh(scores / cap) before the mask (Gemma 2)
+    output_logits_soft_cap: float = -1.0  # > 0: logits -> cap * tanh(logits / cap) (Gemma 2)
+    use_local_attn: bool = False  # sliding-window attention in the layers attn_types marks "local"
+    window_size: int | None = None  # a local layer's query reads its last window_size positions (itself included)
+    attn_types: list | None = None  # per layer, "global" or "local" (None with use_local_attn: all local)
 
     def __post_init__(self):
         if self.n_heads == -1 and self.d_head == -1:
@@ -88,12 +108,23 @@ class HookedTransformerConfig:
             raise ValueError(f"act_fn={self.act_fn!r} is not one of {sorted(ACTIVATIONS)}.")
         if self.normalization_type not in NORMALIZATION_TYPES:
             raise ValueError(
-                f"normalization_type must be 'LN', 'LNPre' or None, got {self.normalization_type!r}."
+                f"normalization_type must be 'LN', 'LNPre', 'RMS', 'RMSPre' or None, got {self.normalization_type!r}."
             )
         if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
             raise ValueError(f"positional_embedding_type={self.positional_embedding_type!r} is not supported: use "
-                             "'standard' (learned positions added to the residual stream) or 'shortformer' "
-                             "(learned positions added to the queries' and keys' inputs only).")
+                             "'standard' (learned positions added to the residual stream), 'shortformer' "
+                             "(learned positions added to the queries' and keys' inputs only) or 'rotary' (queries "
+                             "and keys rotated by position).")
+        if self.positional_embedding_type == "rotary" and self.rotary_dim is None:
+            self.rotary_dim = self.d_head
+        if self.rotary_dim is not None and (self.rotary_dim % 2 or not 0 < self.rotary_dim <= self.d_head):
+            raise ValueError(f"rotary_dim={self.rotary_dim} must be even and at most d_head={self.d_head}.")
+        if self.use_local_attn and not (isinstance(self.window_size, int) and self.window_size > 0):
+            raise ValueError("use_local_attn needs window_size, a positive number of positions.")
+        if self.attn_types is not None and len(self.attn_types) != self.n_layers:
+            raise ValueError(f"attn_types has {len(self.attn_types)} entries for {self.n_layers} layers.")
+        if self.use_normalization_before_and_after and self.use_normalization_after_only:
+            raise ValueError("Give use_normalization_before_and_after or use_normalization_after_only, not both.")
         if self.attention_dir not in ATTENTION_DIRS:
             raise ValueError(f"attention_dir must be 'causal' or 'bidirectional', got {self.attention_dir!r}.")
         if self.n_key_value_heads is not None:
@@ -105,6 +136,8 @@ class HookedTransformerConfig:
                                  "attention (n_key_value_heads) cannot take: use use_split_qkv_input instead.")
         if self.d_vocab_out == -1:
             self.d_vocab_out = self.d_vocab
+        if self.attn_scale <= 0:
+            self.attn_scale = math.sqrt(self.d_head)
         if self.initializer_range < 0:
             self.initializer_range = 0.8 / math.sqrt(self.d_model)
         if self.device is None:

@@ -42,9 +42,9 @@ class DamagedFileError(OSError):
 class _NotAvailable(Exception):
     """Internal: a Hub file is neither cached nor downloadable (turned into HubUnavailableError)."""
 
-    def __init__(self, repo: str, filename: str | None, offline_mode: bool):
+    def __init__(self, repo: str, filename: str | None, offline_mode: bool, revision: str | None = None):
         super().__init__(repo, filename)
-        self.repo, self.filename, self.offline_mode = repo, filename, offline_mode
+        self.repo, self.filename, self.offline_mode, self.revision = repo, filename, offline_mode, revision
 
 
 def _offline_mode() -> bool:
@@ -79,7 +79,7 @@ def _online() -> bool:
 
 
 def _hub_file(repo: str, filename: str, subfolder: str | None = None, cache_dir=None,
-              optional: bool = False) -> str | None:
+              optional: bool = False, revision: str | None = None) -> str | None:
     """Local path of a file of a Hub repository: the cached copy, else a fresh download.
 
     Raises _NotAvailable when it is not cached and the Hub is off limits; FileNotFoundError (or
@@ -88,21 +88,36 @@ def _hub_file(repo: str, filename: str, subfolder: str | None = None, cache_dir=
     import huggingface_hub  # slow to import: only when the Hub is used
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    kwargs = dict(subfolder=subfolder, cache_dir=cache_dir)
+    kwargs = dict(subfolder=subfolder, cache_dir=cache_dir, **({"revision": revision} if revision else {}))
     for local_only in (True, False):  # the cache first; the Hub only if it answers
         if not local_only and not _online():
-            raise _NotAvailable(repo, filename, _offline_mode())
+            raise _NotAvailable(repo, filename, _offline_mode(), revision)
         try:
             path = huggingface_hub.hf_hub_download(repo, filename, local_files_only=local_only, **kwargs)
             _check_blob(path, repo, filename if subfolder is None else f"{subfolder}/{filename}")
             return path
         except LocalEntryNotFoundError:
             if not local_only:  # the connection failed after the probe
-                raise _NotAvailable(repo, filename, offline_mode=False) from None
+                raise _NotAvailable(repo, filename, offline_mode=False, revision=revision) from None
         except EntryNotFoundError:  # the repository (or the cache's record of it) has no such file
             if optional:
                 return None
             raise FileNotFoundError(f"The Hub repository {repo} has no file {filename}.") from None
+
+
+def _cached_file(repo: str, filename: str, revision: str | None = None) -> str | None:
+    """Local path of a file of a Hub repository if it is in the cache (checked against its blob's name), else None;
+    never the network."""
+    import huggingface_hub  # slow to import: only when the Hub is used
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        path = huggingface_hub.hf_hub_download(repo, filename, local_files_only=True,
+                                               **({"revision": revision} if revision else {}))
+    except (LocalEntryNotFoundError, EntryNotFoundError):
+        return None
+    _check_blob(path, repo, filename)
+    return path
 
 
 def _repo_files(repo: str) -> tuple[list[str], bool]:

@@ -10,8 +10,14 @@ Where the weights come from:
   ``NeelNanda/...`` repositories; their configurations are known here.
 - The course's own models (course-gpt2, course-attn-only-2l, course-othello-gpt): ``data/models``,
   with no network at all (see helpers.course_models).
-- A user's own GPT-2: ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or
-  ``from_pretrained("path/to/dir")`` (a directory written by ``save_pretrained``).
+- The families beyond GPT-2 (family "hf": Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B, EleutherAI/pythia-70m and -160m with
+  their checkpoints, the revisions ``step<N>``, meta-llama/Llama-3.2-1B, mistralai/Mistral-7B-v0.1,
+  google/gemma-2-2b, allenai/OLMo-2-0425-1B): the repository's ``config.json``, its weights (``model.safetensors``,
+  or the shards an index names, read one at a time; a checkpoint's ``pytorch_model.bin``) and its tokenizer,
+  converted by the family's module of helpers.conversion. ARENA's attn_only_2L_half is a classic state dict.
+- A user's own model of any supported architecture (helpers.conversion.SUPPORTED_ARCHITECTURES):
+  ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or ``from_pretrained("path/to/dir")``
+  (a directory written by ``save_pretrained``); neither touches the network.
 
 ``get_pretrained_model_config`` gives a model's config without its weights; ``fill_missing_keys`` completes a state
 dict with a model's own tensors (the classic names of both).
@@ -39,15 +45,17 @@ from pathlib import Path
 
 import torch
 
-from helpers import checks, course_models, hub
+from helpers import checks, conversion, course_models, hub
 from helpers.config import FIELDS, HookedTransformerConfig
-from helpers.conversion import classic, gpt2
+from helpers.conversion import classic, gpt2, hf_decoder
 from helpers.hub import DamagedFileError, HubUnavailableError
 from helpers.hub import download_file_from_hf as download_file_from_hf  # public here too, as before
 from helpers.tokenizer import END_OF_TEXT
 from helpers.weights import PROCESSING
 
 NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
+#: Repositories whose files the Hub gives only after the licence is accepted (and `hf auth login`).
+GATED = frozenset({"meta-llama/Llama-3.2-1B", "google/gemma-2-2b"})
 
 
 # ================================================================================================
@@ -59,10 +67,12 @@ NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
 class ModelSpec:
     """How to load one model.
 
-    family: "hf-gpt2" (a transformers GPT-2 repository), "classic" (a state dict with classic names
+    family: "hf-gpt2" (a transformers GPT-2 repository), "hf" (a transformers repository of another supported
+    architecture: helpers.conversion.SUPPORTED_ARCHITECTURES), "classic" (a state dict with classic names
     and a known config) or "course" (shipped in data/models).
     weights_file: the classic state dict's file; None for the toy models, whose repositories are
     listed to find ``*final.pth`` and the ``checkpoints/*_<label>.pth`` files.
+    checkpoint_steps: an "hf" repository's training checkpoints, revisions ``step<N>`` (Pythia's).
     """
 
     family: str
@@ -73,6 +83,7 @@ class ModelSpec:
     tokenizer_repo: str | None = None
     stand_in: str | None = None
     description: str = ""
+    checkpoint_steps: tuple[int, ...] = ()
 
 
 def _gpt2(repo: str, aliases: tuple[str, ...], description: str, stand_in: str = "course-gpt2") -> ModelSpec:
@@ -113,6 +124,31 @@ MODELS: dict[str, ModelSpec] = {
         description="Othello-GPT trained on synthetic games (Li et al. 2022, ported by Neel Nanda)"),
     **{name: ModelSpec("course", description=description)
        for name, description in course_models.COURSE_MODELS.items()},
+    # ----- the families beyond GPT-2 (helpers.conversion): transformers repositories -----
+    "Qwen/Qwen2.5-0.5B": ModelSpec("hf", "Qwen/Qwen2.5-0.5B", ("qwen2.5-0.5b",), stand_in="course-gpt2",
+                                   description="Qwen 2.5 0.5B (24 layers, d_model 896, grouped-query attention)"),
+    "Qwen/Qwen3-0.6B": ModelSpec("hf", "Qwen/Qwen3-0.6B", ("qwen3-0.6b",), stand_in="course-gpt2",
+                                 description="Qwen 3 0.6B (28 layers, d_model 1024, query/key norms)"),
+    **{f"EleutherAI/pythia-{size}": ModelSpec(
+        "hf", f"EleutherAI/pythia-{size}", (f"pythia-{size}",), stand_in="course-gpt2",
+        checkpoint_steps=(0, *(2 ** i for i in range(10)), *range(1000, 143001, 1000)),
+        description=f"Pythia {size} (GPT-NeoX), 154 training checkpoints") for size in ("70m", "160m")},
+    "meta-llama/Llama-3.2-1B": ModelSpec("hf", "meta-llama/Llama-3.2-1B", ("llama-3.2-1b",), stand_in="course-gpt2",
+                                         description="Llama 3.2 1B (16 layers, d_model 2048; gated on the Hub)"),
+    "mistralai/Mistral-7B-v0.1": ModelSpec("hf", "mistralai/Mistral-7B-v0.1", ("mistral-7b",), stand_in="course-gpt2",
+                                           description="Mistral 7B v0.1 (32 layers, sliding window 4096)"),
+    "google/gemma-2-2b": ModelSpec("hf", "google/gemma-2-2b", ("gemma-2-2b",), stand_in="course-gpt2",
+                                   description="Gemma 2 2B (26 layers, soft-capping, local/global layers; gated)"),
+    "allenai/OLMo-2-0425-1B": ModelSpec("hf", "allenai/OLMo-2-0425-1B", ("olmo-2-1b",), stand_in="course-gpt2",
+                                        description="OLMo 2 1B (16 layers, norms after attention and MLP)"),
+    # ARENA 1.2's two-layer attention-only model (classic format, shortformer positions, GPT-NeoX's tokenizer).
+    "attn_only_2L_half": ModelSpec(
+        "classic", "callummcdougall/attn_only_2L_half", ("callummcdougall/attn_only_2l_half", "attn-only-2l-half"),
+        dict(n_layers=2, d_model=768, d_head=64, n_heads=12, n_ctx=2048, d_vocab=50278, attn_only=True,
+             normalization_type=None, positional_embedding_type="shortformer", act_fn="gelu",
+             tokenizer_name="EleutherAI/gpt-neox-20b", original_architecture="neel"),
+        weights_file="attn_only_2L_half.pth", tokenizer_repo="EleutherAI/gpt-neox-20b",
+        stand_in="course-attn-only-2l", description="ARENA 1.2's attention-only 2-layer model (12 heads, shortformer)"),
 }
 
 def _alias_map() -> dict[str, str]:
@@ -184,7 +220,8 @@ def _toy_checkpoints(spec: ModelSpec) -> tuple[dict[int, str], list[str], bool]:
 
 
 def _has_checkpoints(spec: ModelSpec) -> bool:
-    return spec.family == "course" or (spec.family == "classic" and spec.weights_file is None)
+    return spec.family == "course" or (spec.family == "classic" and spec.weights_file is None) or bool(
+        spec.checkpoint_steps)
 
 
 def _label_type(labels: list[int]) -> str:
@@ -201,6 +238,8 @@ def get_checkpoint_labels(model_name: str) -> tuple[list[int], str]:
     spec = MODELS[name]
     if spec.family == "course":
         return course_models.checkpoint_steps(name), "step"
+    if spec.checkpoint_steps:  # Pythia: the revisions step<N> of its repository
+        return list(spec.checkpoint_steps), "step"
     if _has_checkpoints(spec):  # a toy model: its checkpoints are the files of its repository
         try:
             found, _, complete = _toy_checkpoints(spec)
@@ -359,7 +398,155 @@ def _load_course(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value)
     return cfg.to_dict(), sd, None
 
 
-_LOADERS = {"hf-gpt2": _load_hf_gpt2, "classic": _load_classic, "course": _load_course}
+# ================================================================================================
+# The families beyond GPT-2 (helpers.conversion): a transformers repository, directory or model
+# ================================================================================================
+
+#: The weight files a transformers checkpoint may have, in the order they are looked for.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _convert_hf(raw: dict, name: str, shards, where: str, repair) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config dict, classic float32 state dict) of a transformers checkpoint of a supported family: ``raw`` its
+    config.json, ``shards`` an iterable of (path, state dict) read one at a time (each converted, then dropped).
+    Every tensor is checked (shape against the config, float dtype, finite); one that is missing is named."""
+    family = conversion.family_for(raw, name)
+    config = family.config_from_hf(raw, name)
+    hf_decoder.check_sizes(config)
+    cfg = HookedTransformerConfig.from_dict(config)
+    layout = family.layout(raw)
+    hf_shapes, strip, convert_tensor, finish = conversion.converter(family)
+    expected = hf_shapes(raw, layout, cfg)
+    sd, seen, paths = {}, set(), []
+    for path, tensors in shards:
+        paths.append(str(path))
+        for full_name in list(tensors):
+            key = strip(full_name, layout)
+            if key in expected:
+                _check_tensors({key: tensors[full_name]}, {key: expected[key]}, str(path), f"its config ({where})",
+                               repair(Path(path).name))
+                seen.add(key)
+            else:
+                layer = re.match(r"layers\.(\d+)\.", key)
+                if layer and int(layer.group(1)) >= cfg.n_layers:
+                    raise DamagedFileError(f"The weights file {path} holds layer {layer.group(1)}, but its config "
+                                           f"({where}) says {cfg.n_layers} layers: the files do not match; "
+                                           f"{repair('config.json')}.")
+                if hf_decoder.NOT_WEIGHTS.match(key):
+                    continue
+            sd.update(convert_tensor(key, tensors.pop(full_name).float(), layout, cfg))
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise DamagedFileError(f"The weights of {name} ({', '.join(paths)}) have no tensor {missing[0]}"
+                               f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, which its config "
+                               f"({where}) requires: the files are incomplete or belong to another model; "
+                               f"{repair(Path(paths[-1]).name if paths else 'model.safetensors')}.")
+    return config, finish(sd, layout, cfg)
+
+
+def _shards(weights: str, locate, repair):
+    """(path, state dict) of each weight file of a checkpoint, read one at a time: ``weights`` is one of
+    WEIGHT_FILES' paths; an index (``*.index.json``) names the shards, which ``locate(file name)`` finds."""
+    if not weights.endswith(".index.json"):
+        yield weights, hub._load_tensors(weights, repair(Path(weights).name))
+        return
+    index = hub._read_json(weights, repair(Path(weights).name))
+    if not isinstance(index.get("weight_map"), dict):
+        raise DamagedFileError(f"{weights} has no weight_map: the file is damaged; {repair(Path(weights).name)}.")
+    for shard in sorted(set(index["weight_map"].values())):
+        path = locate(shard)
+        yield path, hub._load_tensors(path, repair(shard))
+
+
+def _tokenizer_from_dir(directory: Path):
+    """The tokenizer saved in a directory (None if there is none), with a padding token (its EOS if it has none)."""
+    from transformers import AutoTokenizer  # heavy: only when there is a tokenizer to read
+
+    if not (directory / "tokenizer.json").is_file() and not (directory / "vocab.json").is_file():
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if tokenizer.pad_token is None:  # Llama's and GPT-2's have none; batches of prompts need one
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"  # helpers pads on the right (the causal mask is then enough)
+    return tokenizer
+
+
+def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
+    """A transformers repository of a supported architecture (Pythia's checkpoints are its revisions step<N>)."""
+    revision = None
+    label = None
+    if checkpoint_index is not None or checkpoint_value is not None:
+        labels, label_type = get_checkpoint_labels(name)
+        label = _pick_checkpoint(name, labels, label_type, checkpoint_index, checkpoint_value)
+        revision = f"step{label}"
+    def repair(filename: str) -> str:
+        return hub._repair(spec.repo, filename) + (f" --revision {revision}" if revision else "")
+
+    raw = hub._read_json(hub._hub_file(spec.repo, "config.json", revision=revision), repair("config.json"))
+    weights = _hub_weights(spec.repo, revision)
+    config, sd = _convert_hf(raw, name, _shards(weights, lambda f: hub._hub_file(spec.repo, f, revision=revision),
+                                                 repair), f"{spec.repo}/config.json", repair)
+    if label is not None:
+        config.update(checkpoint_value=label, checkpoint_index=list(spec.checkpoint_steps).index(label))
+    tokenizer = None
+    tokenizer_json = hub._hub_file(spec.repo, "tokenizer.json")
+    for extra in TOKENIZER_FILES[1:]:  # optional: taken when cached or downloadable
+        hub._cached_file(spec.repo, extra) or (hub._online() and hub._hub_file(spec.repo, extra, optional=True))
+    tokenizer = _tokenizer_from_dir(Path(tokenizer_json).parent)
+    return config, sd, tokenizer
+
+
+def _hub_weights(repo: str, revision: str | None) -> str:
+    """The path of a repository's weights (one of WEIGHT_FILES): the cache first, then the Hub."""
+    for filename in WEIGHT_FILES:
+        path = hub._cached_file(repo, filename, revision)
+        if path:
+            return path
+    if not hub._online():
+        raise hub._NotAvailable(repo, "model.safetensors", hub._offline_mode(), revision)
+    for filename in WEIGHT_FILES:
+        path = hub._hub_file(repo, filename, optional=True, revision=revision)
+        if path:
+            return path
+    raise FileNotFoundError(f"The Hub repository {repo} has none of the weight files {', '.join(WEIGHT_FILES)}.")
+
+
+def _load_user_hf(model_name: str, hf_model, raw: dict):
+    """(config, state dict, tokenizer) of a user's model of a supported family other than GPT-2: a transformers
+    model in memory, or a ``save_pretrained`` directory (single or sharded; its tokenizer too, if saved there)."""
+    if hf_model is not None:
+        name = resolve_name(model_name) if model_name.lower() in _alias_map() else model_name
+        config, sd = _convert_hf(raw, name, [("hf_model", dict(hf_model.state_dict()))], "hf_model.config",
+                                 lambda f: "pass the transformers model again")
+        return config, sd, None
+    directory = Path(model_name).expanduser()
+    repair = _user_dir_repair(directory)
+    weights = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"{directory} is not a directory written by save_pretrained: it has config.json but "
+                                f"none of {', '.join(WEIGHT_FILES)}.")
+    config, sd = _convert_hf(raw, directory.name, _shards(str(weights), lambda f: str(directory / f), repair),
+                             str(directory / "config.json"), repair)
+    return config, sd, _tokenizer_from_dir(directory)
+
+
+def _user_raw_config(model_name: str, hf_model) -> dict | None:
+    """The transformers config (as a dict) of a user's model that is not a GPT-2, else None (GPT-2's own path)."""
+    if hf_model is not None:
+        config = getattr(hf_model, "config", None)
+        if config is None or getattr(config, "model_type", None) == gpt2.MODEL_TYPE:
+            return None
+        return config.to_dict()
+    directory = Path(model_name).expanduser()
+    if not (directory / "config.json").is_file():
+        return None
+    raw = hub._read_json(directory / "config.json", _user_dir_repair(directory)("config.json"))
+    return None if raw.get("model_type") == gpt2.MODEL_TYPE else raw
+
+
+_LOADERS = {"hf-gpt2": _load_hf_gpt2, "hf": _load_hf, "classic": _load_classic, "course": _load_course}
 
 
 # ================================================================================================
@@ -395,8 +582,11 @@ def _check_request(model_name: str, hf_model, checkpoint_index, checkpoint_value
 
 def _final_config(config: dict, name: str, user_model: bool, cfg_overrides: dict) -> HookedTransformerConfig:
     # Where the model runs is this machine's choice, not the stored config's.
+    # The families beyond GPT-2 say whether their tokenizer starts with a BOS (Llama, Gemma, Mistral) or not (Qwen,
+    # Pythia, OLMo 2); the others always prepend one.
+    family = config.get("original_architecture") in conversion.SUPPORTED_ARCHITECTURES[1:]
     config.update(model_name=config["model_name"] if user_model else name, device=None, dtype=torch.float32,
-                  default_prepend_bos=True)
+                  default_prepend_bos=config.get("default_prepend_bos", True) if family else True)
     config.update(cfg_overrides)
     return HookedTransformerConfig.from_dict(config)
 
@@ -413,7 +603,10 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
     """
     user_model, name, spec = _check_request(model_name, hf_model, checkpoint_index, checkpoint_value, cfg_overrides)
     try:
-        if user_model:
+        raw = _user_raw_config(model_name, hf_model) if user_model else None
+        if raw is not None:  # a user's model of a family beyond GPT-2
+            config, sd, tokenizer = _load_user_hf(model_name, hf_model, raw)
+        elif user_model:
             config, sd, tokenizer = _load_user_gpt2(model_name, hf_model)
         else:
             config, sd, tokenizer = _LOADERS[spec.family](name, spec, checkpoint_index, checkpoint_value)
@@ -429,14 +622,14 @@ def get_pretrained_model_config(model_name: str, hf_cfg: dict | None = None, che
                                 dtype: torch.dtype = torch.float32, first_n_layers: int | None = None,
                                 n_ctx: int | None = None, **cfg_overrides) -> HookedTransformerConfig:
     """The HookedTransformerConfig of a registered model (or of a ``save_pretrained`` directory), without its
-    weights: read from the registry, the course's data/models, or the repository's config.json (a GPT-2; give
-    ``hf_cfg``, its transformers config as a dict, to skip the file). Toy models give the sizes of their
-    published files (from_pretrained reads them from the file it loads).
+    weights: read from the registry, the course's data/models, or the repository's config.json (a GPT-2 or another
+    supported architecture; give ``hf_cfg``, its transformers config as a dict, to skip the file). Toy models give
+    the sizes of their published files (from_pretrained reads them from the file it loads).
 
     checkpoint_index / checkpoint_value fill ``checkpoint_index`` and ``checkpoint_value``; ``fold_ln`` gives an
-    LN model the ``LNPre`` it has once its LayerNorms are folded; ``first_n_layers`` keeps that many layers;
-    ``device``, ``dtype``, ``default_prepend_bos``, ``n_ctx`` and the other keywords set config fields. One
-    device only (``n_devices=1``).
+    LN model the ``LNPre`` it has once its LayerNorms are folded (an RMS model ``RMSPre``); ``first_n_layers`` keeps
+    that many layers; ``device``, ``dtype``, ``default_prepend_bos``, ``n_ctx`` and the other keywords set config
+    fields. One device only (``n_devices=1``).
     """
     if n_devices != 1:
         raise ValueError(f"n_devices={n_devices}: helpers runs a model on one device; leave n_devices=1.")
@@ -446,7 +639,15 @@ def get_pretrained_model_config(model_name: str, hf_cfg: dict | None = None, che
                  **({} if first_n_layers is None else {"n_layers": first_n_layers})}
     user_model, name, spec = _check_request(model_name, None, checkpoint_index, checkpoint_value, overrides)
     try:
-        if user_model or spec.family == "hf-gpt2":
+        raw = _user_raw_config(model_name, None) if user_model and hf_cfg is None else None
+        if hf_cfg is not None and hf_cfg.get("model_type") != gpt2.MODEL_TYPE:  # given: a family beyond GPT-2
+            raw = hf_cfg
+        if raw is None and spec is not None and spec.family == "hf":
+            raw = hf_cfg if hf_cfg is not None else hub._read_json(hub._hub_file(spec.repo, "config.json"),
+                                                                   hub._repair(spec.repo, "config.json"))
+        if raw is not None:  # a family beyond GPT-2
+            config = conversion.family_for(raw, name).config_from_hf(raw, Path(model_name).name if user_model else name)
+        elif user_model or spec.family == "hf-gpt2":
             if hf_cfg is not None:
                 from transformers import GPT2Config  # heavy: only for a GPT-2
 
@@ -468,8 +669,8 @@ def get_pretrained_model_config(model_name: str, hf_cfg: dict | None = None, che
             config.update(checkpoint_value=label, checkpoint_index=labels.index(label))
     except hub._NotAvailable as e:
         raise HubUnavailableError(_unavailable_message(name, e, spec)) from None
-    if fold_ln and config.get("normalization_type") == "LN":
-        config["normalization_type"] = "LNPre"
+    if fold_ln and config.get("normalization_type") in ("LN", "RMS"):
+        config["normalization_type"] += "Pre"
     return _final_config(config, name, user_model, overrides)
 
 
@@ -517,6 +718,14 @@ def _download_commands(spec: ModelSpec | None, e: hub._NotAvailable) -> list[str
         return [f"hf download {e.repo} {e.filename}"]
     if spec.family == "hf-gpt2":
         commands = [f"hf download {spec.repo} config.json model.safetensors"]
+    elif spec.family == "hf" and e.revision:  # a training checkpoint (Pythia): its revision's config and weights
+        commands = [f"hf download {spec.repo} config.json pytorch_model.bin --revision {e.revision}",
+                    f"hf download {spec.repo} tokenizer.json tokenizer_config.json special_tokens_map.json"]
+    elif spec.family == "hf":  # config, tokenizer, and the weights (one file, or the shards and their index)
+        commands = [f'hf download {spec.repo} --include "*.json" --include "model*.safetensors"']
+        if spec.repo in GATED:
+            commands.append(f"(a gated model: accept its licence on huggingface.co/{spec.repo} and run "
+                            "`hf auth login` first)")
     elif spec.weights_file:
         commands = [f"hf download {spec.repo} {spec.weights_file}"]
     else:

@@ -17,6 +17,11 @@ The components come in the order of the forward pass; the configuration is in he
 change a component each: ``n_key_value_heads`` (GroupedQueryAttention), ``gated_mlp`` (GatedMLP),
 ``attention_dir="bidirectional"`` (no causal mask), ``positional_embedding_type="shortformer"`` (the positions
 go to the queries' and keys' inputs, not to the residual stream), ``normalization_type="LNPre"`` (LayerNormPre).
+The families beyond GPT-2 (Llama, Qwen, Mistral, Gemma, Pythia, OLMo) add: ``normalization_type="RMS"`` /
+``"RMSPre"`` (RMSNorm, RMSNormPre), ``positional_embedding_type="rotary"`` (q and k rotated in attention, through
+``hook_rot_q`` / ``hook_rot_k``; no W_pos), ``use_qk_norm`` (attn.q_norm, attn.k_norm), ``parallel_attn_mlp``
+(attention and MLP both read resid_pre), ``use_normalization_before_and_after`` / ``use_normalization_after_only``
+(ln1_post, ln2_post inside hook_attn_out / hook_mlp_out), soft-capped scores and logits, sliding windows.
 """
 
 from __future__ import annotations
@@ -67,6 +72,25 @@ def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
     keys = k.sum(-1, keepdim=True, dtype=torch.float32)
     rows = q.sum(-1, keepdim=True, dtype=torch.float32) + (keys.cumsum(1) if causal else keys.sum(1, keepdim=True))
     return z + (rows * 0).to(z.dtype) + (v.sum(1, keepdim=True, dtype=torch.float32) * 0).to(z.dtype)
+
+
+def rotary_tables(cfg: HookedTransformerConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [n rotary_dim] (float32) of the rotary angles, position p times each frequency, computed as
+    transformers computes them (its default and "llama3" rope types)."""
+    r = cfg.rotary_dim
+    inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
+    if cfg.use_NTK_by_parts_rope:  # Llama 3: long wavelengths slowed by factor, a smooth ramp between
+        factor, low, high = cfg.NTK_by_parts_factor, cfg.NTK_by_parts_low_freq_factor, cfg.NTK_by_parts_high_freq_factor
+        old = cfg.NTK_original_ctx_len
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    angles = torch.arange(n, dtype=torch.float32)[:, None] * inv_freq[None, :]  # [n r/2]
+    angles = angles.repeat_interleave(2, dim=-1) if cfg.rotary_adjacent_pairs else torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
 
 
 # ================================================================================================
@@ -142,18 +166,64 @@ class LayerNorm(LayerNormPre):
         return super().forward(x) * self.w + self.b
 
 
+class RMSNormPre(nn.Module):
+    """RMSNorm without weight (``RMSPre``: what folding the weights into the next layer leaves): divide by the root
+    mean square, with no centring. The scale and the normalised input are hook points."""
+
+    def __init__(self, cfg: HookedTransformerConfig | dict, length: int | None = None):
+        super().__init__()
+        cfg = HookedTransformerConfig.unwrap(cfg)
+        self.eps = cfg.eps
+        self.hook_scale = HookPoint()  # [batch pos (head) 1]
+        self.hook_normalized = HookPoint()  # [batch pos (head) length]
+
+    def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(x / scale)
+
+
+class RMSNorm(RMSNormPre):
+    """RMSNorm (``RMS``, Llama's): RMSNormPre's output times the weight ``w`` [length]. Gemma's norms multiply by
+    (1 + weight): its conversion stores w = 1 + weight."""
+
+    def __init__(self, cfg: HookedTransformerConfig | dict, length: int | None = None):
+        super().__init__(cfg)
+        cfg = HookedTransformerConfig.unwrap(cfg)
+        self.w = nn.Parameter(torch.ones(cfg.d_model if length is None else length, dtype=cfg.dtype))
+
+    def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
+        return super().forward(x) * self.w
+
+
+_NORMS = {"LN": LayerNorm, "LNPre": LayerNormPre, "RMS": RMSNorm, "RMSPre": RMSNormPre}
+
+
 def make_norm(cfg: HookedTransformerConfig, length: int) -> nn.Module:
     if cfg.normalization_type is None:
         return nn.Identity()
-    return LayerNorm(cfg, length) if cfg.normalization_type == "LN" else LayerNormPre(cfg)
+    norm = _NORMS[cfg.normalization_type]
+    return norm(cfg, length) if norm in (LayerNorm, RMSNorm) else norm(cfg)
+
+
+def make_post_norm(cfg: HookedTransformerConfig) -> nn.Module:
+    """A norm on attn_out or mlp_out (ln1_post, ln2_post: Gemma 2, OLMo 2), always with its weight: it writes to the
+    residual stream, so folding cannot remove it."""
+    if cfg.normalization_type is None:
+        return nn.Identity()
+    return RMSNorm(cfg) if cfg.normalization_type.startswith("RMS") else LayerNorm(cfg)
 
 
 class Attention(nn.Module):
-    """Multi-head attention, each head with its own query, key and value (see GroupedQueryAttention)."""
+    """Multi-head attention, each head with its own query, key and value (see GroupedQueryAttention).
+
+    Options of the config (the families beyond GPT-2): rotary positions (q and k rotated after hook_q / hook_k,
+    through hook_rot_q / hook_rot_k), RMSNorms q_norm / k_norm before the rotation (use_qk_norm), scores soft-capped
+    (attn_scores_soft_cap), a sliding window (``attn_type="local"``: window_size positions, itself included).
+    """
 
     grouped = False  # True: fewer key/value heads than query heads, stored as _W_K, _W_V, _b_K, _b_V
 
-    def __init__(self, cfg: HookedTransformerConfig | dict):
+    def __init__(self, cfg: HookedTransformerConfig | dict, attn_type: str = "global", layer_id: int | None = None):
         super().__init__()
         self.cfg = cfg = HookedTransformerConfig.unwrap(cfg)
         h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
@@ -166,10 +236,23 @@ class Attention(nn.Module):
         self.register_parameter(kv + "b_K", nn.Parameter(torch.zeros(g, e, dtype=cfg.dtype)))
         self.register_parameter(kv + "b_V", nn.Parameter(torch.zeros(g, e, dtype=cfg.dtype)))
         self.b_O = nn.Parameter(torch.zeros(d, dtype=cfg.dtype))
-        self.attn_scale = math.sqrt(e) if cfg.use_attn_scale else 1.0
+        self.attn_scale = cfg.attn_scale if cfg.use_attn_scale else 1.0
         self.is_causal = cfg.attention_dir == "causal"
-        mask = torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool))
-        self.register_buffer("mask", mask, persistent=False)
+        if attn_type not in ("global", "local"):
+            raise ValueError(f"attn_type must be 'global' or 'local', got {attn_type!r}.")
+        self.attn_type, self.layer_id = attn_type, layer_id
+        self.window = cfg.window_size if attn_type == "local" else None  # sliding window: positions read
+        # Grown on demand (_causal_mask): a 131072-token context (Llama 3.2) would need 17 GB at once.
+        self.register_buffer("mask", self._make_mask(min(cfg.n_ctx, 1024)), persistent=False)
+        if cfg.positional_embedding_type == "rotary":
+            self.hook_rot_q = HookPoint()  # [batch pos head d_head], q after the rotation
+            self.hook_rot_k = HookPoint()  # [batch pos kv_head d_head] (head when not grouped)
+            cos, sin = rotary_tables(cfg, min(cfg.n_ctx, 1024))
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
+        if cfg.use_qk_norm:  # per head (Qwen 3) or over all heads at once (OLMo 2)
+            self.q_norm = RMSNorm(cfg, e if cfg.qk_norm_per_head else h * e)
+            self.k_norm = RMSNorm(cfg, e if cfg.qk_norm_per_head else g * e)
 
         self.hook_q = HookPoint()  # [batch pos head d_head]
         self.hook_k = HookPoint()  # [batch pos head d_head] ([batch pos kv_head d_head] when grouped)
@@ -186,6 +269,45 @@ class Attention(nn.Module):
             state_dict.pop(prefix + name, None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    # ----- the families beyond GPT-2: the mask, the rotation, the q/k norms ------------------------------------
+
+    def _make_mask(self, n: int) -> torch.Tensor:
+        """[n n] bool, True where a query (row) may read a key (column): the past, within the window if local."""
+        mask = torch.tril(torch.ones(n, n, dtype=torch.bool))
+        return mask if self.window is None else mask & torch.triu(mask, diagonal=1 - self.window)
+
+    def _causal_mask(self, n: int) -> torch.Tensor:
+        if n > self.mask.shape[0]:
+            self.mask = self._make_mask(max(n, 2 * self.mask.shape[0])).to(self.mask.device)
+        return self.mask[:n, :n]
+
+    def apply_rotary(self, x: Float[torch.Tensor, "batch pos head d_head"],
+                     offset: int = 0) -> Float[torch.Tensor, "batch pos head d_head"]:
+        """x with its first rotary_dim dimensions of each head rotated by the position (``offset`` + 0, 1, ...)."""
+        n, r = x.shape[1], self.cfg.rotary_dim
+        if offset + n > self.rotary_cos.shape[0]:
+            cos, sin = rotary_tables(self.cfg, max(offset + n, 2 * self.rotary_cos.shape[0]))
+            self.rotary_cos, self.rotary_sin = cos.to(self.rotary_cos.device), sin.to(self.rotary_sin.device)
+        cos = self.rotary_cos[offset:offset + n, None, :].to(x.dtype)
+        sin = self.rotary_sin[offset:offset + n, None, :].to(x.dtype)
+        x_rot = x[..., :r]
+        if self.cfg.rotary_adjacent_pairs:  # GPT-J: (x0, x1) -> (-x1, x0) for each adjacent pair
+            flipped = torch.stack((-x_rot[..., 1::2], x_rot[..., ::2]), dim=-1).flatten(-2)
+        else:  # Llama, NeoX: dimension i pairs with i + r/2
+            flipped = torch.cat((-x_rot[..., r // 2:], x_rot[..., :r // 2]), dim=-1)
+        rotated = x_rot * cos + flipped * sin
+        return rotated if r == x.shape[-1] else torch.cat((rotated, x[..., r:]), dim=-1)
+
+    def _qk_norm_and_rotary(self, x: torch.Tensor, norm: str, hook: str) -> torch.Tensor:
+        """q or k [batch pos head d_head] after hook_q / hook_k: its norm (q_norm / k_norm, use_qk_norm), then its
+        rotation through hook_rot_q / hook_rot_k. The identity for the classic models."""
+        if self.cfg.use_qk_norm:
+            x = getattr(self, norm)(x) if self.cfg.qk_norm_per_head else getattr(self, norm)(x.flatten(-2)).view(
+                x.shape)
+        if self.cfg.positional_embedding_type == "rotary":
+            x = getattr(self, hook)(self.apply_rotary(x))
+        return x
+
     @staticmethod
     def _project(x: torch.Tensor, W: torch.Tensor,
                  b: torch.Tensor) -> Float[torch.Tensor, "batch pos head d_head"]:
@@ -197,27 +319,36 @@ class Attention(nn.Module):
     def _keys_and_values(self, key_input: torch.Tensor,
                          value_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k and v [batch pos head d_head], through hook_k and hook_v."""
-        k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
+        k = self._qk_norm_and_rotary(self.hook_k(self._project(key_input, self.W_K, self.b_K)), "k_norm",
+                                     "hook_rot_k")
         v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
         return k, v
 
     def forward(self, query_input: torch.Tensor, key_input: torch.Tensor,
                 value_input: torch.Tensor) -> Resid:
         q = self.hook_q(self._project(query_input, self.W_Q, self.b_Q))
+        q = self._qk_norm_and_rotary(q, "q_norm", "hook_rot_q")
         k, v = self._keys_and_values(key_input, value_input)
 
         pattern = None
-        if hooked(self.hook_attn_scores, self.hook_pattern):
+        soft_cap = self.cfg.attn_scores_soft_cap  # > 0: no fused kernel takes it, the scores are computed here
+        if soft_cap > 0 or hooked(self.hook_attn_scores, self.hook_pattern):
             scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)  # in place: one [b h q k] buffer
+            if soft_cap > 0:
+                scores = torch.tanh(scores / soft_cap) * soft_cap
             if self.is_causal:
-                n = scores.shape[-1]
-                scores.masked_fill_(~self.mask[:n, :n], float("-inf"))
+                scores.masked_fill_(~self._causal_mask(scores.shape[-1]), float("-inf"))
             pattern = self.hook_pattern(F.softmax(self.hook_attn_scores(scores), dim=-1))
-        if pattern is not None and not (self.hook_attn_scores.only_read() and self.hook_pattern.only_read()):
+        if pattern is not None and (soft_cap > 0 or not (self.hook_attn_scores.only_read()
+                                                         and self.hook_pattern.only_read())):
             z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)  # a hook may have changed the pattern: z follows it
         else:  # PyTorch's fused attention: the z of an unhooked forward, to the bit, with or without a cache
+            n = q.shape[1]
+            window = self.is_causal and self.window is not None and n > self.window  # the sliding window's mask
             z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=self.is_causal, scale=1 / self.attn_scale).transpose(1, 2)
+                                               attn_mask=self._causal_mask(n) if window else None,
+                                               is_causal=self.is_causal and not window,
+                                               scale=1 / self.attn_scale).transpose(1, 2)
         # On the CPU, checking is cheaper than spreading; elsewhere, spreading does not wait for the device.
         if z.device.type != "cpu" or not torch.isfinite(q.sum(dtype=torch.float32) + k.sum(dtype=torch.float32)
                                                          + v.sum(dtype=torch.float32)):
@@ -247,11 +378,11 @@ class GroupedQueryAttention(Attention):
 
     grouped = True
 
-    def __init__(self, cfg: HookedTransformerConfig | dict):
+    def __init__(self, cfg: HookedTransformerConfig | dict, attn_type: str = "global", layer_id: int | None = None):
         cfg = HookedTransformerConfig.unwrap(cfg)
         if cfg.n_key_value_heads is None:
             raise ValueError("GroupedQueryAttention needs cfg.n_key_value_heads (the number of key/value heads).")
-        super().__init__(cfg)
+        super().__init__(cfg, attn_type, layer_id)
         self.repeat_kv_heads = cfg.n_heads // cfg.n_key_value_heads
 
     W_K, W_V, b_K, b_V = (_per_query_head(name) for name in ("W_K", "W_V", "b_K", "b_V"))
@@ -264,6 +395,7 @@ class GroupedQueryAttention(Attention):
         if self.cfg.ungroup_grouped_query_attention:
             return super()._keys_and_values(key_input, value_input)
         k = self.hook_k(self._project(key_input, self._W_K, self._b_K))
+        k = self._qk_norm_and_rotary(k, "k_norm", "hook_rot_k")
         v = self.hook_v(self._project(value_input, self._W_V, self._b_V))
         return k.repeat_interleave(self.repeat_kv_heads, dim=2), v.repeat_interleave(self.repeat_kv_heads, dim=2)
 
@@ -309,20 +441,38 @@ class GatedMLP(MLP):
     def forward(self, x: Resid) -> Resid:
         pre = self.hook_pre(x @ self.W_gate)
         if not hasattr(self, "ln"):
-            post = self.hook_post(self.act_fn(pre) * self.hook_pre_linear(x @ self.W_in) + self.b_in)
+            # act(gate) * linear + b_in in one pass (addcmul)
+            post = self.hook_post(torch.addcmul(self.b_in, self.act_fn(pre), self.hook_pre_linear(x @ self.W_in)))
         else:
             post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
         return affine(post, self.W_out, self.b_out)
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: HookedTransformerConfig | dict):
+    """resid_pre -> ln1 -> attn -> hook_attn_out, resid_mid -> ln2 -> mlp -> hook_mlp_out -> resid_post.
+
+    Variants of the families beyond GPT-2: attention and MLP in parallel, both reading resid_pre (parallel_attn_mlp,
+    GPT-NeoX: no resid_mid); a norm after attention and after the MLP, ln1_post and ln2_post, inside hook_attn_out
+    and hook_mlp_out (use_normalization_before_and_after, Gemma 2; with use_normalization_after_only, OLMo 2, there
+    is no ln1 or ln2); local (sliding-window) attention in the layers cfg.attn_types marks "local".
+    """
+
+    def __init__(self, cfg: HookedTransformerConfig | dict, block_index: int | None = None):
         super().__init__()
         self.cfg = cfg = HookedTransformerConfig.unwrap(cfg)
-        self.ln1 = make_norm(cfg, cfg.d_model)
-        self.attn = Attention(cfg) if cfg.n_key_value_heads is None else GroupedQueryAttention(cfg)
+        self.ln1 = self._pre_norm(cfg)
+        attn_type = "global"
+        if cfg.use_local_attn:
+            attn_type = "local" if cfg.attn_types is None or block_index is None else cfg.attn_types[block_index]
+        attention = Attention if cfg.n_key_value_heads is None else GroupedQueryAttention
+        self.attn = attention(cfg, attn_type, block_index)
+        post = cfg.use_normalization_before_and_after or cfg.use_normalization_after_only
+        if post:
+            self.ln1_post = make_post_norm(cfg)
         if not cfg.attn_only:
-            self.ln2 = make_norm(cfg, cfg.d_model)
+            self.ln2 = self._pre_norm(cfg)
+            if post:
+                self.ln2_post = make_post_norm(cfg)
             self.mlp = GatedMLP(cfg) if cfg.gated_mlp else MLP(cfg)
         self.hook_resid_pre = HookPoint()  # [batch pos d_model]
         self.hook_q_input = HookPoint()  # [batch pos head d_model], if cfg.use_split_qkv_input
@@ -330,7 +480,7 @@ class TransformerBlock(nn.Module):
         self.hook_v_input = HookPoint()
         self.hook_attn_in = HookPoint()  # [batch pos head d_model], if cfg.use_attn_in
         self.hook_attn_out = HookPoint()  # [batch pos d_model]
-        if not cfg.attn_only:
+        if not cfg.attn_only and not cfg.parallel_attn_mlp:
             self.hook_resid_mid = HookPoint()  # [batch pos d_model]
         self.hook_mlp_in = HookPoint()  # [batch pos d_model], if cfg.use_hook_mlp_in
         self.hook_mlp_out = HookPoint()  # [batch pos d_model]
@@ -339,14 +489,35 @@ class TransformerBlock(nn.Module):
     def forward(self, resid_pre: Resid, shortformer_pos_embed: Resid | None = None) -> Resid:
         """``shortformer_pos_embed``: the positions a "shortformer" model adds to the queries' and keys' inputs."""
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.hook_attn_out(self.attn(*self._attn_inputs(resid_pre, shortformer_pos_embed)))
+        attn_out = self.attn(*self._attn_inputs(resid_pre, shortformer_pos_embed))
+        if hasattr(self, "ln1_post"):
+            attn_out = self.ln1_post(attn_out)
+        attn_out = self.hook_attn_out(attn_out)
         if self.cfg.attn_only:
             return self.hook_resid_post(resid_pre + attn_out)
+        if self.cfg.parallel_attn_mlp or hasattr(self, "ln2_post"):
+            return self._other_mlp(resid_pre, attn_out)
 
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if self.cfg.use_hook_mlp_in else resid_mid
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
         return self.hook_resid_post(resid_mid + mlp_out)
+
+    @staticmethod
+    def _pre_norm(cfg: HookedTransformerConfig) -> nn.Module:
+        return nn.Identity() if cfg.use_normalization_after_only else make_norm(cfg, cfg.d_model)
+
+    def _other_mlp(self, resid_pre: Resid, attn_out: Resid) -> Resid:
+        """The MLP of a parallel block (it reads resid_pre: resid_post = resid_pre + attn_out + mlp_out), or of a
+        block with ln2_post (inside hook_mlp_out)."""
+        parallel = self.cfg.parallel_attn_mlp
+        resid = resid_pre if parallel else self.hook_resid_mid(resid_pre + attn_out)
+        mlp_in = self.hook_mlp_in(resid.clone()) if self.cfg.use_hook_mlp_in else resid
+        mlp_out = self.mlp(self.ln2(mlp_in))
+        if hasattr(self, "ln2_post"):
+            mlp_out = self.ln2_post(mlp_out)
+        mlp_out = self.hook_mlp_out(mlp_out)
+        return self.hook_resid_post(resid_pre + attn_out + mlp_out if parallel else resid + mlp_out)
 
     def _attn_inputs(self, resid_pre: Resid,
                      pos_embed: Resid | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -388,6 +559,10 @@ class Unembed(nn.Module):
         self.W_U, self.b_U = affine_parameters(cfg, cfg.d_model, cfg.d_vocab_out)
 
     def forward(self, x: Resid) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        # A zero bias (every family but GPT-2 has none) without gradient to compute: a plain product, not a pass
+        # over [batch pos d_vocab] to write the zeros first (151936 logits per position for Qwen).
+        if not (torch.is_grad_enabled() and self.b_U.requires_grad) and not self.b_U.any():
+            return x @ self.W_U
         return affine(x, self.W_U, self.b_U)
 
 
@@ -428,9 +603,10 @@ class HookedTransformer(HookedRootModule):
 
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch pos d_model]
-        self.pos_embed = PosEmbed(cfg)
-        self.hook_pos_embed = HookPoint()  # [batch pos d_model]
-        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        if cfg.positional_embedding_type != "rotary":  # rotary positions live in attention (hook_rot_q, hook_rot_k)
+            self.pos_embed = PosEmbed(cfg)
+            self.hook_pos_embed = HookPoint()  # [batch pos d_model]
+        self.blocks = nn.ModuleList([TransformerBlock(cfg, i) for i in range(cfg.n_layers)])
         self.ln_final = make_norm(cfg, cfg.d_model)
         self.unembed = Unembed(cfg)
 
@@ -459,6 +635,8 @@ class HookedTransformer(HookedRootModule):
         is enough. ``model(residual, start_at_layer=0, tokens=tokens, shortformer_pos_embed=...)`` goes on."""
         tokens = self._input_tokens(input, prepend_bos)
         embed = self.hook_embed(self.embed(tokens))
+        if self.cfg.positional_embedding_type == "rotary":
+            return embed, tokens, None, None
         pos_embed = self.hook_pos_embed(self.pos_embed(tokens))
         if self.cfg.positional_embedding_type == "shortformer":
             return embed, tokens, pos_embed, None
@@ -499,6 +677,8 @@ class HookedTransformer(HookedRootModule):
         if return_type is None:  # the hooks have run (ln_final's too); the unembedding is not needed
             return None
         logits = self.unembed(residual)
+        if self.cfg.output_logits_soft_cap > 0:  # Gemma 2
+            logits = torch.tanh(logits / self.cfg.output_logits_soft_cap) * self.cfg.output_logits_soft_cap
         if return_type == "logits":
             return logits
         if tokens is None:
@@ -541,10 +721,16 @@ class HookedTransformer(HookedRootModule):
         """Tokenize a string or a list of strings (right-padded) into [batch pos], BOS first by default."""
         tok = self._need_tokenizer()
         texts = checks.texts(input)
-        if utils.override_or_use_default_value(self.cfg.default_prepend_bos, prepend_bos):
-            texts = [tok.bos_token + t for t in texts]
-        out = tok(texts, return_tensors="pt", padding=True, truncation=truncate,
-                  max_length=self.cfg.n_ctx + 1 if truncate else None)["input_ids"]
+        bos = utils.override_or_use_default_value(self.cfg.default_prepend_bos, prepend_bos)
+        if bos and tok.bos_token_id is None:
+            raise ValueError(f"prepend_bos=True, but the tokenizer of {self.cfg.model_name} has no BOS token (Qwen's "
+                             "has none): pass prepend_bos=False.")
+        # The tokenizer's own special tokens are left out (Llama's and Gemma's would add a BOS), and the BOS id goes
+        # first when asked: the text is split as it would be alone.
+        out = tok(texts, return_tensors="pt", padding=True, truncation=truncate, add_special_tokens=False,
+                  max_length=self.cfg.n_ctx + 1 - bos if truncate else None)["input_ids"].long()
+        if bos:
+            out = torch.cat([torch.full((out.shape[0], 1), tok.bos_token_id, dtype=out.dtype), out], dim=1)
         if truncate:  # one token more than n_ctx tells that the text was cut
             out = checks.cut_to_context(out, self.cfg.n_ctx)
         return out.to(self.cfg.device) if move_to_device else out
@@ -726,6 +912,10 @@ class HookedTransformer(HookedRootModule):
     def set_ungroup_grouped_query_attention(self, ungroup_grouped_query_attention: bool) -> None:
         """With grouped-query attention, repeat the keys and values per query head before hook_k and hook_v (and
         hook_k_input, hook_v_input): the hooks then see n_heads heads. The output is the same."""
+        if ungroup_grouped_query_attention and self.cfg.use_qk_norm and not self.cfg.qk_norm_per_head and \
+                self.cfg.n_key_value_heads is not None:
+            raise ValueError("This model's k_norm normalises all its key/value heads at once (OLMo's), so the keys "
+                             "cannot be repeated per query head before it: leave the grouped-query attention grouped.")
         self.cfg.ungroup_grouped_query_attention = ungroup_grouped_query_attention
 
     def set_use_attn_in(self, use_attn_in: bool) -> None:
@@ -747,8 +937,9 @@ class HookedTransformer(HookedRootModule):
         center_unembed, fold_value_biases, refactor_factored_attn_matrices; they leave the log-probs
         unchanged), and any HookedTransformerConfig field (device, dtype, use_attn_result, ...).
         checkpoint_index / checkpoint_value pick a training checkpoint (see loading.get_checkpoint_labels).
-        ``hf_model``: a transformers GPT-2 of yours (fine-tuned...) whose weights replace the Hub's;
-        ``model_name`` may also be a directory written by ``save_pretrained``. ``tokenizer`` replaces the model's.
+        ``hf_model``: a transformers model of yours (GPT-2, Llama, Mistral, Qwen 2/3, Gemma 1/2, GPT-NeoX, OLMo 2;
+        fine-tuned...) whose weights replace the Hub's; ``model_name`` may also be a directory written by
+        ``save_pretrained``. ``tokenizer`` replaces the model's.
         """
         processing, cfg_overrides = weights.split_processing(kwargs)
         cfg, state_dict, own_tokenizer = loading.load_pretrained(model_name, checkpoint_index, checkpoint_value,
@@ -779,9 +970,9 @@ class HookedTransformer(HookedRootModule):
         """Swap every LayerNorm module for one of another type (used after folding LN weights)."""
         self.cfg.normalization_type = normalization_type
         for block in self.blocks:
-            block.ln1 = make_norm(self.cfg, self.cfg.d_model)
+            block.ln1 = block._pre_norm(self.cfg)
             if not self.cfg.attn_only:
-                block.ln2 = make_norm(self.cfg, self.cfg.d_model)
+                block.ln2 = block._pre_norm(self.cfg)
                 if self.cfg.is_layer_norm_activation():
                     block.mlp.ln = make_norm(self.cfg, self.cfg.d_mlp)
         self.ln_final = make_norm(self.cfg, self.cfg.d_model)

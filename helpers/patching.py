@@ -120,6 +120,9 @@ def _check_kind(model, kind: str) -> None:
     act = _act_name(kind)
     if act in ("resid_mid", "mlp_out") and cfg.attn_only:
         raise ValueError(f"Kind {kind!r} needs MLP layers, but this model is attention-only.")
+    if act == "resid_mid" and cfg.parallel_attn_mlp:
+        raise ValueError(f"Kind {kind!r}: attention and MLP run in parallel in this model (GPT-NeoX), so there is no "
+                         "resid_mid; patch resid_pre, attn_out or mlp_out.")
     if act == "result" and not cfg.use_attn_result:
         raise ValueError(f"Kind {kind!r} patches hook_result, which only runs with "
                          "model.cfg.use_attn_result = True (or patch 'z' instead: same effect).")

@@ -12,6 +12,14 @@ a new one that computes the same function (same log-probs):
 - fold_value_biases: move b_V into b_O (the attention pattern sums to 1 over source positions).
 - refactor_factored_attn_matrices: re-split W_Q W_K^T and W_V W_O by SVD so each factor is balanced.
 
+Per family (the validity of each step): RMSNorms fold like LayerNorms, without bias or centring, and become
+``RMSPre``; nothing is centred around an RMSNorm (it does not remove the mean: centre_writing_weights would change the
+function), nor the unembedding under a final logit soft-cap (cap * tanh(logits / cap) does not ignore a shift);
+the norms after attention and MLP (ln1_post, ln2_post) and the query/key norms stay as they are (their output is
+not read by one matrix); refactor_factored_attn_matrices is refused with rotary positions or query/key norms (W_Q
+W_K^T is then not the scores' bilinear form). A step left off for these reasons is said in a warning when it was
+asked for explicitly, and left off silently when it was only the default.
+
 Grouped-query attention's shared key/value weights (``_W_K``, ``_b_V``...) and a gated MLP's ``W_gate`` go through
 the same steps; a shortformer model skips fold_ln and the centring steps, as in the classic library (its positions
 join the queries and keys after ln1, outside the residual stream).
@@ -51,7 +59,9 @@ def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool)
     unknown = sorted(set(flags) - set(PROCESSING))
     if unknown:
         raise TypeError(f"Unknown weight-processing flags {unknown}; they are {sorted(PROCESSING)}.")
+    asked = dict(flags)
     flags = {**PROCESSING, **flags}
+    _family_limits(flags, asked, cfg)
     if cfg.positional_embedding_type == "shortformer":
         # Its positions join the queries and keys after ln1 and never enter the residual stream: folding ln1 would
         # scale them, and W_pos is no writer to centre. The classic library leaves these steps off.
@@ -61,8 +71,8 @@ def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool)
                           stacklevel=3)
         flags.update(fold_ln=False, center_writing_weights=False, center_unembed=False)
     normalization = cfg.normalization_type
-    if flags["fold_ln"] and normalization == "LN":
-        sd, normalization = fold_layer_norm(sd, cfg), "LNPre"
+    if flags["fold_ln"] and normalization in ("LN", "RMS"):
+        sd, normalization = fold_layer_norm(sd, cfg), normalization + "Pre"
     if flags["center_writing_weights"] and normalization in ("LN", "LNPre"):
         sd = center_writing_weights(sd, cfg)
     if flags["center_unembed"]:
@@ -72,6 +82,24 @@ def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool)
     if flags["refactor_factored_attn_matrices"]:
         sd = refactor_factored_attn_matrices(sd, cfg)
     return sd, normalization
+
+
+def _family_limits(flags: dict, asked: dict, cfg) -> None:
+    """Turn off (in ``flags``) the steps that would change this model's function; a warning for those asked."""
+    why = {}
+    if cfg.normalization_type in ("RMS", "RMSPre"):
+        why["center_writing_weights"] = "an RMSNorm does not remove the mean, so centring what writes to the " \
+                                        "residual stream would change the model"
+    if cfg.output_logits_soft_cap > 0:
+        why["center_unembed"] = "the final logits are soft-capped (cap * tanh(logits / cap)), which a shift of " \
+                                "the logits changes"
+    for step, reason in why.items():
+        if flags[step] and asked.get(step):
+            warnings.warn(f"{step} is left off for {cfg.model_name}: {reason}.", stacklevel=4)
+        flags[step] = False
+    if flags["refactor_factored_attn_matrices"] and (cfg.positional_embedding_type == "rotary" or cfg.use_qk_norm):
+        raise ValueError("refactor_factored_attn_matrices re-splits W_Q W_K^T, but with rotary positions (or query/"
+                         "key norms) the scores are not that bilinear form: leave it off for this model.")
 
 
 def _blocks(cfg):
@@ -91,17 +119,19 @@ def fold_layer_norm(sd: Weights, cfg) -> Weights:
     def fold(ln: str, readers: list[tuple[str, str | None, str]]):
         """Fold ``ln.w``/``ln.b`` into each (W, b, einsum pattern of W's input dim) that reads it; b None: W has no
         bias (a gated MLP's W_gate), so the LayerNorm's bias must be zero."""
-        w, b = sd.pop(f"{ln}.w"), sd.pop(f"{ln}.b")
+        if f"{ln}.w" not in sd:  # no norm there (OLMo 2 has no ln1 / ln2, only norms after attention and MLP)
+            return
+        w, b = sd.pop(f"{ln}.w"), sd.pop(f"{ln}.b", None)  # an RMSNorm has no bias
         for W_name, b_name, pattern in readers:
             W = sd[W_name]
-            if b_name is not None:
+            if b is not None and b_name is not None:
                 sd[b_name] = sd[b_name] + einops.einsum(b, W, pattern)
-            elif b.any():
+            elif b is not None and b.any():
                 raise ValueError(f"fold_ln cannot fold {ln}.b into {W_name}, which has no bias: load or process "
                                  "this model with fold_ln=False.")
             W = W * w[:, None]  # W's input dim is -2, for W_in [d m] as for W_Q [h d e]
-            # The LayerNorm's output is centred, so the mean of W over its input dim does nothing.
-            sd[W_name] = W - W.mean(dim=-2, keepdim=True)
+            # The LayerNorm's output is centred, so the mean of W over its input dim does nothing (an RMSNorm's is not).
+            sd[W_name] = W - W.mean(dim=-2, keepdim=True) if b is not None else W
 
     for layer in _blocks(cfg):
         p = f"blocks.{layer}"
@@ -123,7 +153,8 @@ def center_writing_weights(sd: Weights, cfg) -> Weights:
         sd[name] = sd[name] - sd[name].mean(dim=-1, keepdim=True)
 
     center("embed.W_E")
-    center("pos_embed.W_pos")
+    if "pos_embed.W_pos" in sd:  # rotary models have no learned positions
+        center("pos_embed.W_pos")
     for layer in _blocks(cfg):
         center(f"blocks.{layer}.attn.W_O")
         center(f"blocks.{layer}.attn.b_O")

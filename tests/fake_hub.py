@@ -25,6 +25,11 @@ Tests add their own files and repositories (``add``, ``add_dir``), put files in 
 huggingface_hub's ``hf_hub_download`` and ``list_repo_files`` and helpers.hub's reachability probe, while
 ``online`` is true. A download writes what hf_hub_download writes; the real hf_hub_download then reads it.
 
+The repositories of the families beyond GPT-2 (Qwen 2.5 and 3, Pythia and its checkpoints, Llama 3.2, Mistral 7B,
+Gemma 2, OLMo 2, ARENA's attn_only_2L_half and GPT-NeoX-20B's tokenizer) come from tests/fake_hub_families.py: their
+real file layout, small random weights at either scale. A revision other than main (Pythia's ``step<N>``) is the
+repository key ``"<repo>@<revision>"`` here; ``hf download ... --revision <revision>`` writes its ``refs/<revision>``.
+
 Tokenizers: gpt2 and distilgpt2 carry the real GPT-2 tokenizer (data/tokenizer, saved by transformers).
 NeelNanda/gpt-neox-tokenizer-digits is a stand-in built with the tokenizers library: the same size (48262),
 the same special tokens (<|endoftext|> = 0, <|padding|> = 1), byte-level BPE with digits split one by one,
@@ -47,6 +52,7 @@ from pathlib import Path
 import torch
 
 from helpers import HookedTransformer, HookedTransformerConfig, loading
+from tests import fake_hub_families as families
 
 # Label schedule of Neel Nanda's 512-wide C4+code toy models (tokens seen; 163 checkpoints, the same for all).
 TOY_LABELS = [
@@ -86,6 +92,7 @@ LISTED_ONLY = {
     SOLU: [".gitattributes", "README.md", "config.json"],
     loading.NEEL_TOKENIZER: [".gitattributes", "special_tokens_map.json", "tokenizer_config.json"],
     OTHELLO: [".gitattributes", "README.md", "board_seqs_int_small.npy", "board_seqs_string_small.npy"],
+    **families.LISTED_ONLY,
 }
 
 
@@ -187,13 +194,33 @@ class FakeHub:
                       for i, label in enumerate(TOY_LABELS)}},
             loading.NEEL_TOKENIZER: {"tokenizer.json": _neox_digits_tokenizer},
             OTHELLO: {"synthetic_model.pth": lambda: _torch_bytes(_random_classic("othello-gpt", 7, scale))},
+            # The families beyond GPT-2 (tests/fake_hub_families.py), and Pythia's checkpoints as revisions.
+            **{repo: self._lazy_dict(lambda repo=repo: families.repo_files(repo), self._family_names(repo))
+               for repo in families.REPOS},
+            **{f"{repo}@step{step}": self._lazy_dict(
+                lambda repo=repo, step=step: families.pythia_checkpoint(repo, step),
+                ["config.json", "pytorch_model.bin"])
+               for repo in families.REPOS if "pythia" in repo for step in families.PYTHIA_STEPS},
+            families.ATTN_ONLY: {"attn_only_2L_half.pth": families.attn_only_2l_half},
+            families.NEOX_TOKENIZER: self._lazy_dict(families.neox_tokenizer, ["tokenizer.json",
+                                                                               "tokenizer_config.json",
+                                                                               "special_tokens_map.json"]),
         }
 
     @staticmethod
-    def _lazy_dict(make_all) -> dict:
+    def _family_names(repo: str) -> list[str]:
+        shards = families.REPOS[repo][4]
+        weights = (["model.safetensors"] if shards == 1 else
+                   ["model.safetensors.index.json", *(f"model-{i:05d}-of-{shards:05d}.safetensors"
+                                                      for i in range(1, shards + 1))])
+        return ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", *weights]
+
+    @staticmethod
+    def _lazy_dict(make_all, names: list[str] | None = None) -> dict:
         """{name: maker} for files produced together (save_pretrained writes them in one go)."""
-        names = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json"]
+        names = names or ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                          "tokenizer_config.json"]
         made = {}
 
         def maker(name):
@@ -240,7 +267,7 @@ class FakeHub:
     # ----- what huggingface_hub writes -------------------------------------------------------------
 
     def _storage(self, repo: str) -> Path:
-        return self.cache_dir / ("models--" + repo.replace("/", "--"))
+        return self.cache_dir / ("models--" + repo.split("@")[0].replace("/", "--"))
 
     def _entry(self, path: str, data: bytes | None) -> dict:
         """The listing's entry for a file (the Hub's /tree fields); data None for a file never generated."""
@@ -265,7 +292,7 @@ class FakeHub:
         for directory in (blob.parent, pointer.parent, storage / "refs"):
             directory.mkdir(parents=True, exist_ok=True)
         (self.cache_dir / "CACHEDIR.TAG").write_text(CACHEDIR_TAG_CONTENT)
-        (storage / "refs" / "main").write_text(commit)
+        (storage / "refs" / (repo.split("@")[1] if "@" in repo else "main")).write_text(commit)
         lock = self.cache_dir / ".locks" / storage.name / f"{etag}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         lock.touch()
@@ -280,6 +307,10 @@ class FakeHub:
         if args[:2] != ["hf", "download"] or len(args) < 3:
             raise ValueError(f"not an `hf download` command: {command!r}")
         repo, rest = args[2], args[3:]
+        if "--revision" in rest:  # another branch (Pythia's step<N>): its own repository key here
+            i = rest.index("--revision")
+            revision, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+            repo = repo if revision == "main" else f"{repo}@{revision}"
         if repo not in self.makers:
             raise ValueError(f"this fake Hub has no repository {repo}")
         filenames = [a for i, a in enumerate(rest) if a != "--include" and (i == 0 or rest[i - 1] != "--include")]
@@ -312,11 +343,12 @@ class FakeHub:
 
         read_cache = huggingface_hub.hf_hub_download
 
-        def hf_hub_download(repo_id, filename, *, subfolder=None, local_files_only=False, **kwargs):
+        def hf_hub_download(repo_id, filename, *, subfolder=None, local_files_only=False, revision=None, **kwargs):
             path = f"{subfolder}/{filename}" if subfolder else filename
             if not local_files_only:
-                self._serve(repo_id, path)
-            return read_cache(repo_id, filename, subfolder=subfolder, local_files_only=True, **kwargs)
+                self._serve(repo_id if revision in (None, "main") else f"{repo_id}@{revision}", path)
+            return read_cache(repo_id, filename, subfolder=subfolder, local_files_only=True, revision=revision,
+                              **kwargs)
 
         monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
         monkeypatch.setattr(huggingface_hub, "list_repo_files", self._list_repo_files)

@@ -105,3 +105,94 @@ def test_notebook_runs_on_the_real_path(notebook, readme_cache, tmp_path):
     assert result["error"] is None, result["error"]
     assert real_path.REAL_MODEL in real_path.setup_output(tmp_path / notebook.name)
     print(f"{notebook.stem}: {result['seconds']:.0f} s, kernel peak {result['peak_mb']:.0f} MB")
+
+
+# ------------------------------------------------------------------------------------------------
+# The families beyond GPT-2: their repositories in their real layout (tests/fake_hub_families.py)
+# ------------------------------------------------------------------------------------------------
+
+FAMILY_MODELS = ["Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-0.6B", "EleutherAI/pythia-70m", "EleutherAI/pythia-160m",
+                 "meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b", "allenai/OLMo-2-0425-1B"]
+
+
+def _commands(name: str, **kwargs) -> list[str]:
+    """The `hf download` commands of the loader's offline message for ``name``."""
+    with pytest.raises(loading.HubUnavailableError) as error:
+        HookedTransformer.from_pretrained(name, **kwargs)
+    return [line.strip() for line in str(error.value).splitlines() if line.strip().startswith("hf download")]
+
+
+def _snapshot(cache_dir, repo: str, fake) -> object:
+    """The snapshot directory of ``repo`` (``"<repo>@<revision>"`` for a revision other than main)."""
+    return cache_dir / f"models--{repo.split('@')[0].replace('/', '--')}" / "snapshots" / fake.commit(repo)
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_family_repository_loads_offline_as_transformers_reads_it(offline_cache, name):
+    """The offline message's commands fill the cache; the model then loads by its short alias, equal to transformers'
+    reading of the same files (bfloat16 weights, transformers 4.x config fields, shards), with its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.fake_hub_families import ADDS_BOS
+
+    commands = _commands(name)
+    assert commands == [f'hf download {name} --include "*.json" --include "model*.safetensors"']
+    for command in commands:
+        offline_cache.hf_download(command)
+    alias = loading.MODELS[name].aliases[0]
+    model = HookedTransformer.from_pretrained_no_processing(alias)
+    assert model.cfg.model_name == name and model.cfg.n_layers == 2
+    hf = AutoModelForCausalLM.from_pretrained(_snapshot(offline_cache.cache_dir, name, offline_cache),
+                                              dtype=torch.float32).eval()
+    tokens = model.to_tokens(["The cat sat on the mat.", "Hello there"])
+    bos = model.tokenizer.bos_token_id  # one BOS when the family's tokenizer has one (not two), none otherwise
+    if name in ADDS_BOS:
+        assert bool((tokens[:, 0] == bos).all()) and bool((tokens[:, 1] != bos).all())
+    else:  # Qwen's tokenizer has no BOS; Pythia's and OLMo 2's <|endoftext|> ends documents
+        assert not model.cfg.default_prepend_bos and (bos is None or not bool((tokens[:, 0] == bos).any()))
+    with torch.no_grad():
+        expected = hf(tokens[:1]).logits
+        assert (model(tokens[:1]) - expected).abs().max() < 1e-4
+        processed = HookedTransformer.from_pretrained(name)
+        assert (processed(tokens[:1]).log_softmax(-1) - expected.log_softmax(-1)).abs().max() < 1e-4
+    text = processed.generate("The cat", max_new_tokens=3, do_sample=False, stop_at_eos=False, verbose=False)
+    assert text.startswith("The cat")
+
+
+def test_pythia_checkpoints_are_revisions(offline_cache):
+    labels, label_type = loading.get_checkpoint_labels("pythia-160m")
+    assert label_type == "step" and len(labels) == 154 and labels[:3] == [0, 1, 2] and labels[-1] == 143000
+    commands = _commands("pythia-160m", checkpoint_value=1000)
+    assert "hf download EleutherAI/pythia-160m config.json pytorch_model.bin --revision step1000" in commands
+    for command in commands:
+        offline_cache.hf_download(command)
+    model = HookedTransformer.from_pretrained("pythia-160m", checkpoint_value=1000)
+    assert (model.cfg.checkpoint_value, model.cfg.checkpoint_index) == (1000, labels.index(1000))
+    by_index = HookedTransformer.from_pretrained_no_processing("pythia-160m", checkpoint_index=labels.index(1000))
+    reference = torch.load(_snapshot(offline_cache.cache_dir, "EleutherAI/pythia-160m@step1000", offline_cache)
+                           / "pytorch_model.bin", weights_only=True)
+    assert torch.equal(by_index.W_E, reference["gpt_neox.embed_in.weight"].float())
+    with pytest.raises(loading.HubUnavailableError, match="--revision step2000"):
+        HookedTransformer.from_pretrained("pythia-160m", checkpoint_value=2000)
+
+
+def test_the_loader_downloads_shards_and_revisions_itself(offline_cache, monkeypatch):
+    """Online (the fake Hub serving), the loader fetches a sharded checkpoint's index and shards, and a revision."""
+    offline_cache.serve(monkeypatch)
+    HookedTransformer.from_pretrained("gemma-2-2b")
+    served = [f for f in offline_cache.served if f.startswith("google/gemma-2-2b/")]
+    assert {"google/gemma-2-2b/model.safetensors.index.json",
+            *(f"google/gemma-2-2b/model-0000{i}-of-00003.safetensors" for i in (1, 2, 3))} <= set(served)
+    HookedTransformer.from_pretrained("pythia-70m", checkpoint_index=3)
+    assert "EleutherAI/pythia-70m@step4/pytorch_model.bin" in offline_cache.served
+
+
+def test_arena_attn_only_2l_half(offline_cache):
+    for command in _commands("callummcdougall/attn_only_2L_half"):
+        offline_cache.hf_download(command)
+    model = HookedTransformer.from_pretrained("attn_only_2L_half")
+    cfg = model.cfg
+    assert (cfg.n_heads, cfg.n_layers, cfg.attn_only, cfg.positional_embedding_type) == (12, 2, True, "shortformer")
+    assert cfg.normalization_type is None and model.tokenizer.bos_token == "<|endoftext|>"
+    _, cache = model.run_with_cache("The cat sat")
+    assert cache["blocks.1.attn.hook_pattern"].shape[1] == 12

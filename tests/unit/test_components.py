@@ -103,7 +103,7 @@ def test_gated_mlp_follows_its_equation_and_hooks_each_branch():
     (dict(n_key_value_heads=3), "must divide n_heads"),
     (dict(n_key_value_heads=2, use_attn_in=True), "use_split_qkv_input"),
     (dict(attention_dir="sideways"), "attention_dir"),
-    (dict(positional_embedding_type="rotary"), "shortformer"),
+    (dict(positional_embedding_type="alibi"), "shortformer"),
     (dict(act_fn="swish"), "act_fn"),
 ])
 def test_config_refuses_what_the_model_cannot_build(fields, message):

@@ -394,8 +394,8 @@ def test_config_defaults_and_repr():
     assert HookedTransformerConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("bad", [dict(act_fn="swish"), dict(normalization_type="RMS"), dict(n_heads=3),
-                                 dict(positional_embedding_type="rotary")])
+@pytest.mark.parametrize("bad", [dict(act_fn="swish"), dict(normalization_type="RMSNorm"), dict(n_heads=3),
+                                 dict(positional_embedding_type="alibi")])
 def test_config_rejects_unsupported_values(bad):
     with pytest.raises(ValueError):
         HookedTransformerConfig(**{**TINY, **bad})

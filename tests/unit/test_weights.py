@@ -234,7 +234,7 @@ def test_gpt2_user_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json and model.safetensors"):
         HookedTransformer.from_pretrained(str(tmp_path))
     bert = BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
-    with pytest.raises(ValueError, match="type 'bert'.*only GPT-2"):
+    with pytest.raises(ValueError, match="type 'bert' is not supported.*GPT2LMHeadModel.*LlamaForCausalLM"):
         HookedTransformer.from_pretrained("bert", hf_model=bert)
     with pytest.raises(ValueError, match="do not apply to hf_model"):
         HookedTransformer.from_pretrained("gpt2", hf_model=bert, checkpoint_index=0)

@@ -1,0 +1,299 @@
+"""The families beyond GPT-2, against transformers itself, with no download.
+
+For each architecture, transformers builds a tiny random model from a config (2 layers, d_model 64), with weights,
+biases and norm weights drawn large enough that a missing piece shows (transformers' own initialisation gives
+near-uniform logits, and Gemma's norms start at 0, i.e. a weight of 1), and saves it; helpers loads it from the
+directory (and from the model in memory). Its logits must be those of transformers within 1e-4 without processing,
+its log-probabilities within 1e-4 with the default processing; the hooks have their shapes; run_with_cache,
+run_with_hooks, patching and generate run. Each config exercises its family's pieces: Llama 3's rescaled rotary
+frequencies and tied embeddings, Qwen 2's q/k/v biases, Qwen 3's per-head q/k norms and head_dim apart from
+d_model / n_heads, Mistral's sliding window (5 positions, shorter than the 12-token prompts), Gemma's single
+key/value head, Gemma 2's post norms, soft-caps, alternating windows and query_pre_attn_scalar, GPT-NeoX's partial
+rotary and parallel attention and MLP, OLMo 2's post norms and q/k norms over all heads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from helpers import HookedTransformer, loading, patching
+from helpers.hub import DamagedFileError
+
+D_MODEL, N_HEADS, D_VOCAB = 64, 4, 96
+COMMON = dict(hidden_size=D_MODEL, num_hidden_layers=2, num_attention_heads=N_HEADS, intermediate_size=128,
+              vocab_size=D_VOCAB, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+LLAMA3_ROPE = dict(rope_type="llama3", rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                   original_max_position_embeddings=16)
+#: architecture -> (transformers config class, model class, config fields)
+CASES = {
+    "Llama": ("LlamaConfig", "LlamaForCausalLM",
+              dict(num_key_value_heads=2, rope_parameters=LLAMA3_ROPE, tie_word_embeddings=True)),
+    "Qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_key_value_heads=2, tie_word_embeddings=True)),
+    "Qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_key_value_heads=2, head_dim=24)),
+    "Mistral": ("MistralConfig", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=5, head_dim=16)),
+    "Gemma": ("GemmaConfig", "GemmaForCausalLM", dict(num_key_value_heads=1, head_dim=32)),
+    "Gemma2": ("Gemma2Config", "Gemma2ForCausalLM",
+               dict(num_key_value_heads=2, head_dim=32, sliding_window=5, query_pre_attn_scalar=20,
+                    attn_logit_softcapping=5.0, final_logit_softcapping=4.0)),
+    "GPTNeoX": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(partial_rotary_factor=0.25)),
+    "Olmo2": ("Olmo2Config", "Olmo2ForCausalLM", dict()),
+}
+
+
+def hf_model(arch: str, seed: int = 0, **fields):
+    """A tiny random transformers model of ``arch``, its weights drawn large (see the module's doc)."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    config_class, model_class, extra = CASES[arch]
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**COMMON, **{**extra, **fields}))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim == 1 and "norm" in name:  # Gemma's norms multiply by 1 + weight: centred on 0 there
+                p.copy_((0.0 if arch.startswith("Gemma") else 1.0) + 0.3 * noise)
+            elif p.ndim == 1:
+                p.copy_(0.3 * noise)
+            else:
+                p.copy_(noise * 1.5 / math.sqrt(p.shape[-1]))
+    return model.eval()
+
+
+def tokens(batch: int = 2, n: int = 12, seed: int = 0) -> torch.Tensor:
+    return torch.randint(3, D_VOCAB, (batch, n), generator=torch.Generator().manual_seed(seed))
+
+
+def gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def family(request, tmp_path_factory):
+    """(architecture, transformers model, its save_pretrained directory)."""
+    arch = request.param
+    model = hf_model(arch)
+    directory = tmp_path_factory.mktemp(arch)
+    model.save_pretrained(directory)
+    return arch, model, directory
+
+
+def test_logits_and_log_probs_equal_transformers(family):
+    arch, hf, directory = family
+    toks = tokens()
+    with torch.no_grad():
+        expected = hf(toks).logits
+        raw = HookedTransformer.from_pretrained_no_processing(str(directory), device="cpu")
+        assert gap(raw(toks), expected) < 1e-4, f"{arch}: logits differ by {gap(raw(toks), expected):.2e}"
+        in_memory = HookedTransformer.from_pretrained_no_processing("mine", hf_model=hf, device="cpu")
+        assert gap(in_memory(toks), expected) < 1e-4
+        processed = HookedTransformer.from_pretrained(str(directory), device="cpu")
+        difference = gap(processed(toks).log_softmax(-1), expected.log_softmax(-1))
+        assert difference < 1e-4, f"{arch}: log-probs after processing differ by {difference:.2e}"
+    assert processed.cfg.normalization_type in ("LNPre", "RMSPre")
+    assert expected.std() > 0.5, "the random weights should give logits far from uniform"
+    assert raw.cfg.original_architecture == CASES[arch][1]
+
+
+def test_hook_shapes(family):
+    arch, hf, directory = family
+    model = HookedTransformer.from_pretrained_no_processing(str(directory), device="cpu")
+    cfg = model.cfg
+    b, p, h, e, g = 2, 12, cfg.n_heads, cfg.d_head, cfg.n_key_value_heads or cfg.n_heads
+    _, cache = model.run_with_cache(tokens(b, p))
+    shapes = {"hook_embed": (b, p, cfg.d_model), "blocks.0.attn.hook_q": (b, p, h, e),
+              "blocks.0.attn.hook_k": (b, p, g, e), "blocks.0.attn.hook_v": (b, p, g, e),
+              "blocks.0.attn.hook_rot_q": (b, p, h, e), "blocks.0.attn.hook_rot_k": (b, p, g, e),
+              "blocks.0.attn.hook_pattern": (b, h, p, p), "blocks.1.attn.hook_z": (b, p, h, e),
+              "blocks.1.hook_mlp_out": (b, p, cfg.d_model), "blocks.1.mlp.hook_post": (b, p, cfg.d_mlp)}
+    if cfg.gated_mlp:
+        shapes["blocks.0.mlp.hook_pre_linear"] = (b, p, cfg.d_mlp)
+    for name, shape in shapes.items():
+        assert tuple(cache[name].shape) == shape, (arch, name)
+    assert "hook_pos_embed" not in cache  # rotary: the positions are in the rotation
+    assert ("blocks.0.hook_resid_mid" in cache) == (arch != "GPTNeoX")  # parallel attention and MLP: none
+    assert ("blocks.0.ln1_post.hook_scale" in cache) == (arch in ("Gemma2", "Olmo2"))
+    assert ("blocks.0.ln1.hook_scale" in cache) == (arch != "Olmo2")  # OLMo 2: no norm before attention
+    assert ("blocks.0.attn.q_norm.hook_scale" in cache) == (arch in ("Qwen3", "Olmo2"))
+    # The rotation keeps the part it does not rotate: Pythia turns a quarter of each head.
+    r = cfg.rotary_dim
+    assert r == (e // 4 if arch == "GPTNeoX" else e)
+    q, rot_q = cache["blocks.0.attn.hook_q"], cache["blocks.0.attn.hook_rot_q"]
+    if arch not in ("Qwen3", "Olmo2"):  # without q norms, hook_rot_q is hook_q rotated
+        assert torch.equal(rot_q[..., r:], q[..., r:]) and torch.allclose(rot_q[:, 0], q[:, 0], atol=1e-6)
+
+
+def test_hooks_patching_and_generate_run(family):
+    arch, hf, directory = family
+    model = HookedTransformer.from_pretrained(str(directory), device="cpu")
+    clean, corrupted = tokens(seed=1), tokens(seed=2)
+    logits = model(clean)
+
+    def ablate_head(z, hook):
+        z[:, :, 0] = 0.0
+        return z
+
+    ablated = model.run_with_hooks(clean, fwd_hooks=[("blocks.0.attn.hook_z", ablate_head)])
+    assert gap(ablated, logits) > 1e-3
+    _, cache = model.run_with_cache(clean)
+    assert gap(model(clean), logits) == 0
+
+    def metric(out):
+        return out[:, -1, 5].mean()
+
+    resid = patching.get_act_patch_resid_pre(model, corrupted, cache, metric)
+    assert resid.shape == (model.cfg.n_layers, clean.shape[1]) and torch.isfinite(resid).all()
+    heads = patching.get_act_patch_attn_head_out_all_pos(model, corrupted, cache, metric)
+    assert heads.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    out = model.generate(clean[:1, :4], max_new_tokens=5, do_sample=False, stop_at_eos=False, verbose=False)
+    assert out.shape == (1, 9)
+    with torch.no_grad():
+        greedy = hf.generate(clean[:1, :4], max_new_tokens=5, do_sample=False, attention_mask=torch.ones(1, 4))
+    # transformers stops at its EOS (helpers was told not to): the tokens up to there are the same.
+    assert torch.equal(out[:, :greedy.shape[1]], greedy), f"{arch}: greedy {out.tolist()} vs {greedy.tolist()}"
+
+
+def test_sharded_checkpoint_is_read_shard_by_shard(tmp_path, monkeypatch):
+    hf = hf_model("Qwen2")
+    hf.save_pretrained(tmp_path, max_shard_size="40KB")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 2 and (tmp_path / "model.safetensors.index.json").is_file()
+    read = []
+    original = loading.hub._load_tensors
+    monkeypatch.setattr(loading.hub, "_load_tensors", lambda path, repair: read.append(path) or original(path, repair))
+    model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
+    assert sorted(p.split("/")[-1] for p in read) == shards
+    with torch.no_grad():
+        assert gap(model(tokens()), hf(tokens()).logits) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["Llama", "GPTNeoX"])
+def test_transformers_4_config_fields(tmp_path, arch):
+    """A config.json written by transformers 4.x (rope_theta, rope_scaling; rotary_pct, rotary_emb_base) gives the
+    config a 5.x one gives."""
+    hf = hf_model(arch)
+    hf.save_pretrained(tmp_path)
+    new = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu").cfg
+    raw = json.loads((tmp_path / "config.json").read_text())
+    rope = raw.pop("rope_parameters")
+    if arch == "Llama":
+        raw["rope_theta"] = rope.pop("rope_theta")
+        raw["rope_scaling"] = rope
+    else:
+        raw.update(rotary_pct=rope["partial_rotary_factor"], rotary_emb_base=rope["rope_theta"])
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    old = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu").cfg
+    assert old.to_dict() == new.to_dict()
+    assert (new.use_NTK_by_parts_rope, new.rotary_base) == ((True, 500000.0) if arch == "Llama" else (False, 10000.0))
+
+
+def test_processing_is_valid_per_family(tmp_path):
+    """No centring around an RMSNorm, no center_unembed under a final soft-cap (a warning when asked), and no
+    refactoring with rotary positions."""
+    hf_model("Gemma2").save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults: left off silently
+        HookedTransformer.from_pretrained(str(tmp_path), device="cpu")
+    with pytest.warns(UserWarning, match="center_unembed is left off.*soft-capped"):
+        HookedTransformer.from_pretrained(str(tmp_path), device="cpu", center_unembed=True)
+    with pytest.warns(UserWarning, match="center_writing_weights is left off.*RMSNorm"):
+        HookedTransformer.from_pretrained(str(tmp_path), device="cpu", center_writing_weights=True)
+    with pytest.raises(ValueError, match="rotary"):
+        HookedTransformer.from_pretrained(str(tmp_path), device="cpu", refactor_factored_attn_matrices=True)
+
+
+def test_unsupported_architecture_lists_the_supported_ones(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                               vocab_size=50)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="BertForMaskedLM is not supported.*LlamaForCausalLM.*GPTNeoXForCausalLM"):
+        HookedTransformer.from_pretrained(str(tmp_path))
+
+
+def test_missing_tensor_is_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    hf_model("Olmo2").save_pretrained(tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    del sd["model.layers.1.self_attn.k_norm.weight"]
+    save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(DamagedFileError, match="layers.1.self_attn.k_norm.weight"):
+        HookedTransformer.from_pretrained(str(tmp_path))
+
+
+VARIANTS = [("Llama", dict(attention_bias=True)),  # biases on q, k, v and o
+            ("Olmo2", dict(num_key_value_heads=2)),  # grouped keys: k_norm over the key/value heads only
+            ("GPTNeoX", dict(use_parallel_residual=False)),  # sequential attention then MLP
+            ("Qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1)),  # layer 1 slides
+            ("Qwen3", dict(num_key_value_heads=4))]  # plain multi-head attention: no grouping
+
+
+@pytest.mark.parametrize("arch, fields", VARIANTS, ids=[f"{a}-{next(iter(f))}" for a, f in VARIANTS])
+def test_config_variants_equal_transformers(tmp_path, arch, fields):
+    hf = hf_model(arch, **fields)
+    hf.save_pretrained(tmp_path)
+    model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
+    with torch.no_grad():
+        assert gap(model(tokens()), hf(tokens()).logits) < 1e-4
+    if arch == "Qwen2":
+        assert model.cfg.attn_types == ["global", "local"] and model.blocks[1].attn.window == 4
+
+
+def test_rotary_layouts_are_the_same_rotation_on_permuted_dimensions():
+    """GPT-J's adjacent pairs (2i, 2i+1) rotate as NeoX's / Llama's (i, i + r/2) once the dimensions are interleaved;
+    the part past rotary_dim is left as it is."""
+    from helpers.config import HookedTransformerConfig
+    from helpers.model import Attention
+
+    common = dict(n_layers=1, d_model=32, n_heads=2, n_ctx=16, positional_embedding_type="rotary", rotary_dim=8,
+                  device="cpu")
+    halves = Attention(HookedTransformerConfig(**common))
+    pairs = Attention(HookedTransformerConfig(**common, rotary_adjacent_pairs=True))
+    x = torch.randn(2, 10, 2, 16)
+    interleave = torch.tensor([0, 4, 1, 5, 2, 6, 3, 7, *range(8, 16)])  # halves layout -> adjacent pairs layout
+    assert torch.allclose(pairs.apply_rotary(x[..., interleave]), halves.apply_rotary(x)[..., interleave], atol=1e-6)
+    assert torch.equal(halves.apply_rotary(x)[..., 8:], x[..., 8:])
+    assert torch.allclose(halves.apply_rotary(x)[:, 0], x[:, 0])  # position 0: no rotation
+    later = halves.apply_rotary(x[:, 4:], offset=4)  # positions 4..9 given apart (a cache's offset)
+    assert torch.allclose(later, halves.apply_rotary(x)[:, 4:], atol=1e-6)
+
+
+def test_logit_lens_and_decomposition_on_a_rotary_rms_model(family):
+    """The ActivationCache's stacks work without learned positions, without resid_mid (GPT-NeoX) and with RMSNorm
+    (no centring): with fold_ln, the direct logit attributions of a full decomposition add up to the logits."""
+    arch, hf, directory = family
+    model = HookedTransformer.from_pretrained(str(directory), device="cpu")
+    toks = tokens()
+    logits, cache = model.run_with_cache(toks)
+    stack, labels = cache.decompose_resid(return_labels=True)
+    assert labels[0] == "embed" and "pos_embed" not in labels
+    assert torch.allclose(stack.sum(0), cache["resid_post", -1], atol=1e-4)
+    accumulated = cache.accumulated_resid(incl_mid=True)
+    assert accumulated.shape[0] == (2 * model.cfg.n_layers if arch != "GPTNeoX" else model.cfg.n_layers) + 1
+    if arch in ("Gemma2",):  # soft-capped logits are not a sum of contributions
+        return
+    target = toks[:, -1]
+    attrs = cache.logit_attrs(stack[:, :, -1], target, pos_slice=-1)
+    expected = logits[torch.arange(toks.shape[0]), -1, target] - model.b_U[target]
+    assert torch.allclose(attrs.sum(0), expected, atol=1e-3)
+
+
+def test_pretrained_config_without_weights(family):
+    arch, hf, directory = family
+    from helpers.loading import get_pretrained_model_config
+
+    cfg = get_pretrained_model_config(str(directory), fold_ln=True)
+    loaded = HookedTransformer.from_pretrained(str(directory), device="cpu").cfg
+    assert cfg.normalization_type == loaded.normalization_type == ("LNPre" if arch == "GPTNeoX" else "RMSPre")
+    assert (cfg.n_layers, cfg.d_head, cfg.rotary_dim, cfg.n_key_value_heads) == (
+        loaded.n_layers, loaded.d_head, loaded.rotary_dim, loaded.n_key_value_heads)
+    from_dict = get_pretrained_model_config(str(directory), hf_cfg=hf.config.to_dict())
+    assert from_dict.original_architecture == CASES[arch][1]
