@@ -133,11 +133,11 @@ class PosEmbed(nn.Module):
         return self.W_pos[:n_pos].repeat(tokens.shape[0], 1, 1)
 
 
-class LayerNormPre(nn.Module):
-    """LayerNorm without weight or bias (``LNPre``: what folding the weights into the next layer leaves): centre,
-    then divide by the scale. The scale and the normalised input are hook points."""
+class RMSNormPre(nn.Module):
+    """RMSNorm without weight (``RMSPre``: what folding the weights into the next layer leaves): divide by the root
+    mean square, with no centring. The scale and the normalised input are hook points."""
 
-    def __init__(self, cfg: HookedTransformerConfig | dict):
+    def __init__(self, cfg: HookedTransformerConfig | dict, length: int | None = None):
         super().__init__()
         cfg = HookedTransformerConfig.unwrap(cfg)
         self.eps = cfg.eps
@@ -145,10 +145,17 @@ class LayerNormPre(nn.Module):
         self.hook_normalized = HookPoint()  # [batch pos (head) length]
 
     def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
-        x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        # hook_normalized: mean 0 and norm sqrt(length), before any learned weight and bias (the classic meaning).
         return self.hook_normalized(x / scale)
+
+
+class LayerNormPre(RMSNormPre):
+    """LayerNorm without weight or bias (``LNPre``: what folding the weights into the next layer leaves): centre,
+    then divide by the scale as RMSNormPre does. The scale and the normalised input are hook points."""
+
+    def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
+        # hook_normalized: mean 0 and norm sqrt(length), before any learned weight and bias (the classic meaning).
+        return super().forward(x - x.mean(-1, keepdim=True))
 
 
 class LayerNorm(LayerNormPre):
@@ -164,22 +171,6 @@ class LayerNorm(LayerNormPre):
 
     def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
         return super().forward(x) * self.w + self.b
-
-
-class RMSNormPre(nn.Module):
-    """RMSNorm without weight (``RMSPre``: what folding the weights into the next layer leaves): divide by the root
-    mean square, with no centring. The scale and the normalised input are hook points."""
-
-    def __init__(self, cfg: HookedTransformerConfig | dict, length: int | None = None):
-        super().__init__()
-        cfg = HookedTransformerConfig.unwrap(cfg)
-        self.eps = cfg.eps
-        self.hook_scale = HookPoint()  # [batch pos (head) 1]
-        self.hook_normalized = HookPoint()  # [batch pos (head) length]
-
-    def forward(self, x: Float[torch.Tensor, "... length"]) -> Float[torch.Tensor, "... length"]:
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale)
 
 
 class RMSNorm(RMSNormPre):
