@@ -14,6 +14,9 @@ language models on a corpus made here, offline, from these sources:
 * ``"narrative_zipf"`` and ``"ioi_zipf"``: paragraphs about people and more varied IOI-like stories, whose
   words and 376 first names follow a Zipf law (function words far more frequent than content words, " John"
   more frequent than " Mary"), with names that open sentences (no leading space);
+* ``"ioi_spread"``: the ``"ioi_zipf"`` stories with introductions that name the two people in different
+  clauses or sentences, words apart (" A was at the park when B arrived."), and more ways to act towards
+  the other person, so that the IOI structure does not depend on "A and B" being side by side;
 * ``"python"``: chunks of the Python standard library source of the running interpreter.
 
 The IOI *evaluation* prompts (helpers.ioi) are built from templates, places and objects that never
@@ -42,7 +45,7 @@ from helpers.ioi import EVAL_OBJECTS, EVAL_PLACES, NAMES, TRAIN_OBJECTS, TRAIN_P
 from helpers.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, gpt2_tokenizer
 
 DEFAULT_MIX = {"ioi": 0.5, "python": 0.25, "narrative": 0.25}
-SOURCES = ("ioi", "ioi_varied", "narrative", "narrative_zipf", "ioi_zipf", "python")
+SOURCES = ("ioi", "ioi_varied", "narrative", "narrative_zipf", "ioi_zipf", "ioi_spread", "python")
 
 # --------------------------------------------------------------------------------------------
 # IOI templates. {A} and {B} are the two names in order of introduction, {S} is the subject
@@ -268,9 +271,20 @@ def _cap(text: str) -> str:
 
 # The words each grammar slot ({person}, {food}, ...) is filled with.
 _SLOT_WORDS = {
-    "person": _PEOPLE, "animal": _ANIMALS, "adj": _ADJS, "feeling": _FEELINGS, "weather": _WEATHER,
-    "time": _TIMES, "colour": _COLOURS, "food": _FOODS, "activity": _ACTIVITIES, "thing": _THINGS,
-    "F": _FURNITURE, "place": TRAIN_PLACES, "P": TRAIN_PLACES, "O": TRAIN_OBJECTS,
+    "person": _PEOPLE,
+    "animal": _ANIMALS,
+    "adj": _ADJS,
+    "feeling": _FEELINGS,
+    "weather": _WEATHER,
+    "time": _TIMES,
+    "colour": _COLOURS,
+    "food": _FOODS,
+    "activity": _ACTIVITIES,
+    "thing": _THINGS,
+    "F": _FURNITURE,
+    "place": TRAIN_PLACES,
+    "P": TRAIN_PLACES,
+    "O": TRAIN_OBJECTS,
 }
 
 
@@ -316,7 +330,7 @@ def _ioi_episode(rng: random.Random, varied: bool = False) -> str:
     action = rng.choice(TRAIN_ACTIONS).format(S=s, IO=io, O=obj)
     if varied and rng.random() < 0.3:
         first = intro.split(" ", 1)[0]
-        lowered = intro if first.strip(",.") in _NAME_SET else first.lower() + intro[len(first):]
+        lowered = intro if first.strip(",.") in _NAME_SET else first.lower() + intro[len(first) :]
         intro = rng.choice(TIME_PHRASES) + rng.choice([", ", " "]) + lowered
     r = rng.random() if varied else 1.0
     if intro.endswith(","):
@@ -380,10 +394,16 @@ def _narrative_document(rng: random.Random) -> str:
 def _doc_stream(kind: str, seed: int) -> Iterator[str]:
     # The seed string names the module this generator first lived in: changing it would change the text.
     rng = random.Random(f"helpers.corpus:{kind}:{seed}")
-    if kind in ("narrative_zipf", "ioi_zipf"):
-        yield from _zipf_documents(_zipf_narrative_document if kind == "narrative_zipf" else _zipf_ioi_document, rng)
-    make = {"ioi": _ioi_document, "ioi_varied": partial(_ioi_document, varied=True),
-            "narrative": _narrative_document}[kind]
+    zipf = {
+        "narrative_zipf": _zipf_narrative_document,
+        "ioi_zipf": _zipf_ioi_document,
+        "ioi_spread": partial(_zipf_ioi_document, spread=True),
+    }
+    if kind in zipf:
+        yield from _zipf_documents(zipf[kind], rng)
+    make = {"ioi": _ioi_document, "ioi_varied": partial(_ioi_document, varied=True), "narrative": _narrative_document}[
+        kind
+    ]
     while True:
         yield make(rng)
 
@@ -443,16 +463,45 @@ Heidi Natasha Sonia Mei Lena Caroline Helena Harriet Florence Eleanor Lydia Mira
 Tara Dana Gina Lori""".split()
 #: Both lists merged, a man and a woman in turn: the rank order of the names.
 FIRST_NAMES = [n for pair in zip(MALE_FIRST_NAMES, FEMALE_FIRST_NAMES, strict=False) for n in pair]
-FIRST_NAMES += MALE_FIRST_NAMES[len(FEMALE_FIRST_NAMES):]
+FIRST_NAMES += MALE_FIRST_NAMES[len(FEMALE_FIRST_NAMES) :]
 _FEMALE = frozenset(FEMALE_FIRST_NAMES)
 
-ZIPF_PLACES = TRAIN_PLACES + """kitchen garage city town classroom clinic shore mountains studio gallery pool mall
+ZIPF_PLACES = (
+    TRAIN_PLACES
+    + """kitchen garage city town classroom clinic shore mountains studio gallery pool mall
 canteen barn field meadow woods valley cottage tower palace temple attic cellar yard courtyard hall arcade""".split()
+)
 ZIPF_OBJECTS = TRAIN_OBJECTS + [
-    "a pen", "a blanket", "a bowl of soup", "a cup of coffee", "a mug", "a plate of cookies", "a comb", "a mirror",
-    "a doll", "a puzzle", "a wallet", "a guitar", "a sweater", "a lamp", "a toy boat", "a ring", "a bracelet",
-    "a postcard", "a magazine", "a poem", "a recipe", "a bunch of flowers", "a loaf of bread", "a jar of honey",
-    "a pair of shoes", "a card", "an envelope", "an old coat", "a bicycle", "a small radio",
+    "a pen",
+    "a blanket",
+    "a bowl of soup",
+    "a cup of coffee",
+    "a mug",
+    "a plate of cookies",
+    "a comb",
+    "a mirror",
+    "a doll",
+    "a puzzle",
+    "a wallet",
+    "a guitar",
+    "a sweater",
+    "a lamp",
+    "a toy boat",
+    "a ring",
+    "a bracelet",
+    "a postcard",
+    "a magazine",
+    "a poem",
+    "a recipe",
+    "a bunch of flowers",
+    "a loaf of bread",
+    "a jar of honey",
+    "a pair of shoes",
+    "a card",
+    "an envelope",
+    "an old coat",
+    "a bicycle",
+    "a small radio",
 ]
 ZIPF_NOUNS = """door car book phone dog window letter box bottle cup key hat coat bike chair desk clock lamp
 cat horse bird boat truck shirt dress fence gate rope basket pencil blanket shelf engine bell flag wheel pocket
@@ -481,56 +530,173 @@ ZIPF_SAID = ["said", "asked", "replied", "answered", "called", "whispered", "sho
 #: characters; {np} a noun phrase, {noun} {adj} {vt} {vi} {adv} {place} {obj} {food} {feeling} {weather}
 #: {line} {said} {Time} words of the lists above.
 ZIPF_FRAMES = [
-    "{A} {vt} {np}.", "{He} {vt} {np}.", "{A} {vi}.", "{He} {vi} {adv}.", "{A} was {feeling}.",
-    "The {noun} was {adj}.", "It was a {adj} {noun}.", "{A} and {B} {vi}.", "{Time}, {A} {vt} {np}.",
-    "{A} {vt} {np} and {vi}.", "{A} went to the {place}.", "{He} looked at the {adj} {noun}.",
-    "There was {np} on the {noun}.", '"{line}," {said} {A}.', '"{line}, {B}," {said} {A}.',
-    "{A} told {B} about the {noun}.", "{His} {noun} was {adj}.", "{A} gave {B} {obj}.",
-    "{He} wanted to see the {place}.", "{A} and {B} talked about the {noun}.", "It was {weather} in the {place}.",
-    "{A} {vt} {np} because {he} was {feeling}.", "When {A} {vi}, {B} {vi}.", "{B} asked {A} where the {noun} was.",
-    "{A} could not find {his} {noun}.", "{A} ate {food} with {B}.", "{He} had {np} in {his} hand.",
-    "{A} came back from the {place} after lunch.", "{A} and {B} were both {feeling}.",
-    "There was {np} near the {place}.", "Every {daytime}, {A} {vi}.", "{A} {vt} {np} every day.",
-    "{A} was talking to {B}.", "{A} was sitting on the {noun}.", "Before dinner, {A} {vt} {np}.",
-    "Late that {daytime}, {he} {vi}.", "A {adj} bird flew over the {place}.",
-    "{A} thought about the {noun} for a long time.", "The {adj} {noun} {vi}.", "{A} {vt} it {adv}.",
-    "{B} was not at the {place}.", "{A} did not like the {noun}.", "Then {he} {vi}.",
-    "{A} met {B} in the {place}.", "{A} {vt} {np} for {B}.", "Everyone {vi}.", "{A} said that the {noun} was {adj}.",
-    "{A} walked over to the {place}.", "{A} asked where {B} was.",
+    "{A} {vt} {np}.",
+    "{He} {vt} {np}.",
+    "{A} {vi}.",
+    "{He} {vi} {adv}.",
+    "{A} was {feeling}.",
+    "The {noun} was {adj}.",
+    "It was a {adj} {noun}.",
+    "{A} and {B} {vi}.",
+    "{Time}, {A} {vt} {np}.",
+    "{A} {vt} {np} and {vi}.",
+    "{A} went to the {place}.",
+    "{He} looked at the {adj} {noun}.",
+    "There was {np} on the {noun}.",
+    '"{line}," {said} {A}.',
+    '"{line}, {B}," {said} {A}.',
+    "{A} told {B} about the {noun}.",
+    "{His} {noun} was {adj}.",
+    "{A} gave {B} {obj}.",
+    "{He} wanted to see the {place}.",
+    "{A} and {B} talked about the {noun}.",
+    "It was {weather} in the {place}.",
+    "{A} {vt} {np} because {he} was {feeling}.",
+    "When {A} {vi}, {B} {vi}.",
+    "{B} asked {A} where the {noun} was.",
+    "{A} could not find {his} {noun}.",
+    "{A} ate {food} with {B}.",
+    "{He} had {np} in {his} hand.",
+    "{A} came back from the {place} after lunch.",
+    "{A} and {B} were both {feeling}.",
+    "There was {np} near the {place}.",
+    "Every {daytime}, {A} {vi}.",
+    "{A} {vt} {np} every day.",
+    "{A} was talking to {B}.",
+    "{A} was sitting on the {noun}.",
+    "Before dinner, {A} {vt} {np}.",
+    "Late that {daytime}, {he} {vi}.",
+    "A {adj} bird flew over the {place}.",
+    "{A} thought about the {noun} for a long time.",
+    "The {adj} {noun} {vi}.",
+    "{A} {vt} it {adv}.",
+    "{B} was not at the {place}.",
+    "{A} did not like the {noun}.",
+    "Then {he} {vi}.",
+    "{A} met {B} in the {place}.",
+    "{A} {vt} {np} for {B}.",
+    "Everyone {vi}.",
+    "{A} said that the {noun} was {adj}.",
+    "{A} walked over to the {place}.",
+    "{A} asked where {B} was.",
 ]
 #: The first sentence of a paragraph: about half of them begin with a name (which then has no leading space).
 ZIPF_PARAGRAPH_OPENERS = [
-    "{A} {vt} {np}.", "{A} was {feeling} that day.", "{A} lived near the {place}.", "{Time}, {A} {vi}.",
-    "{A} and {B} {vi}.", "{A} had {np}.", "It was a {adj} {noun}.", '"{B}!" {said} {A}.', "{A} woke up early.",
-    "The {place} was {adj}.", "There was {np} near the {place}.", "Before dinner, {A} {vt} {np}.",
+    "{A} {vt} {np}.",
+    "{A} was {feeling} that day.",
+    "{A} lived near the {place}.",
+    "{Time}, {A} {vi}.",
+    "{A} and {B} {vi}.",
+    "{A} had {np}.",
+    "It was a {adj} {noun}.",
+    '"{B}!" {said} {A}.',
+    "{A} woke up early.",
+    "The {place} was {adj}.",
+    "There was {np} near the {place}.",
+    "Before dinner, {A} {vt} {np}.",
     "Late that {daytime}, {A} {vi}.",
 ]
 #: IOI-like stories: ways to bring two people together ({A} then {B}), ...
 ZIPF_IOI_INTROS = [
-    "{A} and {B} went to the {P}.", "{A} was at the {P} with {B}.", "{A} met {B} near the {P}.",
-    "{A} and {B} spent the {daytime} at the {P}.", "{A} invited {B} to the {P}.", "{A} and {B} were friends.",
-    "{A} and {B} worked together at the {P}.", "{A} visited {B} at the {P}.", "{A} was waiting for {B} at the {P}.",
-    "{A} and {B} sat on a bench near the {P}.", "{A} drove {B} to the {P}.", "{A} and {B} walked to the {P}.",
-    "{A} called {B}, and they met at the {P}.", "{A} and {B} were at the {P} again.", "{A} joined {B} at the {P}.",
-    "{A} and {B} got to the {P} early.", "{A} and {B} ran to the {P}.", "{A} and {B} came to the {P} by bus.",
-    "{A} and {B} stayed at the {P} for an hour.", "{A} saw {B} at the {P}.",
+    "{A} and {B} went to the {P}.",
+    "{A} was at the {P} with {B}.",
+    "{A} met {B} near the {P}.",
+    "{A} and {B} spent the {daytime} at the {P}.",
+    "{A} invited {B} to the {P}.",
+    "{A} and {B} were friends.",
+    "{A} and {B} worked together at the {P}.",
+    "{A} visited {B} at the {P}.",
+    "{A} was waiting for {B} at the {P}.",
+    "{A} and {B} sat on a bench near the {P}.",
+    "{A} drove {B} to the {P}.",
+    "{A} and {B} walked to the {P}.",
+    "{A} called {B}, and they met at the {P}.",
+    "{A} and {B} were at the {P} again.",
+    "{A} joined {B} at the {P}.",
+    "{A} and {B} got to the {P} early.",
+    "{A} and {B} ran to the {P}.",
+    "{A} and {B} came to the {P} by bus.",
+    "{A} and {B} stayed at the {P} for an hour.",
+    "{A} saw {B} at the {P}.",
+]
+#: ``"ioi_spread"`` only: introductions that name {A} and {B} in different clauses or sentences, words apart.
+ZIPF_IOI_SPREAD_INTROS = [
+    "{A} was at the {P} when {B} arrived.",
+    "{A} got to the {P} first, and {B} arrived soon after.",
+    "{A}, who was {feeling}, met {B} at the {P}.",
+    "{A} went to the {P}. {B} was already there.",
+    "{A} {vt} {np} at the {P}, and {B} {vi}.",
+    "{A} lived near the {P}, and {B} lived across the street.",
+    "{A} stayed at the {P} all {daytime}. Later, {B} joined {him}.",
+    "{A} was {feeling}, so {B} came to the {P}.",
+    "{A} had {np} at the {P}, and {B} wanted to see it.",
+    "When {A} reached the {P}, {B} was waiting outside.",
+    "{A} {vi} at the {P} for a while, and then {B} came over.",
+    "{A} sat near the {P}; {B} sat across from {him}.",
+    "{A} was {feeling} after the trip to the {P}, but {B} was not.",
+    "{A} {vt} {np}. At the {P}, {B} {vi}.",
+    "{A} looked for the {noun} at the {P} until {B} arrived.",
+    "{A} went out to the {P}, and {B} followed.",
+    "{A} waited at the {P}. After a long time, {B} came.",
+    "{A} called from the {P}, and {B} answered.",
+    "{A} was already at the {P}; {B} came by bus a little later.",
+    "{A}, {feeling} and quiet, saw {B} at the {P}.",
+]
+#: ``"ioi_spread"`` only: more ways for {S} to act towards {IO}.
+ZIPF_IOI_SPREAD_ACTIONS = [
+    "{S} passed {O} along to {IO}.",
+    "{S} lent {O} to {IO}.",
+    "{S} brought {O} over to {IO}.",
+    "{S} gave {O} back to {IO}.",
+    "{S} offered {O} to {IO}.",
+    "{S} wanted to give {O} to {IO}.",
+    "{He} quietly gave {O} to {IO}.",
+    "{S} finally handed {O} to {IO}.",
+    "{S} left {O} next to {IO}.",
+    "{S} showed {O} to {IO}.",
+    "{S} threw {O} over to {IO}.",
+    "{S} said thank you to {IO}.",
 ]
 #: ... ways to join the introduction and the action ...
 ZIPF_IOI_LINKS = VARIED_CONNECTIVES + [
-    "When it was time to go, ", "Before they left, ", "A few minutes later, ", "After some time, ", "Meanwhile, ",
+    "When it was time to go, ",
+    "Before they left, ",
+    "A few minutes later, ",
+    "After some time, ",
+    "Meanwhile, ",
 ]
 #: ... and what the subject {S} ({He}: its pronoun) did for the indirect object {IO}.
 ZIPF_IOI_ACTIONS = TRAIN_ACTIONS + [
-    "{S} carried {O} to {IO}.", "{S} delivered {O} to {IO}.", "{S} sent {IO} {O}.", "{S} kindly gave {O} to {IO}.",
-    "{S} quickly passed {O} to {IO}.", "{S} decided to lend {O} to {IO}.", "{S} promised {O} to {IO}.",
-    "{S} left {O} for {IO}.", "{S} explained the plan to {IO}.", "{S} whispered something to {IO}.",
-    "{S} waved goodbye to {IO}.", "{S} then gave {O} to {IO}.", "{He} gave {O} to {IO}.", "{He} handed {O} to {IO}.",
-    "{S} got {O} for {IO}.", "{S} read {O} to {IO}.", "{S} mailed {O} to {IO}.", "{S} slid {O} across to {IO}.",
+    "{S} carried {O} to {IO}.",
+    "{S} delivered {O} to {IO}.",
+    "{S} sent {IO} {O}.",
+    "{S} kindly gave {O} to {IO}.",
+    "{S} quickly passed {O} to {IO}.",
+    "{S} decided to lend {O} to {IO}.",
+    "{S} promised {O} to {IO}.",
+    "{S} left {O} for {IO}.",
+    "{S} explained the plan to {IO}.",
+    "{S} whispered something to {IO}.",
+    "{S} waved goodbye to {IO}.",
+    "{S} then gave {O} to {IO}.",
+    "{He} gave {O} to {IO}.",
+    "{He} handed {O} to {IO}.",
+    "{S} got {O} for {IO}.",
+    "{S} read {O} to {IO}.",
+    "{S} mailed {O} to {IO}.",
+    "{S} slid {O} across to {IO}.",
 ]
 ZIPF_IOI_FILLERS = [
-    "It was {weather} outside.", "They talked for a while.", "{A} was {feeling}.", "{B} looked at the {noun}.",
-    "The {P} was {adj}.", "They ate {food}.", "{A} and {B} laughed.", "Nobody else was there.",
-    "{B} had {np}.", "It was {adj} and {adj2}.",
+    "It was {weather} outside.",
+    "They talked for a while.",
+    "{A} was {feeling}.",
+    "{B} looked at the {noun}.",
+    "The {P} was {adj}.",
+    "They ate {food}.",
+    "{A} and {B} laughed.",
+    "Nobody else was there.",
+    "{B} had {np}.",
+    "It was {adj} and {adj2}.",
 ]
 _PRONOUNS = {False: ("he", "his", "him"), True: ("she", "her", "her")}
 _DAYTIMES = ["day", "morning", "afternoon", "evening", "weekend"]
@@ -548,14 +714,33 @@ class _Zipf:
 
 
 _ZIPF_SLOTS = {
-    "noun": _Zipf(ZIPF_NOUNS), "adj": _Zipf(ZIPF_ADJECTIVES), "adj2": _Zipf(ZIPF_ADJECTIVES),
-    "vt": _Zipf(ZIPF_VERBS), "vi": _Zipf(ZIPF_INTRANSITIVES),
-    "adv": _Zipf(ZIPF_ADVERBS), "Time": _Zipf(ZIPF_TIMES), "line": _Zipf(ZIPF_SPEECH), "said": _Zipf(ZIPF_SAID),
-    "place": _Zipf(ZIPF_PLACES), "P": _Zipf(ZIPF_PLACES), "obj": _Zipf(ZIPF_OBJECTS), "O": _Zipf(ZIPF_OBJECTS),
-    "food": _Zipf(_FOODS), "feeling": _Zipf(_FEELINGS), "weather": _Zipf(_WEATHER), "daytime": _Zipf(_DAYTIMES),
-    "frame": _Zipf(ZIPF_FRAMES), "opener": _Zipf(ZIPF_PARAGRAPH_OPENERS), "name": _Zipf(FIRST_NAMES),
-    "intro": _Zipf(ZIPF_IOI_INTROS), "link": _Zipf(ZIPF_IOI_LINKS), "action": _Zipf(ZIPF_IOI_ACTIONS),
-    "filler": _Zipf(ZIPF_IOI_FILLERS), "det": _Zipf(["the", "a", "his", "this", "that", "one", "another"]),
+    "noun": _Zipf(ZIPF_NOUNS),
+    "adj": _Zipf(ZIPF_ADJECTIVES),
+    "adj2": _Zipf(ZIPF_ADJECTIVES),
+    "vt": _Zipf(ZIPF_VERBS),
+    "vi": _Zipf(ZIPF_INTRANSITIVES),
+    "adv": _Zipf(ZIPF_ADVERBS),
+    "Time": _Zipf(ZIPF_TIMES),
+    "line": _Zipf(ZIPF_SPEECH),
+    "said": _Zipf(ZIPF_SAID),
+    "place": _Zipf(ZIPF_PLACES),
+    "P": _Zipf(ZIPF_PLACES),
+    "obj": _Zipf(ZIPF_OBJECTS),
+    "O": _Zipf(ZIPF_OBJECTS),
+    "food": _Zipf(_FOODS),
+    "feeling": _Zipf(_FEELINGS),
+    "weather": _Zipf(_WEATHER),
+    "daytime": _Zipf(_DAYTIMES),
+    "frame": _Zipf(ZIPF_FRAMES),
+    "opener": _Zipf(ZIPF_PARAGRAPH_OPENERS),
+    "name": _Zipf(FIRST_NAMES),
+    "intro": _Zipf(ZIPF_IOI_INTROS),
+    "link": _Zipf(ZIPF_IOI_LINKS),
+    "action": _Zipf(ZIPF_IOI_ACTIONS),
+    "filler": _Zipf(ZIPF_IOI_FILLERS),
+    "spread_intro": _Zipf(ZIPF_IOI_SPREAD_INTROS),
+    "spread_action": _Zipf(ZIPF_IOI_ACTIONS + ZIPF_IOI_SPREAD_ACTIONS),
+    "det": _Zipf(["the", "a", "his", "this", "that", "one", "another"]),
 }
 
 
@@ -606,17 +791,23 @@ def _zipf_narrative_document(rng: random.Random) -> str:
     return "\n\n".join(paragraphs)
 
 
-def _zipf_ioi_episode(rng: random.Random) -> str:
-    """Two people brought together, maybe a sentence or two, then one of them acts towards the other."""
+def _zipf_ioi_episode(rng: random.Random, spread: bool = False) -> str:
+    """Two people brought together, maybe a sentence or two, then one of them acts towards the other.
+
+    ``spread``: the introduction names them in different clauses (source ``"ioi_spread"``).
+    """
     a, b = _characters(rng, 2)
     s, io = (b, a) if rng.random() < 0.5 else (a, b)
     place = _ZIPF_SLOTS["P"](rng)
-    intro = _zipf_fill(rng, _ZIPF_SLOTS["intro"](rng), a, b, P=place)
+    intro = _zipf_fill(rng, _ZIPF_SLOTS["spread_intro" if spread else "intro"](rng), a, b, P=place)
     if rng.random() < 0.3:
         intro = _ZIPF_SLOTS["Time"](rng) + ", " + intro
-    parts = [intro] + [_zipf_fill(rng, _ZIPF_SLOTS["filler"](rng), a, b, P=place)
-                       for _ in range(rng.choice([0, 0, 1, 1, 2]))]
-    action = _zipf_fill(rng, _ZIPF_SLOTS["action"](rng), s, io, S=s, IO=io, O=_ZIPF_SLOTS["O"](rng))
+    parts = [intro] + [
+        _zipf_fill(rng, _ZIPF_SLOTS["filler"](rng), a, b, P=place) for _ in range(rng.choice([0, 0, 1, 1, 2]))
+    ]
+    action = _zipf_fill(
+        rng, _ZIPF_SLOTS["spread_action" if spread else "action"](rng), s, io, S=s, IO=io, O=_ZIPF_SLOTS["O"](rng)
+    )
     lowered = action if action.startswith(s) else action[0].lower() + action[1:]
     if len(parts) == 1 and rng.random() < 0.25:  # one sentence: "A and B went to the P, then S gave O to IO."
         parts = [intro[:-1] + rng.choice([", then", ", and", ", so"]) + " " + lowered]
@@ -628,9 +819,9 @@ def _zipf_ioi_episode(rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def _zipf_ioi_document(rng: random.Random) -> str:
+def _zipf_ioi_document(rng: random.Random, spread: bool = False) -> str:
     """IOI-like episodes mixed with other sentences about named people; a document may open on a name."""
-    pieces = [_zipf_ioi_episode(rng) for _ in range(rng.choice([1, 1, 2, 2, 3]))]
+    pieces = [_zipf_ioi_episode(rng, spread) for _ in range(rng.choice([1, 1, 2, 2, 3]))]
     for _ in range(rng.choice([0, 1, 1, 2])):
         a, b, c, d = _characters(rng, 4)
         episode = _fill(rng, rng.choice(_NAME_EPISODES), A=a, B=b, C=c, D=d, S=rng.choice([a, b]))
@@ -644,16 +835,28 @@ def _template_prefix_regexes(templates: list[str]) -> list[re.Pattern]:
     patterns = []
     for template in templates:
         prefix = template[: template.index("{S}")]
-        patterns.append(re.compile("".join(re.escape(literal) + (slots[slot] if slot else "")
-                                           for literal, slot in re.findall(r"([^{]*)(?:\{(\w+)\})?", prefix))))
+        patterns.append(
+            re.compile(
+                "".join(
+                    re.escape(literal) + (slots[slot] if slot else "")
+                    for literal, slot in re.findall(r"([^{]*)(?:\{(\w+)\})?", prefix)
+                )
+            )
+        )
     return patterns
 
 
 # The Zipf sources drop any document that contains an evaluation piece (test, validation or out-of-structure):
 # a place or object, even inside a longer word, or the beginning of a template up to its subject.
-_EVAL_PIECES_RE = re.compile("|".join(re.escape(piece) for piece in
-                                      [f"the {p}" for p in EVAL_PLACES + ioi.OUT_OF_STRUCTURE_PLACES]
-                                      + EVAL_OBJECTS + ioi.OUT_OF_STRUCTURE_OBJECTS), re.IGNORECASE)
+_EVAL_PIECES_RE = re.compile(
+    "|".join(
+        re.escape(piece)
+        for piece in [f"the {p}" for p in EVAL_PLACES + ioi.OUT_OF_STRUCTURE_PLACES]
+        + EVAL_OBJECTS
+        + ioi.OUT_OF_STRUCTURE_OBJECTS
+    ),
+    re.IGNORECASE,
+)
 _EVAL_PREFIX_RES = _template_prefix_regexes([t for split in ioi.SPLITS.values() for t in split[0]])
 
 
@@ -669,7 +872,7 @@ def _zipf_documents(make, rng: random.Random) -> Iterator[str]:
 
 
 def zipf_documents(n: int, seed: int = 0, kind: str = "narrative_zipf") -> list[str]:
-    """``n`` documents of the source ``"narrative_zipf"`` or ``"ioi_zipf"``."""
+    """``n`` documents of the source ``"narrative_zipf"``, ``"ioi_zipf"`` or ``"ioi_spread"``."""
     stream = _doc_stream(kind, seed)
     return [next(stream) for _ in range(n)]
 
@@ -781,9 +984,7 @@ def tokenize_documents(docs: list[str]) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     for start in range(0, len(docs), 256):  # small batches: Encoding objects are memory-hungry
         batch = [d.replace(END_OF_TEXT, "") for d in docs[start : start + 256]]
-        out += [
-            np.asarray(e.ids, dtype=np.uint16) for e in backend.encode_batch(batch, add_special_tokens=False)
-        ]
+        out += [np.asarray(e.ids, dtype=np.uint16) for e in backend.encode_batch(batch, add_special_tokens=False)]
     return out
 
 
