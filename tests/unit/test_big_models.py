@@ -447,7 +447,9 @@ def test_the_passes_run_only_from_the_first_position_a_patch_changes():
     finally:
         model.reset_hooks(including_permanent=True)
     assert lengths[0] == 9  # the corrupted run
-    assert lengths[1:] == [5] + [2, 4, 5] * 2  # layer 0: position 4; then positions 7-8 (x2), 5-6 (x2), 4
+    # Layer 0: the patch at position 4 (5 positions). Layers 1 and 2: positions 8 and 7 in one pass (2 positions),
+    # 6 and 5 (4), 4 (5): no pass runs a position before the first one its patches change.
+    assert lengths[1:] == [5] + [2, 4, 5] * 2
     # Before position 4 (and at every position of layer 0 but 4) the patch changes nothing: the corrupted metric.
     corrupted_metric = model(corrupted)[:, -1, 1].mean()
     assert torch.allclose(result.values[:, :4], corrupted_metric, atol=1e-6)
