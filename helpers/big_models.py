@@ -434,15 +434,19 @@ def from_pretrained(cls, model_name: str, checkpoint_index=None, checkpoint_valu
         if offload_folder is None:
             raise ValueError("device_map puts modules on the disk: give offload_folder=<a directory> to hold them.")
         os.makedirs(offload_folder, exist_ok=True)
-    _give(model, done, placement, dtype, offload_folder, offload_index)
+    given = _give(model, done, placement, dtype, offload_folder, offload_index)
     del done
     _release_freed_memory()
     for layer, holder, group in pieces:
-        _give(model, _process(holder, layer, group, source_cfg, processing)[0], placement, dtype, offload_folder,
-              offload_index)
+        given |= _give(model, _process(holder, layer, group, source_cfg, processing)[0], placement, dtype,
+                       offload_folder, offload_index)
         _release_freed_memory()
-    _check_complete(model, offload_index)
-    if device_map is not None:
+    missing = [name for name, _ in model.named_parameters() if name not in given]
+    if missing:
+        raise KeyError(f"The weights file gives no value for {missing}.")
+    if device_map is None:
+        model.to(cfg.device)  # the buffers (the causal mask), built on the CPU; the weights are there already
+    else:
         _dispatch(model, placement, offload_folder, offload_index)
     model.eval()
     return model
@@ -472,8 +476,9 @@ def _empty_model(cls, cfg: HookedTransformerConfig, tokenizer):
         return cls(cfg, tokenizer=tokenizer, move_to_device=False)
 
 
-def _give(model, piece: Piece, placement: dict, dtype: torch.dtype, offload_folder, offload_index) -> None:
-    """Put the tensors of ``piece`` in the model, cast to ``dtype``, each on its device (or on the disk)."""
+def _give(model, piece: Piece, placement: dict, dtype: torch.dtype, offload_folder, offload_index) -> set[str]:
+    """Put the tensors of ``piece`` in the model, cast to ``dtype``, each on its device (or on the disk); their
+    names."""
     from accelerate.utils import offload_weight  # heavy: on demand
 
     here = {}
@@ -487,12 +492,7 @@ def _give(model, piece: Piece, placement: dict, dtype: torch.dtype, offload_fold
     _, unexpected = model.load_state_dict(here, strict=False, assign=True)
     if unexpected:
         raise KeyError(f"The converted weights hold tensors the model does not have: {unexpected}.")
-
-
-def _check_complete(model, offload_index) -> None:
-    missing = [n for n, p in model.named_parameters() if p.is_meta and n not in (offload_index or {})]
-    if missing:
-        raise KeyError(f"The weights file gives no value for {missing}.")
+    return set(piece)
 
 
 def _dispatch(model, device_map: dict, offload_folder, offload_index) -> None:

@@ -190,6 +190,11 @@ def test_from_pretrained_loads_in_the_precision_asked(tmp_path, dtype):
     assert cache["resid_post", 1].dtype == model.cfg.dtype
 
 
+def test_one_device_gets_the_weights_and_the_buffers():
+    model = HookedTransformer.from_pretrained("course-gpt2", device="meta")  # any device but the CPU
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+
+
 def test_a_precision_helpers_does_not_load_in_is_refused(tmp_path):
     with pytest.raises(ValueError, match="torch.bfloat16 or torch.float16"):
         HookedTransformer.from_pretrained("course-gpt2", dtype=torch.int8)
@@ -291,6 +296,12 @@ def test_device_map_auto_and_its_errors(tmp_path):
     _, out = save_gpt2(tmp_path)
     model = HookedTransformer.from_pretrained(out, device_map="auto")
     assert model.hf_device_map == {"": "cpu"} and model.cfg.device == "cpu"
+    # Within max_memory, whole blocks in order; what does not fit goes to the disk.
+    budget = sum(p.numel() * 4 for p in model.parameters()) * 0.7
+    split = HookedTransformer.from_pretrained(out, device_map="sequential", max_memory={"cpu": budget},
+                                              offload_folder=tmp_path / "offload")
+    assert split.hf_device_map["embed"] == "cpu" and split.hf_device_map["unembed"] == "disk"
+    torch.testing.assert_close(split(tokens(d_vocab=100)), model(tokens(d_vocab=100)), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="'blocks.7'.*not modules of this model"):
         HookedTransformer.from_pretrained(out, device_map={"": "cpu", "blocks.7": "cpu"})
     with pytest.raises(ValueError, match="give offload_folder"):
