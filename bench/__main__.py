@@ -9,7 +9,7 @@ import traceback
 
 from bench import core
 
-ITEMS = ("patching", "attribution", "forward", "families", "sae", "import", "load", "notebooks")
+ITEMS = ("patching", "attribution", "forward", "families", "generate", "memory", "sae", "import", "load", "notebooks")
 
 
 def _runner(name: str):
@@ -21,6 +21,10 @@ def _runner(name: str):
         from bench.forward_bench import run
     elif name == "families":
         from bench.forward_bench import run_families as run
+    elif name == "generate":
+        from bench.big_models_bench import run_generate as run
+    elif name == "memory":
+        from bench.big_models_bench import run_memory as run
     elif name == "sae":
         from bench.sae_bench import run
     elif name == "import":
@@ -39,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also execute the notebook series (slow: several minutes)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the in-process items (default: torch's own choice)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time by the wall clock (default) or by the process's CPU time (with --threads 1: less "
+                             "sensitive to other work on the machine)")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help=f"run only these items (repeatable or comma-separated): {', '.join(ITEMS)}")
     args = parser.parse_args(argv)
@@ -60,7 +67,9 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    core.say("helpers benchmark" + ("  (--quick: few repetitions, rough numbers)" if args.quick else ""))
+    core.CLOCK = args.clock
+    core.say("helpers benchmark" + ("  (--quick: few repetitions, rough numbers)" if args.quick else "")
+             + ("  (--clock cpu: times are this process's CPU time)" if args.clock == "cpu" else ""))
     for line in core.machine_lines():
         core.say(line)
     if "notebooks" not in args.items:

@@ -17,6 +17,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: What the timings read: "wall" (time.perf_counter, the default) or "cpu" (time.process_time, this process's CPU
+#: time: on a machine busy with other work, less of the others' load gets in; run with --threads 1, where threads
+#: waiting for each other do not count). Set by ``python -m bench --clock``.
+CLOCK = "wall"
+
+
+def clock() -> float:
+    return time.process_time() if CLOCK == "cpu" else time.perf_counter()
+
 # ------------------------------------------------------------------------------------------------
 # Samples and interleaved timing
 # ------------------------------------------------------------------------------------------------
@@ -66,9 +75,9 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
     for r in range(rounds):
         gc.collect()
         for name in (names if r % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
+            t0 = clock()
             fns[name]()
-            samples[name].times.append(time.perf_counter() - t0)
+            samples[name].times.append(clock() - t0)
         if budget_s is not None and r + 1 >= min_rounds and time.perf_counter() - start > budget_s:
             break
     return samples

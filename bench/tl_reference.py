@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bench import core
 from bench.core import REPO, Samples
 
 SKIP_REASON = ("set TL_PYTHON to a Python with transformer_lens==3.5.1 (e.g. a scratch venv: "
@@ -35,9 +36,11 @@ class TLWorker:
         self.tmp = tempfile.TemporaryDirectory(prefix="bench-tl-")
         # -I: the script directory (bench/, whose profile.py would shadow the stdlib) stays off sys.path
         # TQDM_DISABLE: TransformerLens' patching functions draw progress bars on stderr, one per map.
+        # BENCH_THREADS, BENCH_CLOCK: the same torch threads and clock as this process (--threads, --clock).
         self.proc = subprocess.Popen([python, "-I", str(REPO / "bench" / "tl_worker.py")], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=self.tmp.name,
-                                     env={**os.environ, "TQDM_DISABLE": "1"})
+                                     env={**os.environ, "TQDM_DISABLE": "1", "BENCH_CLOCK": core.CLOCK,
+                                          "BENCH_THREADS": str(torch.get_num_threads())})
         self.version = "?"
 
     def _ask(self, **request) -> dict:
@@ -87,9 +90,9 @@ def interleaved_with_tl(ours: dict[str, Callable[[], object]], worker: TLWorker,
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             if name in ours:
-                t0 = time.perf_counter()
+                t0 = core.clock()
                 ours[name]()
-                samples[name].times.append(time.perf_counter() - t0)
+                samples[name].times.append(core.clock() - t0)
             else:
                 samples[name].times.append(worker.run(theirs[name])[0])
         if r + 1 >= min_rounds and time.perf_counter() - start > budget_s:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import sys
 import time
 
@@ -21,6 +22,9 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig, patching
 
 torch.set_grad_enabled(False)
+if os.environ.get("BENCH_THREADS"):
+    torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+CLOCK = time.process_time if os.environ.get("BENCH_CLOCK") == "cpu" else time.perf_counter
 STATE: dict = {}
 
 
@@ -48,9 +52,9 @@ def run(what: str, out: str) -> dict:
         "forward": lambda: model(corrupted),
         "run_with_cache": lambda: model.run_with_cache(corrupted)[0],
     }[what]
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     result = fn()
-    seconds = time.perf_counter() - t0
+    seconds = CLOCK() - t0
     torch.save(result.detach().clone() if what in ("resid_pre", "head_out_all_pos") else result[:, -1], out)
     return {"seconds": seconds}
 

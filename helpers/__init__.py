@@ -10,6 +10,7 @@ from helpers.config import HookedTransformerConfig
 from helpers.factored_matrix import FactoredMatrix
 from helpers.hook_points import HookedRootModule, HookPoint
 from helpers.model import HookedTransformer
+from helpers.past_key_value_caching import HookedTransformerKeyValueCache, TransformerLensKeyValueCache
 
 __all__ = [
     "ActivationCache",
@@ -18,5 +19,7 @@ __all__ = [
     "HookedRootModule",
     "HookedTransformer",
     "HookedTransformerConfig",
+    "HookedTransformerKeyValueCache",
+    "TransformerLensKeyValueCache",
     "utils",
 ]

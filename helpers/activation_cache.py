@@ -24,6 +24,12 @@ FLAG_HOOKS = {"attn.hook_result": "use_attn_result", "hook_q_input": "use_split_
               "hook_attn_in": "use_attn_in", "hook_mlp_in": "use_hook_mlp_in"}
 
 
+def _together(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The parts on the device of the first: a model spread over devices (device_map) caches each layer's
+    activations where that layer runs."""
+    return [p.to(parts[0].device) for p in parts]
+
+
 def _take(x: torch.Tensor, selection, dim: int = -2, what: str = "pos_slice") -> torch.Tensor:
     """Apply a selection ``what`` along ``dim``, by default the position one: a ``utils.Slice``, or what it takes
     (None, an int, which removes the dimension, a tuple ``(start, stop[, step])`` or a slice, a list / tensor of
@@ -146,7 +152,7 @@ class ActivationCache:
                 if not (self.model.cfg.attn_only or self.model.cfg.parallel_attn_mlp):  # parallel: no resid_mid
                     parts.append(self["resid_mid", i])
                     labels.append(f"{i}_mid")
-        return self._finish_stack(_take(torch.stack(parts), pos_slice), labels, layer, pos_slice=pos_slice,
+        return self._finish_stack(_take(torch.stack(_together(parts)), pos_slice), labels, layer, pos_slice=pos_slice,
                                   incl_remainder=False, apply_ln=apply_ln, return_labels=return_labels,
                                   mlp_input=mlp_input)
 
@@ -176,7 +182,7 @@ class ActivationCache:
         if mlp_input and layer < cfg.n_layers and mode in ("all", "attn") and not cfg.parallel_attn_mlp:
             parts.append(self["attn_out", layer])
             labels.append(f"{layer}_attn_out")
-        return self._finish_stack(_take(torch.stack(parts), pos_slice), labels, layer, pos_slice=pos_slice,
+        return self._finish_stack(_take(torch.stack(_together(parts)), pos_slice), labels, layer, pos_slice=pos_slice,
                                   incl_remainder=False, apply_ln=apply_ln, return_labels=return_labels,
                                   mlp_input=mlp_input)
 
@@ -201,7 +207,7 @@ class ActivationCache:
         parts = [_take(einops.rearrange(self._head_results(i), "... head d -> head ... d"), pos_slice)
                  for i in range(layer)]
         labels = [f"L{i}H{h}" for i in range(layer) for h in range(self.model.cfg.n_heads)]
-        stack = torch.cat(parts) if parts else self._empty_stack(pos_slice)
+        stack = torch.cat(_together(parts)) if parts else self._empty_stack(pos_slice)
         return self._finish_stack(stack, labels, layer, pos_slice=pos_slice, incl_remainder=incl_remainder,
                                   apply_ln=apply_ln, return_labels=return_labels)
 
@@ -211,7 +217,7 @@ class ActivationCache:
         biases, embeddings...) and apply the LayerNorm scale; return the stack (and its labels)."""
         if incl_remainder:
             resid = _take(self["resid_post", layer - 1] if layer > 0 else self["resid_pre", 0], pos_slice)
-            stack = torch.cat([stack, (resid - stack.sum(0))[None]])
+            stack = torch.cat([stack, (resid.to(stack.device) - stack.sum(0))[None]])
             labels = [*labels, "remainder"]
         if apply_ln:
             stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice, mlp_input=mlp_input)
@@ -232,7 +238,7 @@ class ActivationCache:
             neurons = _take(torch.arange(W_out.shape[0]), neuron_slice, dim=0, what="neuron_slice").reshape(-1)
             parts.append(einops.einsum(post[..., neurons], W_out[neurons], "... n, n d -> n ... d"))
             labels += [f"L{i}N{n}" for n in neurons.tolist()]
-        stack = torch.cat(parts) if parts else self._empty_stack(pos_slice)
+        stack = torch.cat(_together(parts)) if parts else self._empty_stack(pos_slice)
         return self._finish_stack(stack, labels, layer, pos_slice=pos_slice, incl_remainder=incl_remainder,
                                   apply_ln=apply_ln, return_labels=return_labels)
 
@@ -260,7 +266,7 @@ class ActivationCache:
         scale = _take(scale, pos_slice)
         if self.has_batch_dim:
             scale = _take(scale, batch_slice, dim=0, what="batch_slice")
-        return residual_stack / scale
+        return residual_stack / scale.to(residual_stack.device)
 
     def logit_attrs(self, residual_stack: Stack, tokens, incorrect_tokens=None, pos_slice=None,
                     batch_slice=None,
@@ -274,7 +280,7 @@ class ActivationCache:
             directions = directions - self._directions(incorrect_tokens)
         scaled = self.apply_ln_to_stack(residual_stack, layer=None, pos_slice=pos_slice,
                                         batch_slice=batch_slice, has_batch_dim=has_batch_dim)
-        return (scaled * directions).sum(-1)
+        return (scaled * directions.to(scaled.device)).sum(-1)
 
     def _directions(self, tokens) -> torch.Tensor:
         if isinstance(tokens, str | int):

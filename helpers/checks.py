@@ -272,9 +272,11 @@ def hook_output(new, old: torch.Tensor, fn, hook_name: str) -> torch.Tensor | No
         raise TypeError(f"{where} returned a tensor of dtype {new.dtype}, but the activation has dtype {old.dtype}. "
                         f"Return a tensor of the activation's dtype (e.g. new.to(activation.dtype)).")
     if new.device != old.device:
-        raise ValueError(f"{where} returned a tensor on device {new.device}, but the activation is on "
-                         f"{old.device}. Return a tensor on the activation's device (e.g. "
-                         "new.to(activation.device)).")
+        if new.is_meta:  # no values to move
+            raise ValueError(f"{where} returned a tensor on device {new.device}, but the activation is on "
+                             f"{old.device}. Return a tensor on the activation's device (e.g. "
+                             "new.to(activation.device)).")
+        new = new.to(old.device)  # a model spread over devices (device_map): the replacement follows the activation
     return new
 
 

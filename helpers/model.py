@@ -36,11 +36,12 @@ from jaxtyping import Float, Int
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers import checks, loading, utils, weights
+from helpers import big_models, checks, utils, weights
 from helpers.activation_cache import ActivationCache
 from helpers.config import ACTIVATIONS, HookedTransformerConfig
 from helpers.factored_matrix import FactoredMatrix
 from helpers.hook_points import HookedRootModule, HookPoint
+from helpers.past_key_value_caching import HookedTransformerKeyValueCache
 from helpers.tokenizer import gpt2_tokenizer
 
 Resid = Float[torch.Tensor, "batch pos d_model"]  # the residual stream, or what is added to it
@@ -70,7 +71,9 @@ def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
     NaN query can give a finite row), so both paths pass z through here and agree; finite entries are
     unchanged."""
     keys = k.sum(-1, keepdim=True, dtype=torch.float32)
-    rows = q.sum(-1, keepdim=True, dtype=torch.float32) + (keys.cumsum(1) if causal else keys.sum(1, keepdim=True))
+    # With a key/value cache the queries are the last q.shape[1] of the k.shape[1] positions.
+    past = keys.cumsum(1)[:, k.shape[1] - q.shape[1]:] if causal else keys.sum(1, keepdim=True)
+    rows = q.sum(-1, keepdim=True, dtype=torch.float32) + past
     return z + (rows * 0).to(z.dtype) + (v.sum(1, keepdim=True, dtype=torch.float32) * 0).to(z.dtype)
 
 
@@ -125,12 +128,13 @@ class PosEmbed(nn.Module):
         cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype))
 
-    def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Resid:
-        n_pos = tokens.shape[-1]
+    def forward(self, tokens: Int[torch.Tensor, "batch pos"], past_kv_pos_offset: int = 0) -> Resid:
+        """The positions of tokens [batch pos]; with a key/value cache, positions ``past_kv_pos_offset`` onwards."""
+        n_pos = tokens.shape[-1] + past_kv_pos_offset
         if n_pos > self.W_pos.shape[0]:
             raise ValueError(f"Input has {n_pos} tokens but the model's context is {self.W_pos.shape[0]}.")
         # A copy, not a view of W_pos: hooks may edit hook_pos_embed in place.
-        return self.W_pos[:n_pos].repeat(tokens.shape[0], 1, 1)
+        return self.W_pos[past_kv_pos_offset:n_pos].repeat(tokens.shape[0], 1, 1)
 
 
 class RMSNormPre(nn.Module):
@@ -202,6 +206,11 @@ def make_post_norm(cfg: HookedTransformerConfig) -> nn.Module:
     if cfg.normalization_type is None:
         return nn.Identity()
     return RMSNorm(cfg) if cfg.normalization_type.startswith("RMS") else LayerNorm(cfg)
+
+
+def _past_length(past_kv_cache_entry) -> int:
+    """The number of positions a layer's key/value cache holds (0 without one): the new positions come after."""
+    return 0 if past_kv_cache_entry is None else past_kv_cache_entry.past_keys.shape[1]
 
 
 class Attention(nn.Module):
@@ -289,37 +298,45 @@ class Attention(nn.Module):
         rotated = x_rot * cos + flipped * sin
         return rotated if r == x.shape[-1] else torch.cat((rotated, x[..., r:]), dim=-1)
 
-    def _qk_norm_and_rotary(self, x: torch.Tensor, norm: str, hook: str) -> torch.Tensor:
+    def _qk_norm_and_rotary(self, x: torch.Tensor, norm: str, hook: str, offset: int = 0) -> torch.Tensor:
         """q or k [batch pos head d_head] after hook_q / hook_k: its norm (q_norm / k_norm, use_qk_norm), then its
-        rotation through hook_rot_q / hook_rot_k. The identity for the classic models."""
+        rotation to positions ``offset`` + 0, 1, ... through hook_rot_q / hook_rot_k. The identity for the classic
+        models."""
         if self.cfg.use_qk_norm:
             x = getattr(self, norm)(x) if self.cfg.qk_norm_per_head else getattr(self, norm)(x.flatten(-2)).view(
                 x.shape)
         if self.cfg.positional_embedding_type == "rotary":
-            x = getattr(self, hook)(self.apply_rotary(x))
+            x = getattr(self, hook)(self.apply_rotary(x, offset))
         return x
 
     @staticmethod
     def _project(x: torch.Tensor, W: torch.Tensor,
                  b: torch.Tensor) -> Float[torch.Tensor, "batch pos head d_head"]:
         """x is [batch pos d_model], or [batch pos head d_model] when each head has its own input."""
+        if x.ndim == 3 and x.shape[1] == 1:
+            # One position (a step of generation with a key/value cache): one product per head reads W in place,
+            # where the einsum would first copy it to [d_model head*d_head], which takes as long as the product.
+            return (x.reshape(1, -1, x.shape[-1]) @ W).transpose(0, 1).reshape(*x.shape[:2], *b.shape) + b
         if x.ndim == 3:
             return torch.einsum("bpd,hde->bphe", x, W) + b
         return torch.einsum("bphd,hde->bphe", x, W) + b
 
-    def _keys_and_values(self, key_input: torch.Tensor,
-                         value_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k and v [batch pos head d_head], through hook_k and hook_v."""
+    def _keys_and_values(self, key_input: torch.Tensor, value_input: torch.Tensor,
+                         past_kv_cache_entry=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """k and v [batch pos head d_head], through hook_k and hook_v (k rotated to the positions after the cached
+        ones), then after the cached ones, if any."""
         k = self._qk_norm_and_rotary(self.hook_k(self._project(key_input, self.W_K, self.b_K)), "k_norm",
-                                     "hook_rot_k")
+                                     "hook_rot_k", _past_length(past_kv_cache_entry))
         v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
-        return k, v
+        return (k, v) if past_kv_cache_entry is None else past_kv_cache_entry.append(k, v)
 
     def forward(self, query_input: torch.Tensor, key_input: torch.Tensor,
-                value_input: torch.Tensor) -> Resid:
+                value_input: torch.Tensor, past_kv_cache_entry=None) -> Resid:
+        """``past_kv_cache_entry`` (helpers.past_key_value_caching): the inputs are the new positions; the cached
+        keys and values come before theirs, and each new position reads them."""
         q = self.hook_q(self._project(query_input, self.W_Q, self.b_Q))
-        q = self._qk_norm_and_rotary(q, "q_norm", "hook_rot_q")
-        k, v = self._keys_and_values(key_input, value_input)
+        q = self._qk_norm_and_rotary(q, "q_norm", "hook_rot_q", _past_length(past_kv_cache_entry))
+        k, v = self._keys_and_values(key_input, value_input, past_kv_cache_entry)
 
         pattern = None
         soft_cap = self.cfg.attn_scores_soft_cap  # > 0: no fused kernel takes it, the scores are computed here
@@ -327,19 +344,22 @@ class Attention(nn.Module):
             scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)  # in place: one [b h q k] buffer
             if soft_cap > 0:
                 scores = torch.tanh(scores / soft_cap) * soft_cap
-            if self.is_causal:
-                scores.masked_fill_(~self._causal_mask(scores.shape[-1]), float("-inf"))
+            if self.is_causal:  # the queries are the last positions (all of them without a cache)
+                n = scores.shape[-1]
+                scores.masked_fill_(~self._causal_mask(n)[n - scores.shape[-2]:], float("-inf"))
             pattern = self.hook_pattern(F.softmax(self.hook_attn_scores(scores), dim=-1))
         if pattern is not None and (soft_cap > 0 or not (self.hook_attn_scores.only_read()
                                                          and self.hook_pattern.only_read())):
             z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)  # a hook may have changed the pattern: z follows it
         else:  # PyTorch's fused attention: the z of an unhooked forward, to the bit, with or without a cache
-            n = q.shape[1]
+            n_q, n = q.shape[1], k.shape[1]
             window = self.is_causal and self.window is not None and n > self.window  # the sliding window's mask
-            z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               attn_mask=self._causal_mask(n) if window else None,
-                                               is_causal=self.is_causal and not window,
-                                               scale=1 / self.attn_scale).transpose(1, 2)
+            causal, mask = self.is_causal, None
+            if window or (causal and n != n_q):  # is_causal would align the queries with the first keys
+                causal = False
+                mask = self._causal_mask(n)[n - n_q:] if window or n_q > 1 else None  # one query reads every key
+            z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                               is_causal=causal, scale=1 / self.attn_scale).transpose(1, 2)
         # On the CPU, checking is cheaper than spreading; elsewhere, spreading does not wait for the device.
         if z.device.type != "cpu" or not torch.isfinite(q.sum(dtype=torch.float32) + k.sum(dtype=torch.float32)
                                                          + v.sum(dtype=torch.float32)):
@@ -378,16 +398,18 @@ class GroupedQueryAttention(Attention):
 
     W_K, W_V, b_K, b_V = (_per_query_head(name) for name in ("W_K", "W_V", "b_K", "b_V"))
 
-    def _keys_and_values(self, key_input: torch.Tensor,
-                         value_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k and v through hook_k and hook_v with the key/value heads [batch pos kv_head d_head], then repeated
-        for the query heads of each group [batch pos head d_head]; with cfg.ungroup_grouped_query_attention,
-        repeated first (the hooks see one per query head)."""
+    def _keys_and_values(self, key_input: torch.Tensor, value_input: torch.Tensor,
+                         past_kv_cache_entry=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """k and v through hook_k and hook_v with the key/value heads [batch pos kv_head d_head] (then after the
+        cached ones), then repeated for the query heads of each group [batch pos head d_head]; with
+        cfg.ungroup_grouped_query_attention, repeated first (the hooks see one per query head)."""
         if self.cfg.ungroup_grouped_query_attention:
-            return super()._keys_and_values(key_input, value_input)
+            return super()._keys_and_values(key_input, value_input, past_kv_cache_entry)
         k = self.hook_k(self._project(key_input, self._W_K, self._b_K))
-        k = self._qk_norm_and_rotary(k, "k_norm", "hook_rot_k")
+        k = self._qk_norm_and_rotary(k, "k_norm", "hook_rot_k", _past_length(past_kv_cache_entry))
         v = self.hook_v(self._project(value_input, self._W_V, self._b_V))
+        if past_kv_cache_entry is not None:
+            k, v = past_kv_cache_entry.append(k, v)
         return k.repeat_interleave(self.repeat_kv_heads, dim=2), v.repeat_interleave(self.repeat_kv_heads, dim=2)
 
 
@@ -477,10 +499,13 @@ class TransformerBlock(nn.Module):
         self.hook_mlp_out = HookPoint()  # [batch pos d_model]
         self.hook_resid_post = HookPoint()  # [batch pos d_model]
 
-    def forward(self, resid_pre: Resid, shortformer_pos_embed: Resid | None = None) -> Resid:
-        """``shortformer_pos_embed``: the positions a "shortformer" model adds to the queries' and keys' inputs."""
+    def forward(self, resid_pre: Resid, shortformer_pos_embed: Resid | None = None,
+                past_kv_cache_entry=None) -> Resid:
+        """``shortformer_pos_embed``: the positions a "shortformer" model adds to the queries' and keys' inputs;
+        ``past_kv_cache_entry``: this layer's key/value cache (see Attention.forward)."""
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.attn(*self._attn_inputs(resid_pre, shortformer_pos_embed))
+        attn_out = self.attn(*self._attn_inputs(resid_pre, shortformer_pos_embed),
+                             past_kv_cache_entry=past_kv_cache_entry)
         if hasattr(self, "ln1_post"):
             attn_out = self.ln1_post(attn_out)
         attn_out = self.hook_attn_out(attn_out)
@@ -611,24 +636,27 @@ class HookedTransformer(HookedRootModule):
         """GPT-2-style init: weight matrices ~ N(0, initializer_range), biases 0, LayerNorm weights 1."""
         generator = torch.Generator().manual_seed(self.cfg.seed) if self.cfg.seed is not None else None
         for name, param in self.named_parameters():
+            if param.is_meta:  # built empty, for weights to come (helpers.big_models)
+                continue
             if name.split(".")[-1].lstrip("_").startswith("W_"):  # _W_K, _W_V: grouped-query attention's
                 with torch.no_grad():
                     param.copy_(torch.randn(param.shape, generator=generator) * self.cfg.initializer_range)
 
     # ----- forward pass -----------------------------------------------------------------------
 
-    def input_to_embed(self, input, prepend_bos: bool | None = None) -> tuple[Resid, Int[torch.Tensor, "batch pos"],
-                                                                           Resid | None, None]:
+    def input_to_embed(self, input, prepend_bos: bool | None = None,
+                       past_kv_cache=None) -> tuple[Resid, Int[torch.Tensor, "batch pos"], Resid | None, None]:
         """``(residual, tokens, shortformer_pos_embed, attention_mask)``: the residual stream entering block 0 (the
         token embeddings plus the positions, through hook_embed and hook_pos_embed) and the tokens of ``input``.
         A "shortformer" model does not add its positions to the stream: they come third, for the queries' and keys'
         inputs (else None). attention_mask is always None: batches are padded on the right, where the causal mask
-        is enough. ``model(residual, start_at_layer=0, tokens=tokens, shortformer_pos_embed=...)`` goes on."""
+        is enough. ``model(residual, start_at_layer=0, tokens=tokens, shortformer_pos_embed=...)`` goes on. With
+        ``past_kv_cache``, the tokens come after the cached positions and get the positions that follow them."""
         tokens = self._input_tokens(input, prepend_bos)
         embed = self.hook_embed(self.embed(tokens))
-        if self.cfg.positional_embedding_type == "rotary":
+        if self.cfg.positional_embedding_type == "rotary":  # the positions are in each layer's q and k
             return embed, tokens, None, None
-        pos_embed = self.hook_pos_embed(self.pos_embed(tokens))
+        pos_embed = self.hook_pos_embed(self.pos_embed(tokens, self.get_pos_offset(past_kv_cache, tokens.shape[0])))
         if self.cfg.positional_embedding_type == "shortformer":
             return embed, tokens, pos_embed, None
         return embed + pos_embed, tokens, None, None
@@ -636,7 +664,8 @@ class HookedTransformer(HookedRootModule):
     def forward(self, input, return_type: str | None = "logits", loss_per_token: bool = False,
                 prepend_bos: bool | None = None, stop_at_layer: int | None = None,
                 start_at_layer: int | None = None, tokens: Int[torch.Tensor, "batch pos"] | None = None,
-                shortformer_pos_embed: Resid | None = None, attention_mask: torch.Tensor | None = None):
+                shortformer_pos_embed: Resid | None = None, attention_mask: torch.Tensor | None = None,
+                past_kv_cache=None):
         """Run the model.
 
         input: a string, a list of strings (padded) or tokens [batch pos]. With ``start_at_layer``,
@@ -646,6 +675,9 @@ class HookedTransformer(HookedRootModule):
         return_type: "logits", "loss", "both" (logits, loss) or None.
         stop_at_layer: return the residual stream entering block ``stop_at_layer`` (negative: from the end).
         attention_mask: accepted for the classic signature when it masks nothing (all ones).
+        past_kv_cache: a ``HookedTransformerKeyValueCache`` (helpers.past_key_value_caching): ``input`` holds the
+        positions after the cached ones, which each attention layer reads from the cache (and adds the new ones to,
+        unless it is frozen). The hooks see the new positions only.
         """
         checks.forward(return_type, start_at_layer, stop_at_layer, self.cfg.n_layers)
         if attention_mask is not None and not bool(torch.as_tensor(attention_mask).all()):
@@ -653,14 +685,21 @@ class HookedTransformer(HookedRootModule):
                              "future, so it takes no padding mask. Pad on the right (to_tokens does), or run "
                              "prompts of different lengths one at a time.")
         if start_at_layer is None:
-            residual, tokens, shortformer_pos_embed, _ = self.input_to_embed(input, prepend_bos)
+            residual, tokens, shortformer_pos_embed, _ = self.input_to_embed(input, prepend_bos, past_kv_cache)
         else:
             checks.residual(input, self.cfg.d_model, start_at_layer)
             residual = input
             if self.cfg.positional_embedding_type == "shortformer" and shortformer_pos_embed is None:
-                shortformer_pos_embed = self.pos_embed(residual[..., 0])  # only the [batch pos] shape is read
-        for block in self.blocks[start_at_layer:stop_at_layer]:
-            residual = block(residual, shortformer_pos_embed)
+                shortformer_pos_embed = self.pos_embed(residual[..., 0],  # only the [batch pos] shape is read
+                                                       self.get_pos_offset(past_kv_cache, residual.shape[0]))
+        if past_kv_cache is None:
+            for block in self.blocks[start_at_layer:stop_at_layer]:
+                residual = block(residual, shortformer_pos_embed)
+        else:
+            past_kv_cache.append_attention_mask(torch.ones(residual.shape[:2], dtype=torch.int))
+            layers = range(self.cfg.n_layers)[start_at_layer:stop_at_layer]
+            for layer, block in zip(layers, self.blocks[start_at_layer:stop_at_layer], strict=True):
+                residual = block(residual, shortformer_pos_embed, past_kv_cache_entry=past_kv_cache[layer])
         if stop_at_layer is not None:
             return residual
 
@@ -809,9 +848,11 @@ class HookedTransformer(HookedRootModule):
 
         return_type "input" returns the same kind as the input (a string for a string), "str" or "tokens".
         stop_at_eos: a sequence ends at ``eos_token_id`` (by default the tokenizer's; a list: any of them), and
-        is padded with it while the others go on. use_past_kv_cache is accepted for the classic signature:
-        every step runs the whole sequence again (no cache), which gives the same tokens, and the hooks see
-        every position at every step.
+        is padded with it while the others go on. use_past_kv_cache: keep the keys and values of the positions
+        already run (a HookedTransformerKeyValueCache), so that each step runs the new token only; the hooks see
+        the prompt's positions at the first step, then the new position at each step. Without it (and once the
+        text is longer than n_ctx, where the window slides, or for bidirectional attention) each step runs the
+        whole sequence again. Both give the same tokens.
         """
         as_str = isinstance(input, str)
         checks.generate(max_new_tokens, return_type)
@@ -830,8 +871,16 @@ class HookedTransformer(HookedRootModule):
         # With seed, a private generator; without, torch's global one (so torch.manual_seed applies).
         generator = torch.Generator(device=tokens.device).manual_seed(seed) if seed is not None else None
         finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        cache = None
+        if use_past_kv_cache and self.cfg.attention_dir == "causal":
+            cache = HookedTransformerKeyValueCache.init_cache(self.cfg, self.cfg.device, tokens.shape[0])
         for step in tqdm(range(max_new_tokens), disable=not verbose):
-            logits = self(checks.context_window(tokens, self.cfg.n_ctx, step))[:, -1, :]
+            if cache is not None and tokens.shape[1] > self.cfg.n_ctx:
+                cache = None  # the window slides: every position moves, the cached keys no longer fit
+            if cache is None:
+                logits = self._last_logits(checks.context_window(tokens, self.cfg.n_ctx, step))
+            else:
+                logits = self._last_logits(tokens if step == 0 else tokens[:, -1:], cache)
             if do_sample and temperature > 0:
                 next_token = utils.sample_logits(logits, top_k=top_k, top_p=top_p, temperature=temperature,
                                                  generator=generator)
@@ -849,6 +898,23 @@ class HookedTransformer(HookedRootModule):
         bos = as_str and utils.override_or_use_default_value(self.cfg.default_prepend_bos, prepend_bos)
         text = self.to_string(tokens[:, 1:] if bos else tokens)
         return text[0] if as_str and return_type == "input" else text
+
+    def _last_logits(self, tokens: Int[torch.Tensor, "batch pos"],
+                     past_kv_cache=None) -> Float[torch.Tensor, "batch d_vocab"]:
+        """The logits of the last position (every hook runs on every position; only the last is unembedded)."""
+        residual = self(tokens, stop_at_layer=self.cfg.n_layers, past_kv_cache=past_kv_cache)
+        return self.unembed(self.ln_final(residual)[:, -1:])[:, 0]
+
+    def get_pos_offset(self, past_kv_cache, batch_size: int) -> int:
+        """How many positions ``past_kv_cache`` holds (0 for None): where new tokens start."""
+        if past_kv_cache is None:
+            return 0
+        cached = next((e.past_keys.shape[0] for e in past_kv_cache.entries if e.past_keys.shape[1]), batch_size)
+        if cached != batch_size:
+            raise ValueError(f"past_kv_cache holds a batch of {cached} sequences, but the input has {batch_size}: "
+                             "continue each cached sequence, or start a new cache (HookedTransformerKeyValueCache."
+                             "init_cache(model.cfg, model.cfg.device, batch_size)).")
+        return past_kv_cache.pos_offset
 
     # ----- weights, stacked over layers ---------------------------------------------------------
 
@@ -920,7 +986,8 @@ class HookedTransformer(HookedRootModule):
 
     @classmethod
     def from_pretrained(cls, model_name: str, checkpoint_index: int | None = None,
-                        checkpoint_value: int | None = None, hf_model=None, tokenizer=None,
+                        checkpoint_value: int | None = None, hf_model=None, tokenizer=None, device_map=None,
+                        max_memory: dict | None = None, offload_folder: str | None = None,
                         **kwargs) -> HookedTransformer:
         """Load a model by name (see helpers.loading.MODELS): real ones from the Hub, the course's from data/.
 
@@ -931,13 +998,16 @@ class HookedTransformer(HookedRootModule):
         ``hf_model``: a transformers model of yours (GPT-2, Llama, Mistral, Qwen 2/3, Gemma 1/2, GPT-NeoX, OLMo 2;
         fine-tuned...) whose weights replace the Hub's; ``model_name`` may also be a directory written by
         ``save_pretrained``. ``tokenizer`` replaces the model's.
+
+        Bigger models (helpers.big_models): ``dtype`` torch.float32 (default), torch.bfloat16 or torch.float16; the
+        model is built on the meta device and each weight reaches it once. ``device_map`` places its modules with
+        Hugging Face accelerate: a dict {module name: device} ({"embed": 0, "blocks.0": 0, ..., "unembed": 1}; a
+        device is a GPU index, "cpu", or "disk" with ``offload_folder``), or "auto" within ``max_memory``.
         """
         processing, cfg_overrides = weights.split_processing(kwargs)
-        cfg, state_dict, own_tokenizer = loading.load_pretrained(model_name, checkpoint_index, checkpoint_value,
-                                                                 hf_model=hf_model, **cfg_overrides)
-        model = cls(cfg, tokenizer=tokenizer if tokenizer is not None else own_tokenizer)
-        model.load_and_process_state_dict(state_dict, **processing)
-        model.eval()
+        model = big_models.from_pretrained(cls, model_name, checkpoint_index, checkpoint_value, hf_model,
+                                           tokenizer, processing, device_map, max_memory, offload_folder,
+                                           **cfg_overrides)
         print(f"Loaded pretrained model {model_name} into HookedTransformer")
         return model
 

@@ -563,11 +563,13 @@ def feature_dashboard(model, sae: SAE, tokens: torch.Tensor, feature: int, acts:
 def steering_hook(direction: torch.Tensor, scale: float = 1.0, keep_bos: bool = True):
     """A hook that adds ``scale * direction`` [d_model] to the activation at every position (but BOS if
     ``keep_bos``). Works during a forward (run_with_hooks) and during ``model.generate`` (inside
-    ``model.hooks(...)``), where every step reruns the whole sequence."""
+    ``model.hooks(...)``): with its key/value cache the first step holds the prompt's positions (BOS first) and
+    each later step the new position only, which is steered (without the cache every step reruns the whole
+    sequence, steered the same way)."""
 
     def hook(activation: torch.Tensor, hook) -> torch.Tensor:
         out = activation.clone()
-        out[:, int(keep_bos):] += scale * direction.to(activation.dtype)
+        out[:, int(keep_bos and activation.shape[1] > 1):] += scale * direction.to(activation.dtype)
         return out
 
     return hook

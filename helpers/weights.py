@@ -32,11 +32,10 @@ process_weights_, ...); ``process_state_dict`` applies them in order.
 
 from __future__ import annotations
 
-import warnings
-
 import einops
 import torch
 
+from helpers import checks
 from helpers.config import HookedTransformerConfig
 
 Weights = dict[str, torch.Tensor]
@@ -53,9 +52,9 @@ def split_processing(kwargs: dict) -> tuple[dict, dict]:
     return processing, {k: v for k, v in kwargs.items() if k not in PROCESSING}
 
 
-def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool) -> tuple[Weights, str | None]:
-    """The state dict after the processing steps ``flags`` asks for (others at their ``PROCESSING``
-    default), and the normalization type the model then needs (``"LNPre"`` once LayerNorms are folded)."""
+def valid_processing(cfg: HookedTransformerConfig, **flags: bool) -> dict[str, bool]:
+    """Every processing flag: those given, the others at their ``PROCESSING`` default, with the steps that would
+    change this model's function turned off (a warning for those asked)."""
     unknown = sorted(set(flags) - set(PROCESSING))
     if unknown:
         raise TypeError(f"Unknown weight-processing flags {unknown}; they are {sorted(PROCESSING)}.")
@@ -67,9 +66,15 @@ def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool)
         # scale them, and W_pos is no writer to centre. The classic library leaves these steps off.
         skipped = [f for f in ("fold_ln", "center_writing_weights", "center_unembed") if flags[f]]
         if skipped:
-            warnings.warn(f"A shortformer model's weights are not processed by {', '.join(skipped)}: left off.",
-                          stacklevel=3)
+            checks.warn(f"A shortformer model's weights are not processed by {', '.join(skipped)}: left off.")
         flags.update(fold_ln=False, center_writing_weights=False, center_unembed=False)
+    return flags
+
+
+def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool) -> tuple[Weights, str | None]:
+    """The state dict after the processing steps ``flags`` asks for (others at their ``PROCESSING``
+    default), and the normalization type the model then needs (``"LNPre"`` once LayerNorms are folded)."""
+    flags = valid_processing(cfg, **flags)
     normalization = cfg.normalization_type
     if flags["fold_ln"] and normalization in ("LN", "RMS"):
         sd, normalization = fold_layer_norm(sd, cfg), normalization + "Pre"
@@ -95,7 +100,7 @@ def _family_limits(flags: dict, asked: dict, cfg) -> None:
                                 "the logits changes"
     for step, reason in why.items():
         if flags[step] and asked.get(step):
-            warnings.warn(f"{step} is left off for {cfg.model_name}: {reason}.", stacklevel=4)
+            checks.warn(f"{step} is left off for {cfg.model_name}: {reason}.")
         flags[step] = False
     if flags["refactor_factored_attn_matrices"] and (cfg.positional_embedding_type == "rotary" or cfg.use_qk_norm):
         raise ValueError("refactor_factored_attn_matrices re-splits W_Q W_K^T, but with rotary positions (or query/"
@@ -131,7 +136,7 @@ def fold_layer_norm(sd: Weights, cfg) -> Weights:
                                  "this model with fold_ln=False.")
             W = W * w[:, None]  # W's input dim is -2, for W_in [d m] as for W_Q [h d e]
             # The LayerNorm's output is centred, so the mean of W over its input dim does nothing (an RMSNorm's is not).
-            sd[W_name] = W - W.mean(dim=-2, keepdim=True) if b is not None else W
+            sd[W_name] = W.sub_(W.mean(dim=-2, keepdim=True)) if b is not None else W  # in place: one copy less
 
     for layer in _blocks(cfg):
         p = f"blocks.{layer}"

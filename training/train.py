@@ -147,6 +147,23 @@ SPECS: dict[str, Spec] = {
         repeat_fraction=0.25, repeat_until=150, repeat_layout="anywhere", threads=1,
         description="4-layer GPT-2-architecture model on Zipf-distributed stories; stands in for gpt2-small",
     ),
+    # The embedded stand-in of notebook 09's Qwen2.5-0.5B: the architecture of today's families (RMSNorm, rotary
+    # positions, grouped-query attention, a SwiGLU MLP) at the size of a few MB, on course-gpt2-v2's
+    # Zipf stories. Sized for the weight budget once course-gpt2-v2 replaces course-gpt2 (about 4 MB in float16
+    # with its ~10k used vocabulary rows, tied embeddings).
+    "course-llama": Spec(
+        kind="lm",
+        cfg=dict(n_layers=4, d_model=128, n_heads=4, d_head=32, n_key_value_heads=2, d_mlp=384, n_ctx=128,
+                 act_fn="silu", gated_mlp=True, normalization_type="RMS", positional_embedding_type="rotary",
+                 rotary_dim=32, tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
+        steps=2000, batch=32, lr=2e-3, warmup=100, weight_decay=0.01,
+        checkpoints=[2000], eval_every=250, save_every=50,
+        corpus_tokens=16_000_000, corpus_mix={"ioi_zipf": 0.35, "ioi_spread": 0.3, "narrative_zipf": 0.3,
+                                               "narrative": 0.05},
+        repeat_fraction=0.25, repeat_until=150, repeat_layout="anywhere", threads=1,
+        description="4-layer Llama-architecture model (RMSNorm, rotary, grouped-query attention, SwiGLU) on "
+                    "Zipf-distributed stories; stands in for Qwen2.5-0.5B",
+    ),
     "course-othello-gpt": Spec(
         kind="othello",
         cfg=dict(n_layers=6, d_model=256, n_heads=8, d_mlp=1024, n_ctx=N_CTX, d_vocab=D_VOCAB, act_fn="gelu",

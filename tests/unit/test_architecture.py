@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "helpers"
-HEAVY = {"transformers", "tokenizers", "huggingface_hub", "circuitsvis", "pandas"}  # slow (pandas also optional)
+# slow to import (pandas also optional)
+HEAVY = {"transformers", "tokenizers", "huggingface_hub", "circuitsvis", "pandas", "accelerate"}
 
 
 def module_name(path: Path) -> str:

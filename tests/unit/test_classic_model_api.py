@@ -103,12 +103,14 @@ def test_the_set_use_switches_add_their_hook_points_and_keep_the_output():
 def test_generate_gives_the_same_tokens_with_or_without_the_cache_flag():
     model = model_with()
     prompt = TOKENS[:2, :4]
-    seen = []
+    seen, seen_without = [], []
     kwargs = dict(max_new_tokens=5, do_sample=False, stop_at_eos=False, verbose=False)
     with model.hooks([("hook_embed", lambda x, hook: seen.append(x.shape[1]))]):
         cached = model.generate(prompt, use_past_kv_cache=True, **kwargs)
-    assert torch.equal(cached, model.generate(prompt, use_past_kv_cache=False, **kwargs))
-    assert seen == [4, 5, 6, 7, 8]  # every step runs every position: hooks see the whole sequence
+    with model.hooks([("hook_embed", lambda x, hook: seen_without.append(x.shape[1]))]):
+        assert torch.equal(cached, model.generate(prompt, use_past_kv_cache=False, **kwargs))
+    assert seen == [4, 1, 1, 1, 1]  # with the cache: the prompt, then each new position once
+    assert seen_without == [4, 5, 6, 7, 8]  # without: every step runs every position
     greedy = prompt
     for _ in range(5):
         greedy = torch.cat([greedy, model(greedy)[:, -1].argmax(-1, keepdim=True)], dim=1)

@@ -23,6 +23,7 @@ import torch
 
 from helpers import HookedTransformer, loading, patching
 from helpers.hub import DamagedFileError
+from helpers.past_key_value_caching import HookedTransformerKeyValueCache
 
 D_MODEL, N_HEADS, D_VOCAB = 64, 4, 96
 COMMON = dict(hidden_size=D_MODEL, num_hidden_layers=2, num_attention_heads=N_HEADS, intermediate_size=128,
@@ -297,3 +298,28 @@ def test_pretrained_config_without_weights(family):
         loaded.n_layers, loaded.d_head, loaded.rotary_dim, loaded.n_key_value_heads)
     from_dict = get_pretrained_model_config(str(directory), hf_cfg=hf.config.to_dict())
     assert from_dict.original_architecture == CASES[arch][1]
+
+
+def test_key_value_cache_and_patching_from_the_corrupted_prefix(family):
+    """Rotary positions after the cached ones, grouped keys, the sliding window and soft-capped scores: a sequence
+    run in pieces through the cache gives the full logits, generate gives the same tokens with or without it, and
+    patching from the corrupted run's prefix gives the map of a full recomputation."""
+    arch, _, directory = family
+    model = HookedTransformer.from_pretrained(str(directory), device="cpu")
+    toks = tokens()
+    cache = HookedTransformerKeyValueCache.init_cache(model.cfg, model.cfg.device, batch_size=2)
+    pieces = [model(toks[:, a:b], past_kv_cache=cache) for a, b in ((0, 4), (4, 7), (7, 8), (8, 12))]
+    assert gap(torch.cat(pieces, dim=1), model(toks)) < 1e-4, arch
+    kwargs = dict(max_new_tokens=6, do_sample=False, stop_at_eos=False, verbose=False)
+    assert torch.equal(model.generate(toks[:, :7], **kwargs),
+                       model.generate(toks[:, :7], use_past_kv_cache=False, **kwargs)), arch
+    clean, corrupted = tokens(seed=1), tokens(seed=1).clone()
+    corrupted[:, 6] = (corrupted[:, 6] + 1) % D_VOCAB  # the prompts differ from position 6 on
+    _, clean_cache = model.run_with_cache(clean)
+
+    def metric(out):
+        return out[:, -1, 5].mean()
+
+    reused = patching.activation_patching(model, corrupted, clean_cache, metric, "resid_pre")
+    full = patching.activation_patching(model, corrupted, clean_cache, metric, "resid_pre", reuse_prefix=False)
+    assert gap(reused.values, full.values) < 1e-4, arch

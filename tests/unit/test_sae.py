@@ -327,6 +327,9 @@ def test_steering_hook_adds_the_scaled_direction_but_not_at_bos(model):
     with model.hooks([(HOOK, S.steering_hook(direction, 3.0))]):
         _, cache = model.run_with_cache(tokens, names_filter=HOOK)
         generated = model.generate(tokens, max_new_tokens=3, do_sample=False, verbose=False)
+        # With the key/value cache each new position is steered once, as the whole sequence is without it.
+        assert torch.equal(generated, model.generate(tokens, max_new_tokens=3, do_sample=False, verbose=False,
+                                                     use_past_kv_cache=False))
     _, clean = model.run_with_cache(tokens, names_filter=HOOK)
     delta = cache[HOOK] - clean[HOOK]
     assert torch.allclose(delta[0, 1:], 3.0 * direction.expand(delta.shape[1] - 1, -1), atol=1e-4)

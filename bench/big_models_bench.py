@@ -1,0 +1,110 @@
+"""Items ``generate`` (generation with the key/value cache vs transformers' generate) and ``memory`` (the peak
+memory of from_pretrained, in a fresh process, against the parameters' bytes)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+from bench.core import Check, header, interleaved, ratio_check, run_python, say
+
+PROMPT, NEW = 16, 64
+
+#: A fresh process loads a save_pretrained directory; the peak resident memory (VmHWM, reset just before) above
+#: what the process held before, over the parameters' bytes. ``{old}``: the loading of before issue 33 (a random
+#: model, then the whole state dict converted, processed and copied in), for comparison.
+PEAK_MEMORY = """
+import json, re, time, torch
+import accelerate, transformers
+from transformers import GPT2Config  # what loading imports, imported before the measure
+from helpers import HookedTransformer, loading, weights
+from helpers.tokenizer import gpt2_tokenizer
+gpt2_tokenizer()
+def kib(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+before, start = kib("VmRSS"), time.perf_counter()
+if {old}:
+    cfg, sd, _ = loading.load_pretrained({path!r}, dtype=getattr(torch, {dtype!r}))
+    model = HookedTransformer(cfg)
+    model.load_and_process_state_dict(sd)
+    del sd
+else:
+    model = HookedTransformer.from_pretrained({path!r}, dtype=getattr(torch, {dtype!r}))
+seconds = time.perf_counter() - start
+params = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps(dict(ratio=(kib("VmHWM") - before) * 1024 / params, params=params, seconds=seconds)))
+"""
+
+
+def run_memory(quick: bool) -> list[Check]:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    header("3. loading: peak memory of from_pretrained in a fresh process, over the parameters' bytes")
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="bench-gpt2-") as directory:
+        torch.manual_seed(0)
+        GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257,
+                                   n_positions=1024)).save_pretrained(directory)
+        say("a save_pretrained directory of a random GPT-2 small (12 layers, d_model 768, float32 safetensors, "
+            "498 MB); the loaded model has 163 M parameters (its unembedding apart from the embedding)")
+        for dtype in ("float32", "bfloat16", "float16"):
+            out = json.loads(run_python(PEAK_MEMORY.format(path=directory, dtype=dtype, old=False)))
+            say(f"  dtype {dtype:<9} parameters {out['params'] / 1e6:6.0f} MB  peak {out['ratio']:.2f}x of them  "
+                f"({out['seconds']:.1f} s)")
+            checks.append(Check("memory", f"from_pretrained peak memory / parameters, {dtype}", out["ratio"], "x",
+                                "<=", 1.3, detail=f"{out['seconds']:.1f} s"))
+        if not quick:
+            out = json.loads(run_python(PEAK_MEMORY.format(path=directory, dtype="float32", old=True)))
+            say(f"  before issue 33 (a random model, then the whole state dict): peak {out['ratio']:.2f}x "
+                f"({out['seconds']:.1f} s)")
+            checks.append(Check("memory", "the loading of before issue 33, float32 (context)", out["ratio"], "x",
+                                detail=f"{out['seconds']:.1f} s"))
+    for c in checks:
+        say(c.line())
+    return checks
+
+
+def run_generate(quick: bool) -> list[Check]:
+    import torch
+
+    from bench.forward_bench import build_models
+
+    header(f"4. generation: {NEW} tokens after a {PROMPT}-token prompt, greedy, with the key/value cache vs "
+           "transformers' generate")
+    torch.set_grad_enabled(False)
+    hf, _, ht = build_models()
+    prompt = torch.randint(0, 50257, (1, PROMPT), generator=torch.Generator().manual_seed(0))
+    say("random GPT-2-small-sized weights, the same in both; HF generate(do_sample=False) with its DynamicCache")
+
+    def hf_generate():
+        return hf.generate(prompt, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0)
+
+    def ht_generate():
+        return ht.generate(prompt, max_new_tokens=NEW, do_sample=False, stop_at_eos=False, verbose=False)
+
+    def ht_no_cache():
+        return ht.generate(prompt, max_new_tokens=NEW, do_sample=False, stop_at_eos=False, verbose=False,
+                           use_past_kv_cache=False)
+
+    ours, theirs = ht_generate(), hf_generate()
+    same = torch.equal(ours, theirs) and torch.equal(ours, ht_no_cache())
+    say("same tokens as HF and as without the cache: " + ("ok" if same else "<- DIFFERENT"))
+    rounds, budget = (2, None) if quick else (9, 120.0)
+    sides = {"HF generate": hf_generate, "HookedTransformer.generate": ht_generate}
+    if not quick:
+        sides["HookedTransformer.generate, no cache"] = ht_no_cache
+    s = interleaved(sides, rounds=rounds, warmup=1, budget_s=budget, min_rounds=5)
+    for x in s.values():
+        say(x.line(width=38))
+    checks = [ratio_check("generate", "HT generate (cache) / HF generate", s["HookedTransformer.generate"],
+                          s["HF generate"], "<=", 1.10)]
+    if not quick:
+        checks.append(ratio_check("generate", "HT generate without cache / with (context)",
+                                  s["HookedTransformer.generate, no cache"], s["HookedTransformer.generate"]))
+    if not same:
+        checks.insert(0, Check("generate", "same tokens", None, "x", error="the generated tokens differ"))
+    for c in checks:
+        say(c.line())
+    return checks
