@@ -339,6 +339,22 @@ def test_zipf_ioi_stories_are_ioi_in_both_orders_and_vary_their_syntax():
     assert len(C.ZIPF_IOI_ACTIONS) > len(C.TRAIN_ACTIONS)
 
 
+def test_spread_ioi_stories_name_the_two_people_apart_and_stay_free_of_the_evaluation_pieces():
+    stories = C.zipf_documents(2000, seed=0, kind="ioi_spread")
+    text = " ".join(stories)
+    intros = {i for i in C.ZIPF_IOI_SPREAD_INTROS
+              if template_regex(re.sub(r"\{(daytime|feeling|vt|vi|np|noun|him)\}", "{P}", i)).search(text)}
+    assert intros == set(C.ZIPF_IOI_SPREAD_INTROS)
+    for intro in C.ZIPF_IOI_SPREAD_INTROS:  # never "A and B" side by side
+        assert "{A} and {B}" not in intro and intro.index("{B}") - intro.index("{A}") > len("{A} and "), intro
+    # both orders: the subject is the first-named person, or the second
+    assert re.search(r"(\w+) was at the [\w ]+ when (\w+) arrived\. (?:[\w,]+ )*?\1 \w+", text)
+    assert re.search(r"(\w+) was at the [\w ]+ when (\w+) arrived\. (?:[\w,]+ )*?\2 \w+", text)
+    assert all(C._free_of_eval_pieces(d) for d in stories)
+    assert stories == C.zipf_documents(2000, seed=0, kind="ioi_spread")
+    assert stories[:50] != C.zipf_documents(50, seed=0, kind="ioi_zipf")
+
+
 def test_zipf_sources_are_deterministic():
     for kind in ["narrative_zipf", "ioi_zipf"]:
         assert C.zipf_documents(50, seed=1, kind=kind) == C.zipf_documents(50, seed=1, kind=kind)
