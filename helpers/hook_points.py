@@ -14,10 +14,8 @@ hooked call, with a warning). Hooks added by ``add_hook`` apply to every thread 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import difflib
 import itertools
-import os
 import re
 import sys
 import threading
@@ -93,34 +91,6 @@ def _caller() -> FrameType:
     while frame.f_code.co_filename == contextlib.__file__:
         frame = frame.f_back
     return frame
-
-
-_ALLOCATOR_SET = False
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc's allocator (Linux) to keep the memory of freed tensors for the next ones, instead of giving it back
-    to the system at once and taking fresh pages again, which the kernel zeroes one page fault at a time.
-
-    A run_with_cache of every hook holds its activations (about 900 MB for GPT-2 small on 8 x 128 tokens) where a
-    forward pass reuses the memory of each layer for the next: the fresh pages cost about 0.3 s per call (15 % of
-    the forward pass) when the allocator has given the previous call's memory back. Tensors up to 32 MB (glibc's
-    largest dynamic threshold, fixed here) then come from the allocator's heap, which keeps up to 2 GB of freed
-    memory (process-wide: the process's resident memory stays nearer its peak rather than shrinking). Called by the
-    first run_with_cache; HELPERS_KEEP_FREED_MEMORY=0 leaves the allocator as it is."""
-    global _ALLOCATOR_SET
-    if _ALLOCATOR_SET:
-        return
-    _ALLOCATOR_SET = True
-    if os.environ.get("HELPERS_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
-        return
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if mallopt(m_mmap_threshold, 32 << 20):
-        mallopt(m_trim_threshold, 2 << 30)
 
 
 def _check_dir(dir: str, allowed: tuple[str, ...]) -> None:
@@ -468,7 +438,6 @@ class HookedRootModule(nn.Module):
         """Run the model and return ``(output, cache)``: the activations at the chosen hook points, in a dict
         ``{hook name: tensor}`` in the order they were computed (HookedTransformer wraps it in an
         ActivationCache)."""
-        keep_freed_memory()
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim)
         with self.hooks(fwd, bwd, reset_hooks_end, clear_contexts):
             out = self(*model_args, **model_kwargs)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import randomise_
 
+from bench.big_models_bench import PEAK_MEMORY  # the measure of the bench, in a fresh process
 from helpers import HookedTransformer, HookedTransformerConfig, checks, patching
 from helpers import big_models as B
 from helpers.past_key_value_caching import (
@@ -219,32 +220,11 @@ def test_peak_memory_while_loading_is_about_one_copy_of_the_weights(tmp_path):
     """In a fresh process: the peak resident memory while loading a GPT-2 from a save_pretrained directory, above
     what the process held before, in units of the parameters' bytes (the bench measures GPT-2 small's shapes)."""
     _, out = save_gpt2(tmp_path, n_layer=6, n_embd=384, vocab=12000)  # embeddings half the weights, as in GPT-2
-    ratios = {dtype: json.loads(run_python(PEAK_MEMORY.format(path=str(out), dtype=dtype)))["ratio"]
+    ratios = {dtype: json.loads(run_python(PEAK_MEMORY.format(path=str(out), dtype=dtype, old=False)))["ratio"]
               for dtype in ("float32", "bfloat16")}
     # Before issue 33 the same load peaked at about 3.5 times the weights (a random model, the state dict, and the
     # processing's copies side by side); GPT-2 small's shapes give about 1.05 (float32) and 1.24 (bfloat16).
     assert ratios["float32"] < 1.5 and ratios["bfloat16"] < 1.6, ratios
-
-
-#: The measure, in a fresh process (also bench/big_models_bench.py's): the peak resident memory (VmHWM, reset just
-#: before) while from_pretrained loads, above the memory held before, over the parameters' bytes.
-PEAK_MEMORY = """
-import json, re, time, torch
-import accelerate, transformers
-from transformers import GPT2Config  # what loading imports, imported before the measure
-from helpers import HookedTransformer
-from helpers.tokenizer import gpt2_tokenizer
-gpt2_tokenizer()
-def kib(field):
-    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
-before, start = kib("VmRSS"), time.perf_counter()
-model = HookedTransformer.from_pretrained({path!r}, dtype=getattr(torch, {dtype!r}))
-seconds = time.perf_counter() - start
-params = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps(dict(ratio=(kib("VmHWM") - before) * 1024 / params, params=params, seconds=seconds,
-                      after=(kib("VmRSS") - before) * 1024 / params)))
-"""
 
 
 def run_python(code: str) -> str:
@@ -478,33 +458,3 @@ def test_bidirectional_attention_runs_every_position():
     full = patching.activation_patching(model, corrupted, cache, metric, "resid_pre", reuse_prefix=False)
     torch.testing.assert_close(reused.values, full.values, atol=1e-5, rtol=0)
     assert (reused.values[1:, 0] - model(corrupted)[:, 0, 1].mean()).abs().max() > 1e-4
-
-
-# ---------------------------------------------------------------- run_with_cache of every hook
-
-FAULTS = """
-import json, resource, torch
-from helpers import HookedTransformer, HookedTransformerConfig
-torch.set_grad_enabled(False)
-model = HookedTransformer(HookedTransformerConfig(n_layers=4, d_model=512, n_heads=8, d_vocab=1000, n_ctx=128, seed=0,
-                                                  device="cpu"))
-tokens = torch.randint(0, 1000, (8, 128))
-faults = []
-for _ in range(3):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    _, cache = model.run_with_cache(tokens)
-    del cache
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps(faults))
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator and Linux's page faults")
-def test_run_with_cache_reuses_the_memory_of_the_previous_call(monkeypatch):
-    """The activations a cache of every hook holds (160 MB here) come from memory the allocator kept from the
-    previous call, not from fresh pages (each a page fault, the kernel zeroing it): the cost that made run_with_cache
-    slower than a forward pass (hook_points.keep_freed_memory). Counted, not timed."""
-    kept = json.loads(run_python(FAULTS))
-    monkeypatch.setenv("HELPERS_KEEP_FREED_MEMORY", "0")
-    given_back = json.loads(run_python(FAULTS))
-    assert sum(kept[1:]) < 0.3 * sum(given_back[1:]), (kept, given_back)
