@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="time by the wall clock (default) or by the process's CPU time (with --threads 1: less "
                              "sensitive to other work on the machine)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the forward and generate items run (default cpu; e.g. cuda on a GPU machine)")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help=f"run only these items (repeatable or comma-separated): {', '.join(ITEMS)}")
     args = parser.parse_args(argv)
@@ -68,6 +70,7 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     core.CLOCK = args.clock
+    core.DEVICE = args.device
     core.say("helpers benchmark" + ("  (--quick: few repetitions, rough numbers)" if args.quick else "")
              + ("  (--clock cpu: times are this process's CPU time)" if args.clock == "cpu" else ""))
     for line in core.machine_lines():

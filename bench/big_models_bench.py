@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 
+from bench import core
 from bench.core import Check, header, interleaved, ratio_check, run_python, say
 
 PROMPT, NEW = 16, 64
@@ -75,7 +76,7 @@ def run_generate(quick: bool) -> list[Check]:
            "transformers' generate")
     torch.set_grad_enabled(False)
     hf, _, ht = build_models()
-    prompt = torch.randint(0, 50257, (1, PROMPT), generator=torch.Generator().manual_seed(0))
+    prompt = torch.randint(0, 50257, (1, PROMPT), generator=torch.Generator().manual_seed(0)).to(core.DEVICE)
     say("random GPT-2-small-sized weights, the same in both; HF generate(do_sample=False) with its DynamicCache")
 
     def hf_generate():

@@ -21,10 +21,19 @@ REPO = Path(__file__).resolve().parent.parent
 #: time: on a machine busy with other work, less of the others' load gets in; run with --threads 1, where threads
 #: waiting for each other do not count). Set by ``python -m bench --clock``.
 CLOCK = "wall"
+DEVICE = "cpu"  # where the forward and generate items run (--device)
 
 
 def clock() -> float:
     return time.process_time() if CLOCK == "cpu" else time.perf_counter()
+
+
+def synchronize() -> None:
+    """Wait for the device's queued work (a GPU returns before it has computed), so that a timing covers it."""
+    if DEVICE.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 # ------------------------------------------------------------------------------------------------
 # Samples and interleaved timing
@@ -69,6 +78,7 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    synchronize()
     samples = {name: Samples(name) for name in fns}
     names = list(fns)
     start = time.perf_counter()
@@ -77,6 +87,7 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
         for name in (names if r % 2 == 0 else names[::-1]):
             t0 = clock()
             fns[name]()
+            synchronize()
             samples[name].times.append(clock() - t0)
         if budget_s is not None and r + 1 >= min_rounds and time.perf_counter() - start > budget_s:
             break

@@ -7,6 +7,7 @@ import copy
 import io
 import warnings
 
+from bench import core
 from bench.core import Check, header, interleaved, ratio_check, say
 
 BATCH, POS = 8, 128
@@ -32,8 +33,8 @@ def build_models():
     hf_eager.set_attn_implementation("eager")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # not its "Loaded ..." line
         warnings.simplefilter("ignore")
-        ht = HookedTransformer.from_pretrained("gpt2", hf_model=hf, **NO_PROCESSING, device="cpu").eval()
-    return hf, hf_eager, ht
+        ht = HookedTransformer.from_pretrained("gpt2", hf_model=hf, **NO_PROCESSING, device=core.DEVICE).eval()
+    return hf.to(core.DEVICE), hf_eager.to(core.DEVICE), ht
 
 
 def run(quick: bool) -> list[Check]:
@@ -42,9 +43,9 @@ def run(quick: bool) -> list[Check]:
     header(f"2. forward pass: HookedTransformer vs transformers GPT2LMHeadModel ({BATCH} x {POS} tokens)")
     torch.set_grad_enabled(False)
     hf, hf_eager, ht = build_models()
-    tokens = torch.randint(0, 50257, (BATCH, POS), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(0, 50257, (BATCH, POS), generator=torch.Generator().manual_seed(0)).to(core.DEVICE)
     say(f"random GPT-2-small-sized model (12 layers, d_model 768, 12 heads, vocab 50257, n_ctx 1024), "
-        f"{sum(p.numel() for p in hf.parameters()) / 1e6:.0f} M parameters; CPU, torch.no_grad, "
+        f"{sum(p.numel() for p in hf.parameters()) / 1e6:.0f} M parameters; {core.DEVICE}, torch.no_grad, "
         "HF called with use_cache=False")
     say(f"HF attention implementation: {hf.config._attn_implementation!r} (default); "
         f"context copy: {hf_eager.config._attn_implementation!r}")
