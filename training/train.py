@@ -150,7 +150,9 @@ SPECS: dict[str, Spec] = {
     # The embedded stand-in of notebook 09's Qwen2.5-0.5B: the architecture of today's families (RMSNorm, rotary
     # positions, grouped-query attention, a SwiGLU MLP) at the size of a few MB, on course-gpt2-v2's
     # Zipf stories. Sized for the weight budget once course-gpt2-v2 replaces course-gpt2 (about 4 MB in float16
-    # with its ~10k used vocabulary rows, tied embeddings).
+    # with its ~10k used vocabulary rows, tied embeddings). Repeated spans as in course-gpt2-v2's stage 2 (half the
+    # rows, every row for the first 400 steps): with course-gpt2-v2's first recipe (a quarter, 150 steps) this model
+    # had no induction at step 250 (repeated half 9.19 nats), as course-gpt2-v2 had none at step 1200.
     "course-llama": Spec(
         kind="lm",
         cfg=dict(n_layers=4, d_model=128, n_heads=4, d_head=32, n_key_value_heads=2, d_mlp=384, n_ctx=128,
@@ -160,7 +162,7 @@ SPECS: dict[str, Spec] = {
         checkpoints=[2000], eval_every=250, save_every=50,
         corpus_tokens=16_000_000, corpus_mix={"ioi_zipf": 0.35, "ioi_spread": 0.3, "narrative_zipf": 0.3,
                                                "narrative": 0.05},
-        repeat_fraction=0.25, repeat_until=150, repeat_layout="anywhere", threads=1,
+        repeat_fraction=0.5, repeat_until=400, repeat_layout="anywhere", threads=1,
         description="4-layer Llama-architecture model (RMSNorm, rotary, grouped-query attention, SwiGLU) on "
                     "Zipf-distributed stories; stands in for Qwen2.5-0.5B",
     ),
