@@ -91,6 +91,8 @@ class Spec:
     targets: str = "next_move"
     # A stage: the shipped model it starts from and replaces when it does better (see the module docstring).
     stage_of: str | None = None
+    # The metric a stage must improve to replace the shipped weights (training/ship.py; default: SCORE of its kind).
+    score: str | None = None
     device: str = "cpu"  # where the run trains ("cuda" for a stage trained on a GPU)
     description: str = ""
 
@@ -204,6 +206,14 @@ SPECS["course-gpt2-v2.stage4"] = _stage("course-gpt2-v2", steps=1600, checkpoint
                                         lr=4e-4, corpus_mix={"ioi_zipf": 0.4, "ioi_spread": 0.4,
                                                              "narrative_zipf": 0.15, "narrative": 0.05},
                                         repeat_until=0)
+# Stage 2 (2026-12-06, one thread): the first run learned text (held-out loss 1.88 at step 1500) but no induction
+# at all (repeated half 9.0 nats at every evaluation, best induction score 0.03) and IOI at chance, although every
+# row was a repeated span for its first 400 steps. The repeated spans "anywhere" in text are the layout that course-
+# gpt2-v2 also took 1800 steps to learn; this stage gives half the rows course-gpt2's layout, a span repeated from
+# right after BOS, under which course-gpt2 formed its induction heads within 500 steps.
+SPECS["course-llama.stage2"] = _stage("course-llama", steps=1000, checkpoints=[1000], eval_every=200, lr=1e-3,
+                                      warmup=100, repeat_fraction=0.5, repeat_until=0, repeat_layout="after_bos",
+                                      score="loss_repeated_half")
 # Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 2500 steps from step 8000,
 # on the shipped weights, whose LayerNorms are folded (LNPre).
 SPECS["course-othello-gpt.stage2"] = _stage(
