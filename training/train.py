@@ -206,6 +206,12 @@ SPECS["course-gpt2-v2.stage4"] = _stage("course-gpt2-v2", steps=1600, checkpoint
                                         lr=4e-4, corpus_mix={"ioi_zipf": 0.4, "ioi_spread": 0.4,
                                                              "narrative_zipf": 0.15, "narrative": 0.05},
                                         repeat_until=0)
+# Stage 5 (started 2026-12-06 at the end of a session, at the lowest CPU priority; resumed from $COURSE_RUNS_DIR in
+# the next): stage 4's mix, along which the out-of-structure accuracy was still rising at its end (68.3 -> 70.0 ->
+# 69.2 -> 70.8 -> 74.6 -> 75.0 % at steps 4600 to 5800), at a lower peak.
+SPECS["course-gpt2-v2.stage5"] = _stage("course-gpt2-v2", steps=2000, checkpoints=[2000], eval_every=250,
+                                        lr=3e-4, corpus_mix=SPECS["course-gpt2-v2.stage4"].corpus_mix,
+                                        repeat_until=0)
 # Stage 2 (2026-12-06, one thread): the first run learned text (held-out loss 1.88 at step 1500) but no induction
 # at all (repeated half 9.0 nats at every evaluation, best induction score 0.03) and IOI at chance, although every
 # row was a repeated span for its first 400 steps. The repeated spans "anywhere" in text are the layout that course-
