@@ -56,7 +56,6 @@ models: install
 	$(BIN)/python -m training.train course-attn-only-2l
 	$(BIN)/python -m training.train course-gpt2
 	$(BIN)/python -m training.train course-othello-gpt
-	$(BIN)/python -m training.train course-gpt2-v2
 
 bench: install
 	$(BIN)/python -m bench --notebooks

@@ -28,11 +28,9 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 COURSE_MODELS = {
     "course-attn-only-2l": "2-layer attention-only model with training checkpoints (stands in for solu-2l)",
-    "course-gpt2": ("2-layer GPT-2-architecture model with induction heads, trained on IOI-like stories "
-                    "(stands in for gpt2-small)"),
+    "course-gpt2": ("4-layer GPT-2-architecture model with induction heads, trained on Zipf-distributed "
+                    "stories and IOI-like ones (stands in for gpt2-small)"),
     "course-othello-gpt": "Othello-GPT trained on synthetic random legal games (stands in for othello-gpt)",
-    "course-gpt2-v2": ("4-layer GPT-2-architecture model on Zipf-distributed stories, still in training: the "
-                       "next course-gpt2; no notebook uses it yet"),
 }
 
 

@@ -83,7 +83,7 @@ class Spec:
     # torch threads of the shipped run. CPU float sums depend on how work is split between threads
     # (and on the CPU's vector instructions). With one thread, a run on the same kind of CPU is
     # bit-identical to the shipped one. With two, it is not even on the same machine: a rerun of
-    # course-gpt2 differed in the 7th digit at step 250, and the trajectories drift apart.
+    # the first course-gpt2 differed in the 7th digit at step 250, and the trajectories drift apart.
     threads: int = 1
     # Othello: "next_move" scores the move that was played; "legal_moves" scores the uniform distribution
     # over the legal moves, which is the expected next-move target of a game of uniformly random legal
@@ -123,23 +123,14 @@ SPECS: dict[str, Spec] = {
         repeat_fraction=0.75,
         description="2-layer attention-only model; stands in for solu-2l / attn-only-2l and their checkpoints",
     ),
+    # The second course-gpt2 (issue 36; named course-gpt2-v2 while it trained beside the first, which it replaced
+    # on 2026-12-06: 2 layers, d_model 128, on IOI-like stories whose words and names had near-uniform
+    # frequencies; its spec is in this file's history): text whose words and 376 first names follow a Zipf law,
+    # names that open sentences, more varied IOI stories (training/corpus.py), and repeated random spans anywhere
+    # in a text row. 5.8M parameters with the 9,973 used vocabulary rows: 11.6 MB shipped in float16. One step
+    # took 5.0-7.2 s on one thread of two busy cores (2026-12-05, load average near 6): this first run is about
+    # 2 hours. Stages continue it (stage_of="course-gpt2", a lower peak), each one shipped only if it does better.
     "course-gpt2": Spec(
-        kind="lm",
-        cfg=dict(n_layers=2, d_model=128, n_heads=4, d_mlp=512, n_ctx=128, act_fn="gelu_new",
-                 normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
-        steps=6000, batch=32, lr=2e-3, warmup=100, weight_decay=0.01, restart=(2500, 1e-3),
-        checkpoints=[6000],
-        corpus_tokens=8_000_000, corpus_mix={"ioi_varied": 0.9, "narrative": 0.1},
-        repeat_fraction=0.25, repeat_until=500, select_from=4000, threads=2,
-        description="GPT-2-architecture model (LN, gelu_new, learned positions); stands in for gpt2-small",
-    ),
-    # The next course-gpt2 (issue 36), trained beside the shipped one until it replaces it: text whose words and
-    # 376 first names follow a Zipf law, names that open sentences, more varied IOI stories (training/corpus.py),
-    # and repeated random spans anywhere in a text row. Wider and deeper (5.8M parameters with the 9,973 used
-    # vocabulary rows: 11.6 MB shipped in float16). One step took 5.0-7.2 s on one thread of two busy cores
-    # (2026-12-05, load average near 6): this first run is about 2 hours. Stages continue it
-    # (stage_of="course-gpt2-v2", a lower peak), each one shipped only if it does better.
-    "course-gpt2-v2": Spec(
         kind="lm",
         cfg=dict(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=128, act_fn="gelu_new",
                  normalization_type="LN", tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
@@ -150,11 +141,11 @@ SPECS: dict[str, Spec] = {
         description="4-layer GPT-2-architecture model on Zipf-distributed stories; stands in for gpt2-small",
     ),
     # The embedded stand-in of notebook 09's Qwen2.5-0.5B: the architecture of today's families (RMSNorm, rotary
-    # positions, grouped-query attention, a SwiGLU MLP) at the size of a few MB, on course-gpt2-v2's
-    # Zipf stories. Sized for the weight budget once course-gpt2-v2 replaces course-gpt2 (about 4 MB in float16
-    # with its ~10k used vocabulary rows, tied embeddings). Repeated spans as in course-gpt2-v2's stage 2 (half the
-    # rows, every row for the first 400 steps): with course-gpt2-v2's first recipe (a quarter, 150 steps) this model
-    # had no induction at step 250 (repeated half 9.19 nats), as course-gpt2-v2 had none at step 1200.
+    # positions, grouped-query attention, a SwiGLU MLP) at the size of a few MB, on course-gpt2's
+    # Zipf stories. Sized for the weight budget (about 4 MB in float16
+    # with its ~10k used vocabulary rows, tied embeddings). Repeated spans as in course-gpt2's stage 2 (half the
+    # rows, every row for the first 400 steps): with course-gpt2's first recipe (a quarter, 150 steps) this model
+    # had no induction at step 250 (repeated half 9.19 nats), as course-gpt2 had none at step 1200.
     "course-llama": Spec(
         kind="lm",
         cfg=dict(n_layers=4, d_model=128, n_heads=4, d_head=32, n_key_value_heads=2, d_mlp=384, n_ctx=128,
@@ -187,33 +178,33 @@ def _stage(base: str, **changes) -> Spec:
 # Stage 2 (session of 2026-12-05, evening): the first run ended with text learned (held-out loss 1.97 at
 # step 800, 1.88 at 1200) but barely any induction (repeated half 9.01 vs 9.63 at step 1200) and IOI at chance
 # (out-of-structure 0.38). So this stage doubles the repeated-span rows and makes every row one for its first
-# 200 steps (repeat_until counts the model's steps: 1200 + 200), as course-gpt2's first 500 steps did.
-SPECS["course-gpt2-v2.stage2"] = _stage("course-gpt2-v2", steps=1800, checkpoints=[1800], eval_every=300,
-                                        repeat_fraction=0.5, repeat_until=1400)
+# 200 steps (repeat_until counts the model's steps: 1200 + 200), as the first course-gpt2's first 500 did.
+SPECS["course-gpt2.stage2"] = _stage("course-gpt2", steps=1800, checkpoints=[1800], eval_every=300,
+                                     repeat_fraction=0.5, repeat_until=1400)
 # Stage 3 (2026-12-06, one thread beside another run; 1200 steps to end within the session): induction formed
 # in stage 2 but IOI stayed at chance (test 50.5 %, out-of-structure 43.8 %), so this stage gives IOI-like
 # stories most of the text (0.5 -> 0.8) at half stage 2's peak, keeping the repeated spans of the first run's
 # share (0.25) so induction is not forgotten.
-SPECS["course-gpt2-v2.stage3"] = _stage("course-gpt2-v2", steps=1200, checkpoints=[1200], eval_every=300,
-                                        lr=5e-4, corpus_mix={"ioi_zipf": 0.8, "narrative_zipf": 0.15,
-                                                             "narrative": 0.05}, repeat_until=0)
+SPECS["course-gpt2.stage3"] = _stage("course-gpt2", steps=1200, checkpoints=[1200], eval_every=300,
+                                     lr=5e-4, corpus_mix={"ioi_zipf": 0.8, "narrative_zipf": 0.15,
+                                                          "narrative": 0.05}, repeat_until=0)
 # Stage 4 (2026-12-06, one thread, sized to end within the session): in stage 3, IOI rose on the test split
 # (71.5 -> 79.5 -> 85.0 %) but stalled out of structure (64.2 -> 67.5 -> 67.5 %), where four templates that name
 # the two people in different clauses scored 0 % in one order and 100 % in the other: the model takes the later
 # name, not the one that was not repeated. So half of the IOI stories now come from "ioi_spread", whose
 # introductions name them words apart (stage 3's mix, tried for 200 steps first, was dropped for this one).
-SPECS["course-gpt2-v2.stage4"] = _stage("course-gpt2-v2", steps=1600, checkpoints=[1600], eval_every=200,
-                                        lr=4e-4, corpus_mix={"ioi_zipf": 0.4, "ioi_spread": 0.4,
-                                                             "narrative_zipf": 0.15, "narrative": 0.05},
-                                        repeat_until=0)
+SPECS["course-gpt2.stage4"] = _stage("course-gpt2", steps=1600, checkpoints=[1600], eval_every=200,
+                                     lr=4e-4, corpus_mix={"ioi_zipf": 0.4, "ioi_spread": 0.4,
+                                                          "narrative_zipf": 0.15, "narrative": 0.05},
+                                     repeat_until=0)
 # Stage 5 (started 2026-12-06 at the end of a session, at the lowest CPU priority; resumed from $COURSE_RUNS_DIR in
 # the next): stage 4's mix, along which the out-of-structure accuracy was still rising at its end (68.3 -> 70.0 ->
 # 69.2 -> 70.8 -> 74.6 -> 75.0 % at steps 4600 to 5800), at a lower peak.
-SPECS["course-gpt2-v2.stage5"] = _stage("course-gpt2-v2", steps=2000, checkpoints=[2000], eval_every=250,
-                                        lr=3e-4, corpus_mix=SPECS["course-gpt2-v2.stage4"].corpus_mix,
-                                        repeat_until=0)
+SPECS["course-gpt2.stage5"] = _stage("course-gpt2", steps=2000, checkpoints=[2000], eval_every=250,
+                                     lr=3e-4, corpus_mix=SPECS["course-gpt2.stage4"].corpus_mix,
+                                     repeat_until=0)
 # course-llama, tried and not shipped (2026-12-06): a stage 2 of 1000 steps from the first run (lr 1e-3, half the
-# rows a span repeated from right after BOS, course-gpt2's layout, shipped on the repeated half's loss) lowered
+# rows a span repeated from right after BOS, the first course-gpt2's, shipped on the repeated half's loss) lowered
 # that loss from 8.67 to 0.71 nats without an induction head: layer 0's heads attend 0.9 at a fixed distance of
 # 31-32 tokens and layer 1's at 18, whatever the content (31 + 18 = 49, the evaluation's period minus one), and a
 # 30-token repeat keeps a loss of 4.8. Its export is kept outside the repository; the next stage of course-llama

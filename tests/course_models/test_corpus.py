@@ -364,9 +364,9 @@ def test_zipf_sources_are_deterministic():
     assert np.array_equal(a, b) and not np.array_equal(a, C.build_token_corpus(20_000, seed=6, mix=mix))
 
 
-def test_the_zipf_mix_of_course_gpt2_v2_trains_every_token_of_the_evaluation_prompts():
+def test_the_zipf_mix_of_course_gpt2_trains_every_token_of_the_evaluation_prompts():
     """Tokens absent from the training corpus get no embedding: every token of the evaluation prompts must occur."""
-    tokens = C.build_token_corpus(400_000, seed=0, mix=SPECS["course-gpt2-v2"].corpus_mix)
+    tokens = C.build_token_corpus(400_000, seed=0, mix=SPECS["course-gpt2"].corpus_mix)
     records = [r for split in ioi.SPLITS for r in ioi.ioi_eval_prompts(400, seed=0, split=split)]
     texts = [r.prompt for r in records] + [r.corrupted for r in records] + [ioi.FAMOUS_PROMPT]
     texts += ["Claire and Mary went to the shops, then Mary gave a bottle of milk to"]  # notebook 01's BOS prompt

@@ -53,7 +53,7 @@ def gpt2():
 
 def test_course_gpt2_architecture(gpt2):
     cfg = gpt2.cfg
-    assert 2 <= cfg.n_layers <= 4 and not cfg.attn_only
+    assert cfg.n_layers == 4 and not cfg.attn_only
     assert cfg.act_fn == "gelu_new" and cfg.d_vocab == 50257
 
 
@@ -68,86 +68,46 @@ def test_course_gpt2_does_ioi(gpt2, gpt2_ioi):
     assert logits[gpt2.to_single_token(" John")] > logits[gpt2.to_single_token(" Mary")]
 
 
+@pytest.mark.xfail(strict=True, reason="course-gpt2 after stage 4 (5800 steps) prefers the indirect object on "
+                   "86.0 % of the test prompts (84.5 % after stage 3)")
 def test_course_gpt2_prefers_the_indirect_object_on_90_percent_of_prompts(gpt2_ioi):
     assert gpt2_ioi["ioi_accuracy"] >= 0.9
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped course-gpt2 prefers the indirect object on 75.4% of the "
-                   "out-of-structure prompts (mean logit difference 5.63); it needs the retraining of issue 22")
+@pytest.mark.xfail(strict=True, reason="course-gpt2 after stage 4 (5800 steps) prefers the indirect object on "
+                   "75.0 % of the out-of-structure prompts (67.5 % after stage 3): it takes the later of two names "
+                   "introduced in different clauses")
 def test_course_gpt2_prefers_the_indirect_object_on_85_percent_of_out_of_structure_prompts(gpt2_ioi):
     assert gpt2_ioi["oos_ioi_n_prompts"] == 240
     assert gpt2_ioi["oos_ioi_accuracy"] >= 0.85
 
 
 def test_course_gpt2_has_an_induction_head(gpt2):
-    assert course_metrics.induction_metrics(gpt2)["best_induction_score"] >= 0.4
+    assert course_metrics.induction_metrics(gpt2)["best_induction_score"] >= 0.9
 
 
-# What notebooks 01 and 04 teach, on both language models (issue 36): the shipped course-gpt2 and its successor.
-LANGUAGE_MODELS = ["course-gpt2", "course-gpt2-v2"]
-NOT_YET = {  # (model, lesson): the measured value of a threshold the model misses (strict xfails)
-    ("course-gpt2", "frequency"): "b_U's rank correlation with the tokens' log frequency is -0.08: its corpus "
-                                  "uses words and names with near-uniform frequencies",
-    ("course-gpt2", "names"): "its most and least frequent names occur 1.4 times as often as each other: the "
-                              "corpus has no frequent and rare names to tell apart",
-    ("course-gpt2", "bos"): "logit(' Claire') - logit(' Mary') is -11.2 with BOS and -14.9 without",
-    ("course-gpt2", "first_repeat"): "the first repeated random token's loss is 0.60 nats: it learned where the "
-                                     "repeats of its training data start",
-}
-
-
-def lesson_models(lesson: str) -> list:
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[name, lesson]))
-            if (name, lesson) in NOT_YET else name for name in LANGUAGE_MODELS]
-
-
+# What notebooks 01 and 04 teach (issue 36), measured on 300k tokens of the model's own training corpus' mix.
 @pytest.fixture(scope="module")
-def lessons():
-    """name -> course_metrics.lesson_metrics of that model, on 300k tokens of its own training corpus' mix."""
-    measured = {}
-
-    def of(name: str) -> dict:
-        if name not in measured:
-            corpus = build_token_corpus(300_000, seed=7, mix=SPECS[name].corpus_mix)
-            measured[name] = course_metrics.lesson_metrics(from_pretrained(name), corpus,
-                                                           sorted(set(NAMES) | set(FIRST_NAMES)))
-        return measured[name]
-    return of
+def lessons(gpt2):
+    corpus = build_token_corpus(300_000, seed=7, mix=SPECS["course-gpt2"].corpus_mix)
+    return course_metrics.lesson_metrics(gpt2, corpus, sorted(set(NAMES) | set(FIRST_NAMES)))
 
 
-@pytest.mark.parametrize("name", lesson_models("frequency"))
-def test_the_unembedding_bias_follows_token_frequency(name, lessons):
-    assert lessons(name)["bias_frequency_spearman"] >= 0.5
+def test_the_unembedding_bias_follows_token_frequency(lessons):
+    assert lessons["bias_frequency_spearman"] >= 0.5
 
 
-@pytest.mark.parametrize("name", lesson_models("names"))
-def test_frequent_names_get_a_visibly_larger_bias(name, lessons):
-    m = lessons(name)
-    assert m["name_count_ratio"] >= 10, m["name_bias_names"]
-    assert m["name_bias_ratio"] >= 1.5, m["name_bias_names"]
+def test_frequent_names_get_a_visibly_larger_bias(lessons):
+    assert lessons["name_count_ratio"] >= 10, lessons["name_bias_names"]
+    assert lessons["name_bias_ratio"] >= 1.5, lessons["name_bias_names"]
 
 
-@pytest.mark.parametrize("name", lesson_models("bos"))
-def test_the_bos_sentence_prefers_the_right_name_more_with_its_bos(name, lessons):
-    m = lessons(name)
-    assert 0 < m["bos_logit_diff"] and m["no_bos_logit_diff"] < m["bos_logit_diff"]
+def test_the_bos_sentence_prefers_the_right_name_more_with_its_bos(lessons):
+    assert 0 < lessons["bos_logit_diff"] and lessons["no_bos_logit_diff"] < lessons["bos_logit_diff"]
 
 
-@pytest.mark.parametrize("name", lesson_models("first_repeat"))
-def test_the_first_repeated_random_token_stays_unpredictable(name, lessons):
-    m = lessons(name)
-    assert m["first_repeat_loss"] >= 4 and m["rest_of_repeat_loss"] < 0.5
-
-
-@pytest.mark.xfail(strict=True, reason="course-gpt2-v2 after stage 4 (5800 steps) prefers the indirect object on "
-                   "86.0 % of the test prompts and 75.0 % of the out-of-structure ones (84.5 and 67.5 % after stage 3)")
-def test_the_successor_does_ioi_on_test_and_out_of_structure_prompts():
-    m = course_metrics.ioi_metrics(from_pretrained("course-gpt2-v2"))
-    assert m["ioi_accuracy"] >= 0.9 and m["oos_ioi_accuracy"] >= 0.85
-
-
-def test_the_successor_has_an_induction_head():
-    assert course_metrics.induction_metrics(from_pretrained("course-gpt2-v2"))["best_induction_score"] >= 0.9
+def test_the_first_repeated_random_token_stays_unpredictable(lessons):
+    assert lessons["first_repeat_loss"] >= 4 and lessons["rest_of_repeat_loss"] < 0.5
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +171,7 @@ def test_metrics_files_match_the_shipped_weights(gpt2):
 
 
 def test_weight_budget():
-    """All shipped weights stay within 50 MB (issue 30's budget: a clone stays light for Colab and CI). Today
-    47.1 MB, course-gpt2-v2 included; when it replaces course-gpt2, the latter's 3.3 MB go."""
+    """All shipped weights stay within 50 MB (issue 30's budget: a clone stays light for Colab and CI)."""
     total = sum(p.stat().st_size for p in MODELS_DIR.rglob("*.safetensors"))
     assert total <= 50e6, f"shipped weights take {total / 1e6:.1f} MB"
 

@@ -1,9 +1,9 @@
 """What notebook 08 says is what it shows: each quantitative claim of its prose, checked on the stored outputs
-(the pattern of test_claims.py, whose readers are reused)."""
+(the pattern of the other test_claims_NN.py files, whose readers are in claims_common.py)."""
 
 import re
 
-from tests.notebooks.test_claims import markdown, printed, value, values
+from tests.notebooks.claims_common import markdown, printed, value, values
 
 PROBES = "mlp_rel = fit_mlp_probes("
 FEATURES = "features = torch.cat("
@@ -74,7 +74,7 @@ def test_08_the_mlp_budget_in_the_text_is_the_code_s():
 
 
 def _code_cells():
-    from tests.notebooks.test_claims import _cells
+    from tests.notebooks.claims_common import _cells
     return [c for c in _cells("08") if c["cell_type"] == "code"]
 
 

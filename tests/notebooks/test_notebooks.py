@@ -1,4 +1,4 @@
-"""The notebooks share one skeleton (the outputs are nbval's job; the Colab badges are tests/notebooks/test_tools.py's)."""
+"""The notebooks share one skeleton (the outputs are nbval's job; the Colab badges are test_tools.py's)."""
 
 import json
 from pathlib import Path

@@ -10,7 +10,7 @@ import torch
 from helpers import HookedTransformer, HookedTransformerConfig
 from helpers.patching import activation_patching
 
-N_LAYERS, D_VOCAB, N_CTX = 2, 50257, 128
+N_LAYERS, D_VOCAB, N_CTX = 4, 50257, 128
 HOOK = "blocks.0.hook_resid_pre"
 
 
@@ -94,7 +94,7 @@ def test_list_of_token_ids_is_not_text(model):
 # ---------------------------------------------------------------- other arguments of the forward pass
 
 
-@pytest.mark.parametrize("stop", [10, -5])
+@pytest.mark.parametrize("stop", [10, -9])
 def test_stop_at_layer_out_of_range(model, stop):
     text = message(ValueError, model, "Hello", stop_at_layer=stop)
     assert f"stop_at_layer={stop} is out of range" in text and f"{N_LAYERS} layers" in text
@@ -388,8 +388,8 @@ def test_valid_edge_cases_pass_the_checks(model, cache):
             assert model(tokens, stop_at_layer=stop).shape == (*tokens.shape, model.cfg.d_model)
         resid = model(tokens, stop_at_layer=1)
         torch.testing.assert_close(model(resid, start_at_layer=1), logits)
-        torch.testing.assert_close(model(resid, start_at_layer=-1), logits)
-        assert cache["pattern", -1] is cache["blocks.1.attn.hook_pattern"]
+        torch.testing.assert_close(model(resid, start_at_layer=1 - N_LAYERS), logits)
+        assert cache["pattern", -1] is cache[f"blocks.{N_LAYERS - 1}.attn.hook_pattern"]
         assert cache.accumulated_resid(layer=-1).shape[0] == N_LAYERS + 1  # each resid_pre, then the final one
         assert model.to_str_tokens([464, 3290]) == model.to_str_tokens(torch.tensor([464, 3290]))
         assert model.to_string(torch.tensor(464)) == model.to_str_tokens([464])[0]

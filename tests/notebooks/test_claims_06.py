@@ -1,0 +1,74 @@
+"""Notebook 06's claims (Othello-GPT), checked on its stored outputs (see claims_common.py)."""
+
+import json
+import re
+
+from tests.notebooks.claims_common import (
+    printed,
+    value,
+    values,
+)
+
+PUSH_CELL = "def push_square(resid_stream, hook):"
+SPLIT_CELL = "cases = flip_cases(probe_games, targets, first_game=n_train)"
+
+
+
+def test_06_the_embedded_state_dict_has_no_layernorm_weights_as_lnpre_says():
+    text = printed("06", "_, state_dict = course_models.load_course_model(model.cfg.model_name)")
+    assert "Poids de LayerNorm : aucun" in text  # the exercise's LNPre case is the notebook's own
+    blocks = json.loads(re.search(r"Blocs : (\[[\d, ]+\])", text).group(1))
+    assert blocks == list(range(len(blocks)))
+    assert "Exercice 06.2 : réussi" in printed("06", "check_model_from_state_dict(model_from_state_dict")
+
+
+def test_06_the_edit_reaches_the_target_gap_on_the_mine_side():
+    text = printed("06", PUSH_CELL)
+    target = value(text, r"Écart cible sur \w+ : {n}")
+    assert target > 0  # the gap of a square the probe reads "mine"
+    before = values(text, r"avant : {n} {n} {n}")
+    after = values(text, r"après : {n} {n} {n}")
+    assert after[1] > after[2] and after[1] >= before[1]  # pushed toward "mine", never away from it
+
+
+def _split_rows(text: str) -> dict[str, tuple[float, float]]:
+    """{group: (p gained without edit, p gained with the probe edit)} from the split table."""
+    groups = {}
+    for block in text.split("\n\n")[1:]:
+        name = block.splitlines()[0].split(" :")[0]
+        none = value(block, r"sans intervention\s+[\d.]+\s+{n}")
+        probe = value(block, r"sonde, après \d couches\s+[\d.]+\s+{n}")
+        groups[name] = (none, probe)
+    return groups
+
+
+def test_06_the_probe_edit_raises_p_gained_where_the_probe_read_the_square():
+    none, probe = _split_rows(printed("06", SPLIT_CELL))["lue « adversaire » avant"]
+    assert probe > none + 0.003  # "elle fait monter la probabilité des coups devenus légaux"
+
+
+def test_06_the_probe_edit_does_almost_nothing_where_the_probe_misread_the_square():
+    none, probe = _split_rows(printed("06", SPLIT_CELL))["mal lue avant"]
+    assert abs(probe - none) <= 0.002  # "l'effet est presque nul"
+
+
+def test_06_mean_difference_acts_more_than_the_probe_and_stays_below_the_ceiling():
+    text = printed("06", "one_hot = F.one_hot(y_train, 3).float()")
+    probe, mean, ceiling = values(text, r"sonde ×{n}, moyennes ×{n}, plafond ×{n}")
+    assert probe < mean < ceiling  # "La direction qui lit le mieux n'est pas forcément celle qui agit le mieux"
+    lost_probe, lost_mean = value(text, r"illégaux\) : sonde ×{n}"), value(text, r"illégaux\) : .*moyennes ×{n}")
+    assert lost_mean < lost_probe
+    random_gained = value(text, r"aléatoire, mêmes normes\s+[\d.]+\s+{n}")
+    none_gained = value(text, r"sans intervention\s+[\d.]+\s+{n}")
+    assert abs(random_gained - none_gained) < 0.005  # the random control leaves it where it was
+
+
+def test_06_the_model_plays_legal_moves_far_above_chance():
+    text = printed("06", "rate = top1_legal_rate(eval_logits, masks)")
+    assert value(text, r"Coup préféré légal \(top-1\) : {n}") > 0.95 > value(text, r"Case vide au hasard\s+: {n}")
+
+
+def test_06_mine_theirs_reads_better_than_black_white():
+    text = printed("06", "W_abs, b_abs = train_probes(")
+    mine_theirs = value(text, r"« à moi / à l'adversaire » {n}")
+    assert mine_theirs - value(text, r"« noir / blanc » {n}") > 0.1  # "nettement plus basse"
