@@ -1293,14 +1293,14 @@ def _rotary(x: torch.Tensor, base: float, first: int = 0, exponent: float = 2.0,
 
 
 @_exercise("09.3")
-def check_apply_rotary(apply_rotary, q: torch.Tensor, rotated: torch.Tensor, base: float) -> int:
-    """09.3: apply_rotary(x [batch pos head d_head], base) -> [batch pos head d_head], position p rotated by p.
+def check_rotate_by_position(rotate_by_position, q: torch.Tensor, rotated: torch.Tensor, base: float) -> int:
+    """09.3: rotate_by_position(x [batch pos head d_head], base) -> [batch pos head d_head], position p rotated by p.
 
     q and rotated: a hook_q of the notebook and the model's hook_rot_q, the reference of the first case."""
 
     def check_case(case, x, expected, base):
-        got = _call(apply_rotary, ("x", "base"), x, base)
-        _compare(got, expected, ("batch", "pos", "head", "d_head"), case, apply_rotary.__name__, mistakes=[
+        got = _call(rotate_by_position, ("x", "base"), x, base)
+        _compare(got, expected, ("batch", "pos", "head", "d_head"), case, rotate_by_position.__name__, mistakes=[
             ("Paires adjacentes (2i, 2i + 1) : c'est la disposition de GPT-J. Llama, Qwen et le modèle du cours "
              "font tourner ensemble la dimension i et la dimension i + d_head / 2", lambda: _rotary(x, base,
                                                                                                   adjacent=True)),

@@ -863,10 +863,10 @@ def test_09_2_keys_per_query_head(llama):
     still_to_do(check, stub("09.2"))
 
 
-def test_09_3_apply_rotary(llama):
+def test_09_3_rotate_by_position(llama):
     model, cache = llama
     q, rotated = cache["q", 0], cache["blocks.0.attn.hook_rot_q"]
-    check = partial(ex.check_apply_rotary, q=q, rotated=rotated, base=model.cfg.rotary_base)
+    check = partial(ex.check_rotate_by_position, q=q, rotated=rotated, base=model.cfg.rotary_base)
     reference = solution("09.3")
     check(reference)
     assert torch.allclose(reference(q, model.cfg.rotary_base), model.blocks[0].attn.apply_rotary(q), atol=1e-5)
