@@ -17,17 +17,11 @@ TEXT = "After John and Mary went to the store, Mary gave a bottle of milk to"
 SEQ_LEN, BATCH = 50, 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_grad():
-    enabled = torch.is_grad_enabled()
-    torch.set_grad_enabled(False)
-    yield
-    torch.set_grad_enabled(enabled)
-
-
 @pytest.fixture(scope="module")
 def model():
-    return HookedTransformer.from_pretrained("course-llama")
+    model = HookedTransformer.from_pretrained("course-llama")
+    model.requires_grad_(False)  # no graphs kept in the caches
+    return model
 
 
 @pytest.fixture(scope="module")
