@@ -352,6 +352,7 @@ def _source(model_name, checkpoint_index, checkpoint_value, hf_model, dtype: tor
     if streamed is not None:
         return streamed
     cfg, sd, tokenizer = loading.load_pretrained(model_name, checkpoint_index, checkpoint_value, hf_model=hf_model,
+                                                 weights_dtype=torch.float32 if dtype.itemsize >= 4 else dtype,
                                                  **cfg_overrides)
     return cfg, _dict_pieces(sd, cfg, dtype), tokenizer
 

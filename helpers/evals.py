@@ -13,13 +13,12 @@ The metrics of the shipped course models (written to data/models/*/metrics.json)
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from helpers import utils
+from helpers import checks, utils
 from helpers.ioi import EVAL_OBJECTS, EVAL_PLACES, EVAL_TEMPLATES, NAMES, IOIPrompt, ioi_eval_prompts
 from helpers.model import HookedTransformer
 
@@ -50,8 +49,8 @@ def induction_loss(model: HookedTransformer, tokenizer=None, batch_size: int = 4
     """
     n_ctx = model.cfg.n_ctx
     if 2 * subseq_len > n_ctx:
-        warnings.warn(f"induction_loss: subseq_len={subseq_len} repeated twice does not fit this model's context "
-                      f"(n_ctx={n_ctx}); using subseq_len={n_ctx // 2}.", stacklevel=3)  # 3: past torch.no_grad
+        checks.warn(f"induction_loss: subseq_len={subseq_len} repeated twice does not fit this model's context "
+                    f"(n_ctx={n_ctx}); using subseq_len={n_ctx // 2}.")
         subseq_len = n_ctx // 2
     device = model.cfg.device if device is None else device
     first_half = torch.randint(RANDOM_LOW, RANDOM_HIGH, (batch_size, subseq_len))

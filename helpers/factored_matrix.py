@@ -15,11 +15,11 @@ Same names and conventions as the classic TransformerLens ``FactoredMatrix`` (wr
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from jaxtyping import Complex, Float
 from torch import Tensor
+
+from helpers import checks
 
 
 class FactoredMatrix:
@@ -145,8 +145,8 @@ class FactoredMatrix:
     @property
     def Vh(self) -> Float[Tensor, "... rdim k"]:
         """Deprecated name of ``V`` (it has always been V, not V transposed), kept for old code."""
-        warnings.warn("FactoredMatrix.Vh is V, not V transposed: use .V (and .V.mT for the transpose).",
-                      DeprecationWarning, stacklevel=2)
+        checks.warn("FactoredMatrix.Vh is V, not V transposed: use .V (and .V.mT for the transpose).",
+                    DeprecationWarning)
         return self.svd()[2]
 
     def norm(self) -> Float[Tensor, "..."]:

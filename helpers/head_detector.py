@@ -17,13 +17,12 @@ Same signature, patterns and scores as the classic ``transformer_lens.head_detec
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
 
-from helpers import utils
+from helpers import checks, utils
 
 #: The built-in patterns, and the two scores (the classic type aliases, for annotations).
 HeadName = Literal["previous_token_head", "duplicate_token_head", "induction_head"]
@@ -138,8 +137,8 @@ def detect_head(model, seq: str | list[str], detection_pattern: torch.Tensor | H
                              f"seq (BOS included), got shape {tuple(pattern.shape)}"
                              f"{'' if tuple(pattern.shape) != (n, n) else ', not lower-triangular'}.")
     if error_measure == "mul" and not set(pattern.unique().tolist()) <= {0, 1}:
-        warnings.warn("detection_pattern has values other than 0 and 1, which error_measure='mul' reads as "
-                      "weights; error_measure='abs' compares amounts of attention.", stacklevel=2)
+        checks.warn("detection_pattern has values other than 0 and 1, which error_measure='mul' reads as "
+                    "weights; error_measure='abs' compares amounts of attention.")
     layer_to_heads = _layer_to_heads(model, heads)
     if cache is None:
         names = [utils.get_act_name("pattern", layer) for layer in layer_to_heads]

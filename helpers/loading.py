@@ -408,10 +408,12 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def _convert_hf(raw: dict, name: str, shards, where: str, repair) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config dict, classic float32 state dict) of a transformers checkpoint of a supported family: ``raw`` its
-    config.json, ``shards`` an iterable of (path, state dict) read one at a time (each converted, then dropped).
-    Every tensor is checked (shape against the config, float dtype, finite); one that is missing is named."""
+def _convert_hf(raw: dict, name: str, shards, where: str, repair,
+                dtype: torch.dtype = torch.float32) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config dict, classic state dict in ``dtype``) of a transformers checkpoint of a supported family: ``raw`` its
+    config.json, ``shards`` an iterable of (path, state dict) read one at a time (each converted, then dropped; each
+    tensor converted in float32, then kept in ``dtype``). Every tensor is checked (shape against the config, float
+    dtype, finite); one that is missing is named."""
     family = conversion.family_for(raw, name)
     config = family.config_from_hf(raw, name)
     hf_decoder.check_sizes(config)
@@ -436,7 +438,8 @@ def _convert_hf(raw: dict, name: str, shards, where: str, repair) -> tuple[dict,
                                            f"{repair('config.json')}.")
                 if hf_decoder.NOT_WEIGHTS.match(key):
                     continue
-            sd.update(convert_tensor(key, tensors.pop(full_name).float(), layout, cfg))
+            converted = convert_tensor(key, tensors.pop(full_name).float(), layout, cfg)
+            sd.update({k: v.to(dtype) for k, v in converted.items()})
     missing = sorted(set(expected) - seen)
     if missing:
         raise DamagedFileError(f"The weights of {name} ({', '.join(paths)}) have no tensor {missing[0]}"
@@ -473,7 +476,7 @@ def _tokenizer_from_dir(directory: Path):
     return tokenizer
 
 
-def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
+def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value, dtype: torch.dtype = torch.float32):
     """A transformers repository of a supported architecture (Pythia's checkpoints are its revisions step<N>)."""
     revision = None
     label = None
@@ -487,7 +490,7 @@ def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
     raw = hub._read_json(hub._hub_file(spec.repo, "config.json", revision=revision), repair("config.json"))
     weights = _hub_weights(spec.repo, revision)
     config, sd = _convert_hf(raw, name, _shards(weights, lambda f: hub._hub_file(spec.repo, f, revision=revision),
-                                                 repair), f"{spec.repo}/config.json", repair)
+                                                 repair), f"{spec.repo}/config.json", repair, dtype)
     if label is not None:
         config.update(checkpoint_value=label, checkpoint_index=list(spec.checkpoint_steps).index(label))
     tokenizer = None
@@ -513,13 +516,13 @@ def _hub_weights(repo: str, revision: str | None) -> str:
     raise FileNotFoundError(f"The Hub repository {repo} has none of the weight files {', '.join(WEIGHT_FILES)}.")
 
 
-def _load_user_hf(model_name: str, hf_model, raw: dict):
+def _load_user_hf(model_name: str, hf_model, raw: dict, dtype: torch.dtype = torch.float32):
     """(config, state dict, tokenizer) of a user's model of a supported family other than GPT-2: a transformers
     model in memory, or a ``save_pretrained`` directory (single or sharded; its tokenizer too, if saved there)."""
     if hf_model is not None:
         name = resolve_name(model_name) if model_name.lower() in _alias_map() else model_name
         config, sd = _convert_hf(raw, name, [("hf_model", dict(hf_model.state_dict()))], "hf_model.config",
-                                 lambda f: "pass the transformers model again")
+                                 lambda f: "pass the transformers model again", dtype)
         return config, sd, None
     directory = Path(model_name).expanduser()
     repair = _user_dir_repair(directory)
@@ -528,7 +531,7 @@ def _load_user_hf(model_name: str, hf_model, raw: dict):
         raise FileNotFoundError(f"{directory} is not a directory written by save_pretrained: it has config.json but "
                                 f"none of {', '.join(WEIGHT_FILES)}.")
     config, sd = _convert_hf(raw, directory.name, _shards(str(weights), lambda f: str(directory / f), repair),
-                             str(directory / "config.json"), repair)
+                             str(directory / "config.json"), repair, dtype)
     return config, sd, _tokenizer_from_dir(directory)
 
 
@@ -546,7 +549,8 @@ def _user_raw_config(model_name: str, hf_model) -> dict | None:
     return None if raw.get("model_type") == gpt2.MODEL_TYPE else raw
 
 
-_LOADERS = {"hf-gpt2": _load_hf_gpt2, "hf": _load_hf, "classic": _load_classic, "course": _load_course}
+# The families beyond GPT-2 ("hf") load through _load_hf, which also takes the precision of the weights.
+_LOADERS = {"hf-gpt2": _load_hf_gpt2, "classic": _load_classic, "course": _load_course}
 
 
 # ================================================================================================
@@ -592,9 +596,11 @@ def _final_config(config: dict, name: str, user_model: bool, cfg_overrides: dict
 
 
 def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkpoint_value: int | None = None,
-                    hf_model=None, **cfg_overrides) -> tuple[HookedTransformerConfig, dict[str, torch.Tensor], object]:
-    """The config, the classic-named float32 state dict (unprocessed) and the tokenizer (None: the config's
-    ``tokenizer_name`` says which) of a model given by name (see ``MODELS``).
+                    hf_model=None, weights_dtype: torch.dtype = torch.float32,
+                    **cfg_overrides) -> tuple[HookedTransformerConfig, dict[str, torch.Tensor], object]:
+    """The config, the classic-named state dict (unprocessed, in ``weights_dtype``: float32 by default; a family
+    beyond GPT-2 is converted into it tensor by tensor, so a 16-bit load never holds its weights in float32) and the
+    tokenizer (None: the config's ``tokenizer_name`` says which) of a model given by name (see ``MODELS``).
 
     checkpoint_index / checkpoint_value pick a training checkpoint (see get_checkpoint_labels). ``hf_model``:
     a transformers GPT-2 (your own or fine-tuned) whose weights are used instead of the Hub's; ``model_name``
@@ -605,14 +611,17 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
     try:
         raw = _user_raw_config(model_name, hf_model) if user_model else None
         if raw is not None:  # a user's model of a family beyond GPT-2
-            config, sd, tokenizer = _load_user_hf(model_name, hf_model, raw)
+            config, sd, tokenizer = _load_user_hf(model_name, hf_model, raw, weights_dtype)
         elif user_model:
             config, sd, tokenizer = _load_user_gpt2(model_name, hf_model)
+        elif spec.family == "hf":
+            config, sd, tokenizer = _load_hf(name, spec, checkpoint_index, checkpoint_value, weights_dtype)
         else:
             config, sd, tokenizer = _LOADERS[spec.family](name, spec, checkpoint_index, checkpoint_value)
     except hub._NotAvailable as e:
         shown = name if model_name == name else f"{model_name} ({name})"
         raise HubUnavailableError(_unavailable_message(shown, e, spec)) from None
+    sd = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in sd.items()}  # no copy when already so
     return _final_config(config, name, user_model, cfg_overrides), sd, tokenizer
 
 

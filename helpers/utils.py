@@ -9,7 +9,6 @@ import importlib.util
 import math
 import os
 import re
-import warnings
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import nn
 
+from helpers import checks
 from helpers.hub import download_file_from_hf as download_file_from_hf  # TransformerLens' place for it
 
 # Short names accepted by get_act_name and by ActivationCache["short", layer].
@@ -278,11 +278,11 @@ def get_device() -> str:
     else:
         raise ValueError(f"COURSE_DEVICE={requested!r}: expected cpu, cuda, mps or auto (or leave it unset for cpu)")
     if device != "cpu" and not available[device]:
-        warnings.warn(f"COURSE_DEVICE={requested}: {device} is not available here; using cpu", stacklevel=2)
+        checks.warn(f"COURSE_DEVICE={requested}: {device} is not available here; using cpu")
         device = "cpu"
     if device != "cpu" and not _agrees_with_cpu(device):
-        warnings.warn(f"COURSE_DEVICE={requested}: {device} disagrees with the CPU on a fixed computation; "
-                      "using cpu", stacklevel=2)
+        checks.warn(f"COURSE_DEVICE={requested}: {device} disagrees with the CPU on a fixed computation; "
+                    "using cpu")
         device = "cpu"
     print(f"Appareil : {device} (COURSE_DEVICE={requested}"
           + (", résultats vérifiés contre le CPU)" if device != "cpu" else ")"))

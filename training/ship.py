@@ -24,6 +24,7 @@ from training.metrics import induction_metrics, ioi_metrics, othello_metrics, ot
 UNUSED_TOKEN_BIAS = -100.0  # logit bias of the tokens a language model never saw in training
 # The metric a stage must raise to replace its model's shipped weights, measured on the final weights.
 SCORE = {"othello": "probe_best_occupied_accuracy", "lm": "oos_ioi_accuracy"}
+LOWER_IS_BETTER = {"loss_repeated_half", "held_out_text_loss"}  # scores a stage must lower (the others it raises)
 EXPORTED = "exported.json"  # written in a run's directory once it has been exported (shipped or not)
 
 
@@ -61,11 +62,17 @@ def _as_shipped(model: HookedTransformer) -> HookedTransformer:
     return shipped.eval()
 
 
+def improves(score: str, value: float, shipped: float) -> bool:
+    """Whether ``value`` of the metric ``score`` is better than the shipped model's: lower for a loss, else higher."""
+    return value < shipped if score in LOWER_IS_BETTER else value > shipped
+
+
 def export_run(trainer) -> bool:
     """Write a finished run's checkpoints, config and metrics to data/models/<model>/; whether it did.
 
-    A stage (``spec.stage_of``) replaces its model's shipped weights only if its final model beats them on
-    ``SCORE``; either way the outcome is recorded in the run's directory (``EXPORTED``)."""
+    A stage (``spec.stage_of``) replaces its model's shipped weights only if its final model beats them on its
+    spec's ``score`` (by default ``SCORE`` of its kind); either way the outcome is recorded in the run's directory
+    (``EXPORTED``)."""
     name, spec, lm = trainer.shipped_name, trainer.spec, trainer.spec.kind == "lm"
     held_out = trainer.data.held_out if lm else None
     final_step, selection = trainer.choose_final_step()
@@ -83,9 +90,9 @@ def export_run(trainer) -> bool:
     previous = model_config(name) if spec.stage_of else None
     outcome = {"run": trainer.name, "model": name, "final_step": steps[-1], "shipped": True}
     if previous is not None:
-        key, before = SCORE[spec.kind], course_models.metrics(name)["final"]
+        key, before = spec.score or SCORE[spec.kind], course_models.metrics(name)["final"]
         outcome.update(score=key, shipped_value=before[key], value=final_metrics[key],
-                       shipped=final_metrics[key] > before[key])
+                       shipped=improves(key, final_metrics[key], before[key]))
         print(f"{trainer.name}: {key} {final_metrics[key]:.4f} against {before[key]:.4f} shipped: "
               + ("shipping it." if outcome["shipped"] else "not shipped."), flush=True)
     (trainer.run_dir / EXPORTED).write_text(json.dumps(outcome, indent=1) + "\n")

@@ -323,3 +323,18 @@ def test_key_value_cache_and_patching_from_the_corrupted_prefix(family):
     reused = patching.activation_patching(model, corrupted, clean_cache, metric, "resid_pre")
     full = patching.activation_patching(model, corrupted, clean_cache, metric, "resid_pre", reuse_prefix=False)
     assert gap(reused.values, full.values) < 1e-4, arch
+
+
+def test_a_16_bit_load_converts_the_weights_into_that_precision(family):
+    """load_pretrained(weights_dtype=torch.bfloat16) keeps each converted tensor in bfloat16 (a 2-billion-parameter
+    Gemma never sits in float32 in memory), and from_pretrained(dtype=torch.bfloat16) gives the float32 model's
+    predictions."""
+    arch, _, directory = family
+    _, sd, _ = loading.load_pretrained(str(directory), weights_dtype=torch.bfloat16)
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.bfloat16}, arch
+    full = HookedTransformer.from_pretrained(str(directory), device="cpu")
+    half = HookedTransformer.from_pretrained(str(directory), device="cpu", dtype=torch.bfloat16)
+    assert half.W_Q.dtype == torch.bfloat16
+    toks = tokens()
+    agree = (half(toks).argmax(-1) == full(toks).argmax(-1)).float().mean().item()
+    assert agree > 0.8, (arch, agree)
