@@ -33,6 +33,8 @@ COURSE_MODELS = {
     "course-othello-gpt": "Othello-GPT trained on synthetic random legal games (stands in for othello-gpt)",
     "course-gpt2-v2": ("4-layer GPT-2-architecture model on Zipf-distributed stories, still in training: the "
                        "next course-gpt2; no notebook uses it yet"),
+    "course-llama": ("4-layer Llama-architecture model (RMSNorm, rotary, grouped-query attention, SwiGLU) on "
+                     "Zipf-distributed stories: notebook 09's stand-in for Qwen2.5-0.5B"),
 }
 
 
