@@ -139,8 +139,8 @@ def test_the_first_repeated_random_token_stays_unpredictable(name, lessons):
     assert m["first_repeat_loss"] >= 4 and m["rest_of_repeat_loss"] < 0.5
 
 
-@pytest.mark.xfail(strict=True, reason="course-gpt2-v2 after stage 3 (4200 steps) prefers the indirect object on "
-                   "84.5 % of the test prompts and 67.5 % of the out-of-structure ones (50.5 and 43.8 % after stage 2)")
+@pytest.mark.xfail(strict=True, reason="course-gpt2-v2 after stage 4 (5800 steps) prefers the indirect object on "
+                   "86.0 % of the test prompts and 75.0 % of the out-of-structure ones (84.5 and 67.5 % after stage 3)")
 def test_the_successor_does_ioi_on_test_and_out_of_structure_prompts():
     m = course_metrics.ioi_metrics(from_pretrained("course-gpt2-v2"))
     assert m["ioi_accuracy"] >= 0.9 and m["oos_ioi_accuracy"] >= 0.85
