@@ -31,6 +31,8 @@ COURSE_MODELS = {
     "course-gpt2": ("4-layer GPT-2-architecture model with induction heads, trained on Zipf-distributed "
                     "stories and IOI-like ones (stands in for gpt2-small)"),
     "course-othello-gpt": "Othello-GPT trained on synthetic random legal games (stands in for othello-gpt)",
+    "course-llama": ("4-layer Llama-architecture model (RMSNorm, rotary, grouped-query attention, SwiGLU) on "
+                     "Zipf-distributed stories: notebook 09's stand-in for Qwen2.5-0.5B"),
 }
 
 

@@ -184,9 +184,12 @@ def ioi_eval(model: HookedTransformer, dataset: Sequence[IOIPrompt] | IOIDataset
 
 
 def repeated_random_tokens(model: HookedTransformer, seq_len: int = 50, batch: int = 20,
-                           seed: int = 0) -> torch.Tensor:
-    """BOS + seq_len random tokens (ids 1000..9999) + the same tokens again: [batch 1+2*seq_len]."""
+                           seed: int = 0, prepend_bos: bool | None = None) -> torch.Tensor:
+    """BOS + seq_len random tokens (ids 1000..9999) + the same tokens again: [batch 1+2*seq_len]; without the BOS
+    when ``prepend_bos`` is False (default: the model's ``cfg.default_prepend_bos``; Qwen's is False), [batch
+    2*seq_len]."""
     generator = torch.Generator().manual_seed(seed)
     random = torch.randint(RANDOM_LOW, RANDOM_HIGH, (batch, seq_len), generator=generator)
-    bos = torch.full((batch, 1), model.tokenizer.bos_token_id)
-    return torch.cat([bos, random, random], dim=1).to(model.cfg.device)
+    bos = utils.override_or_use_default_value(model.cfg.default_prepend_bos, prepend_bos)
+    first = [torch.full((batch, 1), model.tokenizer.bos_token_id)] if bos else []
+    return torch.cat([*first, random, random], dim=1).to(model.cfg.device)

@@ -1219,3 +1219,101 @@ def check_interpolate_activation(interpolate_activation, corrupted: torch.Tensor
     return _each(check_case, [("les activations du notebook, α = 0,3", corrupted, clean, 0.3),
                               ("α = 0 (le run corrompu)", x, y, 0.0), ("α = 1 (le patch complet)", x, y, 1.0),
                               ("α = 0,25", x, y, 0.25)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# 09 — au-delà de GPT-2
+# ---------------------------------------------------------------------------------------------------
+
+
+def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float, dim: int = -1) -> torch.Tensor:
+    return x / (x.pow(2).mean(dim, keepdim=True) + eps).sqrt() * w
+
+
+@_exercise("09.1")
+def check_rms_norm(rms_norm, x: torch.Tensor, w: torch.Tensor, eps: float) -> int:
+    """09.1: rms_norm(x [batch pos d_model], w [d_model], eps) -> [batch pos d_model]."""
+
+    def check_case(case, x, w, eps):
+        got = _call(rms_norm, ("x", "w", "eps"), x, w, eps)
+        centred = x - x.mean(-1, keepdim=True)
+        _compare(got, _rms_norm(x, w, eps), ("batch", "pos", "d_model"), case, rms_norm.__name__, mistakes=[
+            ("Vous centrez x : c'est une LayerNorm. Une RMSNorm ne retire pas la moyenne, elle divise seulement "
+             "par la moyenne quadratique", lambda: _rms_norm(centred, w, eps)),
+            ("ε est hors de la racine : `sqrt(mean(x²) + eps)`, pas `sqrt(mean(x²)) + eps`",
+             lambda: x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * w),
+            ("Le poids `w` est oublié : multipliez le résultat normalisé par `w`", lambda: _rms_norm(x, 1.0, eps)),
+            ("Divisé par la racine de la SOMME des carrés (la norme) : prenez leur MOYENNE sur d_model",
+             lambda: x / (x.pow(2).sum(-1, keepdim=True) + eps).sqrt() * w),
+            ("Moyenne sur la mauvaise dimension : la moyenne des carrés se prend sur d_model (`dim=-1`)",
+             lambda: _rms_norm(x, w, eps, dim=-2)),
+        ], atol=1e-5)
+
+    generator = _rng()
+    small = torch.randn(2, 3, 8, generator=generator) * 0.3
+    return _each(check_case, [("le flux résiduel du notebook", x, w, eps),
+                              ("entrée aléatoire, ε = 0,5", small, torch.rand(8, generator=generator) + 0.5, 0.5),
+                              ("entrée décentrée, ε = 1e-6", small + 2.0, torch.randn(8, generator=generator), 1e-6)])
+
+
+@_exercise("09.2")
+def check_keys_per_query_head(keys_per_query_head, k: torch.Tensor, n_heads: int) -> int:
+    """09.2: keys_per_query_head(k [batch pos n_kv d_head], n_heads) -> [batch pos n_heads d_head]."""
+
+    def check_case(case, k, n_heads):
+        got = _call(keys_per_query_head, ("k", "n_heads"), k, n_heads)
+        group = n_heads // k.shape[2]
+        _compare(got, k.repeat_interleave(group, dim=2), ("batch", "pos", "head", "d_head"), case,
+                 keys_per_query_head.__name__, mistakes=[
+            ("Têtes réparties en alternance (`repeat`, ou `expand` puis `reshape` dans le mauvais ordre) : les "
+             f"{group} têtes de requête CONSÉCUTIVES partagent une tête clé/valeur, la tête h lit la tête "
+             "h // (n_heads // n_kv) ; utilisez `repeat_interleave`", lambda: k.repeat(1, 1, group, 1)),
+        ])
+
+    generator = _rng()
+    return _each(check_case, [("les clés du notebook", k, n_heads),
+                              ("6 têtes, 2 têtes clé/valeur", torch.randn(2, 3, 2, 4, generator=generator), 6),
+                              ("une seule tête clé/valeur (MQA)", torch.randn(1, 3, 1, 4, generator=generator), 4),
+                              ("autant de têtes clé/valeur que de têtes", torch.randn(1, 2, 3, 4, generator=generator),
+                               3)])
+
+
+def _rotary(x: torch.Tensor, base: float, first: int = 0, exponent: float = 2.0, sign: float = 1.0,
+            adjacent: bool = False) -> torch.Tensor:
+    """x [batch pos head d_head] rotated by positions first, first + 1, ... (Llama's layout unless adjacent)."""
+    d = x.shape[-1]
+    freqs = base ** (-exponent * torch.arange(d // 2, dtype=torch.float64) / d)
+    angles = (torch.arange(x.shape[1], dtype=torch.float64) + first)[:, None] * freqs  # [pos d/2]
+    cos, sin = angles.cos()[:, None].to(x.dtype), sign * angles.sin()[:, None].to(x.dtype)  # [pos 1 d/2]
+    if adjacent:
+        x1, x2 = x[..., ::2], x[..., 1::2]
+        return torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    x1, x2 = x[..., :d // 2], x[..., d // 2:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+@_exercise("09.3")
+def check_rotate_by_position(rotate_by_position, q: torch.Tensor, rotated: torch.Tensor, base: float) -> int:
+    """09.3: rotate_by_position(x [batch pos head d_head], base) -> [batch pos head d_head], position p rotated by p.
+
+    q and rotated: a hook_q of the notebook and the model's hook_rot_q, the reference of the first case."""
+
+    def check_case(case, x, expected, base):
+        got = _call(rotate_by_position, ("x", "base"), x, base)
+        _compare(got, expected, ("batch", "pos", "head", "d_head"), case, rotate_by_position.__name__, mistakes=[
+            ("Paires adjacentes (2i, 2i + 1) : c'est la disposition de GPT-J. Llama, Qwen et le modèle du cours "
+             "font tourner ensemble la dimension i et la dimension i + d_head / 2", lambda: _rotary(x, base,
+                                                                                                  adjacent=True)),
+            ("Rotation dans le mauvais sens (le signe de sin est inversé) : la première moitié devient "
+             "x1 cos − x2 sin, la seconde x2 cos + x1 sin", lambda: _rotary(x, base, sign=-1.0)),
+            ("Décalé d'une position : la première position est 0 (elle ne tourne pas)",
+             lambda: _rotary(x, base, first=1)),
+            ("Fréquences fausses : θ_i = base^(−2i / d_head) pour i = 0 … d_head / 2 − 1 (l'exposant porte 2i)",
+             lambda: _rotary(x, base, exponent=1.0)),
+        ], atol=1e-4, rtol=1e-3)
+
+    generator = _rng()
+    x = torch.randn(2, 12, 3, 8, generator=generator)
+    return _each(check_case, [("les requêtes du notebook", q, rotated, base),
+                              ("entrée aléatoire, base 10 000", x, _rotary(x, 10_000.0), 10_000.0),
+                              ("entrée aléatoire, base 100", x, _rotary(x, 100.0), 100.0)])

@@ -125,7 +125,7 @@ MODELS: dict[str, ModelSpec] = {
     **{name: ModelSpec("course", description=description)
        for name, description in course_models.COURSE_MODELS.items()},
     # ----- the families beyond GPT-2 (helpers.conversion): transformers repositories -----
-    "Qwen/Qwen2.5-0.5B": ModelSpec("hf", "Qwen/Qwen2.5-0.5B", ("qwen2.5-0.5b",), stand_in="course-gpt2",
+    "Qwen/Qwen2.5-0.5B": ModelSpec("hf", "Qwen/Qwen2.5-0.5B", ("qwen2.5-0.5b",), stand_in="course-llama",
                                    description="Qwen 2.5 0.5B (24 layers, d_model 896, grouped-query attention)"),
     "Qwen/Qwen3-0.6B": ModelSpec("hf", "Qwen/Qwen3-0.6B", ("qwen3-0.6b",), stand_in="course-gpt2",
                                  description="Qwen 3 0.6B (28 layers, d_model 1024, query/key norms)"),

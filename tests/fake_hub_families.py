@@ -12,6 +12,8 @@ GPT-NeoX-20B's tokenizer.
 The shapes are small whatever the scale (2 layers, d_model 64, 512 tokens): the real ones go up to 7 billion
 parameters. The tokenizers are byte-level BPEs of 400 tokens with each family's special tokens (Llama's, Mistral's
 and Gemma's add their BOS themselves, as the real ones do); they split real text differently from the real ones.
+Qwen 2.5's is GPT-2's BPE with Qwen's special tokens after it (50,304 embedding rows), so that notebook 09 finds
+what the real one has: common words and first names as single tokens, ids 1000 to 9999 ordinary tokens.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ REPOS = {
     "Qwen/Qwen2.5-0.5B": ("Qwen2ForCausalLM", dict(
         model_type="qwen2", num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0,
         rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False, sliding_window=32768,
-        max_window_layers=2, hidden_act="silu", bos_token_id=0, eos_token_id=0),
+        max_window_layers=2, hidden_act="silu", bos_token_id=50256, eos_token_id=50256, vocab_size=50304),
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], dict(bos_token=None, eos_token="<|endoftext|>",
                                                                pad_token="<|endoftext|>"), 1),
     "Qwen/Qwen3-0.6B": ("Qwen3ForCausalLM", dict(
@@ -71,6 +73,7 @@ REPOS = {
         for size in ("70m", "160m")},
 }
 ADDS_BOS = {"meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b"}
+GPT2_BPE = {"Qwen/Qwen2.5-0.5B"}  # GPT-2's vocabulary and merges, the family's special tokens after them
 LISTED_ONLY = {
     "Qwen/Qwen2.5-0.5B": [".gitattributes", "LICENSE", "README.md", "merges.txt"],
     "Qwen/Qwen3-0.6B": [".gitattributes", "LICENSE", "README.md", "merges.txt"],
@@ -89,30 +92,36 @@ ATTN_ONLY = "callummcdougall/attn_only_2L_half"
 NEOX_TOKENIZER = "EleutherAI/gpt-neox-20b"
 
 
-def tokenizer_files(specials: list[str], tokenizer_config: dict, adds_bos: bool) -> dict[str, bytes]:
-    """tokenizer.json (a byte-level BPE of TOKENIZER_SIZE tokens, the special tokens first), tokenizer_config.json
-    and special_tokens_map.json."""
+def tokenizer_files(specials: list[str], tokenizer_config: dict, adds_bos: bool,
+                    gpt2_bpe: bool = False) -> dict[str, bytes]:
+    """tokenizer.json (a byte-level BPE of TOKENIZER_SIZE tokens, the special tokens first; or, with ``gpt2_bpe``,
+    GPT-2's, the special tokens after it), tokenizer_config.json and special_tokens_map.json."""
     from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
 
-    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {s: i for i, s in enumerate(specials)}
-    for s in symbols:
-        vocab[s] = len(vocab)
-    merges = []
-    for a in " etaoinsrhl":
-        for b in "etaoinsrhldcum":
-            if len(vocab) < TOKENIZER_SIZE and (a + b).replace(" ", "Ġ") not in vocab:
-                vocab[(a + b).replace(" ", "Ġ")] = len(vocab)
-                merges.append((a.replace(" ", "Ġ"), b))
-    tokenizer = Tokenizer(BPE(vocab, merges))
+    from helpers.tokenizer import TOKENIZER_DIR
+
+    if gpt2_bpe:
+        tokenizer = Tokenizer(BPE.from_file(str(TOKENIZER_DIR / "encoder.json"), str(TOKENIZER_DIR / "vocab.bpe")))
+    else:
+        symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+        vocab = {s: i for i, s in enumerate(specials)}
+        for s in symbols:
+            vocab[s] = len(vocab)
+        merges = []
+        for a in " etaoinsrhl":
+            for b in "etaoinsrhldcum":
+                if len(vocab) < TOKENIZER_SIZE and (a + b).replace(" ", "Ġ") not in vocab:
+                    vocab[(a + b).replace(" ", "Ġ")] = len(vocab)
+                    merges.append((a.replace(" ", "Ġ"), b))
+        tokenizer = Tokenizer(BPE(vocab, merges))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(specials)
     if adds_bos:  # as Llama's, Mistral's and Gemma's tokenizers do
         bos = tokenizer_config["bos_token"]
         tokenizer.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                                 special_tokens=[(bos, vocab[bos])])
+                                                                 special_tokens=[(bos, tokenizer.token_to_id(bos))])
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 131072, **tokenizer_config}
     special = {k: v for k, v in tokenizer_config.items() if v is not None}
     return {"tokenizer.json": tokenizer.to_str().encode(), "tokenizer_config.json": json.dumps(config).encode(),
@@ -178,7 +187,7 @@ def repo_files(repo: str, seed: int = 0) -> dict[str, bytes]:
     files = {"config.json": json.dumps(config, indent=2).encode(),
              "generation_config.json": json.dumps({"bos_token_id": config.get("bos_token_id"),
                                                    "eos_token_id": config.get("eos_token_id")}).encode(),
-             **tokenizer_files(specials, tokenizer_config, repo in ADDS_BOS)}
+             **tokenizer_files(specials, tokenizer_config, repo in ADDS_BOS, repo in GPT2_BPE)}
     sd = _state_dict(repo, seed, config)
     if shards == 1:
         files["model.safetensors"] = _safetensors(sd)

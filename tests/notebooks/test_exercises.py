@@ -16,6 +16,7 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from nbclient import NotebookClient
 
 from helpers import FactoredMatrix, HookedTransformer, HookedTransformerConfig, course_models, othello, utils
@@ -823,3 +824,65 @@ def test_07_3_interpolate_activation():
 
     fails_with(check, in_place, "en place", "`corrupted`")
     still_to_do(check, stub("07.3"))
+
+
+@pytest.fixture(scope="module")
+def llama():
+    """A random model of notebook 09's architecture (RMSNorm, rotary, grouped-query attention) and its cache."""
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=1, d_model=32, n_heads=4, d_head=8, n_key_value_heads=2, d_mlp=64,
+                                  n_ctx=32, d_vocab=50, act_fn="silu", gated_mlp=True, normalization_type="RMS",
+                                  positional_embedding_type="rotary", rotary_dim=8, rotary_base=10_000)
+    model = HookedTransformer(cfg)
+    _, cache = model.run_with_cache(torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(1)))
+    return model, cache
+
+
+def test_09_1_rms_norm(llama):
+    model, cache = llama
+    x, w = cache["resid_pre", 0], torch.rand(32, generator=torch.Generator().manual_seed(2)) + 0.5
+    check = partial(ex.check_rms_norm, x=x, w=w, eps=model.cfg.eps)
+    check(solution("09.1"))
+    model.blocks[0].ln1.w.data.copy_(w)
+    assert torch.allclose(solution("09.1")(x, w, model.cfg.eps), model.blocks[0].ln1(x), atol=1e-6)  # the model's
+    fails_with(check, lambda x, w, eps: F.layer_norm(x, x.shape[-1:], eps=eps) * w, "LayerNorm")
+    fails_with(check, lambda x, w, eps: x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * w, "hors de la racine")
+    fails_with(check, lambda x, w, eps: x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt(), "`w` est oublié")
+    fails_with(check, lambda x, w, eps: x / (x.pow(2).sum(-1, keepdim=True) + eps).sqrt() * w, "SOMME")
+    fails_with(check, lambda x, w, eps: x / (x.pow(2).mean(-2, keepdim=True) + eps).sqrt() * w, "mauvaise dimension")
+    still_to_do(check, stub("09.1"))
+
+
+def test_09_2_keys_per_query_head(llama):
+    model, cache = llama
+    check = partial(ex.check_keys_per_query_head, k=cache["k", 0], n_heads=model.cfg.n_heads)
+    check(solution("09.2"))
+    check(lambda k, n: k[:, :, torch.arange(n) // (n // k.shape[2])])
+    fails_with(check, lambda k, n: k.repeat(1, 1, n // k.shape[2], 1), "repeat_interleave", "CONSÉCUTIVES")
+    fails_with(check, lambda k, n: k.repeat_interleave(n // k.shape[2], dim=1), "Mauvaise forme")
+    still_to_do(check, stub("09.2"))
+
+
+def test_09_3_rotate_by_position(llama):
+    model, cache = llama
+    q, rotated = cache["q", 0], cache["blocks.0.attn.hook_rot_q"]
+    check = partial(ex.check_rotate_by_position, q=q, rotated=rotated, base=model.cfg.rotary_base)
+    reference = solution("09.3")
+    check(reference)
+    assert torch.allclose(reference(q, model.cfg.rotary_base), model.blocks[0].attn.apply_rotary(q), atol=1e-5)
+
+    def rotate(x, base, first=0, sign=1.0, exponent=2.0, adjacent=False):
+        d = x.shape[-1]
+        angles = (torch.arange(x.shape[1]) + first)[:, None] * base ** (-exponent * torch.arange(d // 2) / d)
+        cos, sin = angles.cos()[:, None], sign * angles.sin()[:, None]
+        x1, x2 = (x[..., ::2], x[..., 1::2]) if adjacent else (x[..., : d // 2], x[..., d // 2:])
+        if adjacent:
+            return torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+    check(rotate)
+    fails_with(check, lambda x, base: rotate(x, base, adjacent=True), "Paires adjacentes", "GPT-J")
+    fails_with(check, lambda x, base: rotate(x, base, sign=-1.0), "mauvais sens")
+    fails_with(check, lambda x, base: rotate(x, base, first=1), "Décalé d'une position")
+    fails_with(check, lambda x, base: rotate(x, base, exponent=1.0), "Fréquences fausses")
+    still_to_do(check, stub("09.3"))

@@ -14,8 +14,7 @@ def cells(path: Path) -> list[dict]:
 
 
 def test_numbered_notebooks():
-    # 08 (Othello-GPT's research questions) and 09 (modern model families) are planned, not written yet.
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "10_"]
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -47,6 +47,19 @@ def test_induction_loss_is_the_loss_on_the_second_half(attn_only):
     assert no_bos.item() != pytest.approx(loss.item(), rel=1e-6)  # the first token is no longer BOS
 
 
+def test_repeated_random_tokens_put_a_bos_first_only_when_the_model_expects_one(attn_only):
+    with_bos = evals.repeated_random_tokens(attn_only, seq_len=5, batch=2, seed=1)
+    assert with_bos.shape == (2, 11) and bool((with_bos[:, 0] == attn_only.tokenizer.bos_token_id).all())
+    assert torch.equal(with_bos[:, 1:6], with_bos[:, 6:])
+    without = evals.repeated_random_tokens(attn_only, seq_len=5, batch=2, seed=1, prepend_bos=False)
+    assert torch.equal(without, with_bos[:, 1:])  # the same random tokens, no BOS
+    attn_only.cfg.default_prepend_bos = False  # as Qwen's config says
+    try:
+        assert torch.equal(evals.repeated_random_tokens(attn_only, seq_len=5, batch=2, seed=1), without)
+    finally:
+        attn_only.cfg.default_prepend_bos = True
+
+
 @pytest.fixture(scope="module")
 def gpt2():
     return HookedTransformer.from_pretrained("course-gpt2")

@@ -349,7 +349,8 @@ STAND_INS = [("gpt2-small", "course-gpt2", "hf download gpt2 config.json model.s
              ("gelu-2l", "course-attn-only-2l", "hf download NeelNanda/GELU_2L512W_C4_Code"),
              ("attn-only-3l", "course-attn-only-2l", "hf download NeelNanda/Attn_Only_3L512W_C4_Code"),
              ("othello-gpt", "course-othello-gpt",
-              "hf download NeelNanda/Othello-GPT-Transformer-Lens synthetic_model.pth")]
+              "hf download NeelNanda/Othello-GPT-Transformer-Lens synthetic_model.pth"),
+             ("Qwen/Qwen2.5-0.5B", "course-llama", 'hf download Qwen/Qwen2.5-0.5B --include "*.json"')]
 
 
 @pytest.mark.parametrize("name, stand_in, command", STAND_INS, ids=[s[0] for s in STAND_INS])
@@ -375,6 +376,7 @@ def test_choose_model_takes_the_real_model_when_it_can(hub, tmp_path, monkeypatc
     monkeypatch.setenv("COURSE_EMBEDDED_MODELS", "1")
     hub.online = True
     assert loading.choose_model("solu-2l") == "course-attn-only-2l"
+    assert loading.choose_model("qwen2.5-0.5b") == "course-llama"  # notebook 09's Llama-architecture stand-in
     assert "COURSE_EMBEDDED_MODELS" in capsys.readouterr().out
     with pytest.raises(KeyError, match="no embedded stand-in"):
         loading.choose_model("course-gpt2")

@@ -1,0 +1,200 @@
+"""What notebook 09 says about the embedded course-llama is true of it: each claim of its prose, recomputed here from
+helpers and the model (not read from the stored outputs), so that a retrained stand-in cannot make the text false
+silently."""
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import HookedTransformer, evals, patching
+from helpers.ioi import famous_ioi_prompt, ioi_eval_prompts, ioi_prompt_pairs_for_patching
+from helpers.weights import valid_processing
+
+TEXT = "After John and Mary went to the store, Mary gave a bottle of milk to"
+SEQ_LEN, BATCH = 50, 8
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = HookedTransformer.from_pretrained("course-llama")
+    model.requires_grad_(False)  # no graphs kept in the caches
+    return model
+
+
+@pytest.fixture(scope="module")
+def cache(model):
+    return model.run_with_cache(TEXT)[1]
+
+
+# --- 1. the config, the parameters, the hooks ---------------------------------------------------------------
+
+
+def test_09_the_stand_in_is_a_small_llama(model):
+    cfg = model.cfg
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.rotary_base) == (4, 128, 4, 2, 10_000)
+    assert (cfg.normalization_type, cfg.positional_embedding_type, cfg.gated_mlp, cfg.act_fn) == (
+        "RMSPre", "rotary", True, "silu")
+    assert not hasattr(model, "W_pos")
+
+
+def test_09_no_norm_parameter_is_left_and_keys_are_stored_per_key_value_head(model):
+    names = [name for name, _ in model.named_parameters() if name.startswith("blocks.0.")]
+    assert not [name for name in names if ".ln" in name]
+    assert model.blocks[0].attn._W_K.shape[0] == model.cfg.n_key_value_heads
+    assert model.W_K.shape[1] == model.cfg.n_heads and "blocks.0.mlp.W_gate" in names
+
+
+def test_09_rotated_hooks_follow_q_and_k_and_there_is_no_position_hook(cache):
+    names = list(cache.keys())
+    assert names.index("blocks.0.attn.hook_rot_q") == names.index("blocks.0.attn.hook_q") + 1
+    assert names.index("blocks.0.attn.hook_rot_k") == names.index("blocks.0.attn.hook_k") + 1
+    assert "hook_pos_embed" not in names and "blocks.0.mlp.hook_pre_linear" in names
+
+
+# --- 2. BOS ---------------------------------------------------------------------------------------------------
+
+
+def test_09_the_stand_in_prepends_gpt2_s_bos(model):
+    assert model.cfg.default_prepend_bos and model.tokenizer.bos_token == "<|endoftext|>"
+    assert model.to_str_tokens(TEXT)[0] == "<|endoftext|>"
+
+
+# --- 3. RMSNorm -----------------------------------------------------------------------------------------------
+
+
+def test_09_folding_scales_w_q_and_keeps_the_log_probs(model):
+    raw = HookedTransformer.from_pretrained_no_processing("course-llama")
+    assert type(raw.blocks[0].ln1).__name__ == "RMSNorm" and type(model.blocks[0].ln1).__name__ == "RMSNormPre"
+    assert torch.allclose(model.W_Q[0], raw.blocks[0].ln1.w[None, :, None] * raw.W_Q[0], atol=1e-5)
+    tokens = model.to_tokens(TEXT)
+    assert (model(tokens).log_softmax(-1) - raw(tokens).log_softmax(-1)).abs().max() < 1e-4
+
+
+def test_09_centring_is_left_off_with_a_warning(model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flags = valid_processing(model.cfg, center_writing_weights=True)
+    assert flags["fold_ln"] and not flags["center_writing_weights"]
+    assert len(caught) == 1 and "does not remove the mean" in str(caught[0].message)
+
+
+# --- 4. GQA ---------------------------------------------------------------------------------------------------
+
+
+def test_09_consecutive_query_heads_share_their_keys(model):
+    group = model.cfg.n_heads // model.cfg.n_key_value_heads
+    assert group == 2
+    assert torch.equal(model.W_K[0, 0], model.W_K[0, 1]) and not torch.equal(model.W_K[0, 0], model.W_K[0, group])
+
+
+# --- 5. rotary positions ----------------------------------------------------------------------------------------
+
+
+def _scores(q, k):
+    k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
+    return torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+
+
+def test_09_the_stored_scores_are_those_of_the_rotated_q_and_k(model, cache):
+    n = cache["q", 0].shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    stored = cache["attn_scores", 0][..., causal]
+    rotated = _scores(cache["blocks.0.attn.hook_rot_q"], cache["blocks.0.attn.hook_rot_k"])[..., causal]
+    unrotated = _scores(cache["q", 0], cache["k", 0])[..., causal]
+    assert torch.allclose(rotated, stored, atol=1e-4)
+    assert (unrotated - stored).abs().max() > 0.5
+
+
+def _distance_scores(model, cache, n_dist=64):
+    tokens = model.to_str_tokens(TEXT)
+    query, key = cache["q", 0][0, -1, 0], cache["k", 0][0, tokens.index(" Mary"), 0]
+    attn = model.blocks[0].attn
+
+    def rotated(vector):
+        return attn.apply_rotary(vector.expand(1, 2 * n_dist, 1, -1).contiguous())[0, :, 0]
+
+    q_rot, k_rot = rotated(query), rotated(key)
+    scores = torch.stack([(q_rot[s:s + n_dist] * k_rot[s]).sum(-1) for s in (0, n_dist)]) / math.sqrt(model.cfg.d_head)
+    return scores, (query @ key).item() / math.sqrt(model.cfg.d_head)
+
+
+def test_09_one_query_key_pair_gets_a_score_that_depends_on_the_distance_only(model, cache):
+    scores, unrotated = _distance_scores(model, cache)
+    assert scores[0, 0].item() == pytest.approx(unrotated, abs=1e-4)  # "exactement celui d'avant la rotation"
+    assert torch.allclose(scores[0], scores[1], atol=1e-4)  # the key at position 0 or 64
+    assert scores[0].max() - scores[0].min() > 1.0  # "des scores qui varient avec la distance"
+
+
+# --- 6. the gated MLP ------------------------------------------------------------------------------------------
+
+
+def test_09_gated_neurons_take_both_signs(model, cache):
+    pre, linear, post = cache["pre", 0], cache["blocks.0.mlp.hook_pre_linear"], cache["post", 0]
+    assert torch.allclose(post, F.silu(pre) * linear + model.blocks[0].mlp.b_in, atol=1e-5)
+    assert F.silu(torch.linspace(-10, 10, 100_001)).min() == pytest.approx(-0.2785, abs=1e-4)  # "−0,28"
+    assert 0.3 < (F.silu(pre) < 0).float().mean() < 0.7  # "à peu près la moitié des entrées"
+    assert post.min() < -1.0 and post.max() > 1.0  # "bien plus bas", "fortement dans les deux"
+
+
+# --- 7. induction ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def repeated(model):
+    tokens = evals.repeated_random_tokens(model, seq_len=SEQ_LEN, batch=BATCH)
+    losses = model.loss_fn(model(tokens), tokens, per_token=True).mean(0)
+    _, patterns = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    stripes = [patterns["pattern", layer].diagonal(offset=1 - SEQ_LEN, dim1=-2, dim2=-1)[..., 2:]  # after BOS
+               for layer in range(model.cfg.n_layers)]
+    scores = torch.stack([stripe.mean((0, -1)) for stripe in stripes])
+    return losses, scores
+
+
+def test_09_the_stand_in_has_no_induction_head(repeated):
+    _, scores = repeated
+    assert scores.max() < 0.1
+    top = scores.flatten().topk(2).values
+    assert top[0] - top[1] > 1e-3  # the printed order of the two best heads does not depend on the CPU
+
+
+def test_09_the_repeated_half_is_lower_but_so_is_the_unannounced_first_repeated_token(repeated):
+    losses, _ = repeated
+    first_half, repeated_half = losses[1:SEQ_LEN].mean(), losses[SEQ_LEN + 1:].mean()
+    assert repeated_half < math.log(9000) < first_half and first_half - repeated_half > 0.5
+    assert losses[SEQ_LEN] <= repeated_half  # "aussi basse": copying cannot predict it, a bet on seen tokens can
+
+
+# --- 8. IOI and patching ------------------------------------------------------------------------------------------
+
+
+def test_09_no_ioi_the_stand_in_answers_the_second_named(model):
+    prompts = ioi_eval_prompts(100)
+    diffs = torch.from_numpy(evals.ioi_logit_diffs(model, prompts))
+    abb = torch.tensor([p.order == "ABB" for p in prompts])
+    assert 0.4 < (diffs > 0).float().mean() < 0.6  # "proche du hasard"
+    assert (diffs[~abb] > 0).float().mean() > 0.75 and (diffs[abb] > 0).float().mean() < 0.3
+    famous = famous_ioi_prompt()
+    last = model(famous.prompt)[0, -1]
+    assert famous.order == "ABB" and model.to_str_tokens(last.argmax()) == [" Mary"]
+    assert last[model.to_single_token(" John")] < last[model.to_single_token(" Mary")]
+
+
+def test_09_the_patching_map_is_flat_because_the_repeated_name_is_not_used(model):
+    prompts, answers, corrupted_prompts = ioi_prompt_pairs_for_patching()
+    clean_tokens, corrupted_tokens = model.to_tokens(prompts), model.to_tokens(corrupted_prompts)
+    answer_tokens = torch.tensor([[model.to_single_token(name) for name in pair] for pair in answers])
+
+    def logit_diffs(logits):
+        pair = logits[:, -1].gather(-1, answer_tokens)
+        return pair[:, 0] - pair[:, 1]
+
+    clean_logits, clean_cache = model.run_with_cache(clean_tokens)
+    clean, corrupted = logit_diffs(clean_logits), logit_diffs(model(corrupted_tokens))
+    assert abs(clean.mean()) < 0.05 and abs(corrupted.mean()) < 0.05  # "presque nulles"
+    assert 2.5 < clean.abs().max() < 2.65 and (clean - corrupted).abs().max() < 0.15  # "à peine", "2,6"
+    resid_map = patching.get_act_patch_resid_pre(model, corrupted_tokens, clean_cache,
+                                                 lambda logits: logit_diffs(logits).mean())
+    assert (resid_map - corrupted.mean()).abs().max() < 0.02
