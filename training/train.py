@@ -209,6 +209,14 @@ SPECS["course-gpt2.stage5"] = _stage("course-gpt2", steps=2000, checkpoints=[200
 # 31-32 tokens and layer 1's at 18, whatever the content (31 + 18 = 49, the evaluation's period minus one), and a
 # 30-token repeat keeps a loss of 4.8. Its export is kept outside the repository; the next stage of course-llama
 # takes another name (course-llama.stage3) so that its run directory starts fresh.
+# Stage 3 (2026-12-06, one thread at the lowest priority beside the session's other work): three rows in four
+# carry a repeated span at a random offset and of a random period (8-63 tokens), every row for the first 300
+# steps, at half the first run's peak. Spans anywhere in the row, of every period, leave no fixed distance to
+# learn, so the repeated half's loss can only fall through induction; the stage ships on the best head's
+# induction score (attention from each repeated token to the token after its first occurrence; 0.035 after the
+# first run).
+SPECS["course-llama.stage3"] = _stage("course-llama", steps=1500, checkpoints=[1500], eval_every=250, lr=1e-3,
+                                      repeat_fraction=0.75, repeat_until=2300, score="best_induction_score")
 # Stage 2 (2026-12-05, one thread, in a session whose two cores ran other work): 2500 steps from step 8000,
 # on the shipped weights, whose LayerNorms are folded (LNPre).
 SPECS["course-othello-gpt.stage2"] = _stage(
