@@ -199,7 +199,9 @@ SPECS["course-gpt2.stage4"] = _stage("course-gpt2", steps=1600, checkpoints=[160
                                      repeat_until=0)
 # Stage 5 (started 2026-12-06 at the end of a session, at the lowest CPU priority; resumed from $COURSE_RUNS_DIR in
 # the next): stage 4's mix, along which the out-of-structure accuracy was still rising at its end (68.3 -> 70.0 ->
-# 69.2 -> 70.8 -> 74.6 -> 75.0 % at steps 4600 to 5800), at a lower peak.
+# 69.2 -> 70.8 -> 74.6 -> 75.0 % at steps 4600 to 5800), at a lower peak. Stopped at its step 937 on 2026-12-06
+# (test / out of structure 82.5 / 71.3, 84.5 / 69.2, 79.5 / 74.2 % at steps 6050, 6300, 6550, all below stage
+# 4), when the notebooks were re-recorded on stage 4; its state stays in $COURSE_RUNS_DIR.
 SPECS["course-gpt2.stage5"] = _stage("course-gpt2", steps=2000, checkpoints=[2000], eval_every=250,
                                      lr=3e-4, corpus_mix=SPECS["course-gpt2.stage4"].corpus_mix,
                                      repeat_until=0)
