@@ -7,9 +7,6 @@ language models on a corpus made here, offline, from these sources:
   gives something to the other ("... Kate handed a red umbrella to Paul."), mixed with other
   sentences about named people (lists, dialogue, one person doing several things, three people,
   reciprocal actions) so that "the name that comes next" is not always the indirect object;
-* ``"ioi_varied"``: the same stories, but the introduction and the action are more often
-  separated or reworded (a time phrase in front, a sentence without names in between, other
-  connectives), so the IOI structure is not always at the same distance and in the same words;
 * ``"narrative"``: simple synthetic English narrative sentences (animals, weather, places, people);
 * ``"narrative_zipf"`` and ``"ioi_zipf"``: paragraphs about people and more varied IOI-like stories, whose
   words and 376 first names follow a Zipf law (function words far more frequent than content words, " John"
@@ -45,7 +42,7 @@ from helpers.ioi import EVAL_OBJECTS, EVAL_PLACES, NAMES, TRAIN_OBJECTS, TRAIN_P
 from helpers.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, gpt2_tokenizer
 
 DEFAULT_MIX = {"ioi": 0.5, "python": 0.25, "narrative": 0.25}
-SOURCES = ("ioi", "ioi_varied", "narrative", "narrative_zipf", "ioi_zipf", "ioi_spread", "python")
+SOURCES = ("ioi", "narrative", "narrative_zipf", "ioi_zipf", "ioi_spread", "python")
 
 # --------------------------------------------------------------------------------------------
 # IOI templates. {A} and {B} are the two names in order of introduction, {S} is the subject
@@ -119,13 +116,7 @@ TRAIN_ACTIONS = [
     "{S} gave a present to {IO}.",
     "{S} passed the salt to {IO}.",
 ]
-#: ``"ioi_varied"`` only: time phrases put in front of an intro ("On Monday, when A and B ..."),
-#: more connectives, and ways of joining an intro ending with "." to the action.
-TIME_PHRASES = [
-    "On Monday", "Last summer", "That evening", "This morning", "Two days ago", "At noon", "In the spring",
-    "On a cold night", "Last year", "At the weekend", "Around midday", "That winter", "On Saturday",
-    "A few weeks ago", "Late at night", "In the autumn",
-]  # fmt: skip
+#: More connectives (the Zipf stories' links start from them).
 VARIED_CONNECTIVES = CONNECTIVES + [
     "Afterwards, ", "Eventually, ", "A bit later, ", "At last, ", "Next, ", "That day, ", "So ", "And then ",
     "Before long, ", "At one point, ",
@@ -317,30 +308,14 @@ def _fill(rng: random.Random, template: str, **known: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _ioi_episode(rng: random.Random, varied: bool = False) -> str:
-    """Two people introduced, then one (the subject) acts towards the other (the indirect object).
-
-    With ``varied``, the intro may get a time phrase in front, and an intro ending with "." may be
-    followed by a sentence without names, or joined to the action by ", and" / ", so".
-    """
+def _ioi_episode(rng: random.Random) -> str:
+    """Two people introduced, then one (the subject) acts towards the other (the indirect object)."""
     a, b = rng.sample(NAMES, 2)
     s, io = (b, a) if rng.random() < 0.5 else (a, b)  # ABB or BAB
     place, obj = rng.choice(TRAIN_PLACES), rng.choice(TRAIN_OBJECTS)
     intro = rng.choice(TRAIN_INTROS).format(A=a, B=b, P=place)
     action = rng.choice(TRAIN_ACTIONS).format(S=s, IO=io, O=obj)
-    if varied and rng.random() < 0.3:
-        first = intro.split(" ", 1)[0]
-        lowered = intro if first.strip(",.") in _NAME_SET else first.lower() + intro[len(first) :]
-        intro = rng.choice(TIME_PHRASES) + rng.choice([", ", " "]) + lowered
-    r = rng.random() if varied else 1.0
-    if intro.endswith(","):
-        parts = [intro, action]
-    elif r < 0.3:  # a sentence without names between the two people and the action
-        parts = [intro, _narrative_sentence(rng), rng.choice(VARIED_CONNECTIVES) + action]
-    elif r < 0.5:
-        parts = [intro[:-1] + rng.choice([", and", ", so"]), action]
-    else:
-        parts = [intro, rng.choice(VARIED_CONNECTIVES if varied else CONNECTIVES) + action]
+    parts = [intro, action] if intro.endswith(",") else [intro, rng.choice(CONNECTIVES) + action]
     r = rng.random()
     if r < 0.3:
         parts.append(rng.choice(FOLLOW_UPS).format(S=s, IO=io))
@@ -368,9 +343,9 @@ def _starts_with_name(text: str) -> bool:
 _NAME_SET = frozenset(NAMES)
 
 
-def _ioi_document(rng: random.Random, varied: bool = False) -> str:
+def _ioi_document(rng: random.Random) -> str:
     """One training document: 1-3 IOI episodes mixed with other name sentences and narrative."""
-    pieces = [_ioi_episode(rng, varied) for _ in range(rng.choice([1, 1, 2, 2, 3]))]
+    pieces = [_ioi_episode(rng) for _ in range(rng.choice([1, 1, 2, 2, 3]))]
     for _ in range(rng.choice([0, 1, 1, 2])):
         pieces.insert(rng.randrange(len(pieces) + 1), _name_episode(rng))
     if rng.random() < 0.3:
@@ -401,22 +376,19 @@ def _doc_stream(kind: str, seed: int) -> Iterator[str]:
     }
     if kind in zipf:
         yield from _zipf_documents(zipf[kind], rng)
-    make = {"ioi": _ioi_document, "ioi_varied": partial(_ioi_document, varied=True), "narrative": _narrative_document}[
-        kind
-    ]
+    make = {"ioi": _ioi_document, "narrative": _narrative_document}[kind]
     while True:
         yield make(rng)
 
 
-def ioi_training_sentences(n: int, seed: int = 0, varied: bool = False) -> list[str]:
+def ioi_training_sentences(n: int, seed: int = 0) -> list[str]:
     """``n`` training documents (a few sentences each) containing IOI structure.
 
     Each document has one to three IOI episodes (two names introduced, then the repeated name gives
     or says something to the other, which is the next name), in both orders (ABB and BAB), mixed
-    with non-IOI sentences about named people and simple narrative sentences. ``varied`` gives the
-    documents of the ``"ioi_varied"`` source.
+    with non-IOI sentences about named people and simple narrative sentences.
     """
-    stream = _doc_stream("ioi_varied" if varied else "ioi", seed)
+    stream = _doc_stream("ioi", seed)
     return [next(stream) for _ in range(n)]
 
 

@@ -19,8 +19,7 @@ N_TRAIN_DOCS = 3000
 
 @lru_cache(maxsize=1)
 def training_text() -> list[str]:
-    return (C.ioi_training_sentences(N_TRAIN_DOCS, seed=0) + C.ioi_training_sentences(N_TRAIN_DOCS, seed=0, varied=True)
-            + C.narrative_documents(1000, seed=0) + zipf_text())
+    return C.ioi_training_sentences(N_TRAIN_DOCS, seed=0) + C.narrative_documents(1000, seed=0) + zipf_text()
 
 
 @lru_cache(maxsize=1)
@@ -228,32 +227,8 @@ def test_python_source_has_no_eval_phrases():
         assert not any(p in lower for p in phrases)
 
 
-def test_varied_ioi_documents_separate_and_reword_the_episodes():
-    plain, varied = training_text()[:N_TRAIN_DOCS], training_text()[N_TRAIN_DOCS : 2 * N_TRAIN_DOCS]
-    assert not set(plain) & set(varied)
-
-    def count(docs, pattern):
-        return sum(len(re.findall(pattern, d)) for d in docs)
-
-    time_phrase = "(?:" + "|".join(C.TIME_PHRASES) + r"),? (?:[a-z]+ )*?[A-Z][a-z]+ and [A-Z][a-z]+ "
-    assert count(plain, time_phrase) == 0 and count(varied, time_phrase) > 0.1 * N_TRAIN_DOCS
-    # an intro sentence joined to the action: "... at the lake, and Kate gave ..."
-    joined = r"(?:, and|, so) [A-Z][a-z]+ (?:gave|handed|passed|sent|showed|threw|lent|sold|tossed|offered) "
-    assert count(plain, joined) == 0 and count(varied, joined) > 0.02 * N_TRAIN_DOCS
-    new_connectives = [c for c in C.VARIED_CONNECTIVES if c not in C.CONNECTIVES]
-    assert not any(c in d for d in plain for c in new_connectives if c != "So ")
-    assert sum(c in d for d in varied for c in new_connectives) > 0.1 * N_TRAIN_DOCS
-    # no new vocabulary beyond the time phrases and connectives (so no evaluation-only word)
-    def words(texts):
-        return set(re.findall(r"[a-z]+", " ".join(texts).lower()))
-
-    new_words = words(varied) - words(plain + C.narrative_documents(1000, seed=0))
-    assert new_words <= words(C.TIME_PHRASES + C.VARIED_CONNECTIVES), new_words
-
-
 def test_determinism():
     assert C.ioi_training_sentences(50, seed=1) == C.ioi_training_sentences(50, seed=1)
-    assert C.ioi_training_sentences(50, seed=1, varied=True) == C.ioi_training_sentences(50, seed=1, varied=True)
     assert C.ioi_training_sentences(50, seed=1) != C.ioi_training_sentences(50, seed=2)
     assert C.narrative_documents(50, seed=1) == C.narrative_documents(50, seed=1)
     assert C.narrative_documents(50, seed=1) != C.narrative_documents(50, seed=2)
@@ -267,7 +242,7 @@ def test_determinism():
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("mix", [None, {"ioi": 1.0}, {"ioi_varied": 1.0}, {"ioi": 0.2, "python": 0.8}])
+@pytest.mark.parametrize("mix", [None, {"ioi": 1.0}, {"ioi": 0.2, "python": 0.8}])
 def test_build_token_corpus(mix):
     n = 25_000
     tokens = C.build_token_corpus(n, seed=0, mix=mix, python_max_chars=300_000)
@@ -279,9 +254,9 @@ def test_build_token_corpus(mix):
     docs = [
         tok.decode(tokens[s + 1 : e].tolist()) for s, e in zip(boundaries[:-1], boundaries[1:], strict=True)
     ]
-    if mix in ({"ioi": 1.0}, {"ioi_varied": 1.0}):
+    if mix == {"ioi": 1.0}:
         assert all(not d.startswith("# ") for d in docs)
-        assert set(docs) <= set(C.ioi_training_sentences(len(docs) + 50, seed=0, varied="ioi_varied" in mix))
+        assert set(docs) <= set(C.ioi_training_sentences(len(docs) + 50, seed=0))
     else:
         n_python = sum(d.startswith("# ") and ".py\n" in d.split("\n", 1)[0] + "\n" for d in docs)
         assert 0 < n_python < len(docs)
