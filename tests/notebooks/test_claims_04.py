@@ -1,14 +1,17 @@
 """Notebook 04's claims (induction heads), checked on its stored outputs (see claims_common.py)."""
 
+import base64
 import json
 import math
 import re
 
+import numpy as np
 import torch
 
 from helpers import loading
 from tests.notebooks.claims_common import (
     NUMBER,
+    _cells,
     heatmaps,
     markdown,
     printed,
@@ -27,6 +30,15 @@ def induction_heatmap() -> torch.Tensor:
     return scores  # [layer head]
 
 
+def loss_curve() -> torch.Tensor:
+    """The y of the loss-by-position line drawn by LOSS_CELL: [pos - 1]."""
+    (cell,) = [c for c in _cells("04") if c["cell_type"] == "code" and LOSS_CELL in "".join(c["source"])]
+    (figure,) = [o["data"]["application/vnd.plotly.v1+json"] for o in cell["outputs"]
+                 if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    y = figure["data"][0]["y"]
+    return torch.tensor(np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).astype("float64"))
+
+
 def test_04_repeated_half_is_predicted_and_the_first_half_is_above_uniform():
     text = printed("04", LOSS_CELL)
     first_half = value(text, r"Perte moyenne, première moitié : {n}")
@@ -40,6 +52,9 @@ def test_04_the_first_repeated_token_stays_unpredictable():
     first_half = value(text, r"Perte moyenne, première moitié : {n}")
     assert math.log(9000) < first_repeated  # "bien au-dessus de ln(9000)"
     assert abs(first_repeated - first_half) < 2  # "du même ordre que celles de la première moitié"
+    curve = loss_curve()
+    assert len(curve) == 100 and round(curve[50].item(), 2) == first_repeated
+    assert curve[51:].max() < 0.3  # "elle ne dépasse plus 0,3 sur tout le reste de la répétition"
 
 
 def test_04_the_repeated_half_mean_holds_one_impossible_prediction_in_fifty():

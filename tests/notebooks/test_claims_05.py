@@ -162,3 +162,9 @@ def test_05_eigenvalues_and_top1_disagree_in_level_and_order():
     assert f"L1H6, ne le fait que dans {fr(eigen_best_rate, 1)} %" in answer
     assert f"L1H1 le fait dans {fr(best_rate, 1)} %" in answer
     assert "s'accordent sur le **signe**, pas sur le\n**niveau**" in answer
+
+
+def test_05_the_qk_reading_assumes_learned_positions_as_the_embedded_model_has():
+    note = markdown("05", "Lire le circuit QK dans `W_Q W_Kᵀ` suppose")
+    assert "des positions\napprises" in note and "le notebook 09 le montre" in note
+    assert course_models.model_config("course-gpt2")["config"]["positional_embedding_type"] == "standard"
