@@ -75,10 +75,12 @@ def test_04_library_induction_loss_counts_one_impossible_prediction_too(embedded
     tokens[:, 0] = embedded_gpt2.tokenizer.bos_token_id
     with torch.no_grad():
         loss = embedded_gpt2.loss_fn(embedded_gpt2(tokens), tokens, per_token=True).mean(0)  # [pos-1]
-    assert loss[seq_len] > math.log(9000) > 1 > loss[seq_len + 1:].mean()
+    rest = value(printed("04", LOSS_CELL), r"reste de la répétition \(positions 51 à 99\) : {n}")
+    assert loss[seq_len] > math.log(9000)
+    # TransformerLens' slice starts one prediction later: "à peu près la perte du reste de la répétition"
+    assert abs(loss[seq_len + 1:].mean() - rest) < 0.05
     text = printed("04", "library_loss = evals.induction_loss(")
     library, ours = values(text, r"evals.induction_loss : {n} \(notre moitié répétée : {n}\)")
-    rest = value(printed("04", LOSS_CELL), r"reste de la répétition \(positions 51 à 99\) : {n}")
     assert abs(library - ours) < 0.1 and min(library, ours) > 3 * rest  # "les deux valeurs sont proches"
 
 
