@@ -8,7 +8,8 @@ import re
 import numpy as np
 import torch
 
-from helpers import loading
+from helpers import HookedTransformer, loading
+from helpers.evals import repeated_random_tokens
 from tests.notebooks.claims_common import (
     NUMBER,
     _cells,
@@ -165,3 +166,18 @@ def test_04_the_checkpoint_schedule_is_read_with_get_checkpoint_labels():
     n = value(text, r"course-attn-only-2l : {n} checkpoints, étiquetés par pas")
     steps = json.loads(re.search(r"aux pas (\[[\d, ]+\])", text).group(1))
     assert n == len(steps) and steps == sorted(steps)
+
+
+def test_04_the_trained_attention_only_model_bets_on_tokens_already_seen():
+    """Section 6's explanation of the first half's rising loss: the trained model "apprend à parier sur des tokens
+    déjà vus" (most of its probability, in the first half, goes to random tokens already in the context)."""
+    assert "apprend à parier sur des tokens déjà vus" in markdown("04", "On trace les deux pertes")
+    model = HookedTransformer.from_pretrained("course-attn-only-2l")
+    tokens = repeated_random_tokens(model, seq_len=50, batch=8, seed=0)
+    with torch.no_grad():
+        probs = model(tokens).softmax(-1)  # [batch pos d_vocab]
+    seen = torch.zeros_like(probs, dtype=torch.bool)
+    for pos in range(1, 51):  # the random tokens of the first half seen up to each position
+        seen[:, pos:, :].scatter_(-1, tokens[:, pos, None, None].expand(-1, 101 - pos, 1), True)
+    mass = (probs * seen).sum(-1)[:, 5:50]  # [batch pos]: probability on tokens already seen, in the first half
+    assert mass.mean() > 0.5
