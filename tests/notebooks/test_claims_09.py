@@ -86,6 +86,17 @@ def test_09_the_stand_in_prepends_gpt2_s_bos(model):
     assert model.to_str_tokens(TEXT)[0] == "<|endoftext|>"
 
 
+def test_09_course_gpt2_uses_its_bos_on_notebook_01_s_sentence(embedded_gpt2):
+    model = embedded_gpt2
+    claire, mary = model.to_single_token(" Claire"), model.to_single_token(" Mary")
+    sentence = "Claire and Mary went to the shops, then Mary gave a bottle of milk to"
+    diffs = []
+    for bos in (True, False):
+        last = model(model.to_tokens(sentence, prepend_bos=bos))[0, -1]
+        diffs.append(round((last[claire] - last[mary]).item(), 1))
+    assert diffs == [10.0, -0.5]  # "+10,0 avec le BOS et de −0,5 sans"
+
+
 # --- 3. RMSNorm -----------------------------------------------------------------------------------------------
 
 
