@@ -188,6 +188,14 @@ def repeated(model):
     return losses, scores
 
 
+def test_09_the_induction_stripe_keeps_the_destinations_of_the_repeated_half_only():
+    n = 1 + 2 * SEQ_LEN  # BOS and the two halves
+    query, key = torch.arange(n)[:, None].expand(n, n), torch.arange(n)[None, :].expand(n, n)
+    destinations = query.diagonal(offset=1 - SEQ_LEN)[2:]
+    assert destinations.tolist() == list(range(1 + SEQ_LEN, n))  # "les seules destinations de la moitié répétée"
+    assert (destinations - key.diagonal(offset=1 - SEQ_LEN)[2:] == SEQ_LEN - 1).all()
+
+
 def test_09_the_stand_in_has_no_induction_head(repeated):
     _, scores = repeated
     assert scores.max() < 0.1
