@@ -1,9 +1,13 @@
 """What notebook 09 says about the embedded course-llama is true of it: each claim of its prose, recomputed here from
 helpers and the model (not read from the stored outputs), so that a retrained stand-in cannot make the text false
-silently."""
+silently. Its comparisons with the embedded course-gpt2 are recomputed on that model (conftest's embedded_gpt2) or
+read from its shipped metrics.json and config.json, the sources the prose names."""
 
+import json
 import math
+import statistics
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +17,28 @@ from helpers import HookedTransformer, evals, patching
 from helpers.ioi import famous_ioi_prompt, ioi_eval_prompts, ioi_prompt_pairs_for_patching
 from helpers.weights import valid_processing
 
+MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
 TEXT = "After John and Mary went to the store, Mary gave a bottle of milk to"
 SEQ_LEN, BATCH = 50, 8
+
+
+def _shipped(name: str, file: str) -> dict:
+    return json.loads((MODELS / name / file).read_text())
+
+
+def _log(step: int) -> dict:
+    (entry,) = [e for e in _shipped("course-gpt2", "metrics.json")["training_log"] if e["step"] == step]
+    return entry
+
+
+def _stage(number: int) -> dict:
+    stages = _shipped("course-gpt2", "config.json")["stages"]
+    (stage,) = [s for s in stages if s["name"] == f"course-gpt2.stage{number}"]
+    return stage
+
+
+def _ioi_share(spec: dict) -> float:
+    return sum(share for source, share in spec["corpus_mix"].items() if source.startswith("ioi"))
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +84,17 @@ def test_09_rotated_hooks_follow_q_and_k_and_there_is_no_position_hook(cache):
 def test_09_the_stand_in_prepends_gpt2_s_bos(model):
     assert model.cfg.default_prepend_bos and model.tokenizer.bos_token == "<|endoftext|>"
     assert model.to_str_tokens(TEXT)[0] == "<|endoftext|>"
+
+
+def test_09_course_gpt2_uses_its_bos_on_notebook_01_s_sentence(embedded_gpt2):
+    model = embedded_gpt2
+    claire, mary = model.to_single_token(" Claire"), model.to_single_token(" Mary")
+    sentence = "Claire and Mary went to the shops, then Mary gave a bottle of milk to"
+    diffs = []
+    for bos in (True, False):
+        last = model(model.to_tokens(sentence, prepend_bos=bos))[0, -1]
+        diffs.append(round((last[claire] - last[mary]).item(), 1))
+    assert diffs == [10.0, -0.5]  # "+10,0 avec le BOS et de −0,5 sans"
 
 
 # --- 3. RMSNorm -----------------------------------------------------------------------------------------------
@@ -153,6 +188,14 @@ def repeated(model):
     return losses, scores
 
 
+def test_09_the_induction_stripe_keeps_the_destinations_of_the_repeated_half_only():
+    n = 1 + 2 * SEQ_LEN  # BOS and the two halves
+    query, key = torch.arange(n)[:, None].expand(n, n), torch.arange(n)[None, :].expand(n, n)
+    destinations = query.diagonal(offset=1 - SEQ_LEN)[2:]
+    assert destinations.tolist() == list(range(1 + SEQ_LEN, n))  # "les seules destinations de la moitié répétée"
+    assert (destinations - key.diagonal(offset=1 - SEQ_LEN)[2:] == SEQ_LEN - 1).all()
+
+
 def test_09_the_stand_in_has_no_induction_head(repeated):
     _, scores = repeated
     assert scores.max() < 0.1
@@ -165,6 +208,24 @@ def test_09_the_repeated_half_is_lower_but_so_is_the_unannounced_first_repeated_
     first_half, repeated_half = losses[1:SEQ_LEN].mean(), losses[SEQ_LEN + 1:].mean()
     assert repeated_half < math.log(9000) < first_half and first_half - repeated_half > 0.5
     assert losses[SEQ_LEN] <= repeated_half  # "aussi basse": copying cannot predict it, a bet on seen tokens can
+
+
+def test_09_course_gpt2_s_first_repeated_token_stays_unpredictable_on_the_same_batch(model, embedded_gpt2):
+    tokens = evals.repeated_random_tokens(embedded_gpt2, seq_len=SEQ_LEN, batch=BATCH)
+    assert torch.equal(tokens, evals.repeated_random_tokens(model, seq_len=SEQ_LEN, batch=BATCH))  # "ce même lot"
+    losses = embedded_gpt2.loss_fn(embedded_gpt2(tokens), tokens, per_token=True).mean(0)
+    assert round(losses[SEQ_LEN].item(), 1) == 11.2  # the first repeated token ("11,2"; after BOS, position 50)
+    assert losses[SEQ_LEN + 1:].mean() < 0.1  # "moins de 0,1 sur la moitié répétée"
+
+
+def test_09_course_gpt2_formed_its_induction_heads_in_its_stage_2_with_twice_the_repeats():
+    assert round(_log(1800)["best_induction_score"], 2) == 0.04 and round(_log(2400)["best_induction_score"], 2) == 0.90
+    stage2 = _stage(2)
+    assert stage2["start_step"] < 1800 and 2400 <= stage2["start_step"] + stage2["steps"]
+    first = _shipped("course-gpt2", "config.json")["training"]
+    assert stage2["repeat_fraction"] == 2 * first["repeat_fraction"]  # "deux fois plus de séquences répétées"
+    llama = _shipped("course-llama", "config.json")["training"]
+    assert llama["repeat_fraction"] == stage2["repeat_fraction"] and llama["steps"] == 2000  # "dès le départ"
 
 
 # --- 8. IOI and patching ------------------------------------------------------------------------------------------
@@ -180,6 +241,42 @@ def test_09_no_ioi_the_stand_in_answers_the_second_named(model):
     last = model(famous.prompt)[0, -1]
     assert famous.order == "ABB" and model.to_str_tokens(last.argmax()) == [" Mary"]
     assert last[model.to_single_token(" John")] < last[model.to_single_token(" Mary")]
+
+
+def test_09_course_gpt2_answered_the_second_named_after_its_stage_2_then_learned_ioi():
+    end_of_stage2 = _log(3000)
+    assert _stage(2)["start_step"] + _stage(2)["steps"] == 3000
+    assert end_of_stage2["ioi_accuracy"] == 0.505 and end_of_stage2["ioi_n_prompts"] == 200
+    by_template = end_of_stage2["oos_ioi_by_template"].values()  # each template: as many ABB as BAB prompts
+    assert round(100 * statistics.mean(t["accuracy_ABB"] for t in by_template)) == 16
+    assert round(100 * statistics.mean(t["accuracy_BAB"] for t in by_template)) == 72
+    assert _ioi_share(_stage(2)) == 0.5 and _ioi_share(_stage(3)) == _ioi_share(_stage(4)) == 0.8
+    final = _shipped("course-gpt2", "metrics.json")["final"]
+    assert (final["ioi_accuracy"], final["oos_ioi_accuracy"]) == (0.86, 0.75)
+
+
+def test_09_course_gpt2_s_patching_map_leaves_two_columns(embedded_gpt2):
+    model = embedded_gpt2
+    prompts, answers, corrupted_prompts = ioi_prompt_pairs_for_patching()
+    clean_tokens, corrupted_tokens = model.to_tokens(prompts), model.to_tokens(corrupted_prompts)
+    answer_tokens = torch.tensor([[model.to_single_token(name) for name in pair] for pair in answers])
+
+    def logit_diff(logits):
+        pair = logits[:, -1].gather(-1, answer_tokens)
+        return (pair[:, 0] - pair[:, 1]).mean()
+
+    clean_logits, clean_cache = model.run_with_cache(clean_tokens)
+    clean, corrupted = logit_diff(clean_logits), logit_diff(model(corrupted_tokens))
+    assert clean > 1.0  # "qui la fait"
+    resid_map = patching.get_act_patch_resid_pre(model, corrupted_tokens, clean_cache, logit_diff)
+    share = (resid_map - corrupted) / (clean - corrupted)  # [layer pos]: 0 at the corrupted value, 1 at the clean
+    tokens = model.to_str_tokens(clean_tokens[0])
+    repeated = len(tokens) - 1 - tokens[::-1].index(tokens[2])  # the subject's second mention
+    assert tokens.count(tokens[2]) == 2 and repeated < len(tokens) - 1
+    others = [p for p in range(len(tokens)) if p not in (repeated, len(tokens) - 1)]
+    assert share[:, others].abs().max() < 0.05  # "partout sauf dans deux colonnes"
+    assert share[0, repeated] > 0.95 and share[0, -1].abs() < 0.05  # "à la couche 0, tout l'effet"
+    assert (share[1:, repeated] > 0.1).all() and (share[1:, -1] > 0.1).all()  # "il se partage"
 
 
 def test_09_the_patching_map_is_flat_because_the_repeated_name_is_not_used(model):
