@@ -38,8 +38,9 @@ def sanity_check(model: HookedTransformer) -> torch.Tensor:
 @torch.no_grad()
 def induction_loss(model: HookedTransformer, tokenizer=None, batch_size: int = 4, subseq_len: int = 384,
                    prepend_bos: bool | None = None, device=None) -> torch.Tensor:
-    """Mean loss on the second half of ``batch_size`` sequences of ``subseq_len`` random tokens repeated twice;
-    the first token is BOS unless ``prepend_bos`` is False (default: the model's ``cfg.default_prepend_bos``).
+    """Mean loss on the second half (from its third token, as TransformerLens) of ``batch_size`` sequences of
+    ``subseq_len`` random tokens repeated twice; the first token is BOS unless ``prepend_bos`` is False (default:
+    the model's ``cfg.default_prepend_bos``).
     The random tokens come from torch's global generator (seed it for a fixed batch). A model without induction
     heads scores about ln(9000) = 9.1 or more; copying scores near 0. The classic function draws ids 100 to
     19999; here they are 1000 to 9999, the ids the course models saw repeated in training (outside the ids of
@@ -58,7 +59,9 @@ def induction_loss(model: HookedTransformer, tokenizer=None, batch_size: int = 4
     if utils.override_or_use_default_value(model.cfg.default_prepend_bos, prepend_bos):
         tokens[:, 0] = (tokenizer or model.tokenizer).bos_token_id
     loss = utils.lm_cross_entropy_loss(model(tokens), tokens, per_token=True)  # [batch 2*subseq_len-1]
-    return loss[:, subseq_len:].mean()  # the predictions of the second half's tokens 2.. (the first is random)
+    # The predictions of the second half's tokens 3..: its first token repeats nothing yet, and with a BOS its second
+    # follows a token the first half never showed (the BOS took its place). TransformerLens 3.5.1 slices the same.
+    return loss[:, subseq_len + 1:].mean()
 
 
 class IOIDataset(torch.utils.data.Dataset):
