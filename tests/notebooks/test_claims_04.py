@@ -67,22 +67,21 @@ def test_04_the_repeated_half_mean_holds_one_impossible_prediction_in_fifty():
     assert abs(repeated - (first_repeated + 49 * rest) / 50) < 0.01
 
 
-def test_04_library_induction_loss_counts_one_impossible_prediction_too(embedded_gpt2):
+def test_04_library_induction_loss_leaves_out_the_two_impossible_predictions(embedded_gpt2):
     """The library's batch (BOS written over the first random token, as its text describes it, rebuilt here):
-    the first prediction it counts follows a token absent from the first half, the others are copied."""
+    the second half's first token and the one after it cannot be copied; its slice starts after them."""
     seq_len = 50
     random = torch.randint(1000, 10000, (8, seq_len), generator=torch.Generator().manual_seed(1))
     tokens = random.repeat(1, 2)
     tokens[:, 0] = embedded_gpt2.tokenizer.bos_token_id
     with torch.no_grad():
         loss = embedded_gpt2.loss_fn(embedded_gpt2(tokens), tokens, per_token=True).mean(0)  # [pos-1]
+    assert loss[seq_len - 1] > math.log(9000) and loss[seq_len] > math.log(9000)  # "ni lui ni le token qui le suit"
     rest = value(printed("04", LOSS_CELL), r"reste de la répétition \(positions 51 à 99\) : {n}")
-    assert loss[seq_len] > math.log(9000)
-    # TransformerLens' slice starts one prediction later: "à peu près la perte du reste de la répétition"
-    assert abs(loss[seq_len + 1:].mean() - rest) < 0.05
     text = printed("04", "library_loss = evals.induction_loss(")
     library, ours = values(text, r"evals.induction_loss : {n} \(notre moitié répétée : {n}\)")
-    assert abs(library - ours) < 0.1 and min(library, ours) > 3 * rest  # "les deux valeurs sont proches"
+    assert abs(library - rest) < 0.05  # "à peu près la perte du reste de la répétition"
+    assert ours > 3 * library  # "bien plus basse que la nôtre"
 
 
 def test_04_all_induction_heads_are_in_layer_1():
