@@ -13,87 +13,119 @@ from tests.notebooks.claims_common import (
 )
 from tests.notebooks.test_claims_03 import HEAD_PATCH
 
-
-def test_07_the_tangent_underestimates_the_patch_of_the_worst_entry():
-    text = printed("07", "curve = metric_along_patch(*locate(worst[0]), alphas)")
-    half, half_tangent = value(text, r"À mi-chemin : {n} \("), value(text, r"À mi-chemin : [-\d.]+ \(tangente {n}\)")
-    end, end_tangent = value(text, r"au bout : {n} \("), value(text, r"au bout : [-\d.]+ \(tangente {n}\)")
-    assert half_tangent < half and end_tangent < end
+CURVE = "curve = metric_along_patch(*locate(worst[0]), alphas)"
+TO_LOGITS = "to_logits = path_patching(model, corrupted_tokens, clean_cache, ioi_metric)"
+BY_INPUT = "upper = to_logits.values[n_layers // 2:]"
+CIRCUIT = "edges = []  # (sender, receiver, effect)"
 
 
-def test_07_the_worst_entry_is_the_repeated_name_and_its_curve_is_an_s():
-    text = printed("07", "gaps = approx_all - exact_all")
-    assert text.strip().splitlines()[0].strip().startswith("resid_pre L0  John_10 :")  # S2's embedding
-    _, (curve, _tangent) = scatter_traces("07", "curve = metric_along_patch(*locate(worst[0]), alphas)")
-    steps = curve[1].diff()
-    assert steps[0] < steps[4] and steps[-1] < steps[5]  # "part lentement, monte plus vite au milieu, ralentit"
-    printed_curve = printed("07", "curve = metric_along_patch(*locate(worst[0]), alphas)")
-    end, end_tangent = values(printed_curve, r"au bout : {n} \(tangente {n}\)")
-    assert 0.4 < end_tangent / end < 0.6  # "qu'environ la moitié de l'effet réel au bout"
-    assert f"({fr(end_tangent)} contre {fr(end)})" in markdown("07", "La courbe est en S")
+def _to_logits() -> dict[str, tuple[float, float, float]]:
+    """Head -> (patch, path to the logits without another head, through other heads) as section 5 prints them."""
+    rows = re.findall(rf"(L\dH\d) : patch ({NUMBER}), sans autre tête ({NUMBER}), par d'autres têtes ({NUMBER})",
+                      printed("07", TO_LOGITS))
+    return {head: tuple(map(float, rest)) for head, *rest in rows}
 
 
-def test_07_small_entries_sit_on_the_diagonal_and_nine_large_ones_leave_it():
+def test_07_small_entries_sit_on_the_diagonal_and_six_large_ones_are_all_overestimated():
     names, ((exact, approx), _diagonal) = scatter_traces("07", 'title="Attribution contre activation patching"')
-    gap = (approx - exact).abs()
-    assert len(exact) == 98 and (gap < 0.05).sum() == 89  # "89 des 98 cases"
-    assert exact[gap >= 0.05].abs().min() >= 0.15  # "les neuf autres ... au moins 0,15"
-    wrong_side = {names[i] for i in range(len(names)) if exact[i] < -0.1 and approx[i] > -0.01}
-    assert wrong_side == {"resid_pre L1  John_10", "attn_out L0  John_10", "mlp_out L0  John_10"}
+    gap = approx - exact
+    off = gap.abs() >= 0.05
+    assert len(exact) == 212 and (~off).sum() == 206  # "206 des 212 cases"
+    assert exact[off].abs().min() >= 0.20  # "les six autres ... au moins 0,20"
+    assert (gap[off] > 0).all()  # "l'approximation les surestime toutes"
+    at_the_end = [names[i].endswith("to_14") for i in off.nonzero().flatten().tolist()]
+    assert sum(at_the_end) == 5  # "Cinq d'entre elles sont à la dernière position"
+
+
+def test_07_the_worst_entry_is_resid_pre_1_at_the_last_position_and_the_tangent_overestimates_it():
+    text = printed("07", "gaps = approx_all - exact_all")
+    assert text.strip().splitlines()[0].strip().startswith("resid_pre L1  to_14 :")
+    half, half_tangent, end, end_tangent = values(printed("07", CURVE), r": {n} \(tangente {n}\)")
+    assert half_tangent > half and end_tangent > end  # "surestime"
+    assert f"la tangente annonce {fr(end_tangent)} quand le patch complet ne donne que {fr(end)}" in markdown(
+        "07", "la pire case est")
+    _, ((_, curve), (_, tangent)) = scatter_traces("07", CURVE)
+    steps = curve.diff()
+    assert (steps < tangent.diff()).all()  # "passe sous elle dès le premier pas ... sans retrouver [sa pente]"
+    assert 3 <= int(steps.argmin()) <= 6 and steps[-1] > steps.min()  # "baisse jusque vers mi-chemin, remonte un peu"
+
+
+def test_07_along_the_worst_patch_attention_stays_and_the_final_layernorm_scale_moves():
+    text = printed("07", "kind, patched_layer, j = locate(worst[0])")
+    scales = values(text, r"position {n}")
+    assert len(scales) == 3 and scales[1] > max(scales[0], scales[2])  # up at mid-path, then back
+    shift = value(text, r"attention de la dernière position : {n} \(L3H7\)")
+    assert shift > 0.5  # "l'attention bascule"
+    prose = markdown("07", "les deux mécanismes sont à l'œuvre le long de ce patch")
+    low, high, back = (fr(scale) for scale in scales)
+    assert f"de {low} au départ, elle monte à {high} à mi-chemin, puis revient à {back}" in prose
+    assert f"(tête L3H7) change de\n{fr(shift)} entre" in prose
+    metrics = values(text, r"métrique {n}")
+    assert metrics[0] == 0.0 and metrics[2] == value(printed("07", CURVE), r"au bout : {n}")
 
 
 def test_07_attribution_patching_is_faster_and_the_sequence_counts_are_exact():
     text = printed("07", 'for label, fn in (("activation", activation_patching)')
     cells, sequences, batch = (value(text, pattern) for pattern in (
         r"Carte z_by_pos : {n} cases", r"Activation patching : {n} séquences", r"Attribution patching : {n} séquences"))
-    assert cells == 2 * 15 * 4 and sequences == cells * batch and batch == 8  # layers x positions x heads
+    assert cells == 4 * 15 * 8 and sequences == cells * batch and batch == 8  # layers x positions x heads
     activation, attribution = values(text, r"activation {n} s, attribution {n} s")
     assert activation > attribution  # the point of section 4: attribution patching is cheaper
 
 
-def test_07_the_circuit_acts_through_the_queries_most_on_L1H2():
-    text = printed("07", "edges = []  # (sender, receiver, effect)")
-    arrows = {receiver: float(effect) for receiver, effect in re.findall(rf"L0H0 -> (L1H\d) \(q\) : ({NUMBER})", text)}
-    direct = {head: float(effect) for head, effect in re.findall(rf"(L1H\d) -> logits : ({NUMBER})", text)}
-    assert set(arrows) == {"L1H0", "L1H1", "L1H2"}  # "par les requêtes des trois réceptrices"
-    assert max(arrows, key=arrows.get) == "L1H2" and direct["L1H2"] < 0  # "surtout ... L1H2, ... négatif"
-    assert max(direct, key=direct.get) == "L1H1"  # "le plus fort effet direct positif"
-    prose = markdown("07", "Le schéma retrouve la forme de GPT-2 small en petit")
-    assert f"L1H2 (+{fr(arrows['L1H2'])})" in prose and f"négatif (−{fr(-direct['L1H2'])})" in prose
-    assert f"positif (+{fr(direct['L1H1'])})" in prose
+def test_07_L0H5_acts_through_the_mlps_L0H4_through_other_heads_and_L3H1_alone():
+    rows = _to_logits()
+    assert list(rows)[:2] == ["L0H5", "L3H1"]
+    patch, alone, others = rows["L0H5"]
+    assert alone > patch > 0.5 and others < 0  # "plus que son patch entier"
+    attribution = value(printed("03", HEAD_PATCH).splitlines()[0], r"L0H5 : .*attribution directe {n}")
+    assert abs(attribution) < 0.02  # "une attribution directe nulle au notebook 03"
+    l0h4 = rows["L0H4"]
+    assert l0h4[1] == 0.0 and l0h4[2] == l0h4[0] > 0.1  # "aucun effet sans autre tête : tout son effet"
+    assert rows["L3H1"][0] == rows["L3H1"][1]  # "son patch et son chemin sans autre tête coïncident"
+    prose = markdown("07", "Le notebook 03 appelle **attribution directe**")
+    assert f"sans autre tête vaut +{fr(alone)}" in prose and f"tout son effet (+{fr(l0h4[0])})" in prose
+    assert f"coïncident (+{fr(rows['L3H1'][0])})" in prose
+    mlp0 = value(printed("03", 'for kind in ["attn_out", "mlp_out"]:'),
+                 r"mlp_out : meilleur patch à la couche 0, position ' to_14' \(score {n}\)")
+    assert f"de `mlp_out` de la couche 0 à la dernière position restaure {fr(mlp0)}" in prose
 
 
-def test_07_the_top_head_saturates_its_attention():
-    text = printed("07", "scale_ratio = (clean_cache")
-    p = values(text, r"attention maximale de la dernière position {n}")
-    assert all(x > 0.85 for x in p)  # p (1 - p) is small: the tangent sees little of a large change
-    slopes = values(text, r"p \(1 − p\) = {n}")
-    assert len(slopes) == 2 and max(slopes) < 0.25 / 2  # "loin de son maximum de 0,25"
-    prose = markdown("07", "est\nsaturée")
-    assert f"en moyenne {p[0] * 100:.0f} % de son attention" in prose and f"ne vaut que {fr(slopes[0])}" in prose
+def test_07_the_effect_goes_through_the_values_and_adds_up_only_for_L0H4_and_L1H0():
+    text = printed("07", BY_INPUT)
+    assert "Entrée qui porte le plus d'effet : v" in text
+    pattern = r"{h} : par q {{n}}, par k {{n}}, par v {{n}}, somme {{n}} ; par d'autres têtes \(section 5\) {{n}}"
+    prose = markdown("07", "l'effet passe par les **valeurs**")
+    found = {}
+    for head in ("L0H4", "L1H0"):
+        q, k, v, total, others = values(text, pattern.format(h=head))
+        assert abs(total - others) <= 0.02 and v > 0.9 * total  # "presque tout passe par la valeur"
+        found[head] = total, others
+    total, others = (fr(x) for x in found["L0H4"])
+    assert f"q + k + v (+{total}) redonne à peu près son effet par d'autres têtes (+{others})" in prose
+    assert f"pour L1H0 (+{fr(found['L1H0'][0])} contre +{fr(found['L1H0'][1])})" in prose
+    sums, gaps = [], []
+    for head in ("L0H5", "L0H0"):
+        *_, total, others = values(text, pattern.format(h=head))
+        assert others < -0.05 and abs(total) < abs(others)  # "n'apparaît presque pas à travers ces trois réceptrices"
+        sums.append(total), gaps.append(others)
+    assert f"(−{fr(-gaps[0])} et −{fr(-gaps[1])})" in prose
+    assert f"(sommes {fr(sums[0]).replace('-', '−')} et +{fr(sums[1])})" in prose
 
 
-def test_07_the_final_layernorm_scale_moves_both_ways_between_the_runs():
-    text = printed("07", "scale_ratio = (clean_cache")
-    low, high = values(text, r"dernière position : de {n} à {n} selon le prompt")
-    assert low < 1 < high  # "plus petite ... ou plus grande"
-    prose = markdown("07", "l'échelle de la LayerNorm finale à la dernière position")
-    assert f"jusqu'à {fr(low)} fois" in prose and f"jusqu'à {fr(high)} fois" in prose
-
-
-def test_07_L0H0_direct_path_is_strong_although_its_direct_attribution_is_weak():
-    text = printed("07", "to_logits = path_patching(model, corrupted_tokens, clean_cache, ioi_metric)")
-    direct = value(text, r"L0H0 : patch [-+\d.]+, chemin direct {n}")
-    attribution = value(printed("03", HEAD_PATCH).splitlines()[0], r"attribution directe {n}")
-    assert direct > 0.5 and abs(attribution) < 0.2
-    assert f"directe de +{fr(attribution)} logit au notebook 03" in markdown("07", "« Direct » n'a pas ici le sens")
-
-
-def test_07_paths_through_q_k_v_do_not_add_up_to_the_effect_through_other_heads():
-    through_others = value(printed("07", "to_logits = path_patching(model, corrupted_tokens, clean_cache, ioi_metric)"),
-                           r"L0H0 : .*par d'autres têtes {n}")
-    text = printed("07", "upper = to_logits.values[n_layers // 2:]")
-    by_input = {x: value(text, rf"par {x} : émettrice la plus forte L0H0 \({{n}}\)") for x in "qkv"}
-    assert by_input["q"] > through_others  # "un chemin seul peut faire plus que tous ensemble"
-    assert abs(sum(by_input.values()) - through_others) > 0.1
-    assert "Entrée qui porte le plus d'effet : q" in text
+def test_07_the_circuit_acts_through_the_value_of_L3H1():
+    text = printed("07", CIRCUIT)
+    assert "Réceptrices : L2H3, L2H4, L3H1" in printed("07", BY_INPUT)
+    arrows = {(s, r): float(e) for s, r, e in re.findall(rf"(L\dH\d) -> (L\dH\d) \(v\) : ({NUMBER})", text)}
+    direct = {head: float(effect) for head, effect in re.findall(rf"(L\dH\d) -> logits : ({NUMBER})", text)}
+    assert max(direct, key=direct.get) == "L3H1"  # "la flèche la plus forte vers les logits part de L3H1"
+    into_l3h1 = sorted(((e, s) for (s, r), e in arrows.items() if r == "L3H1"), reverse=True)
+    assert [s for _, s in into_l3h1[:2]] == ["L0H4", "L1H0"]
+    assert max(arrows, key=arrows.get) == ("L0H4", "L3H1")
+    assert all(s != "L0H5" or abs(e) < 0.1 for (s, _), e in arrows.items())  # "L0H5 n'apparaît presque pas"
+    prose = markdown("07", "Comment lire le schéma")
+    assert f"part de L3H1 (+{fr(direct['L3H1'])})" in prose
+    assert f"L0H4 (+{fr(into_l3h1[0][0])}) et L1H0 (+{fr(into_l3h1[1][0])})" in prose
+    by_input = printed("07", BY_INPUT)
+    q_and_k = values(by_input, r"par q {n}, par k {n}")
+    assert max(abs(x) for x in q_and_k) <= 0.01 and "(au plus 0,01 dans le tableau de la section 6)" in prose
