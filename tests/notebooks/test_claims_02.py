@@ -129,6 +129,8 @@ def test_02_the_ablations_disagree_on_L0H4_and_L0H1_and_both_say_L0H6_hurts():
     assert by_zero[1] == "L0H4" and mean[0, 4] < zero[0, 4] / 2  # "deuxième par zéro, compte bien moins"
     assert zero[0, 1] > 0 > mean[0, 1]  # "L0H1 change même de signe"
     assert zero[0, 6] < 0 and mean[0, 6] < 0  # "font baisser la perte quelle que soit l'ablation, comme L0H6"
+    axis = heatmaps("02", LOSS_MAPS)[0]["coloraxis"]
+    assert axis["cmid"] == 0 and axis["colorscale"][0][1] == "rgb(103,0,31)"  # "(en rouge sur les deux cartes)"
 
 
 def test_02_zero_ablation_is_the_harsher_and_layers_2_and_3_barely_matter():
