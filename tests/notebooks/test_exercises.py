@@ -383,7 +383,7 @@ def test_02_2_zero_ablation_map(model, text_tokens):
     reference = solution("02.2")
     check(reference)
     fails_with(check, lambda m, t: -reference(m, t), "Signe inversé")
-    fails_with(check, lambda m, t: reference(m, t).T, "attendue [layer=2, head=4]", "axes sont échangés")
+    fails_with(check, lambda m, t: reference(m, t).T, "attendue [layer=4, head=8]", "axes sont échangés")
     fails_with(check, lambda m, t: reference(m, t) + m(t, return_type="loss"), "pas leur hausse")
 
     def whole_layer(model, tokens):
