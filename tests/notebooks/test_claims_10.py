@@ -53,7 +53,8 @@ def test_notebook10_no_dimension_keeps_to_one_kind_of_token(printed):
 
 def test_notebook10_sae_reconstructs_and_recovers_the_loss(printed):
     assert numbers(r"Variance expliquée : ([\d.]+)", printed)[0] >= 0.85  # "l'essentiel de la variance"
-    assert numbers(r"Perte récupérée : ([\d.]+)", printed)[0] >= 0.95  # "presque aussi bien que le modèle intact"
+    # "presque aussi bien que le modèle intact"; printed as a threshold (0.99 or 1.00 depending on the CPU)
+    assert numbers(r"Perte récupérée : (?:plus de )?([\d.]+)", printed)[0] >= 0.95
 
 
 def test_notebook10_bos_and_padding_lower_the_explained_variance_and_raise_the_loss(printed):
