@@ -9,7 +9,7 @@ import time
 from bench.core import Check, Samples, header, say, seconds_check
 
 SETTINGS = dict(d_sae=1024, k=16, steps=300, batch_size=1024, seed=0)  # notebook 10's training cell
-HOOK = "blocks.1.hook_resid_pre"
+HOOK = "blocks.2.hook_resid_pre"  # notebook 10's hook on course-gpt2 (blocks.{n_layers // 2})
 
 
 def run(quick: bool) -> list[Check]:

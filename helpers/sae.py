@@ -40,9 +40,11 @@ from helpers.ioi import ioi_eval_prompts
 ARCHITECTURES = ("standard", "topk", "jumprelu")
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 CFG_FILENAME, WEIGHTS_FILENAME = "cfg.json", "sae_weights.safetensors"
-# notebook 10's SAE on course-gpt2, made by its training cell (train_sae with its settings, 2 threads) and shipped
-# so that the feature reading does not depend on the last bits of the training (threads, CPU instruction set)
-COURSE_SAE_DIR = Path(__file__).resolve().parent.parent / "data" / "saes" / "course-gpt2-blocks.1.hook_resid_pre"
+# notebook 10's SAE on course-gpt2 (4 layers, d_model 256) at its hook blocks.2.hook_resid_pre, made by its training
+# cell (train_sae on story_tokens(model, 400, seed=0) with d_sae=1024, k=16, steps=300, batch_size=1024, seed=0;
+# 2 torch threads, 106 s on a loaded 2-core AMD EPYC (AVX-512), 06/12/2026) and shipped (2.1 MB) so that the
+# feature reading does not depend on the last bits of the training (threads, CPU instruction set)
+COURSE_SAE_DIR = Path(__file__).resolve().parent.parent / "data" / "saes" / "course-gpt2-blocks.2.hook_resid_pre"
 SAE_LENS_VERSION = "6.0.0"  # what the cfg.json we write says it follows (SAELens reads it as its 6.x layout)
 # keys of a SAELens 6 cfg.json that live under "metadata"
 METADATA_KEYS = ("model_name", "hook_name", "hook_head_index", "prepend_bos", "context_size", "dataset_path",
@@ -190,7 +192,34 @@ class SAE(HookedRootModule):
             return x * std + mu
         return x
 
+    def check_width(self, width: int, where: str = "its input") -> None:
+        """Raise a ValueError that says what to do unless ``width`` (of the activation at ``where``) is d_in."""
+        if width == self.cfg.d_in:
+            return
+        model_name = self.cfg.metadata.get("model_name", "an unnamed model")
+        trained = (f"trained on {model_name} at {self.cfg.hook_name}" if self.cfg.hook_name
+                   else "whose hook is not recorded in its cfg.json")
+        raise ValueError(f"This SAE ({trained}) reads activations of width d_in={self.cfg.d_in}, but {where} has width "
+                         f"{width}: it was made for another model, another version of this model or another hook. "
+                         "Load an SAE trained at this model's hook (same width), or train one with "
+                         "helpers.sae.train_sae(model, hook_name, tokens).")
+
+    def check_model(self, model, hook_name: str | None = None) -> None:
+        """Check that ``model`` has the hook ``hook_name`` (default: the SAE's own) and that its activation there
+        has width d_in, with one BOS-only forward; a clear error otherwise."""
+        hook_name = hook_name or self.cfg.hook_name
+        if hook_name is None:
+            raise ValueError("This SAE's cfg.json records no hook: pass the hook_name it reads.")
+        if hook_name not in model.hook_dict:
+            raise KeyError(f"{hook_name!r} is not a hook point of {model.cfg.model_name}: pass the hook_name this SAE "
+                           "reads, e.g. 'blocks.1.hook_resid_pre'.")
+        bos = torch.zeros(1, 1, dtype=torch.long, device=model.W_E.device)
+        with torch.no_grad():
+            width = _hook_acts(model, hook_name, bos).shape[-1]
+        self.check_width(width, f"the activation of {model.cfg.model_name} at {hook_name}")
+
     def _encode(self, x: torch.Tensor, hooked: bool = True) -> torch.Tensor:
+        self.check_width(x.shape[-1])
         x = self._point(self.hook_sae_input, x.to(self.W_enc.dtype), hooked)
         x = self._normalize(x) - self.b_dec * self.cfg.apply_b_dec_to_input
         pre = self._point(self.hook_sae_acts_pre, x @ self.W_enc + self.b_enc, hooked)
@@ -245,9 +274,10 @@ class SAE(HookedRootModule):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> SAE:
+    def load(cls, path: str | Path, device: str = "cpu", model=None) -> SAE:
         """An SAE from a folder in SAELens' format (either layout of cfg.json), on ``device`` (the device
-        recorded in cfg.json is where it was trained, as SAELens, it is not used)."""
+        recorded in cfg.json is where it was trained, as SAELens, it is not used). With ``model``, check that
+        the SAE fits the model's activation at its hook (check_model)."""
         path = Path(path)
         for name in (CFG_FILENAME, WEIGHTS_FILENAME):
             if not (path / name).is_file():
@@ -265,18 +295,20 @@ class SAE(HookedRootModule):
             raise ValueError(f"{path / WEIGHTS_FILENAME} holds {got}; a {cfg.architecture} SAE with d_in={cfg.d_in}, "
                              f"d_sae={cfg.d_sae} needs {expected}.")
         sae.load_state_dict({k: v.to(sae.W_enc.dtype) for k, v in weights.items()})
+        if model is not None:
+            sae.check_model(model)
         return sae
 
 
-def load_pretrained_sae(repo: str, folder: str, device: str = "cpu") -> SAE:
+def load_pretrained_sae(repo: str, folder: str, device: str = "cpu", model=None) -> SAE:
     """An SAE of a Hub repository in SAELens' format, e.g. ``("jbloom/GPT2-Small-SAEs-Reformatted",
     "blocks.8.hook_resid_pre")``: the cached copy, else a download. Offline, the error gives the
-    ``hf download`` command that puts it in the cache."""
+    ``hf download`` command that puts it in the cache. With ``model``, checked against it (SAE.check_model)."""
     try:
         paths = [hub._hub_file(repo, f"{folder}/{name}") for name in (CFG_FILENAME, WEIGHTS_FILENAME)]
     except hub._NotAvailable as e:
         raise hub.HubUnavailableError(hub._unavailable_message(f"the SAE {repo}/{folder}", e)) from None
-    return SAE.load(Path(paths[1]).parent, device=device)
+    return SAE.load(Path(paths[1]).parent, device=device, model=model)
 
 
 # ================================================================================================
@@ -294,6 +326,7 @@ def splice_hook(sae: SAE, use_error_term: bool = False, keep_bos: bool = True):
     """
 
     def hook(activation: torch.Tensor, hook) -> torch.Tensor:
+        sae.check_width(activation.shape[-1], f"the activation at {hook.name}")
         out = sae(activation, use_error_term=use_error_term).to(activation.dtype)
         if keep_bos:
             out = torch.cat([activation[:, :1], out[:, 1:]], dim=1)

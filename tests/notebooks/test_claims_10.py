@@ -42,71 +42,83 @@ def numbers(pattern: str, text: str) -> list[float]:
     return [float(g) for match in re.finditer(pattern, text) for g in match.groups()]
 
 
-def test_notebook10_one_dimension_is_mostly_names_the_others_hardly_any(printed):
+def test_notebook10_no_dimension_keeps_to_one_kind_of_token(printed):
     dims = numbers(r"Dimension \d : ses 200 plus fortes valeurs tombent sur (\d+) tokens différents, dont (\d+)",
                    printed)
     (distinct0, names0), (distinct1, names1), (distinct2, names2) = zip(dims[::2], dims[1::2], strict=True)
-    assert distinct1 / 2 < names1 < distinct1
-    assert names0 <= 1 and names2 <= 1 and min(distinct0, distinct2) > 1
+    for distinct, names in ((distinct0, names0), (distinct1, names1)):  # "des dizaines de tokens ... quelques prénoms"
+        assert distinct >= 20 and 0 < names < distinct / 2
+    assert 1 < distinct2 < 20 and names2 == 0  # "quelques tokens seulement, aucun prénom, mais plus d'un"
 
 
 def test_notebook10_sae_reconstructs_and_recovers_the_loss(printed):
-    assert numbers(r"Variance expliquée : ([\d.]+)", printed)[0] >= 0.9
-    assert numbers(r"Perte récupérée : ([\d.]+)", printed)[0] >= 0.9
+    assert numbers(r"Variance expliquée : ([\d.]+)", printed)[0] >= 0.85  # "l'essentiel de la variance"
+    # "presque aussi bien que le modèle intact"; printed as a threshold (0.99 or 1.00 depending on the CPU)
+    assert numbers(r"Perte récupérée : (?:plus de )?([\d.]+)", printed)[0] >= 0.95
 
 
 def test_notebook10_bos_and_padding_lower_the_explained_variance_and_raise_the_loss(printed):
     assert numbers(r"Variance expliquée, BOS et padding compris : ([\d.]+)", printed)[0] < \
-        numbers(r"Variance expliquée : ([\d.]+)", printed)[0]
+        numbers(r"Variance expliquée : ([\d.]+)", printed)[0] - 0.05  # "chute nettement"
     padded, masked = numbers(r"padding compris : ([\d.]+) ; sans le padding : ([\d.]+)", printed)
     assert padded > masked
+
+
+def test_notebook10_the_bos_norm_is_only_a_little_above_the_mean_norm(printed):
+    bos, mean = numbers(r"Norme du flux résiduel au BOS : ([\d.]+) ; norme moyenne des tokens qui comptent : ([\d.]+)",
+                        printed)
+    assert 1 < bos / mean < 1.5  # "n'est qu'un peu plus grande que la norme moyenne des autres tokens"
 
 
 def test_notebook10_weak_l1_is_dense_strong_l1_loses_the_reconstruction(printed):
     (weak_l0, weak_ev), (strong_l0, strong_ev) = [numbers(rf"L1 = {c} : L0 (\d+) sur 512, variance expliquée ([\d.]+)",
                                                            printed) for c in ("0.003", "0.1")]
-    assert weak_l0 > 100 and weak_ev >= 0.9
-    assert strong_l0 < weak_l0 / 2 and strong_ev < weak_ev
+    assert weak_l0 > 100 and weak_ev >= 0.85  # "la reconstruction est bonne, mais plus d'une centaine de features"
+    assert strong_l0 < weak_l0 / 2 and strong_ev < 0.1  # "au prix de presque toute la reconstruction"
 
 
 def test_notebook10_features_read_as_named(printed):
     shares = numbers(r"Feature \d+ \([^)]*\) : (\d+)% de son activation tombe sur ces tokens", printed)
     assert len(shares) == 3 and min(shares) >= 80
     first_to = re.search(r"tokens qu'elle pousse le plus : (\[.*\])", printed).group(1)
-    assert sum(f"' {name}'" in first_to for name in NAMES) <= 2  # marks the place, writes no name
-    assert numbers(r"celle qui pousse le plus de prénoms : \d+ \(\d+ prénoms parmi les 20 tokens qu'elle pousse le "
-                   r"plus, (\d+)% de son activation", printed)[0] > 50
+    n_names = sum(f"' {name}'" in first_to for name in NAMES)
+    assert 1 <= n_names <= 6 and all(f"' {word}'" in first_to for word in ("who", "see", "give"))  # mixed
+    to_share = numbers(r"celle qui pousse le plus de prénoms : \d+ \(\d+ prénoms parmi les 20 tokens qu'elle pousse "
+                       r"le plus, (\d+)% de son activation", printed)[0]
+    assert 50 < to_share < shares[2]  # "plus de la moitié"; the first one is "plus fidèle à l'endroit"
     assert numbers(r"Parmi les 8 tokens que sa direction pousse le plus : (\d+) prénoms", printed)[0] >= 5
 
 
-def test_notebook10_ablation_effect_is_spread_over_features(printed):
+def test_notebook10_ablation_effects_are_spread_and_do_not_add_up(printed):
     clean = numbers(r"Sans intervention : ([\d.]+)", printed)[0]
     singles = numbers(r"(?:^| )\d+ ([+-][\d.]+)", re.search(r"une à une : (.*)", printed).group(1))
     together = numbers(r"Les 10 ensemble : ([+-][\d.]+)", printed)[0]
     named = numbers(r"Feature \d+ \([^)]*\) ablatée : ([+-][\d.]+)", printed)
-    assert len(singles) == 10 and len(named) == 4 and max(abs(e) for e in singles + named) < clean / 2
-    assert min(singles) < 0 < max(singles)
-    assert abs(together) > 2 * max(abs(e) for e in singles)
+    assert len(singles) == 10 and len(named) == 4 and max(abs(e) for e in singles + named) < clean / 3
+    assert min(singles) < 0 < max(singles)  # "certaines dans un sens, d'autres dans l'autre"
+    assert together < 0 < sum(singles)  # together they lower it, one by one they add up to a rise
 
 
-def test_notebook10_both_directions_steer_towards_a_name_at_different_scales(printed):
-    by_feature, by_vector = [numbers(r"échelle \d+ : ([\d.]+)", line) for line in printed.splitlines()
-                             if line.startswith("Probabilité d'un prénom")]
-    assert by_feature[0] < 0.05 and by_feature == sorted(by_feature) and by_feature[-1] > 0.5  # scales 0 ... 32
-    assert by_vector[0] < 0.05 and by_vector[2] > 0.9 > by_feature[2]  # scale 8: the vector is there, not the feature
-    assert by_vector[-1] < max(by_vector)  # too large, it loses its effect
-    steered = re.search(r"Piloté \(32\) : (.*)", printed).group(1).split()
-    assert max(steered.count(word) for word in set(steered)) >= 3  # the text repeats itself
+def test_notebook10_the_vector_steers_at_half_the_feature_s_scale(printed):
+    lines = [line for line in printed.splitlines() if line.startswith("Probabilité d'un prénom")]
+    assert [numbers(r"échelle (\d+) :", line) for line in lines] == [[0, 8, 16, 32, 64]] * 2
+    by_feature, by_vector = [numbers(r"échelle \d+ : ([\d.]+)", line) for line in lines]
+    assert by_feature[0] < 0.05 and by_vector[0] < 0.05 and by_feature == sorted(by_feature)
+    assert by_vector[3] > 0.5 > by_feature[3]  # scale 32: "un prénom probable, où la feature fait encore peu"
+    assert by_feature[4] > 0.5  # "celle-ci demande le double"
+    steered = re.search(r"Piloté \(64\) : (.*)", printed).group(1).split()
+    word = max(set(steered), key=steered.count)
+    assert steered.count(word) >= 3 and word in NAMES  # "le même prénom encore et encore"
 
 
-def test_notebook10_the_point_and_to_features_cover_their_tokens_the_name_feature_a_third(printed):
+def test_notebook10_the_to_feature_covers_its_tokens_the_point_and_name_features_do_not(printed):
     coverage = dict(re.findall(r"Feature \d+ \(([^)]*)\) : \d+% de son activation tombe sur ces tokens, et elle "
                                r"s'active sur (\d+)% d'entre eux", printed))
-    assert coverage["un point"] == coverage["« to » suivi d'un prénom"] == "100"  # "sur tous leurs tokens (100 %)"
-    names = int(coverage["un prénom"])
-    assert names < 50  # "sur 31 % des prénoms seulement": not "a first name"
+    assert coverage["« to » suivi d'un prénom"] == "100"  # "sur tous ses tokens (100 %)"
+    point, names = int(coverage["un point"]), int(coverage["un prénom"])
+    assert point < 100 and names < 50  # "22 % des prénoms seulement": not "a first name"
     prose = markdown_cell("La vérification dans le second sens départage les trois features")
-    assert f"sur {names} % des prénoms seulement" in prose
+    assert f"active sur {point} % des points" in prose and f"active sur {names} % des prénoms seulement" in prose
 
 
 @pytest.fixture(scope="module")
@@ -119,33 +131,53 @@ def embedded():
     return model, f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre", S.story_tokens(model, 100, seed=1)
 
 
-def test_notebook10_the_bos_residual_is_over_three_times_the_mean_norm(embedded):
-    from helpers import sae as S
-
+def test_notebook10_the_bos_residual_is_the_same_in_every_story(embedded):
     model, hook_name, tokens = embedded
     with torch.no_grad():
-        norms = model.run_with_cache(tokens, names_filter=hook_name)[1][hook_name].norm(dim=-1)  # [batch pos]
-    assert torch.allclose(norms[:, 0], norms[0, 0])  # "toujours le même"
-    assert norms[0, 0] > 3 * norms[S.token_mask(model, tokens)].mean()  # "plus de trois fois la norme moyenne"
+        resid = model.run_with_cache(tokens, names_filter=hook_name)[1][hook_name]  # [batch pos d_model]
+    assert torch.allclose(resid[:, 0], resid[0, 0].expand_as(resid[:, 0]), atol=1e-5)  # "le même vecteur"
 
 
-def test_notebook10_the_name_feature_fires_on_the_name_after_and(printed, embedded):
-    """Measured outside the notebook, as its prose says: the shipped SAE's first-name feature, on the notebook's
-    test stories, fires on every first name that follows " and", and these make nine in ten of the first names
-    it fires on."""
+@pytest.fixture(scope="module")
+def shipped_acts(embedded):
+    """The shipped SAE's feature activations on the test stories [batch pos d_sae], and the tokens that count."""
     from helpers import sae as S
 
     model, _, tokens = embedded
-    sae = S.SAE.load(S.COURSE_SAE_DIR)
+    sae = S.SAE.load(S.COURSE_SAE_DIR, model=model)
     with torch.no_grad():
-        acts = S.feature_acts(model, sae, tokens)  # [batch pos d_sae]
+        return S.feature_acts(model, sae, tokens), S.token_mask(model, tokens)
+
+
+def chosen_feature(printed: str, label: str) -> int:
+    """The feature the notebook chose for ``label`` ("un prénom", "un point")."""
+    return int(re.search(rf"Feature (\d+) \({label}\)", printed).group(1))
+
+
+def test_notebook10_the_point_feature_fires_on_the_points_after_a_name(printed, embedded, shipped_acts):
+    """Measured outside the notebook, as its prose says: the point feature fires on every point that follows a first
+    name, and these make more than nine in ten of the points it fires on."""
+    model, _, tokens = embedded
+    acts, counted = shipped_acts
     name_ids = torch.tensor([model.to_single_token(" " + name) for name in NAMES])
-    is_name = torch.isin(tokens, name_ids) & S.token_mask(model, tokens)
-    after_and = is_name & (torch.roll(tokens, 1, dims=1) == model.to_single_token(" and"))
-    feature = int(re.search(r"Feature (\d+) \(un prénom\)", printed).group(1))  # the one the notebook chose
-    active = acts[..., feature] > 0
-    assert after_and.any() and active[after_and].all()  # "sur chacun des prénoms qui suivent « and »"
-    assert (active & after_and).sum() / (active & is_name).sum() >= 0.85  # "neuf fois sur dix"
+    point = (tokens == model.to_single_token(".")) & counted
+    after_name = point & torch.isin(torch.roll(tokens, 1, dims=1), name_ids)
+    active = acts[..., chosen_feature(printed, "un point")] > 0
+    assert after_name.any() and active[after_name].all()  # "sur chacun des points qui suivent un prénom"
+    assert (active & after_name).sum() / (active & point).sum() > 0.9  # "plus de neuf de ses points sur dix"
+
+
+def test_notebook10_the_name_feature_fires_on_the_name_after_a_comma(printed, embedded, shipped_acts):
+    """Measured outside the notebook, as its prose says: the first-name feature fires on more than nine in ten of the
+    first names that follow a comma, and these make more than three quarters of the first names it fires on."""
+    model, _, tokens = embedded
+    acts, counted = shipped_acts
+    name_ids = torch.tensor([model.to_single_token(" " + name) for name in NAMES])
+    is_name = torch.isin(tokens, name_ids) & counted
+    after_comma = is_name & (torch.roll(tokens, 1, dims=1) == model.to_single_token(","))
+    active = acts[..., chosen_feature(printed, "un prénom")] > 0
+    assert active[after_comma].float().mean() > 0.9  # "plus de neuf sur dix des prénoms qui suivent une virgule"
+    assert (active & after_comma).sum() / (active & is_name).sum() > 0.75  # "plus des trois quarts"
 
 
 # ----- notebook 10's exercises: the checks pass the solutions, wait for the stubs, name the mistakes ----------

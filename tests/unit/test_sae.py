@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from helpers import HookedTransformer
 from helpers import sae as S
 
-HOOK = "blocks.1.hook_resid_pre"
+HOOK = "blocks.2.hook_resid_pre"  # notebook 10's hook on course-gpt2 (4 layers: blocks.{n_layers // 2})
 
 
 def small_sae(architecture: str = "standard", **cfg) -> S.SAE:
@@ -184,7 +184,8 @@ def test_load_pretrained_sae_reads_a_hub_cache_in_the_real_layout(offline_cache,
 # ----- splicing -----------------------------------------------------------------------------
 
 
-def random_sae(d_in: int = 128, d_sae: int = 256, seed: int = 0) -> S.SAE:
+def random_sae(d_in: int = 256, d_sae: int = 512, seed: int = 0) -> S.SAE:
+    """A TopK SAE (k 8) with random weights, for course-gpt2's residual stream (d_model 256)."""
     sae = S.SAE(S.SAEConfig("topk", d_in, d_sae, k=8, metadata={"hook_name": HOOK}))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -208,13 +209,40 @@ def test_splice_replaces_the_activation_by_the_reconstruction(model):
     assert not torch.allclose(logits, model(tokens), atol=1e-2)
 
 
+def test_an_sae_of_another_width_says_what_to_do(model, tmp_path):
+    """The SAE of course-gpt2's former version (2 layers, d_model 128) on today's (d_model 256): loading it against
+    the model, running it on the model's activations or splicing it names the model, the hook and both widths,
+    instead of a raw matrix-shape error."""
+    old = S.SAE(S.SAEConfig("topk", 128, 1024, k=16, metadata={"model_name": "course-gpt2", "hook_name": HOOK}))
+    old.save(tmp_path)
+    tokens = model.to_tokens(["When John and Mary went to the park, Mary gave a ball to"])
+    what = r"trained on course-gpt2 at blocks\.2\.hook_resid_pre\) reads activations of width d_in=128, but "
+    with pytest.raises(ValueError, match=what + r"the activation of course-gpt2 at blocks\.2\.hook_resid_pre has "
+                       r"width 256.*train_sae"):
+        S.SAE.load(tmp_path, model=model)
+    loaded = S.SAE.load(tmp_path)  # without the model, the first use says it
+    with pytest.raises(ValueError, match=what + "its input has width 256"):
+        S.feature_acts(model, loaded, tokens)
+    with pytest.raises(ValueError, match=what + r"the activation at blocks\.2\.hook_resid_pre has width 256"):
+        model.run_with_hooks(tokens, fwd_hooks=[(HOOK, S.splice_hook(loaded))])
+    fitting = random_sae()  # d_in 256, spliced at a hook of another width (the MLP's 1024 neurons)
+    with pytest.raises(ValueError, match=r"width d_in=256, but the activation at blocks\.2\.mlp\.hook_post has "
+                       "width 1024"):
+        model.run_with_hooks(tokens, fwd_hooks=[("blocks.2.mlp.hook_post", S.splice_hook(fitting))])
+    with pytest.raises(ValueError, match=r"blocks\.2\.mlp\.hook_post has width 1024"):
+        fitting.check_model(model, "blocks.2.mlp.hook_post")
+    with pytest.raises(KeyError, match="not a hook point of course-gpt2"):
+        fitting.check_model(model, "blocks.9.hook_resid_pre")
+    fitting.check_model(model)  # its own hook fits: no error
+
+
 def test_error_term_restores_the_model_until_a_feature_is_edited(model):
     sae = random_sae()
     tokens = model.to_tokens(["When John and Mary went to the park, Mary gave a ball to"])
     clean = model(tokens)
     with model.hooks([(HOOK, S.splice_hook(sae, use_error_term=True))]):
         assert torch.allclose(model(tokens), clean, atol=1e-4)
-        _, sae_cache = sae.run_with_cache(torch.zeros(1, 128))  # the SAE's own hook points
+        _, sae_cache = sae.run_with_cache(torch.zeros(1, model.cfg.d_model))  # the SAE's own hook points
         assert {"hook_sae_acts_post", "hook_sae_recons"} <= set(sae_cache.keys())
         acts = sae.encode(model.run_with_cache(tokens, names_filter=HOOK)[1][HOOK][0, 1:])
         feature = int(acts.sum(0).argmax())
@@ -283,7 +311,7 @@ def test_training_reconstructs_and_recovers_the_loss(model, trained):
 
 @pytest.mark.slow
 def test_shipped_sae_is_notebook10s_training(model, trained):
-    shipped = S.SAE.load(S.COURSE_SAE_DIR)
+    shipped = S.SAE.load(S.COURSE_SAE_DIR, model=model)  # it fits course-gpt2 at notebook 10's hook
     assert shipped.cfg == trained.cfg
     # the same training; the last bits depend on the threads and the CPU's instruction set
     cosines = (shipped.W_dec * trained.W_dec).sum(-1)
