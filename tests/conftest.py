@@ -6,6 +6,7 @@ import pytest
 import torch
 from huggingface_hub import constants
 
+from helpers import HookedTransformer
 from tests.fake_hub import FakeHub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,3 +36,9 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("COURSE_EMBEDDED_MODELS", raising=False)
     return FakeHub(tmp_path / "hub", "small")
+
+
+@pytest.fixture(scope="module")
+def embedded_gpt2():
+    """course-gpt2 as the notebooks load it on the embedded path (the notebooks' claims tests check against it)."""
+    return HookedTransformer.from_pretrained("course-gpt2")

@@ -1,5 +1,5 @@
 """What the notebooks' claims tests share: reading a notebook's stored outputs (text and plotly figures) and
-its prose (the embedded course-gpt2 some claims are checked against is conftest.py's fixture).
+its prose (the embedded course-gpt2 some claims are checked against is tests/conftest.py's fixture).
 
 nbval proves that the committed outputs reproduce on the embedded models; the test_claims_NN.py files prove that
 the prose around them is true of them. Each test finds one code cell by a line of its source, reads what that
