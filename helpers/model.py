@@ -569,17 +569,65 @@ class TransformerBlock(nn.Module):
 class Unembed(nn.Module):
     """Logits [batch pos d_vocab_out] = x @ W_U + b_U."""
 
+    #: From this many positions on, a forward without gradients looks for columns shared by most of the vocabulary.
+    SHARED_COLUMNS_MIN_POSITIONS = 256
+
     def __init__(self, cfg: HookedTransformerConfig | dict):
         super().__init__()
         cfg = HookedTransformerConfig.unwrap(cfg)
         self.W_U, self.b_U = affine_parameters(cfg, cfg.d_model, cfg.d_vocab_out)
+        self._shared = None  # ((W_U, b_U) storage addresses, _find_shared_columns()'s answer for them)
 
     def forward(self, x: Resid) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        no_grad = not (torch.is_grad_enabled() and (self.W_U.requires_grad or self.b_U.requires_grad))
+        if no_grad and x[..., 0].numel() >= self.SHARED_COLUMNS_MIN_POSITIONS:
+            shared = self._shared_columns()
+            if shared is not None:
+                return self._logits_with_shared_columns(x, *shared)
         # A zero bias (every family but GPT-2 has none) without gradient to compute: a plain product, not a pass
         # over [batch pos d_vocab] to write the zeros first (151936 logits per position for Qwen).
         if not (torch.is_grad_enabled() and self.b_U.requires_grad) and not self.b_U.any():
             return x @ self.W_U
         return affine(x, self.W_U, self.b_U)
+
+    def _shared_columns(self) -> tuple[torch.Tensor, int, torch.Tensor] | None:
+        """(shared, one, others): the tokens whose W_U column and b_U entry are all equal, one of them, the rest;
+        None unless they are at least half the vocabulary. The embedded course models have 40,281 such tokens of
+        50,257 (those their training never saw: zero unembedding, one bias), so their logits cost one product per
+        position instead of 40,281. Checked exactly at every call: weights edited in place since are seen."""
+        key = (self.W_U.data_ptr(), self.b_U.data_ptr())
+        if self._shared is None or self._shared[0] != key:
+            self._shared = (key, self._find_shared_columns())
+        found = self._shared[1]
+        if found is not None:
+            shared, one, _ = found
+            W_U, b_U = self.W_U, self.b_U
+            if not ((W_U[:, shared] == W_U[:, one, None]).all() and (b_U[shared] == b_U[one]).all()):
+                self._shared = (key, found := self._find_shared_columns())
+        return found
+
+    @torch.no_grad()
+    def _find_shared_columns(self) -> tuple[torch.Tensor, int, torch.Tensor] | None:
+        W_U, b_U = self.W_U, self.b_U
+        if W_U.device.type == "meta":
+            return None
+        # Equal columns have equal projections: the most frequent projection names the candidates, checked exactly.
+        projection = b_U + W_U.T @ torch.randn(W_U.shape[0], generator=torch.Generator().manual_seed(0)).to(W_U)
+        values, counts = projection.unique(return_counts=True)
+        if 2 * counts.max() < len(b_U):
+            return None
+        one = int((projection == values[counts.argmax()]).nonzero()[0])
+        is_shared = (W_U == W_U[:, one, None]).all(0) & (b_U == b_U[one])
+        if 2 * is_shared.sum() < len(b_U):
+            return None
+        return is_shared.nonzero()[:, 0], one, (~is_shared).nonzero()[:, 0]
+
+    def _logits_with_shared_columns(self, x: Resid, shared: torch.Tensor, one: int,
+                                    others: torch.Tensor) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        """The same logits as x @ W_U + b_U (to float rounding), computing the shared columns' logit once."""
+        logits = (x @ self.W_U[:, one] + self.b_U[one])[..., None].expand(*x.shape[:-1], len(self.b_U)).contiguous()
+        logits[..., others] = affine(x, self.W_U[:, others], self.b_U[others])
+        return logits
 
 
 # ================================================================================================

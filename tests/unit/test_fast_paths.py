@@ -1,5 +1,5 @@
-"""The fused attention kernel, used when no hook can see the scores or the pattern, computes what the plain
-path does.
+"""The fast paths compute what the plain ones do: the fused attention kernel, used when no hook can see the scores
+or the pattern, and the unembedding of a vocabulary whose unused tokens share one column (the embedded models').
 
 Attention uses F.scaled_dot_product_attention when hook_attn_scores and hook_pattern hold no hook. A hook that
 returns None on those points forces the plain path without changing anything, so the two can be compared.
@@ -78,3 +78,68 @@ def test_a_cache_of_some_points_is_exactly_the_full_caches():
     resid, small = model.run_with_cache(tokens, names_filter=["blocks.0.attn.hook_pattern"], stop_at_layer=1)
     assert torch.equal(small["blocks.0.attn.hook_pattern"], full["blocks.0.attn.hook_pattern"])
     assert torch.equal(resid, full["blocks.1.hook_resid_pre"])
+
+
+# ----- the unembedding of shared columns ------------------------------------------------------------
+
+
+def model_with_unused_tokens(d_vocab=300, n_used=40, seed=0):
+    """A small model whose unembedding is like the embedded course models': most tokens unused, with a zero
+    column and one bias; the ``n_used`` others random."""
+    model = HookedTransformer(HookedTransformerConfig(**{**CONFIGS["gpt2-like"], "d_vocab": d_vocab}, seed=seed))
+    used = torch.randperm(d_vocab, generator=torch.Generator().manual_seed(seed))[:n_used]
+    with torch.no_grad():
+        W_U, b_U = torch.zeros_like(model.W_U), torch.full_like(model.b_U, -100.0)
+        W_U[:, used], b_U[used] = torch.randn(model.cfg.d_model, n_used), torch.randn(n_used)
+        model.unembed.W_U.copy_(W_U)
+        model.unembed.b_U.copy_(b_U)
+    return model.eval(), used
+
+
+def dense_logits(model, x):
+    return x @ model.W_U + model.b_U
+
+
+@torch.no_grad()
+def test_shared_columns_give_the_dense_logits():
+    model, used = model_with_unused_tokens()
+    shared, one, others = model.unembed._shared_columns()
+    assert sorted(others.tolist()) == sorted(used.tolist()) and len(shared) == 300 - 40 and one in shared.tolist()
+    x = torch.randn(4, 80, model.cfg.d_model)  # 320 positions: the fast path
+    torch.testing.assert_close(model.unembed(x), dense_logits(model, x), rtol=1e-5, atol=1e-5)
+    tokens = torch.randint(300, (4, 32), generator=torch.Generator().manual_seed(1))
+    model.unembed.SHARED_COLUMNS_MIN_POSITIONS = 10**9
+    plain = model(tokens.repeat(4, 1))
+    model.unembed.SHARED_COLUMNS_MIN_POSITIONS = 256
+    torch.testing.assert_close(model(tokens.repeat(4, 1)), plain, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_an_unused_column_edited_in_place_is_seen():
+    model, used = model_with_unused_tokens()
+    x = torch.randn(512, model.cfg.d_model)
+    model.unembed(x)  # the shared columns found and remembered
+    unused = next(t for t in range(300) if t not in used.tolist())
+    model.unembed.W_U.data[:, unused] = 1.0  # .data: no version counter moves
+    model.unembed.b_U.data[unused] = 3.0
+    logits = model.unembed(x)
+    torch.testing.assert_close(logits, dense_logits(model, x), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(logits[:, unused], x.sum(-1) + 3.0, atol=1e-4)
+
+
+@torch.no_grad()
+def test_a_vocabulary_without_shared_columns_takes_the_dense_product():
+    model = model_of("gpt2-like")
+    assert model.unembed._shared_columns() is None
+    few_used, _ = model_with_unused_tokens(n_used=200)  # 100 shared of 300: fewer than half
+    assert few_used.unembed._shared_columns() is None
+
+
+def test_gradients_reach_every_column_of_the_unembedding():
+    model, _ = model_with_unused_tokens()
+    x = torch.randn(512, model.cfg.d_model)
+    model.unembed(x).sin().sum().backward()  # sin: every logit's gradient is a cosine, never zero
+    W_U = model.W_U.detach().clone().requires_grad_(True)
+    (x @ W_U + model.b_U.detach()).sin().sum().backward()
+    torch.testing.assert_close(model.unembed.W_U.grad, W_U.grad)
+    assert (W_U.grad != 0).all()
