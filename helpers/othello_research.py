@@ -177,10 +177,12 @@ def fit_mlp_probes(x: torch.Tensor, labels: torch.Tensor, n_classes: int = 3, hi
         p.requires_grad_(True)
     probes = MLPProbes(mean, scale, *params)
     optimizer = torch.optim.Adam(params, lr=lr)
-    flat_labels = labels.expand(n_probes, *labels.shape).reshape(-1)
+    flat_labels = labels.expand(n_probes, *labels.shape).flatten(0, 1)  # [n_probes * n, 64]
     with torch.enable_grad():
         for _ in range(steps):
-            loss = F.cross_entropy(probes(x).reshape(-1, n_classes), flat_labels) * n_probes
+            # classes on dim 1, [n_probes * n, n_classes, 64]: the same loss as [.., n_classes] rows, 2x faster
+            logits = probes(x).unflatten(-1, (labels.shape[1], n_classes)).flatten(0, 1).transpose(1, 2)
+            loss = F.cross_entropy(logits, flat_labels) * n_probes
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
