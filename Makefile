@@ -34,16 +34,21 @@ run: install
 lint: install
 	$(BIN)/ruff check helpers training tools tests bench
 
+# pytest runs in PYTEST_WORKERS processes (pytest-xdist, whole files to a worker), each on one thread: two torch
+# processes of two threads on two cores wait on each other (a batched QR of notebook 04 took 100 s instead of 1).
+PYTEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+
 # The full gate: lint, every level of tests/ (unit, notebooks, course_models, real_path), then nbval, which
 # re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.
 test: install lint
-	$(BIN)/python -m pytest --durations=10 tests
+	$(PYTEST) --durations=10 tests
 	tests/run_variants.sh $(BIN)/python $(NOTEBOOKS)
 
 # For development, under two minutes: lint, then tests/unit and tests/notebooks less the tests marked slow (no
 # training, notebook execution or browser); tests/course_models and tests/real_path are make test's.
 test-fast: install lint
-	$(BIN)/python -m pytest -m "not slow" tests/unit tests/notebooks
+	$(PYTEST) -m "not slow" tests/unit tests/notebooks
 
 # The notebooks on the real loading path (COURSE_EMBEDDED_MODELS unset) at the real models' shapes, on a fake
 # Hugging Face cache filled by the README's `hf download` commands (random weights); prints time and peak memory.

@@ -141,17 +141,39 @@ SPECS: dict[str, Spec] = {
         description="4-layer GPT-2-architecture model on Zipf-distributed stories; stands in for gpt2-small",
     ),
     # The embedded stand-in of notebook 09's Qwen2.5-0.5B: the architecture of today's families (RMSNorm, rotary
-    # positions, grouped-query attention, a SwiGLU MLP) at the size of a few MB, on course-gpt2's Zipf stories
-    # (about 4 MB in float16 with its ~10k used vocabulary rows, tied embeddings). Second version (2026-12-06): the
-    # first (in this file's history: a quarter of the rows repeated spans "anywhere" in a text row, every row for 400
-    # steps) and two stages on it learned text without an induction head. With text in every row, this model
+    # positions, grouped-query attention, a SwiGLU MLP) at the size of a few MB, on course-gpt2's
+    # Zipf stories. Sized for the weight budget (about 4 MB in float16
+    # with its ~10k used vocabulary rows, tied embeddings). Repeated spans as in course-gpt2's stage 2 (half the
+    # rows, every row for the first 400 steps): with course-gpt2's first recipe (a quarter, 150 steps) this model
+    # had no induction at step 250 (repeated half 9.19 nats), as course-gpt2 had none at step 1200.
+    "course-llama": Spec(
+        kind="lm",
+        cfg=dict(n_layers=4, d_model=128, n_heads=4, d_head=32, n_key_value_heads=2, d_mlp=384, n_ctx=128,
+                 act_fn="silu", gated_mlp=True, normalization_type="RMS", positional_embedding_type="rotary",
+                 rotary_dim=32, tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
+        steps=2000, batch=32, lr=2e-3, warmup=100, weight_decay=0.01,
+        checkpoints=[2000], eval_every=250, save_every=50,
+        corpus_tokens=16_000_000, corpus_mix={"ioi_zipf": 0.35, "ioi_spread": 0.3, "narrative_zipf": 0.3,
+                                               "narrative": 0.05},
+        repeat_fraction=0.5, repeat_until=400, repeat_layout="anywhere", threads=1,
+        description="4-layer Llama-architecture model (RMSNorm, rotary, grouped-query attention, SwiGLU) on "
+                    "Zipf-distributed stories; stands in for Qwen2.5-0.5B",
+    ),
+    # A second course-llama, trained beside the shipped one (2026-12-06, not shipped): course-llama and two stages
+    # on it learned text without an induction head. With text in every row, this model
     # lowers the loss of a repeated span without one: heads at fixed distances (31-32 tokens in layer 0, 17-18 in
     # layer 1), positions 2 pi k apart under the fastest rotary frequency, and diffuse heads that copy a bag of the
     # earlier tokens (1.3 nats on the repeat at step 1300 of a run from scratch, best induction score 0.015). The
     # same architecture trained on repeated random tokens alone (2000 token ids, 128 positions) formed induction
     # heads by step 700 (score 0.41, 0.85 a hundred steps later in a 64-position run). So this run starts with rows
-    # made only of a repeated span (after BOS, no text) for 1000 steps, then keeps a quarter of them.
-    "course-llama": Spec(
+    # made only of a repeated span (after BOS, no text) for 1000 steps, then keeps a quarter of them. Result at step
+    # 1250 (stopped before its end, state in $COURSE_RUNS_DIR/course-llama-v2): the repeat's loss fell to 0.8 nats
+    # at every period from 10 to 60 tokens, the first period staying at 10.6-10.9, yet the induction score stayed
+    # at 0.004: layer-0 heads attend 7 and 8 tokens back, and every layer-1 head attends to the position whose
+    # token 8 back equals the current token (P - 8 back on a period P: 12 for 20, 42 for 50), whose token 7 back
+    # (brought there by layer 0) is the next one. Induction shifted by 7 tokens, which the classic score (attention
+    # P - 1 back) does not see; the same model on 2000 token ids formed the classic one-back version.
+    "course-llama-v2": Spec(
         kind="lm",
         cfg=dict(n_layers=4, d_model=128, n_heads=4, d_head=32, n_key_value_heads=2, d_mlp=384, n_ctx=128,
                  act_fn="silu", gated_mlp=True, normalization_type="RMS", positional_embedding_type="rotary",
@@ -210,7 +232,7 @@ SPECS["course-gpt2.stage4"] = _stage("course-gpt2", steps=1600, checkpoints=[160
 SPECS["course-gpt2.stage5"] = _stage("course-gpt2", steps=2000, checkpoints=[2000], eval_every=250,
                                      lr=3e-4, corpus_mix=SPECS["course-gpt2.stage4"].corpus_mix,
                                      repeat_until=0)
-# course-llama's first version, two stages tried and not shipped (2026-12-06): a stage 2 of 1000 steps from the first run (lr 1e-3, half the
+# course-llama, tried and not shipped (2026-12-06): a stage 2 of 1000 steps from the first run (lr 1e-3, half the
 # rows a span repeated from right after BOS, the first course-gpt2's, shipped on the repeated half's loss) lowered
 # that loss from 8.67 to 0.71 nats without an induction head: layer 0's heads attend 0.9 at a fixed distance of
 # 31-32 tokens and layer 1's at 18, whatever the content (31 + 18 = 49, the evaluation's period minus one), and a
