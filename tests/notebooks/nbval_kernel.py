@@ -1,6 +1,6 @@
 """pytest plugin for nbval: start each notebook's kernel on IPC sockets, and retry a start that fails once.
 
-``tests/run_variants.sh`` runs two nbval processes side by side (the one-thread variants). jupyter_client's
+``tests/run_variants.sh`` runs two nbval processes side by side (two variants at a time). jupyter_client's
 default TCP transport picks free ports by binding and releasing them, so two processes starting kernels at
 the same moment can pick the same port; the kernel then dies at start and every cell of that notebook fails
 with "Kernel died before replying to kernel_info" (seen once in CI, on notebook 03 under avx2-1t). IPC
