@@ -42,13 +42,15 @@ PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist 
 # The full gate: lint, every level of tests/ (unit, notebooks, course_models, real_path), then nbval, which
 # re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.
 test: install lint
-	$(PYTEST) --durations=10 tests
+	$(PYTEST) -m "not alone" --durations=10 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m alone tests
 	tests/run_variants.sh $(BIN)/python $(NOTEBOOKS)
 
 # For development, under two minutes: lint, then tests/unit and tests/notebooks less the tests marked slow (no
 # training, notebook execution or browser); tests/course_models and tests/real_path are make test's.
 test-fast: install lint
-	$(PYTEST) -m "not slow" tests/unit tests/notebooks
+	$(PYTEST) -m "not slow and not alone" tests/unit tests/notebooks
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "alone and not slow" tests/unit tests/notebooks
 
 # The notebooks on the real loading path (COURSE_EMBEDDED_MODELS unset) at the real models' shapes, on a fake
 # Hugging Face cache filled by the README's `hf download` commands (random weights); prints time and peak memory.

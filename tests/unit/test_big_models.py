@@ -216,14 +216,12 @@ def test_the_model_is_built_empty_and_receives_each_weight_once(monkeypatch):
     assert all(not p.is_meta for p in model.parameters())
 
 
+@pytest.mark.alone  # beside another pytest worker, bfloat16 peaked at 1.67-1.75 times the weights, 1.2-1.3 alone
 def test_peak_memory_while_loading_is_about_one_copy_of_the_weights(tmp_path):
     """In a fresh process: the peak resident memory while loading a GPT-2 from a save_pretrained directory, above
     what the process held before, in units of the parameters' bytes (the bench measures GPT-2 small's shapes)."""
     _, out = save_gpt2(tmp_path, n_layer=6, n_embd=384, vocab=12000)  # embeddings half the weights, as in GPT-2
-    # The least of two fresh processes: a peak can only be inflated by what else a process happens to allocate
-    # (bfloat16 measured 1.75 once in a full `make test`, beside the other pytest worker, and 1.2-1.3 alone).
-    ratios = {dtype: min(json.loads(run_python(PEAK_MEMORY.format(path=str(out), dtype=dtype, old=False)))["ratio"]
-                         for _ in range(2))
+    ratios = {dtype: json.loads(run_python(PEAK_MEMORY.format(path=str(out), dtype=dtype, old=False)))["ratio"]
               for dtype in ("float32", "bfloat16")}
     # Before issue 33 the same load peaked at about 3.5 times the weights (a random model, the state dict, and the
     # processing's copies side by side); GPT-2 small's shapes give about 1.05 (float32) and 1.24 (bfloat16).
