@@ -112,7 +112,7 @@ def integer(value, low: int, high: int, what: str, meaning: str) -> int:
     return value
 
 
-def forward(return_type, start_at_layer, stop_at_layer, n_layers: int) -> None:
+def forward(return_type, start_at_layer, stop_at_layer, n_layers: int, last_positions=None) -> None:
     """The arguments of a forward pass other than its input."""
     if return_type not in ("logits", "loss", "both", None):
         hint = (" Hooks are given by keyword: run_with_hooks(input, fwd_hooks=[(name, hook)])."
@@ -120,6 +120,11 @@ def forward(return_type, start_at_layer, stop_at_layer, n_layers: int) -> None:
         one_of(return_type, ("logits", "loss", "both", None), "return_type", hint)
     if start_at_layer is not None or stop_at_layer is not None:
         layer_slice(start_at_layer, stop_at_layer, n_layers)
+    if last_positions is not None:
+        integer(last_positions, 1, sys.maxsize, "last_positions", "it is a number of positions, 1 or more")
+        if return_type in ("loss", "both"):
+            raise ValueError("last_positions computes the logits of the last positions only, and the loss needs "
+                             "every position's: leave last_positions=None for a loss.")
 
 
 def generate(max_new_tokens, return_type) -> None:

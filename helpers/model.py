@@ -333,9 +333,12 @@ class Attention(nn.Module):
     def forward(self, query_input: torch.Tensor, key_input: torch.Tensor,
                 value_input: torch.Tensor, past_kv_cache_entry=None) -> Resid:
         """``past_kv_cache_entry`` (helpers.past_key_value_caching): the inputs are the new positions; the cached
-        keys and values come before theirs, and each new position reads them."""
+        keys and values come before theirs, and each new position reads them. ``query_input`` may hold only the
+        last positions of ``key_input`` (then so do z and the output)."""
         q = self.hook_q(self._project(query_input, self.W_Q, self.b_Q))
-        q = self._qk_norm_and_rotary(q, "q_norm", "hook_rot_q", _past_length(past_kv_cache_entry))
+        # The queries are the last positions: fewer than the keys' with TransformerBlock's last_positions.
+        q_offset = _past_length(past_kv_cache_entry) + key_input.shape[1] - query_input.shape[1]
+        q = self._qk_norm_and_rotary(q, "q_norm", "hook_rot_q", q_offset)
         k, v = self._keys_and_values(key_input, value_input, past_kv_cache_entry)
 
         pattern = None
@@ -500,12 +503,16 @@ class TransformerBlock(nn.Module):
         self.hook_resid_post = HookPoint()  # [batch pos d_model]
 
     def forward(self, resid_pre: Resid, shortformer_pos_embed: Resid | None = None,
-                past_kv_cache_entry=None) -> Resid:
+                past_kv_cache_entry=None, last_positions: int | None = None) -> Resid:
         """``shortformer_pos_embed``: the positions a "shortformer" model adds to the queries' and keys' inputs;
-        ``past_kv_cache_entry``: this layer's key/value cache (see Attention.forward)."""
+        ``past_kv_cache_entry``: this layer's key/value cache (see Attention.forward); ``last_positions``: the
+        keys and values of every position, the rest (queries, attention output, MLP) of the last
+        ``last_positions`` only, and the output [batch last_positions d_model]."""
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.attn(*self._attn_inputs(resid_pre, shortformer_pos_embed),
-                             past_kv_cache_entry=past_kv_cache_entry)
+        q_in, k_in, v_in = self._attn_inputs(resid_pre, shortformer_pos_embed)
+        if last_positions is not None:
+            q_in, resid_pre = q_in[:, -last_positions:], resid_pre[:, -last_positions:]
+        attn_out = self.attn(q_in, k_in, v_in, past_kv_cache_entry=past_kv_cache_entry)
         if hasattr(self, "ln1_post"):
             attn_out = self.ln1_post(attn_out)
         attn_out = self.hook_attn_out(attn_out)
@@ -713,7 +720,7 @@ class HookedTransformer(HookedRootModule):
                 prepend_bos: bool | None = None, stop_at_layer: int | None = None,
                 start_at_layer: int | None = None, tokens: Int[torch.Tensor, "batch pos"] | None = None,
                 shortformer_pos_embed: Resid | None = None, attention_mask: torch.Tensor | None = None,
-                past_kv_cache=None):
+                past_kv_cache=None, last_positions: int | None = None):
         """Run the model.
 
         input: a string, a list of strings (padded) or tokens [batch pos]. With ``start_at_layer``,
@@ -726,8 +733,12 @@ class HookedTransformer(HookedRootModule):
         past_kv_cache: a ``HookedTransformerKeyValueCache`` (helpers.past_key_value_caching): ``input`` holds the
         positions after the cached ones, which each attention layer reads from the cache (and adds the new ones to,
         unless it is frozen). The hooks see the new positions only.
+        last_positions: run only the last ``last_positions`` positions past the last block's keys and values (its
+        queries, attention output and MLP) and through the unembedding: logits [batch last_positions d_vocab], and
+        the last block's hooks after hook_k / hook_v see those positions only. For a metric that reads the end of
+        the sequences (activation_patching's logit_positions); not with a loss.
         """
-        checks.forward(return_type, start_at_layer, stop_at_layer, self.cfg.n_layers)
+        checks.forward(return_type, start_at_layer, stop_at_layer, self.cfg.n_layers, last_positions)
         if attention_mask is not None and not bool(torch.as_tensor(attention_mask).all()):
             raise ValueError("attention_mask has zeros: helpers pads batches on the right and masks only the "
                              "future, so it takes no padding mask. Pad on the right (to_tokens does), or run "
@@ -740,14 +751,12 @@ class HookedTransformer(HookedRootModule):
             if self.cfg.positional_embedding_type == "shortformer" and shortformer_pos_embed is None:
                 shortformer_pos_embed = self.pos_embed(residual[..., 0],  # only the [batch pos] shape is read
                                                        self.get_pos_offset(past_kv_cache, residual.shape[0]))
-        if past_kv_cache is None:
-            for block in self.blocks[start_at_layer:stop_at_layer]:
-                residual = block(residual, shortformer_pos_embed)
-        else:
+        if past_kv_cache is not None:
             past_kv_cache.append_attention_mask(torch.ones(residual.shape[:2], dtype=torch.int))
-            layers = range(self.cfg.n_layers)[start_at_layer:stop_at_layer]
-            for layer, block in zip(layers, self.blocks[start_at_layer:stop_at_layer], strict=True):
-                residual = block(residual, shortformer_pos_embed, past_kv_cache_entry=past_kv_cache[layer])
+        for layer in range(self.cfg.n_layers)[start_at_layer:stop_at_layer]:
+            residual = self.blocks[layer](residual, shortformer_pos_embed,
+                                          past_kv_cache_entry=None if past_kv_cache is None else past_kv_cache[layer],
+                                          last_positions=last_positions if layer == self.cfg.n_layers - 1 else None)
         if stop_at_layer is not None:
             return residual
 

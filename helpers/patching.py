@@ -293,7 +293,8 @@ def activation_patching(model, corrupted_tokens: Tokens, clean: Clean, metric: M
     logit_positions: compute the logits at these positions only (an int such as -1, or a list), and give
         the metric logits [batch n_positions d_vocab] in that order: with -1 it gets [batch 1 d_vocab], so
         ``logits[:, -1]`` still reads the last position. With a large vocabulary the unembedding is most
-        of the cost of a small model, so this is much faster when the metric reads few positions.
+        of the cost of a small model, so this is much faster when the metric reads few positions; the last
+        block, too, runs its queries and MLP from the first of these positions on (``last_positions``).
         Default None: every position, [batch pos d_vocab].
     pos_labels: one label per position for ``axes["pos"]`` (default: "0", "1", ...).
     progress: show a tqdm bar over the forward passes.
@@ -322,6 +323,7 @@ def activation_patching(model, corrupted_tokens: Tokens, clean: Clean, metric: M
             raise ValueError(f"logit_positions must be positions in [-{n_pos}, {n_pos}) (an int or a "
                              f"non-empty list of ints), got {logit_positions!r}.")
         logit_index = torch.tensor(wanted, device=model.cfg.device)
+        first_logit = min(p % n_pos for p in wanted)
     names = _layer_names(model, _act_name(kind))
     clean_acts = _clean_activations(model, clean, corrupted_tokens, kind)
     run = _CorruptedRun(model, corrupted_tokens, names if reuse_prefix else [], keep_kv=reuse_prefix)
@@ -348,9 +350,12 @@ def activation_patching(model, corrupted_tokens: Tokens, clean: Clean, metric: M
                                           past_kv_cache=cache)
             _score(values, rows, run.with_prefix(logits, start, len(rows), "logits"), metric, patches)
         else:  # keep the final residual stream where logits are needed; unembed after the loop
+            # A patch before the last block: that block runs its queries and MLP from the first logit position on.
+            last = n_pos - max(start, first_logit) if layer < model.cfg.n_layers - 1 else None
             final = model.run_with_hooks(resid, start_at_layer=layer, stop_at_layer=model.cfg.n_layers,
-                                         fwd_hooks=[(names[layer], hook)], past_kv_cache=cache)
-            finals.append((rows, run.with_prefix(final, start, len(rows), "final")[:, logit_index]))
+                                         fwd_hooks=[(names[layer], hook)], past_kv_cache=cache, last_positions=last)
+            computed_from = start if last is None else n_pos - last
+            finals.append((rows, run.with_prefix(final, computed_from, len(rows), "final")[:, logit_index]))
     if finals:
         # One unembedding for many passes: reading W_U [d_model d_vocab] once per max_batch sequences,
         # rather than once per pass, is most of the saving when few positions are unembedded.

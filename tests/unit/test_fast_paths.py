@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers import HookedTransformer, HookedTransformerConfig
+from helpers.past_key_value_caching import HookedTransformerKeyValueCache
 
 CONFIGS = {
     "gpt2-like": dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=32, d_vocab=97, act_fn="gelu_new",
@@ -143,3 +144,51 @@ def test_gradients_reach_every_column_of_the_unembedding():
     (x @ W_U + model.b_U.detach()).sin().sum().backward()
     torch.testing.assert_close(model.unembed.W_U.grad, W_U.grad)
     assert (W_U.grad != 0).all()
+
+
+# ---------------------------------------------------------------- the last block at the last positions only
+
+LAST_POSITIONS_CONFIGS = {
+    "gpt2-like": CONFIGS["gpt2-like"],
+    "llama-like": dict(n_layers=2, d_model=64, n_heads=4, n_key_value_heads=2, d_mlp=128, n_ctx=32, d_vocab=97,
+                       act_fn="silu", gated_mlp=True, normalization_type="RMS", positional_embedding_type="rotary",
+                       rotary_dim=8),
+    "shortformer, attn-only": dict(n_layers=2, d_model=64, n_heads=4, n_ctx=32, d_vocab=97, attn_only=True,
+                                   normalization_type="LN", positional_embedding_type="shortformer"),
+    "neox-like (parallel, sliding window)": dict(n_layers=2, d_model=64, n_heads=4, d_mlp=128, n_ctx=32, d_vocab=97,
+                                                 act_fn="gelu", normalization_type="LN", parallel_attn_mlp=True,
+                                                 positional_embedding_type="rotary", rotary_dim=8,
+                                                 use_local_attn=True, window_size=6, attn_types=["local", "local"]),
+}
+
+
+@pytest.mark.parametrize("name", LAST_POSITIONS_CONFIGS)
+@torch.no_grad()
+def test_last_positions_give_the_last_logits(name):
+    """model(x, last_positions=k) is model(x)[:, -k:], on the fused and the plain attention path, with or without
+    a key/value cache of earlier positions; the last block's hooks past its keys and values see k positions."""
+    model = HookedTransformer(HookedTransformerConfig(**LAST_POSITIONS_CONFIGS[name], seed=0, device="cpu")).eval()
+    tokens = torch.randint(0, 97, (3, 20), generator=torch.Generator().manual_seed(2))
+    full = model(tokens)
+    for k in (1, 3, 20):
+        torch.testing.assert_close(model(tokens, last_positions=k), full[:, -k:], rtol=1e-5, atol=1e-5)
+        plain = model.run_with_hooks(tokens, last_positions=k, fwd_hooks=plain_path_hooks(model))
+        torch.testing.assert_close(plain, full[:, -k:], rtol=1e-5, atol=1e-5)
+    cache = HookedTransformerKeyValueCache.init_cache(model.cfg, "cpu", 3)
+    model(tokens[:, :12], past_kv_cache=cache)
+    torch.testing.assert_close(model(tokens[:, 12:], past_kv_cache=cache, last_positions=2), full[:, -2:],
+                               rtol=1e-5, atol=1e-5)
+    _, acts = model.run_with_cache(tokens, last_positions=3)
+    last = model.cfg.n_layers - 1
+    assert acts[f"blocks.{last}.hook_resid_pre"].shape[1] == acts[f"blocks.{last}.attn.hook_v"].shape[1] == 20
+    assert acts[f"blocks.{last}.attn.hook_z"].shape[1] == acts[f"blocks.{last}.hook_resid_post"].shape[1] == 3
+    assert acts[f"blocks.{last}.attn.hook_pattern"].shape[-2:] == (3, 20)
+
+
+def test_last_positions_refuse_a_loss_and_a_count_below_one():
+    model = model_of("gpt2-like")
+    tokens = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="loss"):
+        model(tokens, return_type="loss", last_positions=1)
+    with pytest.raises(ValueError, match="last_positions"):
+        model(tokens, last_positions=0)

@@ -123,6 +123,10 @@ def test_logits_at_chosen_positions_only(models, kind):
     pair = activation_patching(model, corrupted, clean, lambda logits: last_position_metric(logits[:, :1]),
                                kind, logit_positions=[POS - 1, 0])
     torch.testing.assert_close(pair.values, full.values, atol=1e-5, rtol=0)
+    # the last two: the last block runs its queries and MLP at those two positions only
+    two = activation_patching(model, corrupted, clean, lambda logits: last_position_metric(logits[:, 1:]),
+                              kind, logit_positions=[-2, -1], max_batch=5)
+    torch.testing.assert_close(two.values, full.values, atol=1e-5, rtol=0)
 
 
 def test_patching_z_or_result_has_the_same_effect(models):
