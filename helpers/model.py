@@ -734,9 +734,10 @@ class HookedTransformer(HookedRootModule):
         positions after the cached ones, which each attention layer reads from the cache (and adds the new ones to,
         unless it is frozen). The hooks see the new positions only.
         last_positions: run only the last ``last_positions`` positions past the last block's keys and values (its
-        queries, attention output and MLP) and through the unembedding: logits [batch last_positions d_vocab], and
-        the last block's hooks after hook_k / hook_v see those positions only. For a metric that reads the end of
-        the sequences (activation_patching's logit_positions); not with a loss.
+        queries, attention output and MLP) and through the unembedding: logits [batch last_positions d_vocab]. The
+        last block's hooks on resid_pre, ln1 and the keys and values see every position; those on the queries and
+        everything after them, these positions only. For a metric that reads the end of the sequences
+        (activation_patching's logit_positions); not with a loss.
         """
         checks.forward(return_type, start_at_layer, stop_at_layer, self.cfg.n_layers, last_positions)
         if attention_mask is not None and not bool(torch.as_tensor(attention_mask).all()):
