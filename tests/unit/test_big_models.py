@@ -219,9 +219,12 @@ def test_the_model_is_built_empty_and_receives_each_weight_once(monkeypatch):
 @pytest.mark.alone  # beside another pytest worker, bfloat16 peaked at 1.67-1.75 times the weights, 1.2-1.3 alone
 def test_peak_memory_while_loading_is_about_one_copy_of_the_weights(tmp_path):
     """In a fresh process: the peak resident memory while loading a GPT-2 from a save_pretrained directory, above
-    what the process held before, in units of the parameters' bytes (the bench measures GPT-2 small's shapes)."""
+    what the process held before, in units of the parameters' bytes (the bench measures GPT-2 small's shapes).
+    The least of three fresh processes: on these 40 MB of bfloat16 weights, the same load peaked at 1.09 to 1.37
+    times them from one process to the next (and once at 1.67 in a fresh clone), noise that only adds memory."""
     _, out = save_gpt2(tmp_path, n_layer=6, n_embd=384, vocab=12000)  # embeddings half the weights, as in GPT-2
-    ratios = {dtype: json.loads(run_python(PEAK_MEMORY.format(path=str(out), dtype=dtype, old=False)))["ratio"]
+    ratios = {dtype: min(json.loads(run_python(PEAK_MEMORY.format(path=str(out), dtype=dtype, old=False)))["ratio"]
+                         for _ in range(3))
               for dtype in ("float32", "bfloat16")}
     # Before issue 33 the same load peaked at about 3.5 times the weights (a random model, the state dict, and the
     # processing's copies side by side); GPT-2 small's shapes give about 1.05 (float32) and 1.24 (bfloat16).
