@@ -31,6 +31,25 @@ def test_06_the_edit_reaches_the_target_gap_on_the_mine_side():
     assert after[1] > after[2] and after[1] >= before[1]  # pushed toward "mine", never away from it
 
 
+def test_06_before_the_edit_the_probe_reads_the_square_as_theirs_but_narrowly():
+    """« sur cet exemple, la sonde lit bien la case « à l'adversaire », mais de justesse »."""
+    before = values(printed("06", PUSH_CELL), r"avant : {n} {n} {n}")  # empty, mine, theirs
+    assert before[2] > before[1] > before[0]
+    assert before[2] - before[1] < 0.2
+
+
+def test_06_the_single_edit_barely_moves_the_preferred_moves():
+    """« l'effet sur les coups préférés est petit (chaque coup présent dans les deux listes y garde sa probabilité
+    à 0,02 près) »."""
+    text = printed("06", 'show_top(probs_before, len(legal_before), "Avant l\'intervention :")')
+    before_text, after_text = text.split("Après l'intervention :")
+    before, after = ({m.group(1): float(m.group(2)) for m in re.finditer(r"(\w\d)  p = ([\d.]+)", part)}
+                     for part in (before_text, after_text))
+    common = before.keys() & after.keys()
+    assert len(common) >= 5
+    assert all(abs(after[move] - before[move]) < 0.02 for move in common)
+
+
 def _split_rows(text: str) -> dict[str, tuple[float, float]]:
     """{group: (p gained without edit, p gained with the probe edit)} from the split table."""
     groups = {}
