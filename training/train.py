@@ -255,9 +255,7 @@ SPECS["course-othello-gpt.stage3"] = _stage(
     lr=5e-4, warmup=300, checkpoints=[2000], eval_every=500, threads=1)
 # Stage 3 ran over three sessions (resumed from its state at steps 500 and 1138) and shipped at step 12500: probe
 # 0.840 (0.833 before), top-1 legal 98.9 %. Stage 4 (2026-12-06): the same recipe, 2000 more steps.
-SPECS["course-othello-gpt.stage4"] = _stage(
-    "course-othello-gpt", cfg={**SPECS["course-othello-gpt"].cfg, "normalization_type": "LNPre"}, steps=2000,
-    lr=5e-4, warmup=300, checkpoints=[2000], eval_every=500, threads=1)
+SPECS["course-othello-gpt.stage4"] = replace(SPECS["course-othello-gpt.stage3"])
 
 
 def chain(model: str) -> list[str]:

@@ -216,7 +216,7 @@ def test_the_model_is_built_empty_and_receives_each_weight_once(monkeypatch):
     assert all(not p.is_meta for p in model.parameters())
 
 
-@pytest.mark.alone  # beside another pytest worker, bfloat16 peaked at 1.67-1.75 times the weights (see below alone)
+@pytest.mark.alone  # beside another pytest worker, bfloat16 peaked at 1.67-1.75 times the weights (alone: docstring)
 def test_peak_memory_while_loading_is_about_one_copy_of_the_weights(tmp_path):
     """In a fresh process: the peak resident memory while loading a GPT-2 from a save_pretrained directory, above
     what the process held before, in units of the parameters' bytes (the bench measures GPT-2 small's shapes).
