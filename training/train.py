@@ -70,6 +70,10 @@ class Spec:
     repeat_fraction: float = 0.0  # share of sequences made of a repeated random span
     repeat_until: int = 0  # before this step, every sequence is one (induction forms first, then text)
     min_period: int = 8  # the span's length (period) is drawn from min_period .. n_ctx // 2 - 1
+    # Before this step, the spans draw their tokens from the first narrow_ids ids of RANDOM_LOW..RANDOM_HIGH only:
+    # a rotary model that meets 9000 distinct ids from the start learns a shifted induction (see course-llama-v3).
+    narrow_until: int = 0
+    narrow_ids: int = 2000
     # "after_bos": the span starts right after BOS and repeats to the end of the row. "anywhere": a text row
     # where the span and 2 or more copies of it replace the text at a random offset (see LMData.batch).
     repeat_layout: str = "after_bos"
@@ -191,6 +195,12 @@ SPECS: dict[str, Spec] = {
 # from a narrow id range first, widened once the one-back heads exist, then the text mix.
 SPECS["course-llama-v2"] = replace(SPECS["course-llama"], lr=1e-3, repeat_fraction=0.25, repeat_until=1000,
                                    repeat_layout="after_bos")
+# That recipe (2026-12-06, trained beside the shipped course-llama, to replace it if it forms the classic induction
+# head): every row a span repeated after BOS for 1400 steps, its tokens from 2000 ids for the first 800, then from
+# the whole range; then the text mix with a quarter of the rows still a repeated span. 2400 steps, to end within a
+# session (one step took about 2.5 s on one thread).
+SPECS["course-llama-v3"] = replace(SPECS["course-llama-v2"], steps=2400, checkpoints=[2400], repeat_until=1400,
+                                   narrow_until=800)
 
 
 def _stage(base: str, **changes) -> Spec:
@@ -303,15 +313,16 @@ class LMData:
         x = self.train[starts[:, None] + np.arange(n_ctx)].astype(np.int64)
         x[:, 0] = END_OF_TEXT_ID
         mask = np.ones((spec.batch, n_ctx - 1), dtype=bool)
+        high = RANDOM_LOW + spec.narrow_ids if step < spec.narrow_until else RANDOM_HIGH
         for i in range(spec.batch if step < spec.repeat_until else int(spec.batch * spec.repeat_fraction)):
             period = int(rng.integers(spec.min_period, n_ctx // 2))
             if spec.repeat_layout == "after_bos":
-                x[i, 1:] = np.resize(rng.integers(RANDOM_LOW, RANDOM_HIGH, period), n_ctx - 1)
+                x[i, 1:] = np.resize(rng.integers(RANDOM_LOW, high, period), n_ctx - 1)
                 mask[i, :period] = False  # position p predicts token p + 1, known once p >= period
                 continue
             copies = int(rng.integers(2, (n_ctx - 1) // period + 1))
             start = int(rng.integers(1, n_ctx - copies * period + 1))
-            x[i, start:start + copies * period] = np.tile(rng.integers(RANDOM_LOW, RANDOM_HIGH, period), copies)
+            x[i, start:start + copies * period] = np.tile(rng.integers(RANDOM_LOW, high, period), copies)
             mask[i, start - 1:start + period] = False  # the targets x[start .. start + period]
         return torch.from_numpy(x), torch.from_numpy(mask)
 
