@@ -102,6 +102,16 @@ def test_every_row_repeats_before_repeat_until(tiny, monkeypatch):
     assert data.batch(step=3)[1][TINY_LM.batch // 2:].all()  # then half of them are text again
 
 
+def test_spans_draw_from_the_narrow_ids_before_narrow_until(tiny, monkeypatch):
+    narrow = dataclasses.replace(TINY_LM, repeat_until=4, narrow_until=2, narrow_ids=50, batch=16)
+    monkeypatch.setitem(train.SPECS, "tiny-lm", narrow)
+    data = train.Trainer("tiny-lm").data
+    for step, high in [(0, evals.RANDOM_LOW + 50), (1, evals.RANDOM_LOW + 50), (2, evals.RANDOM_HIGH)]:
+        spans = data.batch(step)[0][:, 1:]  # every row a span after BOS (step < repeat_until)
+        assert spans.min() >= evals.RANDOM_LOW and spans.max() < high
+    assert data.batch(2)[0][:, 1:].max() >= evals.RANDOM_LOW + 50  # widened: 16 rows of 8+ tokens from 9000 ids
+
+
 @pytest.mark.parametrize("name", ["tiny-lm", "tiny-othello"])
 def test_a_resumed_run_ends_where_an_uninterrupted_run_ends(tiny, monkeypatch, name):
     whole = train.Trainer(name)
