@@ -209,11 +209,12 @@ SPECS["course-llama-v4"] = replace(SPECS["course-llama-v3"], steps=3200, checkpo
 # Neither gave the classic head on the whole id range, so neither replaced course-llama (2026-12-06). course-llama-v3
 # ended its 2400 steps (39 minutes on one thread) with a best classic score of 0.06 on ids 1000-9999 (repeated half
 # 7.55 nats against 10.03 for the first, held-out text 2.64, IOI at chance); on spans from the 2000 narrow ids its
-# layer-1 heads reached 0.37 with a layer-0 previous-token head of 0.27. course-llama-v4 was stopped after its step 1800:
-# classic score 0.07 on the whole range, and what the narrow ids had given at step 950 (0.17) was gone by 1300. The
-# toy's runs, where the widening worked, had no text at all; which other difference matters (the learning-rate
-# schedule, the text vocabulary in the softmax, the spans' ids that never occur in text) is not isolated yet.
-# Both runs' states are kept in $COURSE_RUNS_DIR.
+# layer-1 heads reached 0.37 with a layer-0 previous-token head of 0.27. course-llama-v4 was stopped after its step
+# 1800: classic score 0.07 on the whole range, and the 0.14 its layer-1 heads had on the narrow ids at step 700 was
+# down to 0.04 at step 1300. The toy's runs, where the widening worked, had no text at all; which other difference
+# matters (the learning-rate schedule, the text vocabulary in the softmax, the spans' ids that never occur in text)
+# is not isolated yet. (The runs' states under $COURSE_RUNS_DIR may not outlive the session: the previous one's did
+# not.)
 
 
 def _stage(base: str, **changes) -> Spec:

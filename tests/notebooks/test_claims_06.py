@@ -31,11 +31,14 @@ def test_06_the_edit_reaches_the_target_gap_on_the_mine_side():
     assert after[1] > after[2] and after[1] >= before[1]  # pushed toward "mine", never away from it
 
 
-def test_06_before_the_edit_the_probe_reads_the_square_as_theirs_but_narrowly():
-    """« sur cet exemple, la sonde lit bien la case « à l'adversaire », mais de justesse »."""
-    before = values(printed("06", PUSH_CELL), r"avant : {n} {n} {n}")  # empty, mine, theirs
-    assert before[2] > before[1] > before[0]
-    assert before[2] - before[1] < 0.2
+def test_06_before_the_edit_the_probe_reads_the_square_as_theirs_clearly():
+    """« sur cet exemple, la sonde lit bien la case « à l'adversaire », nettement (plus du double de la probabilité
+    qu'elle donne à « à moi ») », then « à moi » after the edit."""
+    text = printed("06", PUSH_CELL)
+    before = values(text, r"avant : {n} {n} {n}")  # empty, mine, theirs
+    after = values(text, r"après : {n} {n} {n}")
+    assert before[2] > 2 * before[1] and before[1] > before[0]
+    assert after[1] > after[2]
 
 
 def test_06_the_single_edit_barely_moves_the_preferred_moves():

@@ -169,9 +169,12 @@ def test_08_neurons_carry_more_of_the_attribution_to_legal_moves_than_heads():
     assert value(text, r"somme des neurones : {n}") > value(text, r"Somme des têtes : {n}")
 
 
-def test_08_the_three_top_heads_attend_to_my_moves():
+def test_08_the_three_top_heads_each_attend_to_one_player_s_moves_two_to_mine():
+    """« regardent chacune presque uniquement les coups d'un seul des deux joueurs (score proche de ±1) : deux
+    regardent mes coups, une ceux de l'adversaire »."""
     scores = values(printed("08", PARITY), r"L\d+H\d+ : attribution [-+]\d\.\d+, mes coups − ses coups {n}")
-    assert len(scores) == 3 and min(scores) > 0.8
+    assert len(scores) == 3 and min(abs(score) for score in scores) > 0.9
+    assert sorted(score > 0 for score in scores) == [False, True, True]
 
 
 # --- 7. neurons -----------------------------------------------------------------------------------------------
