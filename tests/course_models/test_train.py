@@ -112,6 +112,28 @@ def test_spans_draw_from_the_narrow_ids_before_narrow_until(tiny, monkeypatch):
     assert data.batch(2)[0][:, 1:].max() >= evals.RANDOM_LOW + 50  # widened: 16 rows of 8+ tokens from 9000 ids
 
 
+def test_the_softmax_leaves_out_every_other_token_before_narrow_until(tiny, monkeypatch):
+    """Before narrow_until, the ids outside the narrow range get no gradient: never targets, they would otherwise all
+    be pushed down the tied softmax along one direction (course-llama-v3's collapse)."""
+    monkeypatch.setitem(train.SPECS, "tiny-lm", dataclasses.replace(TINY_LM, repeat_until=4, narrow_until=2,
+                                                                    narrow_ids=50))
+    trainer = train.Trainer("tiny-lm")
+    embed = trainer.model.embed.W_E
+    narrow = torch.arange(evals.RANDOM_LOW, evals.RANDOM_LOW + 50)
+    for step, others_move in [(1, False), (2, True)]:
+        embed.grad = None
+        trainer.loss(trainer.data.batch(step), step).backward()
+        grad = embed.grad.abs().sum(-1)  # [d_vocab]
+        wide = grad[evals.RANDOM_LOW + 50:evals.RANDOM_HIGH]
+        assert (grad[narrow] > 0).all()
+        assert bool((wide > 0).any()) == others_move
+
+
+def test_narrow_ids_need_span_rows_only():
+    with pytest.raises(ValueError, match="narrow_until"):
+        dataclasses.replace(TINY_LM, repeat_until=2, narrow_until=3)
+
+
 @pytest.mark.parametrize("name", ["tiny-lm", "tiny-othello"])
 def test_a_resumed_run_ends_where_an_uninterrupted_run_ends(tiny, monkeypatch, name):
     whole = train.Trainer(name)
@@ -138,7 +160,7 @@ def test_legal_move_targets_score_the_expected_next_move_loss(tiny, monkeypatch)
     with torch.no_grad():
         log_probs = trainer.model(tokens[:, :-1]).log_softmax(-1)
         expected = torch.stack([-log_probs[g, t, legal[g, t]].mean() for g in range(4) for t in range(59)]).mean()
-        torch.testing.assert_close(trainer.loss((tokens, legal)), expected)
+        torch.testing.assert_close(trainer.loss((tokens, legal), step=0), expected)
 
 
 def test_a_spec_rejects_unknown_targets():
@@ -156,10 +178,10 @@ def test_training_lowers_the_loss(tiny, monkeypatch):
     trainer = train.Trainer("tiny-lm")
     batch = trainer.data.batch(step=0)
     with torch.no_grad():
-        before = float(trainer.loss(batch))
+        before = float(trainer.loss(batch, step=0))
     trainer.run()
     with torch.no_grad():
-        assert float(trainer.loss(batch)) < before - 1.0
+        assert float(trainer.loss(batch, step=0)) < before - 1.0
 
 
 def test_export_writes_loadable_checkpoints_and_metrics(tiny):
