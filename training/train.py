@@ -151,19 +151,21 @@ SPECS: dict[str, Spec] = {
     # The embedded stand-in of notebook 09's Qwen2.5-0.5B: the architecture of today's families (RMSNorm, rotary
     # positions, grouped-query attention, a SwiGLU MLP) at the size of a few MB, on course-gpt2's
     # Zipf stories. Sized for the weight budget (about 4 MB in float16
-    # with its ~10k used vocabulary rows, tied embeddings). Repeated spans as in course-gpt2's stage 2 (half the
-    # rows, every row for the first 400 steps): with course-gpt2's first recipe (a quarter, 150 steps) this model
-    # had no induction at step 250 (repeated half 9.19 nats), as course-gpt2 had none at step 1200.
+    # with its ~10k used vocabulary rows, tied embeddings). Trained as course-llama-v5 and shipped on 2026-12-06 in
+    # place of the first course-llama (2000 steps of text with half the rows a repeated span "anywhere", lr 2e-3;
+    # no induction head: its spec is in this file's history). Every row is a span repeated after BOS for 1400 steps,
+    # its tokens drawn from 2000 ids (and the softmax over them only) for the first 800, then the text mix with a
+    # quarter of the rows a span: see the comments after SPECS for why each piece is there.
     "course-llama": Spec(
         kind="lm",
         cfg=dict(n_layers=4, d_model=128, n_heads=4, d_head=32, n_key_value_heads=2, d_mlp=384, n_ctx=128,
                  act_fn="silu", gated_mlp=True, normalization_type="RMS", positional_embedding_type="rotary",
                  rotary_dim=32, tokenizer_name="gpt2", d_vocab=50257, initializer_range=0.02),
-        steps=2000, batch=32, lr=2e-3, warmup=100, weight_decay=0.01,
-        checkpoints=[2000], eval_every=250, save_every=50,
+        steps=2400, batch=32, lr=1e-3, warmup=100, weight_decay=0.01,
+        checkpoints=[2400], eval_every=250, save_every=50,
         corpus_tokens=16_000_000, corpus_mix={"ioi_zipf": 0.35, "ioi_spread": 0.3, "narrative_zipf": 0.3,
                                                "narrative": 0.05},
-        repeat_fraction=0.5, repeat_until=400, repeat_layout="anywhere", threads=1,
+        repeat_fraction=0.25, repeat_until=1400, narrow_until=800, repeat_layout="after_bos", threads=1,
         description="4-layer Llama-architecture model (RMSNorm, rotary, grouped-query attention, SwiGLU) on "
                     "Zipf-distributed stories; stands in for Qwen2.5-0.5B",
     ),
@@ -178,7 +180,8 @@ SPECS: dict[str, Spec] = {
 }
 
 
-# A second course-llama, trained beside the shipped one (2026-12-06, not shipped): course-llama and two stages on it
+# How course-llama came to its recipe (2026-12-06). A second course-llama, trained beside the first (not shipped):
+# the first course-llama and two stages on it
 # learned text without an induction head. With text in every row, this model lowers the loss of a repeated span
 # without one: heads at fixed distances (31-32 tokens in layer 0, 17-18 in layer 1), positions 2 pi k apart under the
 # fastest rotary frequency, and diffuse heads that copy a bag of the earlier tokens (1.3 nats on the repeat at step
@@ -197,8 +200,8 @@ SPECS: dict[str, Spec] = {
 # 1-1999 for 800 steps (a previous-token head at 0.91 by then), then from all 10,000: the classic score rose to 0.54
 # at step 1200 and 0.88 at 1500 (repeat loss 1.02 on the 10,000 ids). The recipe for the next course-llama: repeats
 # from a narrow id range first, widened once the one-back heads exist, then the text mix.
-SPECS["course-llama-v2"] = replace(SPECS["course-llama"], lr=1e-3, repeat_fraction=0.25, repeat_until=1000,
-                                   repeat_layout="after_bos")
+# (course-llama-v2: the first course-llama's spec with lr=1e-3, repeat_fraction=0.25, repeat_until=1000,
+# repeat_layout="after_bos".)
 # That recipe (2026-12-06, trained beside the shipped course-llama, to replace it if it forms the classic induction
 # head): every row a span repeated after BOS for 1400 steps, its tokens from 2000 ids for the first 800, then from
 # the whole range; then the text mix with a quarter of the rows still a repeated span. 2400 steps, to end within a
@@ -220,9 +223,9 @@ SPECS["course-llama-v2"] = replace(SPECS["course-llama"], lr=1e-3, repeat_fracti
 # phase (mean pairwise cosine 0.995 at v3's end, norm 3.5 against 0.63 for the narrow ids): never a target, every one
 # of them was pushed down the softmax along the same gradient, and induction cannot tell them apart. So the softmax
 # now covers the narrow ids only until narrow_until (Trainer.out_of_play); v3 and v4 were trained before that change.
-# course-llama-v5: v3's schedule with that softmax.
-SPECS["course-llama-v5"] = replace(SPECS["course-llama-v2"], steps=2400, checkpoints=[2400], repeat_until=1400,
-                                   narrow_until=800)
+# course-llama-v5, v3's schedule with that softmax, is the shipped course-llama (its spec above): the classic
+# induction head formed on the whole id range in the 600 steps after the widening (L1H3 0.97 at step 1400, on
+# spans of 20 and 50 tokens, with a layer-0 previous-token head L0H0 at 0.56).
 
 
 def _stage(base: str, **changes) -> Spec:

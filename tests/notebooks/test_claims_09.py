@@ -180,12 +180,16 @@ def test_09_gated_neurons_take_both_signs(model, cache):
 @pytest.fixture(scope="module")
 def repeated(model):
     tokens = evals.repeated_random_tokens(model, seq_len=SEQ_LEN, batch=BATCH)
-    losses = model.loss_fn(model(tokens), tokens, per_token=True).mean(0)
+    logits = model(tokens)
+    losses = model.loss_fn(logits, tokens, per_token=True).mean(0)
     _, patterns = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
-    stripes = [patterns["pattern", layer].diagonal(offset=1 - SEQ_LEN, dim1=-2, dim2=-1)[..., 2:]  # after BOS
-               for layer in range(model.cfg.n_layers)]
-    scores = torch.stack([stripe.mean((0, -1)) for stripe in stripes])
-    return losses, scores
+    patterns = [patterns["pattern", layer] for layer in range(model.cfg.n_layers)]
+    induction = torch.stack([p.diagonal(offset=1 - SEQ_LEN, dim1=-2, dim2=-1)[..., 2:].mean((0, -1))  # after BOS
+                             for p in patterns])
+    previous = torch.stack([p.diagonal(offset=-1, dim1=-2, dim2=-1)[..., 1:].mean((0, -1)) for p in patterns])
+    first_token = tokens[:, 1, None, None].expand(-1, SEQ_LEN - 2, 1)
+    bet = -logits.log_softmax(-1)[:, 2:SEQ_LEN].gather(-1, first_token).mean()
+    return losses, induction, previous, bet
 
 
 def test_09_the_induction_stripe_keeps_the_destinations_of_the_repeated_half_only():
@@ -196,51 +200,51 @@ def test_09_the_induction_stripe_keeps_the_destinations_of_the_repeated_half_onl
     assert (destinations - key.diagonal(offset=1 - SEQ_LEN)[2:] == SEQ_LEN - 1).all()
 
 
-def test_09_the_stand_in_has_no_induction_head(repeated):
-    _, scores = repeated
-    assert scores.max() < 0.1
-    top = scores.flatten().topk(2).values
-    assert top[0] - top[1] > 1e-3  # the printed order of the two best heads does not depend on the CPU
+def test_09_the_four_layer_1_heads_induce_on_two_layer_0_previous_token_heads(repeated):
+    """« les quatre têtes de la couche 1 ont un score d'induction de 0,96, et deux têtes de la couche 0 regardent
+    surtout le token précédent »; the printed lists hold the heads above 0.4, far enough from it on any CPU."""
+    _, induction, previous, _ = repeated
+    assert [(round(v, 2)) for v in induction[1].tolist()] == [0.96] * 4
+    assert (induction.flatten().sort().values[-5] < 0.4 - 0.1) and (induction[1] > 0.4 + 0.1).all()
+    assert (previous > 0.4).nonzero().tolist() == [[0, 0], [0, 3]]
+    assert ((previous - 0.4).abs() > 0.03).all() and (previous[0, [0, 3]] > 0.5 * previous.max()).all()
 
 
-def test_09_the_repeated_half_is_lower_but_so_is_the_unannounced_first_repeated_token(repeated):
-    losses, _ = repeated
+def test_09_the_repeated_half_falls_the_first_repeated_token_stays_high_and_the_first_token_is_a_bet(repeated):
+    """« La perte tombe sur la moitié répétée (0,20) ; sur la première ... elle reste au-dessus du tirage uniforme.
+    Le premier token répété ... garde une perte bien plus haute que le reste de la moitié répétée, mais bien plus
+    basse que la première moitié » and the model bets on the fragment's first token at every position."""
+    losses, _, _, bet = repeated
     first_half, repeated_half = losses[1:SEQ_LEN].mean(), losses[SEQ_LEN + 1:].mean()
-    assert repeated_half < math.log(9000) < first_half and first_half - repeated_half > 0.5
-    assert losses[SEQ_LEN] <= repeated_half  # "aussi basse": copying cannot predict it, a bet on seen tokens can
+    assert round(repeated_half.item(), 2) == 0.20 and first_half > math.log(9000)
+    assert losses[SEQ_LEN] > 10 * repeated_half and losses[SEQ_LEN] < first_half - 3
+    assert bet < losses[SEQ_LEN] < first_half  # the bet on the first token explains the first repeated token's loss
 
 
-def test_09_course_gpt2_s_first_repeated_token_stays_unpredictable_on_the_same_batch(model, embedded_gpt2):
-    tokens = evals.repeated_random_tokens(embedded_gpt2, seq_len=SEQ_LEN, batch=BATCH)
-    assert torch.equal(tokens, evals.repeated_random_tokens(model, seq_len=SEQ_LEN, batch=BATCH))  # "ce même lot"
-    losses = embedded_gpt2.loss_fn(embedded_gpt2(tokens), tokens, per_token=True).mean(0)
-    assert round(losses[SEQ_LEN].item(), 1) == 11.2  # the first repeated token ("11,2"; after BOS, position 50)
-    assert losses[SEQ_LEN + 1:].mean() < 0.1  # "moins de 0,1 sur la moitié répétée"
-
-
-def test_09_course_gpt2_formed_its_induction_heads_in_its_stage_2_with_twice_the_repeats():
-    assert round(_log(1800)["best_induction_score"], 2) == 0.04 and round(_log(2400)["best_induction_score"], 2) == 0.90
-    stage2 = _stage(2)
-    assert stage2["start_step"] < 1800 and 2400 <= stage2["start_step"] + stage2["steps"]
-    first = _shipped("course-gpt2", "config.json")["training"]
-    assert stage2["repeat_fraction"] == 2 * first["repeat_fraction"]  # "deux fois plus de séquences répétées"
-    llama = _shipped("course-llama", "config.json")["training"]
-    assert llama["repeat_fraction"] == stage2["repeat_fraction"] and llama["steps"] == 2000  # "dès le départ"
+def test_09_the_induction_heads_formed_just_after_the_widening():
+    """« tirés de 2 000 ids seulement pendant 800 pas, puis des 9 000 jusqu'au pas 1 400, puis le texte ; ... meilleur
+    score 0,33 au pas 1 000, 0,93 au pas 1 250 »."""
+    training = _shipped("course-llama", "config.json")["training"]
+    assert (training["narrow_ids"], training["narrow_until"], training["repeat_until"]) == (2000, 800, 1400)
+    assert training["repeat_layout"] == "after_bos" and training["repeat_fraction"] == 0.25
+    log = {e["step"]: e["best_induction_score"] for e in _shipped("course-llama", "metrics.json")["training_log"]}
+    assert round(log[1000], 2) == 0.33 and round(log[1250], 2) == 0.93
+    assert max(score for step, score in log.items() if step <= 750) < 0.05  # none before the widening
 
 
 # --- 8. IOI and patching ------------------------------------------------------------------------------------------
 
 
-def test_09_no_ioi_the_stand_in_answers_the_second_named(model):
+def test_09_no_ioi_in_either_order_though_the_famous_prompt_gets_john(model):
     prompts = ioi_eval_prompts(100)
     diffs = torch.from_numpy(evals.ioi_logit_diffs(model, prompts))
     abb = torch.tensor([p.order == "ABB" for p in prompts])
-    assert 0.4 < (diffs > 0).float().mean() < 0.6  # "proche du hasard"
-    assert (diffs[~abb] > 0).float().mean() > 0.75 and (diffs[abb] > 0).float().mean() < 0.3
+    assert 0.35 < (diffs > 0).float().mean() < 0.65  # "au hasard"
+    for order in (abb, ~abb):  # "dans un ordre comme dans l'autre"
+        assert 0.3 < (diffs[order] > 0).float().mean() < 0.7
     famous = famous_ioi_prompt()
     last = model(famous.prompt)[0, -1]
-    assert famous.order == "ABB" and model.to_str_tokens(last.argmax()) == [" Mary"]
-    assert last[model.to_single_token(" John")] < last[model.to_single_token(" Mary")]
+    assert model.to_str_tokens(last.argmax()) == [" John"]  # "donne bien « John » en tête"
 
 
 def test_09_course_gpt2_answered_the_second_named_after_its_stage_2_then_learned_ioi():
@@ -291,7 +295,7 @@ def test_09_the_patching_map_is_flat_because_the_repeated_name_is_not_used(model
     clean_logits, clean_cache = model.run_with_cache(clean_tokens)
     clean, corrupted = logit_diffs(clean_logits), logit_diffs(model(corrupted_tokens))
     assert abs(clean.mean()) < 0.05 and abs(corrupted.mean()) < 0.05  # "presque nulles"
-    assert 2.5 < clean.abs().max() < 2.65 and (clean - corrupted).abs().max() < 0.15  # "à peine", "2,6"
+    assert 2.45 < clean.abs().max() < 2.55 and (clean - corrupted).abs().max() < 0.05  # "2,5", "presque pas"
     resid_map = patching.get_act_patch_resid_pre(model, corrupted_tokens, clean_cache,
                                                  lambda logits: logit_diffs(logits).mean())
     assert (resid_map - corrupted.mean()).abs().max() < 0.02
