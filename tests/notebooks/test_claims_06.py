@@ -69,9 +69,10 @@ def test_06_the_probe_edit_raises_p_gained_where_the_probe_read_the_square():
     assert probe > none + 0.003  # "elle fait monter la probabilité des coups devenus légaux"
 
 
-def test_06_the_probe_edit_does_almost_nothing_where_the_probe_misread_the_square():
-    none, probe = _split_rows(printed("06", SPLIT_CELL))["mal lue avant"]
-    assert abs(probe - none) <= 0.002  # "l'effet est presque nul"
+def test_06_the_probe_edit_does_less_than_half_as_much_where_the_probe_misread_the_square():
+    rows = _split_rows(printed("06", SPLIT_CELL))
+    (none, probe), (read_none, read_probe) = rows["mal lue avant"], rows["lue « adversaire » avant"]
+    assert abs(probe - none) < (read_probe - read_none) / 2  # "l'effet est bien plus faible (moins de la moitié)"
 
 
 def test_06_mean_difference_acts_more_than_the_probe_and_stays_below_the_ceiling():
