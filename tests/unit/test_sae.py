@@ -313,9 +313,11 @@ def test_training_reconstructs_and_recovers_the_loss(model, trained):
 def test_shipped_sae_is_notebook10s_training(model, trained):
     shipped = S.SAE.load(S.COURSE_SAE_DIR, model=model)  # it fits course-gpt2 at notebook 10's hook
     assert shipped.cfg == trained.cfg
-    # the same training; the last bits depend on the threads and the CPU's instruction set
+    # The same training; the last bits depend on the threads and the CPU's instruction set, and a few latents drift
+    # further: on an Intel Xeon (2026-12-06) one of the 1024 ended at cosine 0.90 with the shipped one (trained on an
+    # AMD EPYC), the other 1023 above 0.95, mean 0.999. A different training would give cosines near 0.
     cosines = (shipped.W_dec * trained.W_dec).sum(-1)
-    assert cosines.min() > 0.95
+    assert cosines.mean() > 0.99 and (cosines < 0.95).float().mean() <= 0.01
     assert S.loss_recovered(model, shipped, S.story_tokens(model, 40, seed=1)) >= 0.9
 
 
