@@ -219,7 +219,8 @@ SPECS: dict[str, Spec] = {
 # down to 0.04 at step 1300. The cause: in both, the tied embeddings of ids 3000-9999 had collapsed onto one
 # direction during the narrow phase (mean pairwise cosine 0.995 at v3's end, norm 3.5 against 0.63 for the narrow
 # ids): never a target, every one of them was pushed down the softmax along the same gradient, and induction cannot
-# tell them apart. So the softmax now covers the narrow ids only until narrow_until (Trainer.out_of_play); v3 and v4 were trained before that change.
+# tell them apart. So the softmax now covers the narrow ids only until narrow_until (Trainer.out_of_play); v3 and
+# v4 were trained before that change.
 # course-llama-v5, v3's schedule with that softmax, is the shipped course-llama (its spec above): the classic
 # induction head formed on the whole id range in the 600 steps after the widening (L1H3 0.97 at step 1400, on
 # spans of 20 and 50 tokens, with a layer-0 previous-token head L0H0 at 0.56).
