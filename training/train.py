@@ -297,6 +297,12 @@ SPECS["course-othello-gpt.stage5"] = replace(SPECS["course-othello-gpt.stage3"],
 SPECS["course-othello-gpt.stage6"] = replace(SPECS["course-othello-gpt.stage5"])
 # Stage 6 shipped at step 17500 (probe 0.853; 27 minutes): +0.003 to +0.007 per stage of 1500-2000 steps, so 0.90
 # is still some 15 to 25 stages away at this pace.
+# Stage 7 (2026-12-06, a session with nothing else to train): twice as many steps on both threads, so one warm-up
+# serves 3000 steps.
+SPECS["course-othello-gpt.stage7"] = replace(SPECS["course-othello-gpt.stage5"], steps=3000, checkpoints=[3000],
+                                             threads=2)
+SPECS["course-othello-gpt.stage8"] = replace(SPECS["course-othello-gpt.stage7"])
+SPECS["course-othello-gpt.stage9"] = replace(SPECS["course-othello-gpt.stage7"])
 
 
 def chain(model: str) -> list[str]:
