@@ -1,18 +1,19 @@
-"""TransformerLens 3.5.1's hooks on identical weights vs helpers', for the eight families beyond GPT-2.
+"""TransformerLens 3.5.1's hooks on identical weights vs helpers', for the families beyond GPT-2.
 
 Run from the repository root with a Python that has transformer_lens==3.5.1 (a scratch venv outside the repo, which
 brings its own transformers): ``/tmp/tl/bin/python -m bench.tl_families [Llama Qwen2 ...]``. Each family's tiny
 random model of tests/unit/test_families.py is loaded by both libraries without processing; the script prints the
 logits' distance to transformers for each, the largest difference over the hook points they share, the hooks whose
 shapes differ and the hooks only one of them has. TransformerLens builds its config from the saved directory where
-it can (Llama, Qwen 2 and 3, Mistral, GPT-NeoX) and from its own table otherwise (Gemma, Gemma 2, OLMo 2: only by
-model name there), here with the tiny sizes.
+it can (Llama, Qwen 2 and 3, Mistral, GPT-NeoX) and from its own table otherwise (Gemma, Gemma 2 and 3, OLMo 2: only
+by model name there), here with the tiny sizes.
 """
 
 import logging
 import sys
 import tempfile
 import warnings
+from types import SimpleNamespace
 
 import torch
 import transformer_lens as tl
@@ -27,6 +28,18 @@ logging.disable(logging.WARNING)
 
 def tl_cfg(arch, directory, hf):
     c = hf.config
+    if arch in ("Gemma3", "Gemma3Multimodal"):  # TL's own table too; its multimodal conversion reads the text part
+        t = c.text_config if arch == "Gemma3Multimodal" else c
+        full, sliding = t.rope_parameters["full_attention"], t.rope_parameters["sliding_attention"]
+        return TLC(d_model=t.hidden_size, d_head=t.head_dim, n_heads=t.num_attention_heads, d_mlp=t.intermediate_size,
+                   n_layers=t.num_hidden_layers, n_ctx=64, eps=t.rms_norm_eps, d_vocab=t.vocab_size,
+                   act_fn="gelu_pytorch_tanh", normalization_type="RMS", rotary_base=full["rope_theta"],
+                   rotary_base_local=sliding["rope_theta"], rotary_scaling_factor=full.get("factor", 1.0),
+                   positional_embedding_type="rotary", rotary_dim=t.head_dim, n_key_value_heads=t.num_key_value_heads,
+                   gated_mlp=True, final_rms=True, use_normalization_before_and_after=True, use_qk_norm=True,
+                   window_size=t.sliding_window, use_local_attn=True,
+                   attn_types=["local" if k == "sliding_attention" else "global" for k in t.layer_types],
+                   attn_scale=t.query_pre_attn_scalar ** 0.5, original_architecture=CASES[arch][1], device="cpu")
     if arch in ("Gemma", "Gemma2", "Olmo2"):  # TL reads these from its own table: the same fields, tiny sizes
         d_head = c.head_dim if arch != "Olmo2" else c.hidden_size // c.num_attention_heads
         d = dict(d_model=c.hidden_size, d_head=d_head,
@@ -62,9 +75,13 @@ def main(archs: list[str]) -> None:
             hf.save_pretrained(directory)
             ours = Ours.from_pretrained_no_processing(directory, device="cpu")
             cfg = tl_cfg(arch, directory, hf)
+            source = hf
             if arch == "GPTNeoX":
                 hf.embed_out = hf.lm_head  # TL 3.5.1 reads transformers 4's name
-            sd = L.get_pretrained_state_dict(directory, cfg, hf_model=hf)
+            if arch == "Gemma3Multimodal":  # TL 3.5.1 looks for transformers 4's language_model: given its text model
+                source = SimpleNamespace(model=hf.model.language_model, lm_head=hf.lm_head)
+                cfg.original_architecture = "Gemma3ForCausalLM"
+            sd = L.get_pretrained_state_dict(directory, cfg, hf_model=source)
             theirs = tl.HookedTransformer(cfg)
             theirs.load_and_process_state_dict(sd, fold_ln=False, center_writing_weights=False, center_unembed=False,
                                                fold_value_biases=False, refactor_factored_attn_matrices=False)

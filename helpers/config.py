@@ -73,6 +73,8 @@ class HookedTransformerConfig:
     # --- the families beyond GPT-2 (Llama, Qwen, Mistral, Gemma, Pythia, OLMo): TransformerLens' names ---
     rotary_dim: int | None = None  # rotary positions: dimensions rotated per head (None: d_head; Pythia d_head / 4)
     rotary_base: float = 10000.0  # theta of the rotary frequencies
+    rotary_base_local: float | None = None  # theta of the local (sliding-window) layers, if theirs differs (Gemma 3)
+    rotary_scaling_factor: float = 1.0  # linear rope scaling: global layers' frequencies divided by it (Gemma 3 4B+)
     rotary_adjacent_pairs: bool = False  # False: pairs (i, i + rotary_dim / 2), Llama and NeoX; True: GPT-J's
     use_NTK_by_parts_rope: bool = False  # Llama 3's rescaled rotary frequencies (rope_type "llama3")
     NTK_by_parts_low_freq_factor: float = 1.0
@@ -119,6 +121,8 @@ class HookedTransformerConfig:
             self.rotary_dim = self.d_head
         if self.rotary_dim is not None and (self.rotary_dim % 2 or not 0 < self.rotary_dim <= self.d_head):
             raise ValueError(f"rotary_dim={self.rotary_dim} must be even and at most d_head={self.d_head}.")
+        if not self.rotary_scaling_factor > 0:
+            raise ValueError(f"rotary_scaling_factor={self.rotary_scaling_factor} must be positive (1.0: no scaling).")
         if self.use_local_attn and not (isinstance(self.window_size, int) and self.window_size > 0):
             raise ValueError("use_local_attn needs window_size, a positive number of positions.")
         if self.attn_types is not None and len(self.attn_types) != self.n_layers:

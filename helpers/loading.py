@@ -12,9 +12,10 @@ Where the weights come from:
   with no network at all (see helpers.course_models).
 - The families beyond GPT-2 (family "hf": Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B, EleutherAI/pythia-70m and -160m with
   their checkpoints, the revisions ``step<N>``, meta-llama/Llama-3.2-1B, mistralai/Mistral-7B-v0.1,
-  google/gemma-2-2b, allenai/OLMo-2-0425-1B): the repository's ``config.json``, its weights (``model.safetensors``,
-  or the shards an index names, read one at a time; a checkpoint's ``pytorch_model.bin``) and its tokenizer,
-  converted by the family's module of helpers.conversion. ARENA's attn_only_2L_half is a classic state dict.
+  google/gemma-2-2b, google/gemma-3-270m, -1b-pt and -4b-pt, allenai/OLMo-2-0425-1B): the repository's
+  ``config.json``, its weights (``model.safetensors``, or the shards an index names, read one at a time; a
+  checkpoint's ``pytorch_model.bin``) and its tokenizer, converted by the family's module of helpers.conversion.
+  ARENA's attn_only_2L_half is a classic state dict.
 - A user's own model of any supported architecture (helpers.conversion.SUPPORTED_ARCHITECTURES):
   ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or ``from_pretrained("path/to/dir")``
   (a directory written by ``save_pretrained``); neither touches the network.
@@ -55,7 +56,8 @@ from helpers.weights import PROCESSING
 
 NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
 #: Repositories whose files the Hub gives only after the licence is accepted (and `hf auth login`).
-GATED = frozenset({"meta-llama/Llama-3.2-1B", "google/gemma-2-2b"})
+GATED = frozenset({"meta-llama/Llama-3.2-1B", "google/gemma-2-2b", "google/gemma-3-270m", "google/gemma-3-1b-pt",
+                   "google/gemma-3-4b-pt"})
 
 
 # ================================================================================================
@@ -139,6 +141,14 @@ MODELS: dict[str, ModelSpec] = {
                                            description="Mistral 7B v0.1 (32 layers, sliding window 4096)"),
     "google/gemma-2-2b": ModelSpec("hf", "google/gemma-2-2b", ("gemma-2-2b",), stand_in="course-gpt2",
                                    description="Gemma 2 2B (26 layers, soft-capping, local/global layers; gated)"),
+    "google/gemma-3-270m": ModelSpec("hf", "google/gemma-3-270m", ("gemma-3-270m",), stand_in="course-gpt2",
+                                     description="Gemma 3 270M (18 layers, d_model 640, q/k norms, 5 local layers "
+                                                 "in 6; gated)"),
+    "google/gemma-3-1b-pt": ModelSpec("hf", "google/gemma-3-1b-pt", ("gemma-3-1b",), stand_in="course-gpt2",
+                                      description="Gemma 3 1B (26 layers, d_model 1152; gated)"),
+    "google/gemma-3-4b-pt": ModelSpec("hf", "google/gemma-3-4b-pt", ("gemma-3-4b",), stand_in="course-gpt2",
+                                      description="Gemma 3 4B (34 layers, d_model 2560; its language model, without "
+                                                  "the vision tower; gated)"),
     "allenai/OLMo-2-0425-1B": ModelSpec("hf", "allenai/OLMo-2-0425-1B", ("olmo-2-1b",), stand_in="course-gpt2",
                                         description="OLMo 2 1B (16 layers, norms after attention and MLP)"),
     # ARENA 1.2's two-layer attention-only model (classic format, shortformer positions, GPT-NeoX's tokenizer).

@@ -77,11 +77,16 @@ def spread_non_finite(z: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
     return z + (rows * 0).to(z.dtype) + (v.sum(1, keepdim=True, dtype=torch.float32) * 0).to(z.dtype)
 
 
-def rotary_tables(cfg: HookedTransformerConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(cfg: HookedTransformerConfig, n: int, attn_type: str = "global") -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin [n rotary_dim] (float32) of the rotary angles, position p times each frequency, computed as
-    transformers computes them (its default and "llama3" rope types)."""
+    transformers computes them (its default, "linear" and "llama3" rope types). Gemma 3's local layers have their
+    own theta (rotary_base_local) and no linear scaling (rotary_scaling_factor: its global layers only)."""
     r = cfg.rotary_dim
-    inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
+    local = attn_type == "local" and cfg.rotary_base_local is not None
+    base = cfg.rotary_base_local if local else cfg.rotary_base
+    inv_freq = 1.0 / (base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
+    if not local:  # positions slowed down by the factor (Gemma 3 4B and up)
+        inv_freq = inv_freq / cfg.rotary_scaling_factor
     if cfg.use_NTK_by_parts_rope:  # Llama 3: long wavelengths slowed by factor, a smooth ramp between
         factor, low, high = cfg.NTK_by_parts_factor, cfg.NTK_by_parts_low_freq_factor, cfg.NTK_by_parts_high_freq_factor
         old = cfg.NTK_original_ctx_len
@@ -247,7 +252,7 @@ class Attention(nn.Module):
         if cfg.positional_embedding_type == "rotary":
             self.hook_rot_q = HookPoint()  # [batch pos head d_head], q after the rotation
             self.hook_rot_k = HookPoint()  # [batch pos kv_head d_head] (head when not grouped)
-            cos, sin = rotary_tables(cfg, min(cfg.n_ctx, 1024))
+            cos, sin = rotary_tables(cfg, min(cfg.n_ctx, 1024), attn_type)
             self.register_buffer("rotary_cos", cos, persistent=False)
             self.register_buffer("rotary_sin", sin, persistent=False)
         if cfg.use_qk_norm:  # per head (Qwen 3) or over all heads at once (OLMo 2)
@@ -286,7 +291,7 @@ class Attention(nn.Module):
         """x with its first rotary_dim dimensions of each head rotated by the position (``offset`` + 0, 1, ...)."""
         n, r = x.shape[1], self.cfg.rotary_dim
         if offset + n > self.rotary_cos.shape[0]:
-            cos, sin = rotary_tables(self.cfg, max(offset + n, 2 * self.rotary_cos.shape[0]))
+            cos, sin = rotary_tables(self.cfg, max(offset + n, 2 * self.rotary_cos.shape[0]), self.attn_type)
             self.rotary_cos, self.rotary_sin = cos.to(self.rotary_cos.device), sin.to(self.rotary_sin.device)
         cos = self.rotary_cos[offset:offset + n, None, :].to(x.dtype)
         sin = self.rotary_sin[offset:offset + n, None, :].to(x.dtype)

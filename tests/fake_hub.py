@@ -214,7 +214,7 @@ class FakeHub:
                    ["model.safetensors.index.json", *(f"model-{i:05d}-of-{shards:05d}.safetensors"
                                                       for i in range(1, shards + 1))])
         return ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                "special_tokens_map.json", *weights]
+                "special_tokens_map.json", *weights, *(["added_tokens.json"] if repo in families.ADDED else [])]
 
     @staticmethod
     def _lazy_dict(make_all, names: list[str] | None = None) -> dict:

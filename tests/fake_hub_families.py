@@ -31,6 +31,8 @@ PYTHIA_STEPS = (0, *(2 ** i for i in range(10)), *range(1000, 143001, 1000))
 # repo -> (architecture, config.json fields as published (sizes shrunk), special tokens, tokenizer_config, shards)
 _LLAMA_ROPE = dict(factor=32.0, high_freq_factor=4.0, low_freq_factor=1.0, original_max_position_embeddings=8192,
                    rope_type="llama3")
+_GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+_GEMMA_TOKENS = dict(bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
 REPOS = {
     "Qwen/Qwen2.5-0.5B": ("Qwen2ForCausalLM", dict(
         model_type="qwen2", num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0,
@@ -60,6 +62,34 @@ REPOS = {
         hidden_activation="gelu_pytorch_tanh", attention_bias=False, bos_token_id=2, eos_token_id=1,
         pad_token_id=0), ["<pad>", "<eos>", "<bos>", "<unk>"],
         dict(bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"), 3),
+    # Gemma 3: six layers (the published pattern slides in five, the sixth is global). The 270M's config.json was
+    # written by transformers 4.55 (layer_types listed), the 1B's by 4.50 (sliding_window_pattern); the 4B is
+    # multimodal: its text_config gives only what differs from transformers' defaults, and its vision tower (two
+    # layers here) sits beside the language model in the checkpoint.
+    "google/gemma-3-270m": ("Gemma3ForCausalLM", dict(
+        model_type="gemma3_text", num_hidden_layers=6, num_key_value_heads=1, head_dim=32,
+        max_position_embeddings=32768, rope_theta=1000000.0, rope_local_base_freq=10000.0, rope_scaling=None,
+        query_pre_attn_scalar=256, sliding_window=512, _sliding_window_pattern=6,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"], attn_logit_softcapping=None,
+        final_logit_softcapping=None, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", attention_bias=False,
+        use_bidirectional_attention=False, bos_token_id=2, eos_token_id=1, pad_token_id=0), _GEMMA_SPECIALS,
+        _GEMMA_TOKENS, 1),
+    "google/gemma-3-1b-pt": ("Gemma3ForCausalLM", dict(
+        model_type="gemma3_text", num_hidden_layers=6, num_key_value_heads=1, head_dim=32,
+        max_position_embeddings=32768, rope_theta=1000000.0, rope_local_base_freq=10000, rope_scaling=None,
+        query_pre_attn_scalar=256, sliding_window=512, sliding_window_pattern=6, attn_logit_softcapping=None,
+        final_logit_softcapping=None, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", attention_bias=False,
+        cache_implementation="hybrid", bos_token_id=2, eos_token_id=1, pad_token_id=0), _GEMMA_SPECIALS,
+        _GEMMA_TOKENS, 1),
+    "google/gemma-3-4b-pt": ("Gemma3ForConditionalGeneration", dict(
+        model_type="gemma3", text_config=dict(model_type="gemma3_text", num_hidden_layers=6, num_attention_heads=4,
+                                              num_key_value_heads=2, head_dim=32, sliding_window=1024,
+                                              rope_scaling={"factor": 8.0, "rope_type": "linear"}),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14,
+                           vision_use_head=False),
+        mm_tokens_per_image=4, boi_token_index=255, eoi_token_index=256, image_token_index=257, eos_token_id=1),
+        _GEMMA_SPECIALS, _GEMMA_TOKENS, 2),
     "allenai/OLMo-2-0425-1B": ("Olmo2ForCausalLM", dict(
         model_type="olmo2", num_key_value_heads=4, max_position_embeddings=4096, rope_theta=500000.0,
         rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False, hidden_act="silu", bos_token_id=None,
@@ -72,7 +102,9 @@ REPOS = {
         dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"), 1)
         for size in ("70m", "160m")},
 }
-ADDS_BOS = {"meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b"}
+GEMMA3 = ("google/gemma-3-270m", "google/gemma-3-1b-pt", "google/gemma-3-4b-pt")
+ADDS_BOS = {"meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b", *GEMMA3}
+ADDED = {repo: ("<image_soft_token>",) for repo in GEMMA3}  # added_tokens.json: tokens after the vocabulary
 GPT2_BPE = {"Qwen/Qwen2.5-0.5B"}  # GPT-2's vocabulary and merges, the family's special tokens after them
 LISTED_ONLY = {
     "Qwen/Qwen2.5-0.5B": [".gitattributes", "LICENSE", "README.md", "merges.txt"],
@@ -82,6 +114,7 @@ LISTED_ONLY = {
     "mistralai/Mistral-7B-v0.1": [".gitattributes", "README.md", "pytorch_model-00001-of-00002.bin",
                                   "pytorch_model-00002-of-00002.bin", "tokenizer.model"],
     "google/gemma-2-2b": [".gitattributes", "README.md", "tokenizer.model"],
+    **{repo: [".gitattributes", "README.md", "tokenizer.model"] for repo in GEMMA3},
     "allenai/OLMo-2-0425-1B": [".gitattributes", "README.md"],
     "EleutherAI/pythia-70m": [".gitattributes", "README.md", "pytorch_model.bin"],
     "EleutherAI/pythia-160m": [".gitattributes", "README.md", "pytorch_model.bin"],
@@ -93,9 +126,10 @@ NEOX_TOKENIZER = "EleutherAI/gpt-neox-20b"
 
 
 def tokenizer_files(specials: list[str], tokenizer_config: dict, adds_bos: bool,
-                    gpt2_bpe: bool = False) -> dict[str, bytes]:
+                    gpt2_bpe: bool = False, added: tuple[str, ...] = ()) -> dict[str, bytes]:
     """tokenizer.json (a byte-level BPE of TOKENIZER_SIZE tokens, the special tokens first; or, with ``gpt2_bpe``,
-    GPT-2's, the special tokens after it), tokenizer_config.json and special_tokens_map.json."""
+    GPT-2's, the special tokens after it), tokenizer_config.json and special_tokens_map.json; with ``added``, tokens
+    added after the vocabulary (Gemma 3's <image_soft_token>) and added_tokens.json, which lists them."""
     from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
 
@@ -118,14 +152,18 @@ def tokenizer_files(specials: list[str], tokenizer_config: dict, adds_bos: bool,
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(specials)
+    tokenizer.add_special_tokens(list(added))
     if adds_bos:  # as Llama's, Mistral's and Gemma's tokenizers do
         bos = tokenizer_config["bos_token"]
         tokenizer.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                                  special_tokens=[(bos, tokenizer.token_to_id(bos))])
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 131072, **tokenizer_config}
     special = {k: v for k, v in tokenizer_config.items() if v is not None}
-    return {"tokenizer.json": tokenizer.to_str().encode(), "tokenizer_config.json": json.dumps(config).encode(),
-            "special_tokens_map.json": json.dumps(special).encode()}
+    files = {"tokenizer.json": tokenizer.to_str().encode(), "tokenizer_config.json": json.dumps(config).encode(),
+             "special_tokens_map.json": json.dumps(special).encode()}
+    if added:
+        files["added_tokens.json"] = json.dumps({t: tokenizer.token_to_id(t) for t in added}).encode()
+    return files
 
 
 def _random_weights(model, seed: int) -> None:
@@ -142,8 +180,13 @@ def _random_weights(model, seed: int) -> None:
 
 
 def hf_config(repo: str) -> dict:
-    """config.json of ``repo`` as published (transformers 4.x fields), sizes shrunk."""
+    """config.json of ``repo`` as published (transformers 4.x fields), sizes shrunk (in a multimodal model's
+    text_config)."""
     architecture, fields, *_ = REPOS[repo]
+    if "text_config" in fields:
+        sizes = {k: v for k, v in SMALL.items() if k not in fields["text_config"]}
+        fields = {**fields, "text_config": {**sizes, **fields["text_config"]}}
+        return {"architectures": [architecture], **fields, "torch_dtype": "bfloat16", "transformers_version": "4.50.0"}
     return {"architectures": [architecture], **SMALL, **fields, "torch_dtype": "bfloat16",
             "transformers_version": "4.45.0"}
 
@@ -155,13 +198,15 @@ def _state_dict(repo: str, seed: int, config: dict) -> dict[str, torch.Tensor]:
     from helpers.conversion import hf_decoder
 
     architecture = config["architectures"][0]
+    config_class = transformers.AutoConfig.for_model(config["model_type"]).__class__
+    if repo in GEMMA3:  # transformers 5 reads Gemma 3's 4.x fields (rotary per layer type) as they are
+        return _saved_state_dict(getattr(transformers, architecture)(config_class(**config)), seed)
     raw = {k: v for k, v in config.items() if k not in ("rope_theta", "rope_scaling", "rotary_pct", "rotary_emb_base")}
     rope = hf_decoder.rope(config)  # 5.x reads 4.x's fields too; given as rope_parameters here to be safe
     parameters = {"rope_type": "llama3" if rope.get("use_NTK_by_parts_rope") else "default",
                   "rope_theta": rope["rotary_base"], **(config.get("rope_scaling") or {})}
     if architecture == "GPTNeoXForCausalLM":
         parameters["partial_rotary_factor"] = config["rotary_pct"]
-    config_class = transformers.AutoConfig.for_model(config["model_type"]).__class__
     hf_cfg = config_class(**{**raw, "rope_parameters": parameters})
     torch.manual_seed(seed)
     model = getattr(transformers, architecture)(hf_cfg)
@@ -172,6 +217,20 @@ def _state_dict(repo: str, seed: int, config: dict) -> dict[str, torch.Tensor]:
     elif config.get("tie_word_embeddings"):
         sd.pop("lm_head.weight", None)
     return sd
+
+
+def _saved_state_dict(model, seed: int) -> dict[str, torch.Tensor]:
+    """Random weights under the names save_pretrained writes (a multimodal Gemma 3's language_model.model.*, as
+    published), in bfloat16."""
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    _random_weights(model, seed)
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory)
+        sd = load_file(f"{directory}/model.safetensors")
+    return {k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}
 
 
 def _safetensors(sd: dict) -> bytes:
@@ -187,7 +246,7 @@ def repo_files(repo: str, seed: int = 0) -> dict[str, bytes]:
     files = {"config.json": json.dumps(config, indent=2).encode(),
              "generation_config.json": json.dumps({"bos_token_id": config.get("bos_token_id"),
                                                    "eos_token_id": config.get("eos_token_id")}).encode(),
-             **tokenizer_files(specials, tokenizer_config, repo in ADDS_BOS, repo in GPT2_BPE)}
+             **tokenizer_files(specials, tokenizer_config, repo in ADDS_BOS, repo in GPT2_BPE, ADDED.get(repo, ()))}
     sd = _state_dict(repo, seed, config)
     if shards == 1:
         files["model.safetensors"] = _safetensors(sd)

@@ -9,7 +9,8 @@ table that helpers.loading checks files against), and the renaming and reshaping
   attn_only_2L_half): the sizes a file implies, the shape table of a classic config, and the buffers to drop.
 - The families beyond GPT-2, each converted one tensor at a time (a sharded checkpoint shard by shard; what they
   share is in ``hf_decoder``): ``llama`` (Llama 2, 3, 3.1, 3.2), ``mistral``, ``qwen`` (Qwen 2, 2.5, 3), ``gemma``
-  (Gemma, Gemma 2), ``neox`` (GPT-NeoX: Pythia), ``olmo2``. ``family_for`` picks the module of a ``config.json``.
+  (Gemma, Gemma 2, Gemma 3 and the language model of a multimodal Gemma 3), ``neox`` (GPT-NeoX: Pythia),
+  ``olmo2``. ``family_for`` picks the module of a ``config.json``.
 
 helpers.loading fetches and checks the files and picks the family; helpers.weights processes the classic
 state dict once it is converted.

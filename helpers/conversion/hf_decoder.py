@@ -40,26 +40,43 @@ def get(raw: dict, *names: str, default=None):
 
 def rope(raw: dict) -> dict:
     """The rotary fields of a HookedTransformerConfig: theta from ``rope_theta`` (4.x) or ``rope_parameters`` (5.x),
-    the rotated fraction from ``rotary_pct`` (4.x GPT-NeoX) or ``partial_rotary_factor``, and Llama 3's rescaling
-    (rope_type "llama3", in ``rope_scaling`` or ``rope_parameters``). Other rope types are refused."""
+    the rotated fraction from ``rotary_pct`` (4.x GPT-NeoX) or ``partial_rotary_factor``, Llama 3's rescaling
+    (rope_type "llama3", in ``rope_scaling`` or ``rope_parameters``) and the linear one ("linear"). Gemma 3's local
+    layers have their own theta: ``rope_local_base_freq`` (4.x), or ``rope_parameters`` per layer type (5.x), whose
+    "full_attention" entry is then the global layers'. Other rope types are refused."""
     params = {**(raw.get("rope_scaling") or {}), **(raw.get("rope_parameters") or {})}
-    if params and all(isinstance(v, dict) for v in params.values()):  # per layer type (Gemma 3): not these families
-        raise ValueError("Rotary parameters per layer type are not supported.")
-    theta = get(raw, "rope_theta", "rotary_emb_base", default=params.get("rope_theta", 10000.0))
+    local = {"rope_theta": raw["rope_local_base_freq"]} if raw.get("rope_local_base_freq") is not None else {}
+    if params and all(isinstance(v, dict) for v in params.values()):  # per layer type
+        local, params = params.get("sliding_attention") or {}, params.get("full_attention") or {}
+    theta = params.get("rope_theta", get(raw, "rope_theta", "rotary_emb_base", default=10000.0))
     fraction = get(raw, "partial_rotary_factor", "rotary_pct", default=params.get("partial_rotary_factor", 1.0))
-    rope_type = params.get("rope_type", params.get("type", "default"))
     out = dict(positional_embedding_type="rotary", rotary_base=float(theta), rotary_adjacent_pairs=False)
     d_head = head_dim(raw)
     out["rotary_dim"] = int(d_head * fraction)  # transformers: int(head_dim * partial_rotary_factor)
+    rope_type = _rope_type(params)
     if rope_type == "llama3":
         out.update(use_NTK_by_parts_rope=True, NTK_by_parts_factor=float(params["factor"]),
                    NTK_by_parts_low_freq_factor=float(params["low_freq_factor"]),
                    NTK_by_parts_high_freq_factor=float(params["high_freq_factor"]),
                    NTK_original_ctx_len=int(params["original_max_position_embeddings"]))
-    elif rope_type not in ("default", None):
-        raise ValueError(f"Rotary scaling {rope_type!r} is not supported (supported: the default rotary embedding "
-                         "and Llama 3's 'llama3').")
+    elif rope_type == "linear":
+        out["rotary_scaling_factor"] = float(params["factor"])
+    elif rope_type != "default":
+        raise ValueError(f"Rotary scaling {rope_type!r} is not supported (supported: the default rotary embedding, "
+                         "'linear' and Llama 3's 'llama3').")
+    if local:
+        if _rope_type(local) != "default":
+            raise ValueError(f"Rotary scaling {_rope_type(local)!r} in the sliding-window layers is not supported "
+                             "(supported there: the default rotary embedding, with its own theta).")
+        out["rotary_base_local"] = float(local.get("rope_theta", theta))
+    elif rope_type == "linear" and "sliding_attention" in layer_types(raw):
+        raise ValueError("Linear rotary scaling with sliding-window layers that have no rotary parameters of their "
+                         "own is not supported: the classic config scales the global layers only.")
     return out
+
+
+def _rope_type(params: dict) -> str:
+    return params.get("rope_type", params.get("type")) or "default"
 
 
 def head_dim(raw: dict) -> int:
@@ -78,8 +95,10 @@ def layer_types(raw: dict) -> list[str]:
     n = raw["num_hidden_layers"]
     if raw.get("layer_types"):
         return list(raw["layer_types"])
-    if raw.get("model_type") == "gemma2":
-        return ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n)]
+    pattern = get(raw, "sliding_window_pattern", "_sliding_window_pattern",
+                  default=2 if raw.get("model_type") == "gemma2" else None)
+    if pattern is not None:  # Gemma 2 (every other layer) and 3 (five in six) slide, starting with the first
+        return ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)]
     if "use_sliding_window" in raw:  # Qwen 2 / 3
         sliding = raw["use_sliding_window"] and raw.get("sliding_window") is not None
         start = get(raw, "max_window_layers", default=n)

@@ -112,7 +112,8 @@ def test_notebook_runs_on_the_real_path(notebook, readme_cache, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 FAMILY_MODELS = ["Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-0.6B", "EleutherAI/pythia-70m", "EleutherAI/pythia-160m",
-                 "meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b", "allenai/OLMo-2-0425-1B"]
+                 "meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b", "google/gemma-3-270m",
+                 "google/gemma-3-1b-pt", "google/gemma-3-4b-pt", "allenai/OLMo-2-0425-1B"]
 
 
 def _commands(name: str, **kwargs) -> list[str]:
@@ -133,7 +134,7 @@ def test_family_repository_loads_offline_as_transformers_reads_it(offline_cache,
     reading of the same files (bfloat16 weights, transformers 4.x config fields, shards), with its tokenizer."""
     from transformers import AutoModelForCausalLM
 
-    from tests.fake_hub_families import ADDS_BOS
+    from tests.fake_hub_families import ADDS_BOS, GEMMA3
 
     commands = _commands(name)
     assert commands == [f'hf download {name} --include "*.json" --include "model*.safetensors"']
@@ -141,7 +142,7 @@ def test_family_repository_loads_offline_as_transformers_reads_it(offline_cache,
         offline_cache.hf_download(command)
     alias = loading.MODELS[name].aliases[0]
     model = HookedTransformer.from_pretrained_no_processing(alias)
-    assert model.cfg.model_name == name and model.cfg.n_layers == 2
+    assert model.cfg.model_name == name and model.cfg.n_layers == (6 if name in GEMMA3 else 2)
     hf = AutoModelForCausalLM.from_pretrained(_snapshot(offline_cache.cache_dir, name, offline_cache),
                                               dtype=torch.float32).eval()
     tokens = model.to_tokens(["The cat sat on the mat.", "Hello there"])

@@ -8,8 +8,10 @@ its log-probabilities within 1e-4 with the default processing; the hooks have th
 run_with_hooks, patching and generate run. Each config exercises its family's pieces: Llama 3's rescaled rotary
 frequencies and tied embeddings, Qwen 2's q/k/v biases, Qwen 3's per-head q/k norms and head_dim apart from
 d_model / n_heads, Mistral's sliding window (5 positions, shorter than the 12-token prompts), Gemma's single
-key/value head, Gemma 2's post norms, soft-caps, alternating windows and query_pre_attn_scalar, GPT-NeoX's partial
-rotary and parallel attention and MLP, OLMo 2's post norms and q/k norms over all heads.
+key/value head, Gemma 2's post norms, soft-caps, alternating windows and query_pre_attn_scalar, Gemma 3's q/k norms
+and rotary theta per layer type with linear scaling of the global layers (also inside a multimodal model, whose
+vision tower is left out), GPT-NeoX's partial rotary and parallel attention and MLP, OLMo 2's post norms and q/k norms
+over all heads.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ COMMON = dict(hidden_size=D_MODEL, num_hidden_layers=2, num_attention_heads=N_HE
               vocab_size=D_VOCAB, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 LLAMA3_ROPE = dict(rope_type="llama3", rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
                    original_max_position_embeddings=16)
-#: architecture -> (transformers config class, model class, config fields)
+GEMMA3_ROPE = {"full_attention": dict(rope_type="linear", factor=4.0, rope_theta=1000.0),
+               "sliding_attention": dict(rope_type="default", rope_theta=30.0)}
+TINY_VISION = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                   num_attention_heads=2, image_size=28, patch_size=14, vision_use_head=False)
+#: architecture -> (transformers config class, model class, config fields; a multimodal model's text_config)
 CASES = {
     "Llama": ("LlamaConfig", "LlamaForCausalLM",
               dict(num_key_value_heads=2, rope_parameters=LLAMA3_ROPE, tie_word_embeddings=True)),
@@ -41,6 +47,14 @@ CASES = {
     "Gemma2": ("Gemma2Config", "Gemma2ForCausalLM",
                dict(num_key_value_heads=2, head_dim=32, sliding_window=5, query_pre_attn_scalar=20,
                     attn_logit_softcapping=5.0, final_logit_softcapping=4.0)),
+    # Gemma 3: one local layer then one global, each with its own rotary theta, the global one scaled linearly.
+    "Gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM",
+               dict(num_key_value_heads=2, head_dim=32, sliding_window=5, sliding_window_pattern=2,
+                    query_pre_attn_scalar=20, rope_parameters=GEMMA3_ROPE)),
+    # Gemma 3 4B and up: the language model inside a multimodal model (a vision tower of one layer beside it).
+    "Gemma3Multimodal": ("Gemma3Config", "Gemma3ForConditionalGeneration",
+                         dict(num_key_value_heads=2, head_dim=32, sliding_window=5, sliding_window_pattern=2,
+                              rope_parameters=GEMMA3_ROPE)),
     "GPTNeoX": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(partial_rotary_factor=0.25)),
     "Olmo2": ("Olmo2Config", "Olmo2ForCausalLM", dict()),
 }
@@ -53,8 +67,11 @@ def hf_model(arch: str, seed: int = 0, **fields):
 
     hf_logging.set_verbosity_error()
     config_class, model_class, extra = CASES[arch]
+    config = {**COMMON, **extra, **fields}
+    if config_class == "Gemma3Config":
+        config = dict(text_config=config, vision_config=TINY_VISION, mm_tokens_per_image=4)
     torch.manual_seed(seed)
-    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**COMMON, **{**extra, **fields}))
+    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**config))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -120,14 +137,15 @@ def test_hook_shapes(family):
         assert tuple(cache[name].shape) == shape, (arch, name)
     assert "hook_pos_embed" not in cache  # rotary: the positions are in the rotation
     assert ("blocks.0.hook_resid_mid" in cache) == (arch != "GPTNeoX")  # parallel attention and MLP: none
-    assert ("blocks.0.ln1_post.hook_scale" in cache) == (arch in ("Gemma2", "Olmo2"))
+    q_normed = arch in ("Qwen3", "Olmo2", "Gemma3", "Gemma3Multimodal")
+    assert ("blocks.0.ln1_post.hook_scale" in cache) == (arch in ("Gemma2", "Olmo2", "Gemma3", "Gemma3Multimodal"))
     assert ("blocks.0.ln1.hook_scale" in cache) == (arch != "Olmo2")  # OLMo 2: no norm before attention
-    assert ("blocks.0.attn.q_norm.hook_scale" in cache) == (arch in ("Qwen3", "Olmo2"))
+    assert ("blocks.0.attn.q_norm.hook_scale" in cache) == q_normed
     # The rotation keeps the part it does not rotate: Pythia turns a quarter of each head.
     r = cfg.rotary_dim
     assert r == (e // 4 if arch == "GPTNeoX" else e)
     q, rot_q = cache["blocks.0.attn.hook_q"], cache["blocks.0.attn.hook_rot_q"]
-    if arch not in ("Qwen3", "Olmo2"):  # without q norms, hook_rot_q is hook_q rotated
+    if not q_normed:  # without q norms, hook_rot_q is hook_q rotated
         assert torch.equal(rot_q[..., r:], q[..., r:]) and torch.allclose(rot_q[:, 0], q[:, 0], atol=1e-6)
 
 
@@ -193,6 +211,58 @@ def test_transformers_4_config_fields(tmp_path, arch):
     old = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu").cfg
     assert old.to_dict() == new.to_dict()
     assert (new.use_NTK_by_parts_rope, new.rotary_base) == ((True, 500000.0) if arch == "Llama" else (False, 10000.0))
+
+
+def test_gemma3_transformers_4_config_fields(tmp_path):
+    """Gemma 3's config.json as transformers 4.x wrote it (rope_theta and rope_scaling for the global layers,
+    rope_local_base_freq for the local ones, sliding_window_pattern instead of layer_types) gives the 5.x config."""
+    hf = hf_model("Gemma3")
+    hf.save_pretrained(tmp_path)
+    new = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu").cfg
+    raw = json.loads((tmp_path / "config.json").read_text())
+    rope = raw.pop("rope_parameters")
+    del raw["layer_types"]
+    raw.update(rope_theta=rope["full_attention"]["rope_theta"],
+               rope_local_base_freq=rope["sliding_attention"]["rope_theta"],
+               rope_scaling={"rope_type": "linear", "factor": rope["full_attention"]["factor"]})
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    old = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu").cfg
+    assert old.to_dict() == new.to_dict()
+    assert (new.rotary_base, new.rotary_base_local, new.rotary_scaling_factor) == (1000.0, 30.0, 4.0)
+    assert new.attn_types == ["local", "global"] and new.window_size == 5
+
+
+def test_gemma3_defaults_are_transformers_defaults():
+    """A multimodal Gemma 3's text_config lists only what differs from transformers' defaults: the ones helpers
+    fills in are transformers' own."""
+    from transformers import Gemma3TextConfig
+
+    from helpers.conversion.gemma import GEMMA3_DEFAULTS
+
+    defaults = Gemma3TextConfig()
+    rope, types = defaults.rope_parameters, defaults.layer_types
+    derived = ("rope_theta", "rope_local_base_freq", "sliding_window_pattern")
+    expected = {k: getattr(defaults, k) for k in GEMMA3_DEFAULTS if k not in derived}
+    expected.update(rope_theta=rope["full_attention"]["rope_theta"],
+                    rope_local_base_freq=rope["sliding_attention"]["rope_theta"],
+                    sliding_window_pattern=types.index("full_attention") + 1)
+    assert types == ["sliding_attention" if (i + 1) % expected["sliding_window_pattern"] else "full_attention"
+                     for i in range(len(types))]
+    assert GEMMA3_DEFAULTS == expected
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(use_bidirectional_attention=True), "EmbeddingGemma"),
+    (dict(rope_parameters={"full_attention": dict(rope_type="default", rope_theta=1e6),
+                           "sliding_attention": dict(rope_type="linear", factor=2.0, rope_theta=1e4)}),
+     "'linear' in the sliding-window layers"),
+    (dict(rope_parameters=dict(rope_type="yarn", factor=2.0, rope_theta=1e4)), "'yarn' is not supported")])
+def test_gemma3_configs_it_cannot_run_are_refused(fields, message):
+    from helpers.conversion import gemma
+
+    raw = {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", **COMMON, **fields}
+    with pytest.raises(ValueError, match=message):
+        gemma.config_from_hf(raw, "mine")
 
 
 def test_processing_is_valid_per_family(tmp_path):
