@@ -16,6 +16,9 @@ An SAE writes an activation x [d_in] as a sparse, non-negative combination of ``
 On disk (SAELens): a folder with ``cfg.json`` and ``sae_weights.safetensors`` (W_enc [d_in d_sae], b_enc,
 W_dec [d_sae d_in], b_dec, and threshold for JumpReLU). SAELens 6 nests the model's hook in
 ``cfg["metadata"]["hook_name"]``; older releases keep a flat cfg.json (``hook_name`` or ``hook_point``).
+Gemma Scope (Gemma 2's JumpReLU SAEs, ``google/gemma-scope-*``) has no cfg.json: one ``params.npz`` per folder
+``layer_<L>/width_<W>/average_l0_<N>``, the hook given by the repository's name (``-res``: blocks.L.hook_resid_post,
+``-mlp``: blocks.L.hook_mlp_out), the input used as it is (no b_dec subtracted).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import plotly.express as px
 import torch
 from safetensors.torch import load_file, save_file
@@ -40,6 +44,9 @@ from helpers.ioi import ioi_eval_prompts
 ARCHITECTURES = ("standard", "topk", "jumprelu")
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 CFG_FILENAME, WEIGHTS_FILENAME = "cfg.json", "sae_weights.safetensors"
+#: Gemma Scope's repositories (google/gemma-scope-2b-pt-res, -9b-it-mlp...): the site is the name's last part.
+GEMMA_SCOPE = re.compile(r"google/gemma-scope-[\w.-]+-(res|mlp|att|transcoders)")
+GEMMA_SCOPE_HOOKS = {"res": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out"}
 # notebook 10's SAE on course-gpt2 (4 layers, d_model 256) at its hook blocks.2.hook_resid_pre, made by its training
 # cell (train_sae on story_tokens(model, 400, seed=0) with d_sae=1024, k=16, steps=300, batch_size=1024, seed=0;
 # 2 torch threads, 106 s on a loaded 2-core AMD EPYC (AVX-512), 06/12/2026) and shipped so that the feature reading
@@ -289,11 +296,29 @@ class SAE(HookedRootModule):
         weights = load_file(path / WEIGHTS_FILENAME)
         if "log_threshold" in weights:  # older JumpReLU checkpoints
             weights["threshold"] = weights.pop("log_threshold").exp()
+        return cls._with_weights(cfg, weights, path / WEIGHTS_FILENAME, model)
+
+    @classmethod
+    def load_gemma_scope(cls, params: str | Path, hook_name: str, device: str = "cpu", model=None) -> SAE:
+        """A Gemma Scope SAE from its ``params.npz`` (W_enc [d_in d_sae], W_dec, b_enc, b_dec, threshold), reading
+        and writing ``hook_name``; with ``model``, checked against it (check_model)."""
+        with np.load(params, allow_pickle=False) as npz:
+            weights = {k: torch.from_numpy(npz[k]) for k in npz.files}
+        if "W_enc" not in weights or weights["W_enc"].ndim != 2:
+            raise ValueError(f"{params} has no 2-D W_enc (it holds {sorted(weights)}): it is not a Gemma Scope SAE.")
+        d_in, d_sae = weights["W_enc"].shape
+        cfg = SAEConfig("jumprelu", d_in, d_sae, apply_b_dec_to_input=False, device=device,
+                        metadata={"hook_name": hook_name})
+        return cls._with_weights(cfg, weights, Path(params), model)
+
+    @classmethod
+    def _with_weights(cls, cfg: SAEConfig, weights: dict[str, torch.Tensor], where: Path, model=None) -> SAE:
+        """The SAE of ``cfg`` holding ``weights`` (read from ``where``), their shapes checked."""
         sae = cls(cfg)
         expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in weights.items()}
         if got != expected:
-            raise ValueError(f"{path / WEIGHTS_FILENAME} holds {got}; a {cfg.architecture} SAE with d_in={cfg.d_in}, "
+            raise ValueError(f"{where} holds {got}; a {cfg.architecture} SAE with d_in={cfg.d_in}, "
                              f"d_sae={cfg.d_sae} needs {expected}.")
         sae.load_state_dict({k: v.to(sae.W_enc.dtype) for k, v in weights.items()})
         if model is not None:
@@ -303,12 +328,28 @@ class SAE(HookedRootModule):
 
 def load_pretrained_sae(repo: str, folder: str, device: str = "cpu", model=None) -> SAE:
     """An SAE of a Hub repository in SAELens' format, e.g. ``("jbloom/GPT2-Small-SAEs-Reformatted",
-    "blocks.8.hook_resid_pre")``: the cached copy, else a download. Offline, the error gives the
-    ``hf download`` command that puts it in the cache. With ``model``, checked against it (SAE.check_model)."""
+    "blocks.8.hook_resid_pre")``, or of Gemma Scope, e.g. ``("google/gemma-scope-2b-pt-res",
+    "layer_20/width_16k/average_l0_71")`` (for gemma-2-2b): the cached copy, else a download. Offline, the error
+    gives the ``hf download`` command that puts it in the cache. With ``model``, checked against it
+    (SAE.check_model)."""
+    scope = GEMMA_SCOPE.fullmatch(repo)
+    if scope:
+        site, layer = scope.group(1), re.match(r"layer_(\d+)/", folder)
+        if site not in GEMMA_SCOPE_HOOKS:
+            raise ValueError(f"{repo}: Gemma Scope's {site} SAEs are not supported (the attention ones read hook_z "
+                             "with its heads concatenated, the transcoders map one hook to another); use a -res or "
+                             "-mlp repository.")
+        if layer is None:
+            raise ValueError(f"folder={folder!r}: a Gemma Scope SAE is a folder layer_<L>/width_<W>/average_l0_<N>, "
+                             "e.g. 'layer_20/width_16k/average_l0_71' (the repository lists them).")
+    names = ["params.npz"] if scope else [CFG_FILENAME, WEIGHTS_FILENAME]
     try:
-        paths = [hub._hub_file(repo, f"{folder}/{name}") for name in (CFG_FILENAME, WEIGHTS_FILENAME)]
+        paths = [hub._hub_file(repo, f"{folder}/{name}") for name in names]
     except hub._NotAvailable as e:
         raise hub.HubUnavailableError(hub._unavailable_message(f"the SAE {repo}/{folder}", e)) from None
+    if scope:
+        hook = GEMMA_SCOPE_HOOKS[scope.group(1)].format(layer.group(1))
+        return SAE.load_gemma_scope(paths[0], hook, device=device, model=model)
     return SAE.load(Path(paths[1]).parent, device=device, model=model)
 
 

@@ -3,9 +3,11 @@ model, training on course-gpt2, reading and steering."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -179,6 +181,41 @@ def test_load_pretrained_sae_reads_a_hub_cache_in_the_real_layout(offline_cache,
     assert torch.equal(sae.W_dec, weights["W_dec"])
     with pytest.raises(Exception, match=f"hf download {repo} blocks.9.hook_resid_pre/cfg.json"):
         S.load_pretrained_sae(repo, "blocks.9.hook_resid_pre")
+
+
+def test_gemma_scope_params_npz_for_gemma_2(offline_cache):
+    """A Gemma Scope folder (params.npz, no cfg.json) of google/gemma-scope-2b-pt-res as `hf download` leaves it, read
+    for the fake gemma-2-2b (d_model 64): the hook from the repository's site and the folder's layer, the input used
+    as it is (no b_dec subtracted), JumpReLU cutting below each feature's threshold."""
+    offline_cache.hf_download('hf download google/gemma-2-2b --include "*.json" --include "model*.safetensors"')
+    model = HookedTransformer.from_pretrained("gemma-2-2b")
+    repo, folder = "google/gemma-scope-2b-pt-res", "layer_1/width_16k/average_l0_71"
+    g = torch.Generator().manual_seed(0)
+    params = {"W_enc": torch.randn(64, 96, generator=g) / 8, "W_dec": torch.randn(96, 64, generator=g) / 8,
+              "b_enc": 0.1 * torch.randn(96, generator=g), "b_dec": torch.randn(64, generator=g),
+              "threshold": 0.3 + 0.3 * torch.rand(96, generator=g)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v.numpy() for k, v in params.items()})
+    offline_cache.add(repo, f"{folder}/params.npz", buffer.getvalue())
+    offline_cache.cache(repo, f"{folder}/params.npz")
+    sae = S.load_pretrained_sae(repo, folder, model=model)
+    assert sae.cfg.hook_name == "blocks.1.hook_resid_post" and sae.cfg.architecture == "jumprelu"
+    assert not sae.cfg.apply_b_dec_to_input
+    _, cache = model.run_with_cache("The cat sat on the mat because it was warm", names_filter=sae.cfg.hook_name)
+    x = cache[sae.cfg.hook_name]
+    pre = x @ params["W_enc"] + params["b_enc"]
+    assert ((pre > 0) & (pre <= params["threshold"])).any() and (pre > params["threshold"]).any()
+    acts = sae.encode(x)
+    assert torch.allclose(acts, pre.relu() * (pre > params["threshold"]), atol=1e-5)
+    assert torch.allclose(sae.decode(acts), acts @ params["W_dec"] + params["b_dec"], atol=1e-5)
+    spliced = model.run_with_hooks("The cat sat", fwd_hooks=[(sae.cfg.hook_name, S.splice_hook(sae))])
+    assert torch.isfinite(spliced).all()
+    with pytest.raises(ValueError, match="attention ones read hook_z"):
+        S.load_pretrained_sae("google/gemma-scope-2b-pt-att", folder)
+    with pytest.raises(ValueError, match="layer_<L>/width_<W>/average_l0_<N>"):
+        S.load_pretrained_sae(repo, "width_16k/average_l0_71")
+    with pytest.raises(Exception, match=f"hf download {repo} layer_2/width_16k/average_l0_71/params.npz"):
+        S.load_pretrained_sae(repo, "layer_2/width_16k/average_l0_71")
 
 
 # ----- splicing -----------------------------------------------------------------------------
