@@ -82,8 +82,8 @@ def rotary_tables(cfg: HookedTransformerConfig, n: int, attn_type: str = "global
     transformers computes them (its default, "linear" and "llama3" rope types). Gemma 3's local layers have their
     own theta (rotary_base_local) and no linear scaling (rotary_scaling_factor: its global layers only)."""
     r = cfg.rotary_dim
-    local = attn_type == "local" and cfg.rotary_base_local is not None
-    base = cfg.rotary_base_local if local else cfg.rotary_base
+    local = attn_type == "local"
+    base = cfg.rotary_base_local if local and cfg.rotary_base_local is not None else cfg.rotary_base
     inv_freq = 1.0 / (base ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
     if not local:  # positions slowed down by the factor (Gemma 3 4B and up)
         inv_freq = inv_freq / cfg.rotary_scaling_factor
