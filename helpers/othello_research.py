@@ -145,7 +145,7 @@ def r_squared(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 @dataclass
 class MLPProbes:
     """One-hidden-layer probes, one per slice of x: ``relu(norm(x) @ W1 + b1) @ W2 + b2``, where
-    ``norm(x) = (x - mean) / scale``. Shapes: W1 [n_probes, d, hidden], W2 [n_probes, hidden, k]."""
+    ``norm(x) = (x - mean) / scale``, in float64. Shapes: W1 [n_probes, d, hidden], W2 [n_probes, hidden, k]."""
 
     mean: torch.Tensor
     scale: torch.Tensor
@@ -156,7 +156,7 @@ class MLPProbes:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [n_probes, n, d] -> outputs [n_probes, n, k]."""
-        hidden = torch.relu((x.float() - self.mean) / self.scale @ self.W1 + self.b1)
+        hidden = torch.relu((x.double() - self.mean) / self.scale @ self.W1 + self.b1)
         return hidden @ self.W2 + self.b2
 
 
@@ -164,15 +164,17 @@ def fit_mlp_probes(x: torch.Tensor, labels: torch.Tensor, n_classes: int = 3, hi
                    lr: float = 1e-2, seed: int = 0) -> MLPProbes:
     """Train one MLP probe per slice of x to classify each square: x [n_probes, n, d], labels [n, 64] in
     0..n_classes-1. Full batch, Adam, ``steps`` steps, initial weights drawn from ``seed``: no randomness
-    left, so the same inputs give the same probes (up to float rounding). Outputs [n_probes, n, 64 * n_classes]."""
+    left, so the same inputs give the same probes. In float64: the steps amplify rounding differences, which in
+    float32 moved printed accuracies by 0.01 from one CPU to another. Outputs [n_probes, n, 64 * n_classes]."""
     n_probes, n, d = x.shape
-    x = x.float()
+    x = x.double()
     mean = x.mean(1, keepdim=True)
     scale = x.std(1, keepdim=True).mean(-1, keepdim=True)
     generator = torch.Generator().manual_seed(seed)
-    W1 = torch.randn(n_probes, d, hidden, generator=generator) / d**0.5
-    W2 = torch.randn(n_probes, hidden, labels.shape[1] * n_classes, generator=generator) / hidden**0.5
-    params = [W1, torch.zeros(n_probes, 1, hidden), W2, torch.zeros(n_probes, 1, W2.shape[-1])]
+    W1 = torch.randn(n_probes, d, hidden, generator=generator).double() / d**0.5
+    W2 = torch.randn(n_probes, hidden, labels.shape[1] * n_classes, generator=generator).double() / hidden**0.5
+    params = [W1, torch.zeros(n_probes, 1, hidden, dtype=torch.float64), W2,
+              torch.zeros(n_probes, 1, W2.shape[-1], dtype=torch.float64)]
     for p in params:
         p.requires_grad_(True)
     probes = MLPProbes(mean, scale, *params)

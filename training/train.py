@@ -303,9 +303,8 @@ SPECS["course-othello-gpt.stage7"] = replace(SPECS["course-othello-gpt.stage5"],
                                              threads=2)
 # Stage 7 shipped at step 20500 (probe 0.858, +0.005; 42 minutes beside other work). Not the probe's limit: on stage
 # 6's weights, a ridge probe fitted on 1000 games instead of 200, or a softmax probe run to convergence, reads at
-# most 0.864 (a script outside the repository). Stages 8 and 9: the same, in the same session.
+# most 0.864 (a script outside the repository). Stage 8: the same, in the same session.
 SPECS["course-othello-gpt.stage8"] = replace(SPECS["course-othello-gpt.stage7"])
-SPECS["course-othello-gpt.stage9"] = replace(SPECS["course-othello-gpt.stage7"])
 
 
 def chain(model: str) -> list[str]:

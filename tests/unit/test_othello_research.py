@@ -141,6 +141,7 @@ def test_an_mlp_probe_learns_an_exclusive_or_that_a_linear_probe_cannot_read_and
     assert mlp_accuracy > 0.9 and linear_accuracy < 0.7
     again = research.fit_mlp_probes(x, labels, n_classes=2, hidden=32, steps=300, lr=0.03)
     assert torch.equal(again(x), probes(x))
+    assert probes.W1.dtype == probes(x).dtype == torch.float64  # float32 steps amplify rounding across CPUs
 
 
 # ---------------------------------------------------------------------------------------------------
