@@ -181,10 +181,11 @@ def test_08_the_three_top_heads_each_attend_to_one_player_s_moves_of_both_kinds(
 
 
 def test_08_one_move_neurons_are_in_the_last_layers():
+    """« Les neurones qui n'écrivent presque qu'un coup (plus de 0,9 de leur norme) sont tous dans les couches 2 à 5,
+    de plus en plus nombreux vers la fin ; les deux premières couches n'en ont aucun »."""
     text = printed("08", SHARE)
-    best = values(text, r"meilleure part sur un seul coup {n}")
     counts = values(text, r"neurones au-dessus de 0,9 : {n}")
-    assert max(best[:2]) < 0.8 and counts[-1] == max(counts)
+    assert counts[:2] == [0, 0] and all(0 < counts[i] < counts[i + 1] for i in range(2, len(counts) - 1))
     assert value(text, r"de sa norme sur \w\d, poids {n}") < 0  # "il écrit un poids négatif"
 
 
@@ -221,12 +222,12 @@ def _layer_gaps() -> tuple[float, dict[str, float]]:
 
 
 def test_08_attention_0_computes_emptiness_then_mlp_0_and_nothing_else_matters():
-    """« éteindre l'attention de la couche 0 ramène l'écart à moins d'un cinquième de sa valeur [...] le MLP 0 compte
+    """« éteindre l'attention de la couche 0 ramène l'écart à moins d'un tiers de sa valeur [...] le MLP 0 compte
     aussi, nettement moins ; toutes les autres couches ne changent presque rien »."""
     clean, gaps = _layer_gaps()
     ranked = sorted(gaps, key=gaps.get)
     assert ranked[:2] == ["attn 0", "MLP 0"]
-    assert gaps["attn 0"] < 0.2 * clean and gaps["MLP 0"] < clean - 2
+    assert gaps["attn 0"] < clean / 3 and gaps["MLP 0"] < clean - 2
     assert all(abs(gaps[name] - clean) < 1 for name in ranked[2:])
     text = printed("08", LAYERS)
     assert value(text, r"attn 0 éteinte\s+écart vide − occupée \S+\s+p\(cases occupées\) {n}") > 0.3
@@ -234,12 +235,12 @@ def test_08_attention_0_computes_emptiness_then_mlp_0_and_nothing_else_matters()
 
 def test_08_no_layer_0_head_is_needed_alone_but_all_together_are():
     """« chacune, éteinte, ne retire qu'une petite partie de l'écart, alors que les éteindre toutes le ramène à moins
-    d'un cinquième »."""
+    d'un tiers »."""
     clean, _ = _layer_gaps()
     text = printed("08", HEADS)
     single = values(text, r"L0H\d {n}")
     assert all(clean - gap < 1 for gap in single)
-    assert value(text, r"têtes éteintes ensemble : {n}") < 0.2 * clean
+    assert value(text, r"têtes éteintes ensemble : {n}") < clean / 3
 
 
 def test_08_top_neurons_of_mlp_0_matter_more_than_random_ones_but_little_next_to_the_whole_mlp():
