@@ -306,7 +306,9 @@ SPECS["course-othello-gpt.stage7"] = replace(SPECS["course-othello-gpt.stage5"],
 # most 0.864 (a script outside the repository). Stage 8: the same, in the same session.
 SPECS["course-othello-gpt.stage8"] = replace(SPECS["course-othello-gpt.stage7"])
 # Stage 8 stopped at its 45-minute limit (step 1793, slowed by a test run beside it), resumed from its state, and
-# shipped at step 23500 (probe 0.862, +0.004; 59 minutes in all).
+# shipped at step 23500 (probe 0.862, +0.004; 59 minutes in all). Stage 9: the same, started at the end of that
+# session at the lowest CPU priority, its state kept in $COURSE_RUNS_DIR for the next one.
+SPECS["course-othello-gpt.stage9"] = replace(SPECS["course-othello-gpt.stage7"])
 
 
 def chain(model: str) -> list[str]:
