@@ -181,8 +181,8 @@ def test_08_the_three_top_heads_each_attend_to_one_player_s_moves_of_both_kinds(
 
 
 def test_08_one_move_neurons_are_in_the_last_layers():
-    """« Les neurones qui n'écrivent presque qu'un coup (plus de 0,9 de leur norme) sont tous dans les couches 2 à 5,
-    de plus en plus nombreux vers la fin ; les deux premières couches n'en ont aucun »."""
+    """« les deux premières couches n'ont aucun neurone qui n'écrive presque qu'un coup (plus de 0,9 de sa norme) ; à
+    partir de la troisième, il y en a de plus en plus, couche après couche »."""
     text = printed("08", SHARE)
     counts = values(text, r"neurones au-dessus de 0,9 : {n}")
     assert counts[:2] == [0, 0] and all(0 < counts[i] < counts[i + 1] for i in range(2, len(counts) - 1))
