@@ -60,8 +60,7 @@ REPOS = {
         query_pre_attn_scalar=32, sliding_window=4096, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
         rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="gelu_pytorch_tanh",
         hidden_activation="gelu_pytorch_tanh", attention_bias=False, bos_token_id=2, eos_token_id=1,
-        pad_token_id=0), ["<pad>", "<eos>", "<bos>", "<unk>"],
-        dict(bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"), 3),
+        pad_token_id=0), _GEMMA_SPECIALS, _GEMMA_TOKENS, 3),
     # Gemma 3: six layers (the published pattern slides in five, the sixth is global). The 270M's config.json was
     # written by transformers 4.55 (layer_types listed), the 1B's by 4.50 (sliding_window_pattern); the 4B is
     # multimodal: its text_config gives only what differs from transformers' defaults, and its vision tower (two
