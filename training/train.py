@@ -309,6 +309,9 @@ SPECS["course-othello-gpt.stage8"] = replace(SPECS["course-othello-gpt.stage7"])
 # shipped at step 23500 (probe 0.862, +0.004; 59 minutes in all). Stage 9: the same, started at the end of that
 # session at the lowest CPU priority, its state kept in $COURSE_RUNS_DIR for the next one.
 SPECS["course-othello-gpt.stage9"] = replace(SPECS["course-othello-gpt.stage7"])
+# Stage 9 was stopped after its step 2250 save, resumed from its state in the next session (2026-12-06, 21:18), and
+# shipped at step 26500 (probe 0.865, +0.003). Stage 10: the same, started right after it.
+SPECS["course-othello-gpt.stage10"] = replace(SPECS["course-othello-gpt.stage7"])
 
 
 def chain(model: str) -> list[str]:
