@@ -302,13 +302,10 @@ def _gpt2_source(model_name: str, hf_model, checkpoint_index, checkpoint_value, 
     _check_gpt2(source, hf_config, config_file, repair)
     shown = directory.name if user_model else name
     config = loading._final_config(gpt2.gpt2_config(hf_config, shown), name, user_model, dict(cfg_overrides))
-    tokenizer = None
-    if user_model and ((directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file()):
-        from transformers import AutoTokenizer  # heavy: only for a local directory
-
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        if tokenizer.pad_token is None:  # GPT-2 tokenizers have none; batches of prompts need one
-            tokenizer.pad_token = tokenizer.eos_token
+    if user_model:
+        tokenizer = loading._tokenizer_from_dir(directory)
+    else:
+        tokenizer = loading._gpt2_tokenizer_of(name, spec, config.tokenizer_name)
     return config, _streamed_pieces(source, config, dtype, _gpt2_convert), tokenizer
 
 

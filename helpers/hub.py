@@ -34,6 +34,15 @@ class DamagedFileError(OSError):
     """A file read to build a model does not parse, or does not match its name, its config or the model."""
 
 
+class RepositoryNotFoundError(FileNotFoundError):
+    """The Hub answers that it has no such repository (or that it is private and this machine is not logged in)."""
+
+    def __init__(self, repo: str):
+        super().__init__(f"The Hugging Face Hub has no repository {repo}, or it is private (if it is yours, log in "
+                         "with `hf auth login`).")
+        self.repo = repo
+
+
 # ================================================================================================
 # The Hub layer: the cache first, the Hub only if it answers
 # ================================================================================================
@@ -83,9 +92,11 @@ def _hub_file(repo: str, filename: str, subfolder: str | None = None, cache_dir=
     """Local path of a file of a Hub repository: the cached copy, else a fresh download.
 
     Raises _NotAvailable when it is not cached and the Hub is off limits; FileNotFoundError (or
-    returns None if ``optional``) when the repository has no such file.
+    returns None if ``optional``) when the repository has no such file; RepositoryNotFoundError when the Hub has
+    no such repository; PermissionError for a gated repository whose licence this login has not accepted.
     """
     import huggingface_hub  # slow to import: only when the Hub is used
+    from huggingface_hub import errors
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     kwargs = dict(subfolder=subfolder, cache_dir=cache_dir, **({"revision": revision} if revision else {}))
@@ -103,6 +114,12 @@ def _hub_file(repo: str, filename: str, subfolder: str | None = None, cache_dir=
             if optional:
                 return None
             raise FileNotFoundError(f"The Hub repository {repo} has no file {filename}.") from None
+        except errors.GatedRepoError:
+            raise PermissionError(f"{repo} is a gated repository: accept its licence on its Hub page "
+                                  f"(huggingface.co/{repo}) with your account, log in here with `hf auth login`, "
+                                  "then load it again.") from None
+        except errors.RepositoryNotFoundError:
+            raise RepositoryNotFoundError(repo) from None
 
 
 def _cached_file(repo: str, filename: str, revision: str | None = None) -> str | None:

@@ -16,7 +16,10 @@ Where the weights come from:
   ``config.json``, its weights (``model.safetensors``, or the shards an index names, read one at a time; a
   checkpoint's ``pytorch_model.bin``) and its tokenizer, converted by the family's module of helpers.conversion.
   ARENA's attn_only_2L_half is a classic state dict.
-- A user's own model of any supported architecture (helpers.conversion.SUPPORTED_ARCHITECTURES):
+- Any other Hub repository ("owner/name") of a supported architecture (helpers.conversion.SUPPORTED_ARCHITECTURES):
+  read as its family's registered models are (its config.json first: another architecture is refused before any
+  weights are downloaded), with the repository's own tokenizer.
+- A user's own model of any supported architecture:
   ``from_pretrained(name, hf_model=model)`` (a transformers model in memory) or ``from_pretrained("path/to/dir")``
   (a directory written by ``save_pretrained``); neither touches the network.
 
@@ -58,6 +61,8 @@ NEEL_TOKENIZER = "NeelNanda/gpt-neox-tokenizer-digits"
 #: Repositories whose files the Hub gives only after the licence is accepted (and `hf auth login`).
 GATED = frozenset({"meta-llama/Llama-3.2-1B", "google/gemma-2-2b", "google/gemma-3-270m", "google/gemma-3-1b-pt",
                    "google/gemma-3-4b-pt"})
+#: A Hub repository id, "owner/name": from_pretrained loads one outside the registry when its architecture is supported.
+HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 # ================================================================================================
@@ -169,19 +174,56 @@ def _alias_map() -> dict[str, str]:
     return names
 
 
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name.lower(), list(_alias_map()), n=5, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def resolve_name(name: str) -> str:
     """The official name of a model from any of its names (case-insensitive), else a helpful error."""
     names = _alias_map()
     if name.lower() in names:
         return names[name.lower()]
-    close = difflib.get_close_matches(name.lower(), list(names), n=5, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"Unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}.")
+    raise ValueError(f"Unknown model {name!r}.{_did_you_mean(name)} Known models: {', '.join(MODELS)}; or a Hub "
+                     "repository of a supported architecture, as 'owner/name'.")
+
+
+def _hub_repo_spec(repo: str) -> ModelSpec:
+    """The entry of a Hub repository outside the registry, from its config.json: "hf-gpt2" for a GPT-2, "hf" for
+    another supported architecture (any other gets a clear error now, before its weights are downloaded)."""
+    unknown = (f"Unknown model {repo!r}: it is not in the registry, not a directory here, and",
+               f"{_did_you_mean(repo)} Known models: {', '.join(MODELS)}.")
+    try:
+        raw = hub._read_json(hub._hub_file(repo, "config.json"), hub._repair(repo, "config.json"))
+    except hub._NotAvailable as e:
+        message = _unavailable_message(repo, e, ModelSpec("hf", repo))
+        hint = _did_you_mean(repo).replace(" Did you mean", ", did you mean") or ", it is not in the registry either."
+        raise HubUnavailableError(f"{message}\n(If {repo} is not the repository you meant{hint})") from None
+    except hub.RepositoryNotFoundError:
+        raise ValueError(f"{unknown[0]} the Hugging Face Hub has no repository of that name (or it is private: "
+                         f"log in with `hf auth login` if it is yours).{unknown[1]}") from None
+    except FileNotFoundError:
+        raise ValueError(f"{unknown[0]} its Hub repository has no config.json: it is not a transformers model."
+                         f"{unknown[1]}") from None
+    if raw.get("model_type") == gpt2.MODEL_TYPE:
+        return ModelSpec("hf-gpt2", repo, description="a GPT-2 on the Hub, outside the registry")
+    conversion.family_for(raw, repo)  # an unsupported architecture: its error, listing the supported ones
+    return ModelSpec("hf", repo, description="a Hub repository outside the registry")
+
+
+def _spec(model_name: str) -> tuple[str, ModelSpec]:
+    """(official name, entry) of a model: the registry's, or, for an "owner/name" outside it, the Hub repository's
+    (read from its config.json), else the registry's error with its suggestions."""
+    if model_name.lower() in _alias_map() or not HUB_REPO.fullmatch(model_name):
+        name = resolve_name(model_name)
+        return name, MODELS[name]
+    return model_name, _hub_repo_spec(model_name)
 
 
 def is_available(model_name: str) -> bool:
     """Whether from_pretrained can get this model now: a course model, a reachable Hub, or a warm cache."""
-    spec = MODELS[resolve_name(model_name)]
+    registered = model_name.lower() in _alias_map() or not HUB_REPO.fullmatch(model_name)
+    spec = MODELS[resolve_name(model_name)] if registered else ModelSpec("hf", model_name)
     if spec.family == "course" or hub._online():
         return True
     try:
@@ -244,8 +286,7 @@ def get_checkpoint_labels(model_name: str) -> tuple[list[int], str]:
     ``checkpoint_index=i`` loads the checkpoint labelled ``labels[i]``; ``checkpoint_value=v`` the
     one labelled ``v``.
     """
-    name = resolve_name(model_name)
-    spec = MODELS[name]
+    name, spec = _spec(model_name)
     if spec.family == "course":
         return course_models.checkpoint_steps(name), "step"
     if spec.checkpoint_steps:  # Pythia: the revisions step<N> of its repository
@@ -289,7 +330,16 @@ def _load_hf_gpt2(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value
     weights = hub._hub_file(spec.repo, "model.safetensors", optional=True) or hub._hub_file(spec.repo,
                                                                                     "pytorch_model.bin")
     config, sd = gpt2.convert_gpt2(*_read_gpt2(config_file, weights, lambda f: hub._repair(spec.repo, f)), name)
-    return config, sd, None
+    return config, sd, _gpt2_tokenizer_of(name, spec, config["tokenizer_name"])
+
+
+def _gpt2_tokenizer_of(name: str, spec: ModelSpec, tokenizer_name: str | None):
+    """The tokenizer of a GPT-2 repository: None for the registered ones (their config's tokenizer_name "gpt2"),
+    the repository's own for a GPT-2 outside the registry (a fine-tuned one may have added tokens); None without a
+    word when it has none but GPT-2's vocabulary size, so that GPT-2's tokenizer is taken."""
+    if name in MODELS:
+        return None
+    return _hub_tokenizer(spec.repo, quiet=tokenizer_name == "gpt2")
 
 
 def _read_gpt2_config(config_file, repair):
@@ -337,8 +387,6 @@ def _load_user_gpt2(model_name: str, hf_model):
         name = resolve_name(model_name) if model_name.lower() in _alias_map() else model_name
         config, sd = gpt2.convert_gpt2(hf_model.config, hf_model.state_dict(), name)
         return config, sd, None
-    from transformers import AutoTokenizer  # heavy: only for a local directory
-
     directory = Path(model_name).expanduser()
     weights = [directory / f for f in ("model.safetensors", "pytorch_model.bin") if (directory / f).is_file()]
     if not (directory / "config.json").is_file() or not weights:
@@ -347,12 +395,7 @@ def _load_user_gpt2(model_name: str, hf_model):
 
     config, sd = gpt2.convert_gpt2(*_read_gpt2(directory / "config.json", weights[0], _user_dir_repair(directory)),
                                    directory.name)
-    tokenizer = None
-    if (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        if tokenizer.pad_token is None:  # GPT-2 tokenizers have none; batches of prompts need one
-            tokenizer.pad_token = tokenizer.eos_token
-    return config, sd, tokenizer
+    return config, sd, _tokenizer_from_dir(directory)
 
 
 def _load_classic(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value):
@@ -503,12 +546,28 @@ def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value, dty
                                                  repair), f"{spec.repo}/config.json", repair, dtype)
     if label is not None:
         config.update(checkpoint_value=label, checkpoint_index=list(spec.checkpoint_steps).index(label))
-    tokenizer = None
-    tokenizer_json = hub._hub_file(spec.repo, "tokenizer.json")
-    for extra in TOKENIZER_FILES[1:]:  # optional: taken when cached or downloadable
-        hub._cached_file(spec.repo, extra) or (hub._online() and hub._hub_file(spec.repo, extra, optional=True))
-    tokenizer = _tokenizer_from_dir(Path(tokenizer_json).parent)
-    return config, sd, tokenizer
+    return config, sd, _hub_tokenizer(spec.repo)
+
+
+def _hub_tokenizer(repo: str, quiet: bool = False):
+    """A Hub repository's tokenizer: its tokenizer.json, else a GPT-2's vocab.json and merges.txt, with those of
+    TOKENIZER_FILES it has (from the cache, or downloaded when the Hub answers); None when it has neither (with a
+    warning, unless ``quiet``)."""
+    def fetch(filename: str) -> str | None:
+        return hub._cached_file(repo, filename) or (hub._online() and hub._hub_file(repo, filename, optional=True)
+                                                    or None)
+
+    main = fetch("tokenizer.json")
+    for extra in TOKENIZER_FILES[1:] + (() if main else ("vocab.json", "merges.txt")):
+        fetch(extra)
+    main = main or hub._cached_file(repo, "vocab.json")
+    if main is None:
+        if not quiet:
+            where = "its Hub repository has" if hub._online() else "the local cache holds"
+            checks.warn(f"{repo}: {where} no tokenizer.json (nor a GPT-2's vocab.json), so the model takes token "
+                        "tensors only; give from_pretrained a tokenizer= to use text.")
+        return None
+    return _tokenizer_from_dir(Path(main).parent)
 
 
 def _hub_weights(repo: str, revision: str | None) -> str:
@@ -573,8 +632,7 @@ def _check_request(model_name: str, hf_model, checkpoint_index, checkpoint_value
     """(a user's own model?, the official name, its registry entry) of a from_pretrained request, after checking
     its arguments: config fields, device, checkpoint choice."""
     user_model = hf_model is not None or Path(model_name).expanduser().is_dir()
-    name = model_name if user_model else resolve_name(model_name)
-    spec = None if user_model else MODELS[name]
+    name, spec = (model_name, None) if user_model else _spec(model_name)
     checks.device(cfg_overrides.get("device"))
     unknown = sorted(set(cfg_overrides) - FIELDS)
     if unknown:
@@ -735,6 +793,10 @@ def _download_commands(spec: ModelSpec | None, e: hub._NotAvailable) -> list[str
     """Commands that put the missing files in the cache (run on a machine with internet access)."""
     if spec is None or spec.repo is None:
         return [f"hf download {e.repo} {e.filename}"]
+    if spec.repo not in {s.repo for s in MODELS.values()}:  # a Hub repository outside the registry
+        return [f'hf download {spec.repo} --include "*.json" --include "merges.txt" --include "model*.safetensors"',
+                '(a repository without safetensors weights: --include "pytorch_model*.bin" instead; a gated one: '
+                f"accept its licence on huggingface.co/{spec.repo} and run `hf auth login` first)"]
     if spec.family == "hf-gpt2":
         commands = [f"hf download {spec.repo} config.json model.safetensors"]
     elif spec.family == "hf" and e.revision:  # a training checkpoint (Pythia): its revision's config and weights

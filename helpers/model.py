@@ -806,7 +806,8 @@ class HookedTransformer(HookedRootModule):
 
     def _need_tokenizer(self):
         if self.tokenizer is None:
-            raise ValueError("This model has no tokenizer: pass token tensors instead of strings.")
+            raise ValueError("This model has no tokenizer: pass token tensors instead of strings, or give it one "
+                             "(from_pretrained(..., tokenizer=...), or model.tokenizer = AutoTokenizer...).")
         return self.tokenizer
 
     def to_tokens(self, input: str | list[str], prepend_bos: bool | None = None,
@@ -1052,13 +1053,14 @@ class HookedTransformer(HookedRootModule):
                         checkpoint_value: int | None = None, hf_model=None, tokenizer=None, device_map=None,
                         max_memory: dict | None = None, offload_folder: str | None = None,
                         **kwargs) -> HookedTransformer:
-        """Load a model by name (see helpers.loading.MODELS): real ones from the Hub, the course's from data/.
+        """Load a model by name (see helpers.loading.MODELS): real ones from the Hub, the course's from data/; any
+        other Hub repository "owner/name" of a supported architecture too.
 
         kwargs: the weight-processing steps (``weights.PROCESSING``: fold_ln, center_writing_weights,
         center_unembed, fold_value_biases, refactor_factored_attn_matrices; they leave the log-probs
         unchanged), and any HookedTransformerConfig field (device, dtype, use_attn_result, ...).
         checkpoint_index / checkpoint_value pick a training checkpoint (see loading.get_checkpoint_labels).
-        ``hf_model``: a transformers model of yours (GPT-2, Llama, Mistral, Qwen 2/3, Gemma 1/2, GPT-NeoX, OLMo 2;
+        ``hf_model``: a transformers model of yours (GPT-2, Llama, Mistral, Qwen 2/3, Gemma 1/2/3, GPT-NeoX, OLMo 2;
         fine-tuned...) whose weights replace the Hub's; ``model_name`` may also be a directory written by
         ``save_pretrained``. ``tokenizer`` replaces the model's.
 

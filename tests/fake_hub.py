@@ -183,6 +183,7 @@ class FakeHub:
             raise ValueError(f"scale={scale!r}: expected 'small' or 'real'.")
         self.cache_dir, self.scale = Path(cache_dir), scale
         self.online, self.served = True, []  # used once serve() has put this FakeHub in the Hub's place
+        self.gated: set[str] = set()  # repositories whose licence this (fake) login has not accepted
         self.listed_only = {repo: list(files) for repo, files in LISTED_ONLY.items()}
         stem = SOLU.split("/")[1]
         self.makers = {  # repo -> {path: function returning the file's bytes}
@@ -357,10 +358,17 @@ class FakeHub:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
     def _serve(self, repo: str, path: str) -> None:
-        """One download: the file written into the cache, and its name in ``served``."""
-        from huggingface_hub.errors import EntryNotFoundError
+        """One download: the file written into the cache, and its name in ``served``. A repository this Hub does not
+        have, or a gated one, raises what huggingface_hub raises for the Hub's answer (404, 403)."""
+        import httpx
+        from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
 
         assert self.online, f"download of {repo}/{path} attempted while offline"
+        for refused, status, error in ((repo not in self.makers, 404, RepositoryNotFoundError),
+                                       (repo in self.gated, 403, GatedRepoError)):
+            if refused:
+                url = f"https://huggingface.co/{repo}/resolve/main/{path}"
+                raise error(f"{status} for {url}", response=httpx.Response(status, request=httpx.Request("HEAD", url)))
         if path not in self.makers.get(repo, {}):
             if path in self.listed_only.get(repo, []):
                 raise ValueError(f"this fake Hub generates only {sorted(self.makers[repo])} of {repo}")

@@ -17,11 +17,13 @@ import time
 import pytest
 import torch
 from huggingface_hub import constants
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from helpers import course_models, loading
 from helpers import hub as hub_layer  # `hub` is the fake Hub fixture here
 from helpers.model import HookedTransformer, HookedTransformerConfig
 from helpers.pick import pick_model
+from tests import fake_hub_families as families
 from training import ship
 
 SMALL = dict(d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=50)  # shrinks classic configs
@@ -300,6 +302,103 @@ def test_course_model_checkpoints_with_no_network(hub, course_dir):
     with pytest.raises(ValueError, match="no checkpoint at step 15"):
         HookedTransformer.from_pretrained("course-attn-only-2l", checkpoint_value=15)
     assert hub.served == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Hub repositories outside the registry
+# ------------------------------------------------------------------------------------------------
+
+SMOL = "HuggingFaceTB/SmolLM2-135M"  # a Llama of the Hub that the registry does not list
+
+
+def smol_repo(tmp_path):
+    """A small random Llama with tied embeddings (SmolLM2's layout) and its tokenizer, as save_pretrained writes
+    them: (transformers model, directory)."""
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=families.TOKENIZER_SIZE + 2, tie_word_embeddings=True,
+                         max_position_embeddings=64, bos_token_id=0, eos_token_id=0)
+    hf = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    out = tmp_path / "smol"
+    hf.save_pretrained(out)
+    specials = ["<|endoftext|>", "<|im_start|>"]
+    for name, data in families.tokenizer_files(specials, dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>"),
+                                               adds_bos=False).items():
+        (out / name).write_bytes(data)
+    return hf, out
+
+
+def test_hub_repository_outside_the_registry_loads_like_a_registered_one(hub, tmp_path):
+    hf, out = smol_repo(tmp_path)
+    hub.add_dir(SMOL, out)
+    toks = tokens(families.TOKENIZER_SIZE)
+    with torch.no_grad():
+        expected = hf(toks).logits
+        model = HookedTransformer.from_pretrained_no_processing(SMOL)
+        ok, err = close(model(toks), expected)
+        assert ok, f"logits differ from transformers' by {err}"
+        assert model.cfg.model_name == SMOL and model.cfg.original_architecture == "LlamaForCausalLM"
+        own = AutoTokenizer.from_pretrained(str(out))("the cat on a mat")["input_ids"]
+        assert model.to_tokens("the cat on a mat", prepend_bos=False)[0].tolist() == own  # the repository's tokenizer
+        assert {f"{SMOL}/config.json", f"{SMOL}/model.safetensors", f"{SMOL}/tokenizer.json"} <= set(hub.served)
+
+        hub.online, served = False, len(hub.served)  # the cache is enough from now on
+        processed = HookedTransformer.from_pretrained(SMOL)
+        ok, err = close(processed(toks).log_softmax(-1), expected.log_softmax(-1))
+        assert ok, f"log-probs after processing differ by {err}"
+        assert len(hub.served) == served
+    assert loading.get_pretrained_model_config(SMOL).n_layers == 2
+    assert loading.is_available(SMOL) and not loading.is_available("HuggingFaceTB/SmolLM2-360M")
+    with pytest.raises(ValueError, match=f"{SMOL} has no training checkpoints"):
+        HookedTransformer.from_pretrained(SMOL, checkpoint_index=0)
+
+
+def test_gpt2_outside_the_registry_without_a_tokenizer_says_so(hub, tmp_path):
+    hf, out = random_hf_gpt2(tmp_path, 2)  # a vocabulary of 100 tokens: GPT-2's tokenizer does not fit it
+    hub.add_dir("someone/tiny-gpt2", out)
+    with pytest.warns(UserWarning, match="no tokenizer.json .* token tensors only"):
+        model = HookedTransformer.from_pretrained_no_processing("someone/tiny-gpt2")
+    assert model.tokenizer is None and model.cfg.model_name == "someone/tiny-gpt2"
+    with torch.no_grad():
+        ok, err = close(model(tokens(100)), hf(tokens(100)).logits)
+    assert ok, f"logits differ from transformers' by {err}"
+
+
+def test_hub_repository_errors_say_what_to_do(hub, tmp_path):
+    with pytest.raises(ValueError) as error:  # the Hub has no such repository: a typo of a registered name
+        HookedTransformer.from_pretrained("Qwen/Qwen2.5-05B")
+    message = str(error.value)
+    assert "Unknown model 'Qwen/Qwen2.5-05B'" in message and "has no repository of that name" in message
+    assert "Did you mean 'qwen/qwen2.5-0.5b'" in message and hub.served == []
+
+    hub.add("mistralai/Mixtral-8x7B-v0.1", "config.json", {"architectures": ["MixtralForCausalLM"],
+                                                           "model_type": "mixtral"})
+    with pytest.raises(ValueError, match="MixtralForCausalLM is not supported. Supported architectures: "
+                                         "GPT2LMHeadModel, .*LlamaForCausalLM"):
+        HookedTransformer.from_pretrained("mistralai/Mixtral-8x7B-v0.1")
+    assert hub.served == ["mistralai/Mixtral-8x7B-v0.1/config.json"]  # refused before any weights
+
+    _, out = smol_repo(tmp_path)
+    hub.add_dir("someone/gated-llama", out)
+    hub.gated.add("someone/gated-llama")
+    with pytest.raises(PermissionError, match="gated repository: accept its licence .* `hf auth login`"):
+        HookedTransformer.from_pretrained("someone/gated-llama")
+
+    instruct = "Qwen/Qwen2.5-0.5B-Instruct"  # on the (fake) Hub, but not in this machine's cache
+    for name, data in families.repo_files("Qwen/Qwen2.5-0.5B").items():
+        hub.add(instruct, name, data)
+    hub.online = False
+    with pytest.raises(loading.HubUnavailableError) as error:
+        HookedTransformer.from_pretrained(instruct)
+    message = str(error.value)
+    command = 'hf download Qwen/Qwen2.5-0.5B-Instruct --include "*.json" --include "merges.txt" --include'
+    assert command in message and "not in the local cache" in message and "did you mean 'qwen/qwen2.5-0.5b'" in message
+    hub.hf_download(next(line.strip() for line in message.splitlines() if line.strip().startswith("hf download")))
+    assert HookedTransformer.from_pretrained(instruct).cfg.model_name == instruct  # the command was enough
 
 
 # ------------------------------------------------------------------------------------------------
