@@ -770,6 +770,9 @@ def choose_model(real_name: str) -> str:
     Prints which one and why. COURSE_EMBEDDED_MODELS=1 (set by CI and `make run`) always picks the
     embedded model. Use the returned name for from_pretrained and get_checkpoint_labels.
     """
+    if real_name.lower() not in _alias_map() and HUB_REPO.fullmatch(real_name):
+        raise ValueError(f"{real_name!r} is not in the registry, so no embedded model stands in for it: load it "
+                         f"with HookedTransformer.from_pretrained({real_name!r}) (from the Hub or the local cache).")
     spec = MODELS[resolve_name(real_name)]
     if spec.stand_in is None:
         raise KeyError(f"{real_name!r} has no embedded stand-in.")

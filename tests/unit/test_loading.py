@@ -397,6 +397,8 @@ def test_hub_repository_errors_say_what_to_do(hub, tmp_path):
     message = str(error.value)
     command = 'hf download Qwen/Qwen2.5-0.5B-Instruct --include "*.json" --include "merges.txt" --include'
     assert command in message and "not in the local cache" in message and "did you mean 'qwen/qwen2.5-0.5b'" in message
+    with pytest.raises(ValueError, match="not in the registry, so no embedded model stands in for it"):
+        pick_model(instruct)
     hub.hf_download(next(line.strip() for line in message.splitlines() if line.strip().startswith("hf download")))
     assert HookedTransformer.from_pretrained(instruct).cfg.model_name == instruct  # the command was enough
 
