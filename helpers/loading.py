@@ -211,19 +211,23 @@ def _hub_repo_spec(repo: str) -> ModelSpec:
     return ModelSpec("hf", repo, description="a Hub repository outside the registry")
 
 
+def _outside_registry(model_name: str) -> bool:
+    """Whether a name is a Hub repository id ("owner/name") that is none of the registry's names."""
+    return model_name.lower() not in _alias_map() and bool(HUB_REPO.fullmatch(model_name))
+
+
 def _spec(model_name: str) -> tuple[str, ModelSpec]:
     """(official name, entry) of a model: the registry's, or, for an "owner/name" outside it, the Hub repository's
     (read from its config.json), else the registry's error with its suggestions."""
-    if model_name.lower() in _alias_map() or not HUB_REPO.fullmatch(model_name):
-        name = resolve_name(model_name)
-        return name, MODELS[name]
-    return model_name, _hub_repo_spec(model_name)
+    if _outside_registry(model_name):
+        return model_name, _hub_repo_spec(model_name)
+    name = resolve_name(model_name)
+    return name, MODELS[name]
 
 
 def is_available(model_name: str) -> bool:
     """Whether from_pretrained can get this model now: a course model, a reachable Hub, or a warm cache."""
-    registered = model_name.lower() in _alias_map() or not HUB_REPO.fullmatch(model_name)
-    spec = MODELS[resolve_name(model_name)] if registered else ModelSpec("hf", model_name)
+    spec = ModelSpec("hf", model_name) if _outside_registry(model_name) else MODELS[resolve_name(model_name)]
     if spec.family == "course" or hub._online():
         return True
     try:
@@ -770,7 +774,7 @@ def choose_model(real_name: str) -> str:
     Prints which one and why. COURSE_EMBEDDED_MODELS=1 (set by CI and `make run`) always picks the
     embedded model. Use the returned name for from_pretrained and get_checkpoint_labels.
     """
-    if real_name.lower() not in _alias_map() and HUB_REPO.fullmatch(real_name):
+    if _outside_registry(real_name):
         raise ValueError(f"{real_name!r} is not in the registry, so no embedded model stands in for it: load it "
                          f"with HookedTransformer.from_pretrained({real_name!r}) (from the Hub or the local cache).")
     spec = MODELS[resolve_name(real_name)]
