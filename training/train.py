@@ -312,6 +312,9 @@ SPECS["course-othello-gpt.stage9"] = replace(SPECS["course-othello-gpt.stage7"])
 # Stage 9 was stopped after its step 2250 save, resumed from its state in the next session (2026-12-06, 21:18), and
 # shipped at step 26500 (probe 0.865, +0.003). Stage 10: the same, started right after it.
 SPECS["course-othello-gpt.stage10"] = replace(SPECS["course-othello-gpt.stage7"])
+# Stage 10 shipped at step 29500 (probe 0.869, +0.004; 75 minutes, beside other work). Stage 11: the same, started
+# right after it at the lowest CPU priority.
+SPECS["course-othello-gpt.stage11"] = replace(SPECS["course-othello-gpt.stage7"])
 
 
 def chain(model: str) -> list[str]:
