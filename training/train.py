@@ -315,6 +315,9 @@ SPECS["course-othello-gpt.stage10"] = replace(SPECS["course-othello-gpt.stage7"]
 # Stage 10 shipped at step 29500 (probe 0.869, +0.004; 75 minutes, beside other work). Stage 11: the same, started
 # right after it at the lowest CPU priority.
 SPECS["course-othello-gpt.stage11"] = replace(SPECS["course-othello-gpt.stage7"])
+# Stage 11 shipped at step 32500 (probe 0.872, +0.003; 58 minutes, at the lowest priority, beside a test run for its
+# first 37). Stage 12: the same, started at the end of that session; its state stays in $COURSE_RUNS_DIR for the next.
+SPECS["course-othello-gpt.stage12"] = replace(SPECS["course-othello-gpt.stage7"])
 
 
 def chain(model: str) -> list[str]:
