@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
+from helpers.conversion import SUPPORTED_ARCHITECTURES
 from tools import colab_links, kernelspec
 from tools import html_export as export
 from tools.make_exercices import dumps, read
@@ -218,3 +219,34 @@ def test_export_shows_the_text_of_a_widget_whose_state_was_not_saved(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 — W"), cell]), path)
     page = export.export_notebook(path, tmp_path).read_text(encoding="utf-8")
     assert "passes:   0%|   | 0/30" in page and "<progress" not in page and "MathJax" not in page
+
+
+# ------------------------------------------------------------------------------------------------
+# The README's counts
+# ------------------------------------------------------------------------------------------------
+
+NUMBER_WORDS = {"fr": ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze",
+                       "douze", "treize", "quatorze", "quinze"],
+                "en": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                       "twelve", "thirteen", "fourteen", "fifteen"]}
+
+
+def _counts(text: str, noun: str) -> list[str]:
+    words = "|".join(NUMBER_WORDS["fr"] + NUMBER_WORDS["en"])
+    return re.findall(rf"\b({words})\s+(?:Jupyter\s+)?{noun}\b", text, flags=re.IGNORECASE)
+
+
+def test_readme_counts_the_notebooks_and_the_model_architectures_it_has():
+    readme = README.read_text(encoding="utf-8")
+    # the model architectures beyond GPT-2 are counted where test_families.py is (SAEs have architectures too)
+    families = " ".join(p for p in readme.split("\n\n") if "test_families.py" in p)
+    counted = [(" ".join(readme.split()), "notebooks", len(NOTEBOOKS)),
+               (" ".join(families.split()), "architectures", len(SUPPORTED_ARCHITECTURES) - 1)]
+    for text, noun, number in counted:
+        said = _counts(text, noun)
+        assert said, f"the README no longer says how many {noun}: drop this check or the noun"
+        for word in said:
+            assert word.lower() in (NUMBER_WORDS["fr"][number], NUMBER_WORDS["en"][number]), (
+                f"README: {word!r} {noun}, there are {number}")
+    listed = counted[1][0].split("chaque architecture (")[1].split(")")[0].split(", ")
+    assert len(listed) == len(SUPPORTED_ARCHITECTURES) - 1, listed
