@@ -318,6 +318,16 @@ SPECS["course-othello-gpt.stage11"] = replace(SPECS["course-othello-gpt.stage7"]
 # Stage 11 shipped at step 32500 (probe 0.872, +0.003; 58 minutes, at the lowest priority, beside a test run for its
 # first 37). Stage 12: the same, started at the end of that session; its state stays in $COURSE_RUNS_DIR for the next.
 SPECS["course-othello-gpt.stage12"] = replace(SPECS["course-othello-gpt.stage7"])
+# Stage 12 stopped at its 20-minute limit (step 2027), resumed from its state in the next session (2026-12-07,
+# 00:27), and shipped at step 35500 (probe 0.875, +0.003; 31 minutes in all). Stage 13: the same, right after it.
+SPECS["course-othello-gpt.stage13"] = replace(SPECS["course-othello-gpt.stage7"])
+# Stage 13 shipped at step 38500 (probe 0.877, +0.002; 31 minutes). Stage 14: the same, right after it.
+SPECS["course-othello-gpt.stage14"] = replace(SPECS["course-othello-gpt.stage7"])
+# Stage 14 shipped at step 41500 (probe 0.879, +0.002; 30 minutes). Stage 15: the same, right after it.
+SPECS["course-othello-gpt.stage15"] = replace(SPECS["course-othello-gpt.stage7"])
+# Stage 15 shipped at step 44500 (probe 0.880, +0.001; 31 minutes). Stage 16: the same, started at the end of that
+# session at the lowest CPU priority; its state stays in $COURSE_RUNS_DIR for the next.
+SPECS["course-othello-gpt.stage16"] = replace(SPECS["course-othello-gpt.stage7"])
 
 
 def chain(model: str) -> list[str]:

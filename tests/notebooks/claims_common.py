@@ -67,13 +67,14 @@ def fr(x: float, digits: int = 2) -> str:
 
 
 def heatmaps(prefix: str, code_line: str) -> tuple[dict, list[torch.Tensor]]:
-    """The layout and the z arrays of the plotly figure drawn by the one code cell containing ``code_line``."""
+    """The layout and the z arrays (of the traces that have one) of the plotly figure drawn by the one code cell
+    containing ``code_line``."""
     cells = [c for c in _cells(prefix) if c["cell_type"] == "code" and code_line in "".join(c["source"])]
     assert len(cells) == 1
     (figure,) = [o["data"]["application/vnd.plotly.v1+json"] for o in cells[0]["outputs"]
                  if "application/vnd.plotly.v1+json" in o.get("data", {})]
     arrays = []
-    for trace in figure["data"]:
+    for trace in (t for t in figure["data"] if "z" in t):
         z = trace["z"]
         array = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]) if isinstance(z, dict) else np.array(z)
         shape = [int(n) for n in z["shape"].split(",")] if isinstance(z, dict) and "shape" in z else array.shape
