@@ -9,18 +9,11 @@ import pytest
 
 from helpers import course_models
 from tests.course_models import test_course_models as shipped_tests
+from tests.notebooks.claims_common import NUMBER_WORDS, fr
 from training.ship import markdown_table
 from training.train import SPECS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-FRENCH_NUMBERS = ["zéro", "une", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze",
-                  "douze", "treize", "quatorze", "quinze", "seize", "dix-sept", "dix-huit", "dix-neuf", "vingt"]
-
-
-def fr(x: float, digits: int) -> str:
-    return f"{x:.{digits}f}".replace(".", ",")
-
-
 def percent(x: float) -> str:
     return f"{fr(100 * x, 1)} %"
 
@@ -47,7 +40,7 @@ def test_readme_othello_training_is_the_shipped_chain(othello):
     text, final, config = othello
     stages = [stage["name"] for stage in config["stages"]]
     assert f"a vu {steps(final['step'])} pas" in text
-    assert f"puis {FRENCH_NUMBERS[len(stages)]} étapes" in text, len(stages)
+    assert f"puis {NUMBER_WORDS['fr'][len(stages)]} étapes" in text, len(stages)
     assert f"`course-othello-gpt.stage7` à `{stages[-1]}`" in text
     games = final["step"] * SPECS["course-othello-gpt"].batch
     assert f"celui-ci {fr(games / 1e6, 1)} millions ({SPECS['course-othello-gpt'].batch} par pas)" in text
@@ -113,6 +106,4 @@ def test_the_probe_xfail_gives_the_shipped_figures(othello):
     assert f"reads {final['probe_best_occupied_accuracy']:.3f} of the occupied squares" in reason, reason
     assert f"best depth ({final['probe_best_depth']})" in reason and f"after {final['step']} steps" in reason
     assert f"top-1 legal {final['top1_legal_rate']:.1%}" in reason
-    runs = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-            "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
-    assert f"in {runs[1 + len(config['stages'])]} runs" in reason, reason
+    assert f"in {NUMBER_WORDS['en'][1 + len(config['stages'])]} runs" in reason, reason

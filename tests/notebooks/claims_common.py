@@ -61,6 +61,14 @@ def markdown(prefix: str, needle: str) -> str:
     return "".join(cells[0]["source"])
 
 
+# Numbers as the prose spells them, 0 to 20.
+NUMBER_WORDS = {"fr": ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze",
+                       "douze", "treize", "quatorze", "quinze", "seize", "dix-sept", "dix-huit", "dix-neuf", "vingt"],
+                "en": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                       "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+                       "twenty"]}
+
+
 def fr(x: float, digits: int = 2) -> str:
     """A number as the French prose writes it: 0.89 -> '0,89'."""
     return f"{x:.{digits}f}".replace(".", ",")

@@ -14,6 +14,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 from helpers.conversion import SUPPORTED_ARCHITECTURES
+from tests.notebooks.claims_common import NUMBER_WORDS
 from tools import colab_links, kernelspec
 from tools import html_export as export
 from tools.make_exercices import dumps, read
@@ -224,12 +225,6 @@ def test_export_shows_the_text_of_a_widget_whose_state_was_not_saved(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # The README's counts
 # ------------------------------------------------------------------------------------------------
-
-NUMBER_WORDS = {"fr": ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze",
-                       "douze", "treize", "quatorze", "quinze"],
-                "en": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                       "twelve", "thirteen", "fourteen", "fifteen"]}
-
 
 def _counts(text: str, noun: str) -> list[str]:
     words = "|".join(NUMBER_WORDS["fr"] + NUMBER_WORDS["en"])
