@@ -14,6 +14,8 @@ from training.ship import markdown_table
 from training.train import SPECS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+
+
 def percent(x: float) -> str:
     return f"{fr(100 * x, 1)} %"
 
