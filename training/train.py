@@ -329,9 +329,9 @@ SPECS["course-othello-gpt.stage15"] = replace(SPECS["course-othello-gpt.stage7"]
 # session at the lowest CPU priority; its state stays in $COURSE_RUNS_DIR for the next.
 SPECS["course-othello-gpt.stage16"] = replace(SPECS["course-othello-gpt.stage7"])
 # Stage 16 was resumed from its step-1420 state in the next session (2026-12-07, 03:26) and shipped at step 47500
-# (probe 0.882, +0.002; 73 minutes in all, the first 56 at the lowest priority). Stages 12-16 gained +0.001 to +0.003 each: every stage re-warms
-# to the peak and anneals again, and the pace falls. Stage 17 tries one longer cosine instead: the same peak and
-# warm-up over 6000 steps, which ships (if it beats stage 16) only at its end.
+# (probe 0.882, +0.002; 73 minutes in all, the first 56 at the lowest priority). Stages 12-16 gained +0.001 to +0.003
+# each: every stage re-warms to the peak and anneals again, and the pace falls. Stage 17 tries one longer cosine
+# instead: the same peak and warm-up over 6000 steps, which ships (if it beats stage 16) only at its end.
 SPECS["course-othello-gpt.stage17"] = replace(SPECS["course-othello-gpt.stage7"], steps=6000, checkpoints=[6000])
 
 
