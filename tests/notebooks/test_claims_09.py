@@ -201,8 +201,9 @@ def test_09_the_induction_stripe_keeps_the_destinations_of_the_repeated_half_onl
 
 
 def test_09_the_four_layer_1_heads_induce_on_two_layer_0_previous_token_heads(repeated):
-    """« les quatre têtes de la couche 1 ont un score d'induction de 0,96, et deux têtes de la couche 0 regardent
-    surtout le token précédent »; the printed lists hold the heads above 0.4, far enough from it on any CPU."""
+    """« les quatre têtes de la couche 1 ont un score d'induction de 0,96, et deux têtes de la couche 0 donnent plus de
+    40 % de leur attention au token précédent »; the printed lists hold the heads above 0.4, far enough from it on
+    any CPU."""
     _, induction, previous, _ = repeated
     assert [(round(v, 2)) for v in induction[1].tolist()] == [0.96] * 4
     assert (induction.flatten().sort().values[-5] < 0.4 - 0.1) and (induction[1] > 0.4 + 0.1).all()
@@ -294,8 +295,9 @@ def test_09_the_patching_map_is_flat_because_the_repeated_name_is_not_used(model
 
     clean_logits, clean_cache = model.run_with_cache(clean_tokens)
     clean, corrupted = logit_diffs(clean_logits), logit_diffs(model(corrupted_tokens))
-    assert abs(clean.mean()) < 0.05 and abs(corrupted.mean()) < 0.05  # "presque nulles"
+    # "presque nulles", hence the colour scale max(1, |clean|, |corrupted|) "va de −1 à +1"
+    assert abs(clean.mean()) < 0.05 and abs(corrupted.mean()) < 0.05
     assert 2.45 < clean.abs().max() < 2.55 and (clean - corrupted).abs().max() < 0.05  # "2,5", "presque pas"
     resid_map = patching.get_act_patch_resid_pre(model, corrupted_tokens, clean_cache,
                                                  lambda logits: logit_diffs(logits).mean())
-    assert (resid_map - corrupted.mean()).abs().max() < 0.02
+    assert (resid_map - corrupted.mean()).abs().max() < 0.02  # "moins de 0,02 de la valeur corrompue"

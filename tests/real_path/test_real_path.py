@@ -151,6 +151,9 @@ def test_family_repository_loads_offline_as_transformers_reads_it(offline_cache,
         assert bool((tokens[:, 0] == bos).all()) and bool((tokens[:, 1] != bos).all())
     else:  # Qwen's tokenizer has no BOS; Pythia's and OLMo 2's <|endoftext|> ends documents
         assert not model.cfg.default_prepend_bos and (bos is None or not bool((tokens[:, 0] == bos).any()))
+    if bos is None:  # notebook 09: "helpers refuse avec une erreur plutôt que d'inventer un token"
+        with pytest.raises(ValueError, match="has no BOS token"):
+            model.to_tokens("The cat", prepend_bos=True)
     with torch.no_grad():
         expected = hf(tokens[:1]).logits
         assert (model(tokens[:1]) - expected).abs().max() < 1e-4
