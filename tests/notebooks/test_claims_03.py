@@ -68,6 +68,11 @@ def test_03_the_embedded_logit_difference_is_less_than_half_of_gpt2s_and_two_abb
     assert f"+{fr(clean, 1)}\net −{fr(-corrupted, 1)}" in prose
     per_prompt = values(text.splitlines()[0], r"'{n}'")
     assert [i for i, d in enumerate(per_prompt) if d < 0] == [3, 7]  # "le 3 et le 7"
+    batch_cell = printed("03", "answer_tokens = torch.tensor(")
+    batch = re.findall(r"'\w+ (\w+) and \w+ .*?' +bonne réponse : (\w+)", batch_cell)
+    io_first = [i for i, (first, answer) in enumerate(batch) if answer == first]
+    assert len(batch) == 8 and io_first == [1, 3, 5, 7]  # "deux des quatre prompts où l'objet indirect est ..."
+    assert "nommé en premier (1, 3, 5 et 7)" in prose
     assert "deux prompts sur huit ont une différence négative" in prose
 
 
@@ -75,7 +80,7 @@ def test_03_the_resid_map_restores_S2_at_layer_0_then_splits_between_S2_and_the_
     assert "S2 = ' John_10', dernière position = ' to_14'" in printed("03", RESID_MAP)
     rows = _resid_rows()
     assert rows[0][0] == 1.0 and rows[0][1] == 0.0  # "restaure tout à la couche 0 sur S2"
-    assert rows[1][1] > 0.7 > rows[1][0]  # "la dernière position restaure 0,77", S2 0,24
+    assert 0.85 > rows[1][1] > 0.7 > rows[1][0]  # "restaure 0,77", S2 0,24; "environ les trois quarts"
     for layer in (2, 3):
         assert 0.4 < rows[layer][0] < 0.6 and 0.4 < rows[layer][1] < 0.6  # about half each
     _, (resid_map,) = heatmaps("03", RESID_MAP)
@@ -83,6 +88,8 @@ def test_03_the_resid_map_restores_S2_at_layer_0_then_splits_between_S2_and_the_
     prose = markdown("03", "l'information ne quitte S2 qu'en partie")
     assert f"restaure {fr(rows[1][1])}" in prose and f"({fr(rows[1][0])} à la couche 1" in prose
     assert f"puis {fr(rows[2][0])} et {fr(rows[3][0])} aux couches 2 et 3" in prose
+    summary = markdown("03", "Ce qui suit décrit le modèle embarqué du cours")
+    assert "l'essentiel (environ les trois quarts)" in summary and "chacune à peu près la moitié" in summary
 
 
 def test_03_no_normalised_score_exceeds_one_on_this_batch():

@@ -120,6 +120,11 @@ def test_05_the_two_eigenvalue_scores_tell_the_same_story():
     _, ((ov_scores, full_scores),) = scatter_traces("05", "full_OV_eigen_score = torch.zeros")
     inverting = ov_scores < -0.85
     assert inverting.sum() == 13 and (full_scores[inverting] < 0).all()  # "le circuit complet inverse aussi"
+    labels, _ = scatter_traces("05", "full_OV_eigen_score = torch.zeros")
+    flipped = (ov_scores.sign() != full_scores.sign()).nonzero().flatten().tolist()
+    assert [labels[i] for i in flipped] == ["L3H7"]  # "seule L3H7 ... change de signe"
+    assert ov_scores[flipped].abs().max() < 0.1 and full_scores[flipped].abs().max() < 0.1  # "proche de 0"
+    assert "seule L3H7, proche de 0 dans les deux, change de\nsigne" in answer
 
 
 def test_05_unknown_tokens_have_no_embedding_and_a_bias_far_below_the_known_ones(embedded_gpt2):
