@@ -58,11 +58,13 @@ test-real: install
 	$(BIN)/python -m tests.real_path.run --scale real
 
 # Retrain the embedded models (hours of CPU; resumable: rerun to continue). Never run in CI.
-# training/ runs from this checkout (it is not installed): its state goes to runs/, its output to data/models.
+# training/ runs from this checkout (it is not installed): its state goes to $COURSE_RUNS_DIR (~/course-runs by
+# default), its output to data/models.
 models: install
 	$(BIN)/python -m training.train course-attn-only-2l
 	$(BIN)/python -m training.train course-gpt2
 	$(BIN)/python -m training.train course-othello-gpt
+	$(BIN)/python -m training.train course-llama
 
 bench: install
 	$(BIN)/python -m bench --notebooks

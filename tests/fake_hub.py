@@ -77,6 +77,7 @@ TOY_LABELS = [
     21340356608, 21560295424, 21780496384,
 ]
 SOLU = "NeelNanda/SoLU_2L512W_C4_Code"
+ATTN_ONLY_2L = "NeelNanda/Attn_Only_2L512W_C4_Code"
 OTHELLO = "NeelNanda/Othello-GPT-Transformer-Lens"
 GPT2_SHAPES = {  # (n_layer, n_embd, n_head) of the fake gpt2 / distilgpt2
     "small": {"gpt2": (2, 64, 4), "distilgpt2": (2, 64, 4)},
@@ -90,6 +91,7 @@ LISTED_ONLY = {
     "distilgpt2": [".gitattributes", "README.md", "flax_model.msgpack", "merges.txt", "vocab.json",
                    "pytorch_model.bin", "rust_model.ot", "tf_model.h5"],
     SOLU: [".gitattributes", "README.md", "config.json"],
+    ATTN_ONLY_2L: [".gitattributes", "README.md", "config.json"],
     loading.NEEL_TOKENIZER: [".gitattributes", "special_tokens_map.json", "tokenizer_config.json"],
     OTHELLO: [".gitattributes", "README.md", "board_seqs_int_small.npy", "board_seqs_string_small.npy"],
     **families.LISTED_ONLY,
@@ -193,6 +195,7 @@ class FakeHub:
                    **{f"checkpoints/{stem}_{label}.pth":
                       (lambda i=i: _torch_bytes(_random_classic("solu-2l", i, scale)))
                       for i, label in enumerate(TOY_LABELS)}},
+            ATTN_ONLY_2L: {"model_final.pth": lambda: _torch_bytes(_random_classic("attn-only-2l", 2000, scale))},
             loading.NEEL_TOKENIZER: {"tokenizer.json": _neox_digits_tokenizer},
             OTHELLO: {"synthetic_model.pth": lambda: _torch_bytes(_random_classic("othello-gpt", 7, scale))},
             # The families beyond GPT-2 (tests/fake_hub_families.py), and Pythia's checkpoints as revisions.

@@ -150,47 +150,72 @@ def update_manifest() -> None:
     (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+def _fr(x: float, spec: str = "") -> str:
+    """A number as French prose writes it: 44500 -> '44 500', 0.825 -> '0,825' (``spec`` as in format())."""
+    return format(x, spec).replace(",", " ").replace(".", ",").replace("-", "−")
+
+
+def _percent(x: float) -> str:
+    return f"{_fr(100 * x, '.1f')} %"
+
+
+def _layer_weights(cfg: HookedTransformerConfig) -> int:
+    """Weights of the attention and MLP layers (no embeddings, no biases), grouped key/value heads counted once each
+    (``cfg.n_params`` counts them as TransformerLens does, as if every query head had its own)."""
+    kv_heads = cfg.n_key_value_heads or cfg.n_heads
+    attn = (2 * cfg.n_heads + 2 * kv_heads) * cfg.d_model * cfg.d_head
+    mlp = 0 if cfg.attn_only else (2 + cfg.gated_mlp) * cfg.d_model * cfg.d_mlp
+    return cfg.n_layers * (attn + mlp)
+
+
 def markdown_table() -> str:
     """The README's table of course models, from their config and metrics files."""
-    header = ["Modèle", "Architecture", "Paramètres (hors embeddings)", "Données d'entraînement", "Entraînement",
-              "Métriques (poids livrés)"]
+    header = ["Modèle", "Architecture", "Poids des couches (hors embeddings et biais)", "Données d'entraînement",
+              "Entraînement", "Métriques (poids livrés)"]
     rows = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for name in COURSE_MODELS:
         raw = model_config(name)
         cfg = HookedTransformerConfig.from_dict({**raw["config"], "device": "cpu"})
         metrics = course_models.metrics(name)
         final, steps = metrics["final"], checkpoint_steps(name)
-        arch = (f"{cfg.n_layers} couches, d_model {cfg.d_model}, {cfg.n_heads} têtes"
+        heads = f"{cfg.n_heads} têtes"
+        if cfg.n_key_value_heads and cfg.n_key_value_heads != cfg.n_heads:
+            heads += f" de requête et {cfg.n_key_value_heads} têtes clé/valeur"
+        arch = (f"{cfg.n_layers} couches, d_model {cfg.d_model}, {heads}"
                 + (", attention seule" if cfg.attn_only else f", d_mlp {cfg.d_mlp}, {cfg.act_fn}")
                 + f", {cfg.normalization_type}, n_ctx {cfg.n_ctx}")
         training = raw["training"]
         data = ("parties aléatoires légales générées" if training["kind"] == "othello"
-                else f"corpus généré de {training['corpus_tokens'] / 1e6:.0f} M tokens (voir data/corpus.md)")
-        run = f"{steps[-1]} pas, {steps[-1] * raw['tokens_per_step'] / 1e6:.1f} M tokens, {len(steps)} checkpoint(s)"
+                else f"corpus généré de {_fr(training['corpus_tokens'] / 1e6, '.0f')} M tokens (voir data/corpus.md)")
+        run = (f"{_fr(steps[-1], ',')} pas, {_fr(steps[-1] * raw['tokens_per_step'] / 1e6, '.1f')} M tokens, "
+               f"{len(steps)} checkpoint{'s' if len(steps) > 1 else ''}")
         if metrics.get("checkpoint_choice"):
             candidates = [r["step"] for r in metrics["checkpoint_choice"]]
-            run += (f" ; le modèle livré est le meilleur des checkpoints des pas {candidates[0]} à {candidates[-1]} "
-                    "sur des prompts IOI de validation (gabarits distincts de ceux du test)")
+            run += (f" ; le modèle livré est le meilleur des checkpoints des pas {_fr(candidates[0], ',')} à "
+                    f"{_fr(candidates[-1], ',')} sur des prompts IOI de validation (gabarits distincts de ceux du "
+                    "test)")
         if "top1_legal_rate" in final:
-            shown = f"coup légal en top-1 : {final['top1_legal_rate']:.1%}"
+            shown = f"coup légal en top-1 : {_percent(final['top1_legal_rate'])}"
             if "probe_best_occupied_accuracy" in final:
-                shown += (f" ; sonde linéaire (cases occupées) : {final['probe_best_occupied_accuracy']:.3f} après "
-                          f"{final['probe_best_depth']} couches ; intervention (différence des moyennes, à "
+                shown += (f" ; sonde linéaire (cases occupées) : {_fr(final['probe_best_occupied_accuracy'], '.3f')} "
+                          f"après {final['probe_best_depth']} couches ; intervention (différence des moyennes, à "
                           f"partir de la couche {final['intervention_depth']}) : p(coups devenus légaux) "
-                          f"{final['intervention_none_p_gained']:.3f} → {final['intervention_mean_p_gained']:.3f} "
-                          f"(plafond {final['intervention_ideal_p_gained']:.3f}), p(devenus illégaux) "
-                          f"{final['intervention_none_p_lost']:.3f} → {final['intervention_mean_p_lost']:.3f}")
+                          f"{_fr(final['intervention_none_p_gained'], '.3f')} → "
+                          f"{_fr(final['intervention_mean_p_gained'], '.3f')} (plafond "
+                          f"{_fr(final['intervention_ideal_p_gained'], '.3f')}), p(devenus illégaux) "
+                          f"{_fr(final['intervention_none_p_lost'], '.3f')} → "
+                          f"{_fr(final['intervention_mean_p_lost'], '.3f')}")
         else:
-            shown = (f"perte sur la moitié répétée {final['loss_repeated_half']:.2f} vs "
-                     f"{final['loss_first_half']:.2f} ; meilleure tête d'induction {final['best_induction_head']} "
-                     f"({final['best_induction_score']:.2f})")
+            shown = (f"perte sur la moitié répétée {_fr(final['loss_repeated_half'], '.2f')} contre "
+                     f"{_fr(final['loss_first_half'], '.2f')} ; meilleure tête d'induction "
+                     f"{final['best_induction_head']} ({_fr(final['best_induction_score'], '.2f')})")
             if "ioi_mean_logit_diff" in final:
-                shown += (f" ; IOI : différence de logits {final['ioi_mean_logit_diff']:.2f}, "
-                          f"{final['ioi_accuracy']:.1%} de réussite")
+                shown += (f" ; IOI : différence de logits {_fr(final['ioi_mean_logit_diff'], '.2f')}, "
+                          f"{_percent(final['ioi_accuracy'])} de réussite")
             if "oos_ioi_accuracy" in final:
-                shown += (f" ; IOI hors structure : différence {final['oos_ioi_mean_logit_diff']:.2f}, "
-                          f"{final['oos_ioi_accuracy']:.1%} de réussite")
-        rows.append(f"| `{name}` | {arch} | {cfg.n_params / 1e6:.2f} M | {data} | {run} | {shown} |")
+                shown += (f" ; IOI hors structure : différence {_fr(final['oos_ioi_mean_logit_diff'], '.2f')}, "
+                          f"{_percent(final['oos_ioi_accuracy'])} de réussite")
+        rows.append(f"| `{name}` | {arch} | {_fr(_layer_weights(cfg) / 1e6, '.2f')} M | {data} | {run} | {shown} |")
     return "\n".join(rows)
 
 

@@ -2,15 +2,18 @@
 (test_course_models.py checks, on the weights, that metrics.json is what they give): a new stage or a retrained
 model cannot leave the README behind. Reads files only, so it is fast."""
 
+import math
 import re
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from helpers import course_models
+from helpers.config import HookedTransformerConfig
 from tests.course_models import test_course_models as shipped_tests
 from tests.notebooks.claims_common import NUMBER_WORDS, fr
-from training.ship import markdown_table
+from training.ship import _layer_weights, markdown_table
 from training.train import SPECS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
@@ -27,6 +30,17 @@ def steps(n: int) -> str:
 def test_readme_model_table_is_what_training_ship_prints():
     for row in markdown_table().splitlines():
         assert row in README, f"the README's course-model table is stale: paste `python -m training.ship`'s {row[:40]}"
+
+
+@pytest.mark.parametrize("name", course_models.COURSE_MODELS)
+def test_the_table_counts_the_layer_weights_of_the_shipped_files(name):
+    """The column "Poids des couches": every attention and MLP weight matrix of the shipped file, a grouped
+    key/value head's once (not once per query head)."""
+    last = sorted((course_models.MODELS_DIR / name).glob("step_*.safetensors"))[-1]
+    with safe_open(last, "pt") as f:
+        shapes = [f.get_slice(key).get_shape() for key in f.keys() if re.search(r"\._?W_(Q|K|V|O|in|gate|out)$", key)]
+    cfg = HookedTransformerConfig.from_dict({**course_models.model_config(name)["config"], "device": "cpu"})
+    assert _layer_weights(cfg) == sum(math.prod(shape) for shape in shapes)
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_readme_commands_cover_every_notebook_model(offline_cache):
     assert len(commands) >= 4
     for command in commands:
         offline_cache.hf_download(command)
-    for name in ("gpt2-small", "distilgpt2", "solu-2l", "othello-gpt", "Qwen/Qwen2.5-0.5B"):
+    for name in ("gpt2-small", "distilgpt2", "solu-2l", "attn-only-2l", "othello-gpt", "Qwen/Qwen2.5-0.5B"):
         assert loading.choose_model(name) == name
     labels, _ = loading.get_checkpoint_labels("solu-2l")
     for index in (0, 10, 25, 35, 60, len(labels) - 1):  # the checkpoints notebook 04 measures
