@@ -182,13 +182,14 @@ def test_08_the_three_top_heads_each_attend_to_one_player_s_moves_of_both_kinds(
 
 
 def test_08_one_move_neurons_are_in_the_last_layers():
-    """« les deux premières couches n'ont presque aucun neurone qui n'écrive qu'un coup (plus de 0,9 de sa norme) ;
-    à partir de la troisième, il y en a de plus en plus, couche après couche, par centaines dans la dernière »."""
+    """« les deux premières couches n'ont presque aucun neurone qui n'écrive qu'un coup (plus de 0,9 de sa norme au
+    carré) ; à partir de la troisième, il y en a de plus en plus, couche après couche, par centaines dans la
+    dernière »."""
     text = printed("08", SHARE)
     counts = values(text, r"neurones au-dessus de 0,9 : {n}")
     assert counts[0] + counts[1] < 10 and all(counts[1] < counts[i] < counts[i + 1] for i in range(2, len(counts) - 1))
     assert counts[-1] >= 200
-    assert value(text, r"de sa norme sur \w\d, poids {n}") < 0  # "il écrit un poids négatif"
+    assert value(text, r"de sa norme au carré sur \w\d, poids {n}") < 0  # "il écrit un poids négatif"
 
 
 def test_08_the_neuron_fires_when_its_square_is_empty_but_illegal():
@@ -203,7 +204,7 @@ def test_08_the_neuron_fires_when_its_square_is_empty_but_illegal():
 def test_08_the_square_that_matters_most_is_two_columns_away_not_a_neighbour():
     """« La case qui compte le plus n'est pas une voisine, mais la case à deux colonnes de là sur la même rangée ; en
     moyenne, les 8 voisines ne comptent guère plus que les autres cases »."""
-    square = re.search(r"de sa norme sur (\w\d)", printed("08", SHARE)).group(1)
+    square = re.search(r"de sa norme au carré sur (\w\d)", printed("08", SHARE)).group(1)
     _, (effect,) = heatmaps("08", NEIGHBOURS)
     top = int(effect.abs().flatten().argmax())
     (own,) = [s for s in range(64) if square_label(s) == square]
@@ -228,7 +229,7 @@ def test_08_ablating_the_neuron_raises_its_move_where_illegal_and_the_control_do
 def _layer_gaps() -> tuple[float, dict[str, float]]:
     text = printed("08", LAYERS)
     clean = value(text, r"sans ablation\s+écart vide − occupée {n}")
-    found = re.findall(r"((?:attn|MLP) \d+) éteinte\s+écart vide − occupée (\S+)", text)
+    found = re.findall(r"((?:attn|MLP) \d+) éteinte?\s+écart vide − occupée (\S+)", text)
     gaps = {name: float(gap) for name, gap in found}
     return clean, gaps
 
