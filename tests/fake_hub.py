@@ -50,6 +50,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
+from safetensors.torch import save as safetensors_save
 
 from helpers import HookedTransformer, HookedTransformerConfig, loading
 from tests import fake_hub_families as families
@@ -78,6 +79,7 @@ TOY_LABELS = [
 ]
 SOLU = "NeelNanda/SoLU_2L512W_C4_Code"
 ATTN_ONLY_2L = "NeelNanda/Attn_Only_2L512W_C4_Code"
+GPT2_SAES = "jbloom/GPT2-Small-SAEs-Reformatted"  # notebook 10: one folder of SAELens files per hook
 OTHELLO = "NeelNanda/Othello-GPT-Transformer-Lens"
 GPT2_SHAPES = {  # (n_layer, n_embd, n_head) of the fake gpt2 / distilgpt2
     "small": {"gpt2": (2, 64, 4), "distilgpt2": (2, 64, 4)},
@@ -92,6 +94,8 @@ LISTED_ONLY = {
                    "pytorch_model.bin", "rust_model.ot", "tf_model.h5"],
     SOLU: [".gitattributes", "README.md", "config.json"],
     ATTN_ONLY_2L: [".gitattributes", "README.md", "config.json"],
+    GPT2_SAES: [".gitattributes", "README.md"] + [f"blocks.{layer}.hook_resid_pre/{name}" for layer in range(12)
+                                                   if layer != 8 for name in ("cfg.json", "sae_weights.safetensors")],
     loading.NEEL_TOKENIZER: [".gitattributes", "special_tokens_map.json", "tokenizer_config.json"],
     OTHELLO: [".gitattributes", "README.md", "board_seqs_int_small.npy", "board_seqs_string_small.npy"],
     **families.LISTED_ONLY,
@@ -151,6 +155,23 @@ def _gpt2_files(repo: str, scale: str) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(out).iterdir()}
 
 
+def jbloom_sae_files(d_in: int, expansion: int = 32, seed: int = 0) -> dict[str, bytes]:
+    """One folder of jbloom/GPT2-Small-SAEs-Reformatted (a flat cfg.json of SAELens 0.x, the weights in
+    sae_weights.safetensors), random weights; the real folders have d_in 768 and 24 576 features."""
+    d_sae = expansion * d_in
+    cfg = {"model_name": "gpt2-small", "hook_point": "blocks.8.hook_resid_pre", "hook_point_layer": 8,
+           "hook_point_head_index": None, "dataset_path": "Skylion007/openwebtext", "context_size": 128,
+           "d_in": d_in, "d_sae": d_sae, "expansion_factor": expansion, "device": "mps",
+           "dtype": "torch.float32", "b_dec_init_method": "geometric_median", "l1_coefficient": 8e-05,
+           "lr": 0.0004, "train_batch_size": 4096}
+    g = torch.Generator().manual_seed(seed)
+    weights = {"W_enc": torch.randn(d_in, d_sae, generator=g) / math.sqrt(d_in),
+               "b_enc": torch.randn(d_sae, generator=g),
+               "W_dec": torch.randn(d_sae, d_in, generator=g) / math.sqrt(d_sae),
+               "b_dec": torch.randn(d_in, generator=g)}
+    return {"cfg.json": json.dumps(cfg).encode(), "sae_weights.safetensors": safetensors_save(weights)}
+
+
 def _neox_digits_tokenizer() -> bytes:
     """tokenizer.json of a byte-level BPE with 48262 tokens and GPT-NeoX's special tokens (see module doc)."""
     from tokenizers import Tokenizer, decoders, pre_tokenizers
@@ -198,6 +219,10 @@ class FakeHub:
             ATTN_ONLY_2L: {"model_final.pth": lambda: _torch_bytes(_random_classic("attn-only-2l", 2000, scale))},
             loading.NEEL_TOKENIZER: {"tokenizer.json": _neox_digits_tokenizer},
             OTHELLO: {"synthetic_model.pth": lambda: _torch_bytes(_random_classic("othello-gpt", 7, scale))},
+            GPT2_SAES: self._lazy_dict(
+                lambda: {f"blocks.8.hook_resid_pre/{name}": data
+                         for name, data in jbloom_sae_files(GPT2_SHAPES[scale]["gpt2"][1]).items()},
+                [f"blocks.8.hook_resid_pre/{name}" for name in ("cfg.json", "sae_weights.safetensors")]),
             # The families beyond GPT-2 (tests/fake_hub_families.py), and Pythia's checkpoints as revisions.
             **{repo: self._lazy_dict(lambda repo=repo: families.repo_files(repo), self._family_names(repo))
                for repo in families.REPOS},

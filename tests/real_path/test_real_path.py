@@ -6,8 +6,8 @@ the ones tested here, and every notebook runs on them with COURSE_EMBEDDED_MODEL
 import pytest
 import torch
 
-from helpers import HookedTransformer, loading
-from tests.fake_hub import OTHELLO, SOLU, TOY_LABELS
+from helpers import HookedTransformer, loading, sae
+from tests.fake_hub import GPT2_SAES, OTHELLO, SOLU, TOY_LABELS
 from tests.real_path import run as real_path
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
@@ -90,6 +90,7 @@ def test_readme_commands_cover_every_notebook_model(offline_cache):
         model = HookedTransformer.from_pretrained("solu-2l", checkpoint_index=index)
         assert model.cfg.checkpoint_value == TOY_LABELS[index]
     assert loading.MODELS["othello-gpt"].repo == OTHELLO
+    assert sae.load_pretrained_sae(GPT2_SAES, "blocks.8.hook_resid_pre").cfg.d_in == 64  # notebook 10's SAE
 
 
 @pytest.fixture(scope="module")

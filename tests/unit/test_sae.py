@@ -10,10 +10,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load, load_file
 
 from helpers import HookedTransformer
 from helpers import sae as S
+from tests.fake_hub import GPT2_SAES, GPT2_SHAPES, jbloom_sae_files
 
 HOOK = "blocks.2.hook_resid_pre"  # notebook 10's hook on course-gpt2 (4 layers: blocks.{n_layers // 2})
 
@@ -133,19 +134,11 @@ def test_both_layouts_keep_the_topk_decoder_norm_rescaling(tmp_path, layout):
 
 
 def jbloom_layout(folder, d_in: int = 4, d_sae: int = 8, seed: int = 0) -> dict:
-    """A folder as jbloom/GPT2-Small-SAEs-Reformatted ships one (flat cfg.json of SAELens 0.x), random weights."""
+    """A folder as jbloom/GPT2-Small-SAEs-Reformatted ships one (tests/fake_hub.py); its weights."""
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = {"model_name": "gpt2-small", "hook_point": "blocks.8.hook_resid_pre", "hook_point_layer": 8,
-           "hook_point_head_index": None, "dataset_path": "Skylion007/openwebtext", "context_size": 128,
-           "d_in": d_in, "d_sae": d_sae, "expansion_factor": d_sae // d_in, "device": "mps",
-           "dtype": "torch.float32", "b_dec_init_method": "geometric_median", "l1_coefficient": 8e-05,
-           "lr": 0.0004, "train_batch_size": 4096}
-    (folder / "cfg.json").write_text(json.dumps(cfg))
-    g = torch.Generator().manual_seed(seed)
-    weights = {"W_enc": torch.randn(d_in, d_sae, generator=g), "b_enc": torch.randn(d_sae, generator=g),
-               "W_dec": torch.randn(d_sae, d_in, generator=g), "b_dec": torch.randn(d_in, generator=g)}
-    save_file(weights, folder / "sae_weights.safetensors")
-    return weights
+    for name, data in jbloom_sae_files(d_in, d_sae // d_in, seed).items():
+        (folder / name).write_bytes(data)
+    return load_file(folder / "sae_weights.safetensors")
 
 
 def test_load_reads_the_old_flat_layout_of_a_release(tmp_path):
@@ -168,19 +161,17 @@ def test_load_errors_name_the_missing_file_and_bad_shapes(tmp_path):
         S.SAE.load(tmp_path)
 
 
-def test_load_pretrained_sae_reads_a_hub_cache_in_the_real_layout(offline_cache, tmp_path):
-    """A Hugging Face cache holding one folder of jbloom/GPT2-Small-SAEs-Reformatted, as `hf download` leaves it
-    (tests/fake_hub.py), offline."""
-    repo, folder = "jbloom/GPT2-Small-SAEs-Reformatted", "blocks.8.hook_resid_pre"
-    weights = jbloom_layout(tmp_path / "release" / folder)
-    for path in sorted((tmp_path / "release" / folder).iterdir()):
-        offline_cache.add(repo, f"{folder}/{path.name}", path.read_bytes())
-        offline_cache.cache(repo, f"{folder}/{path.name}")
-    sae = S.load_pretrained_sae(repo, folder)
-    assert sae.cfg.hook_name == folder
-    assert torch.equal(sae.W_dec, weights["W_dec"])
-    with pytest.raises(Exception, match=f"hf download {repo} blocks.9.hook_resid_pre/cfg.json"):
-        S.load_pretrained_sae(repo, "blocks.9.hook_resid_pre")
+def test_load_pretrained_sae_reads_a_hub_cache_in_the_real_layout(offline_cache):
+    """The README's command for notebook 10's SAE fills a Hugging Face cache as `hf download` leaves it
+    (tests/fake_hub.py: jbloom/GPT2-Small-SAEs-Reformatted at the fake GPT-2's width), read offline."""
+    folder = "blocks.8.hook_resid_pre"
+    offline_cache.hf_download(f'hf download {GPT2_SAES} --include "{folder}/*"')
+    sae = S.load_pretrained_sae(GPT2_SAES, folder)
+    files = jbloom_sae_files(GPT2_SHAPES["small"]["gpt2"][1])
+    assert sae.cfg.hook_name == folder and sae.cfg.d_sae == 32 * sae.cfg.d_in
+    assert torch.equal(sae.W_dec, load(files["sae_weights.safetensors"])["W_dec"])
+    with pytest.raises(Exception, match=f"hf download {GPT2_SAES} blocks.9.hook_resid_pre/cfg.json"):
+        S.load_pretrained_sae(GPT2_SAES, "blocks.9.hook_resid_pre")
 
 
 def test_gemma_scope_params_npz_for_gemma_2(offline_cache):
