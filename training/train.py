@@ -333,6 +333,10 @@ SPECS["course-othello-gpt.stage16"] = replace(SPECS["course-othello-gpt.stage7"]
 # each: every stage re-warms to the peak and anneals again, and the pace falls. Stage 17 tries one longer cosine
 # instead: the same peak and warm-up over 6000 steps, which ships (if it beats stage 16) only at its end.
 SPECS["course-othello-gpt.stage17"] = replace(SPECS["course-othello-gpt.stage7"], steps=6000, checkpoints=[6000])
+# Stage 17 shipped at step 53500 (2026-12-07, 03:43-04:59, 76 minutes beside other work): probe 0.886, +0.0044 in
+# 6000 steps where two 3000-step stages had given +0.003 to +0.004. Stage 18: one cosine over 9000 steps, started at the
+# lowest CPU priority at the end of that session; its state stays in $COURSE_RUNS_DIR for the next.
+SPECS["course-othello-gpt.stage18"] = replace(SPECS["course-othello-gpt.stage7"], steps=9000, checkpoints=[9000])
 
 
 def chain(model: str) -> list[str]:
