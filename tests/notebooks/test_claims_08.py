@@ -203,7 +203,8 @@ def test_08_the_neuron_fires_when_its_square_is_empty_but_illegal():
 
 def test_08_the_square_that_matters_most_is_two_columns_away_not_a_neighbour():
     """« La case qui compte le plus n'est pas une voisine, mais la case à deux colonnes de là sur la même rangée ; en
-    moyenne, les 8 voisines ne comptent guère plus que les autres cases »."""
+    moyenne, ses voisines ne comptent guère plus que les autres cases, mais les cases alignées avec elle [...]
+    comptent davantage que les autres »."""
     square = re.search(r"de sa norme au carré sur (\w\d)", printed("08", SHARE)).group(1)
     _, (effect,) = heatmaps("08", NEIGHBOURS)
     top = int(effect.abs().flatten().argmax())
@@ -211,6 +212,8 @@ def test_08_the_square_that_matters_most_is_two_columns_away_not_a_neighbour():
     assert top // 8 == own // 8 and abs(top % 8 - own % 8) == 2, (square, square_label(top))
     near, far = values(printed("08", NEIGHBOURS), r"voisines : {n} ; des autres cases : {n}")
     assert far < near < 1.5 * far
+    aligned, others = values(printed("08", NEIGHBOURS), rf"Cases alignées avec {square} : {{n}} ; les autres : {{n}}")
+    assert aligned > 1.2 * others  # "les cases alignées avec elle ... comptent davantage que les autres"
 
 
 def test_08_ablating_the_neuron_raises_its_move_where_illegal_and_the_control_does_nothing():
