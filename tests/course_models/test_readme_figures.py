@@ -57,7 +57,7 @@ def test_readme_othello_training_is_the_shipped_chain(othello):
     stages = [stage["name"] for stage in config["stages"]]
     assert f"a vu {steps(final['step'])} pas" in text
     assert f"puis {NUMBER_WORDS['fr'][len(stages)]} étapes" in text, len(stages)
-    assert f"`course-othello-gpt.stage7` à `{stages[-1]}`" in text
+    assert f"`{stages[-1]}`" in text and "course-othello-gpt.stage7` à `course-othello-gpt.stage16`, 3 000 pas" in text
     games = final["step"] * SPECS["course-othello-gpt"].batch
     assert f"celui-ci {fr(games / 1e6, 1)} millions ({SPECS['course-othello-gpt'].batch} par pas)" in text
 
@@ -91,10 +91,10 @@ def test_readme_othello_figures_are_the_shipped_ones(othello):
     for phrase in expected:
         assert phrase in text, phrase
     assert text.count("; livré)") == 1
-    assert "change chacune de moins de 3 %" in text
+    assert "change chacune de moins de 4 %" in text
     for key in ["p_gained", "p_lost"]:
         before, after = m[f"intervention_none_{key}"], m[f"intervention_random_{key}"]
-        assert abs(after - before) < 0.03 * before, key
+        assert abs(after - before) < 0.04 * before, key
     low, high = (float(x.replace(",", ".")) for x in re.search(
         r"reste faible sur tous ces modèles \(×(\d,\d\d) à ×(\d,\d\d)", text).groups())
     assert low <= round(probe / none, 2) <= high
@@ -112,6 +112,10 @@ def test_readme_othello_probe_gain_per_stage_is_the_table_s(othello):
     gains = [round(b - a, 3) for a, b in zip(probes, probes[1:], strict=False)]
     assert probes[0] == 0.825 and len(gains) >= 11, rows
     assert (min(gains), max(gains)) == (low, high), gains
+    # stage 17, one 6000-step cosine, against the last two pairs of 3000-step stages (13-14, then 15-16)
+    last, pairs = gains[-1], [round(probes[-4] - probes[-6], 3), round(probes[-2] - probes[-4], 3)]
+    assert f"(+{fr(last, 3)} sur la sonde ; les deux dernières paires d'étapes de 3 000 pas avaient donné " \
+           f"+{fr(pairs[0], 3)} et +{fr(pairs[1], 3)})" in text and max(pairs) <= last, (last, pairs)
 
 
 def test_the_probe_xfail_gives_the_shipped_figures(othello):
