@@ -177,7 +177,11 @@ def test_othello_metrics_file_matches_the_shipped_weights(othello, othello_probe
     shipped = course_models.metrics("course-othello-gpt")["final"]
     fresh = {**course_metrics.othello_metrics(othello, n_games=shipped["n_held_out_games"]), **othello_probe}
     for key, value in fresh.items():
-        assert value == pytest.approx(shipped[key], abs=1e-3), key
+        # Shares of the 200 edit cases move by whole cases: a case on the probe's boundary can flip (one case,
+        # 0.005), and then the means of the ~20 misread cases move by a few thousandths (README: "quelques millièmes").
+        per_case = key == "intervention_read_share" or (key.startswith("intervention_") and key.endswith("top1_legal"))
+        tolerance = 1 / 200 + 1e-9 if per_case else 0.005 if "misread" in key else 1e-3
+        assert value == pytest.approx(shipped[key], abs=tolerance), key
 
 
 def test_weight_budget():
