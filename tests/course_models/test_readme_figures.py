@@ -109,15 +109,17 @@ def test_readme_othello_probe_gain_per_stage_is_the_table_s(othello):
     low, high = (float(x.replace(",", ".")) for x in re.search(
         r"puis de \+(\d,\d\d\d) à \+(\d,\d\d\d) par étape à partir de 0,825 à 8 000 pas", text).groups())
     # the 8000-step model's row, then one row a stage: "| label | steps | duration | top-1 | probe | ..."
-    rows = re.findall(r"\| (?:idem, cosinus sur 8 000 pas|idem, puis l'étape \d+)[^|]* \| ([\d ]+) \| [^|]+ \| "
+    rows = re.findall(r"\| (?:idem, cosinus sur 8 000 pas|idem, puis l'étape (\d+))[^|]* \| ([\d ]+) \| [^|]+ \| "
                       r"\d,\d\d\d \| (\d,\d\d\d) \|", text)
-    assert [int(s.replace(" ", "")) for s, _ in rows] == sorted(int(s.replace(" ", "")) for s, _ in rows), rows
-    probes = [float(p.replace(",", ".")) for _, p in rows]
+    assert [stage for stage, _, _ in rows] == [""] + [str(k) for k in range(2, len(rows) + 1)], rows  # in order
+    assert [int(s.replace(" ", "")) for _, s, _ in rows] == sorted(int(s.replace(" ", "")) for _, s, _ in rows), rows
+    probes = [float(p.replace(",", ".")) for _, _, p in rows]  # probes[k - 1]: after stage k (probes[0]: 8000 steps)
     gains = [round(b - a, 3) for a, b in zip(probes, probes[1:], strict=False)]
     assert probes[0] == 0.825 and len(gains) >= 11, rows
     assert (min(gains), max(gains)) == (low, high), gains
-    # stage 17, one 6000-step cosine, against the last two pairs of 3000-step stages (13-14, then 15-16)
-    last, pairs = gains[-1], [round(probes[-4] - probes[-6], 3), round(probes[-2] - probes[-4], 3)]
+    # stage 17, one 6000-step cosine, against the two pairs of 3000-step stages before it (13-14, then 15-16)
+    last = round(probes[16] - probes[15], 3)
+    pairs = [round(probes[13] - probes[11], 3), round(probes[15] - probes[13], 3)]
     assert f"(+{fr(last, 3)} sur la sonde ; les deux dernières paires d'étapes de 3 000 pas avaient donné " \
            f"+{fr(pairs[0], 3)} et +{fr(pairs[1], 3)})" in text and max(pairs) <= last, (last, pairs)
 
