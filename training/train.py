@@ -337,6 +337,12 @@ SPECS["course-othello-gpt.stage17"] = replace(SPECS["course-othello-gpt.stage7"]
 # 6000 steps where two 3000-step stages had given +0.003 to +0.004. Stage 18: one cosine over 9000 steps, started at the
 # lowest CPU priority at the end of that session; its state stays in $COURSE_RUNS_DIR for the next.
 SPECS["course-othello-gpt.stage18"] = replace(SPECS["course-othello-gpt.stage7"], steps=9000, checkpoints=[9000])
+# Stage 18 was resumed from its step-1250 state in the next session (2026-12-07, 06:20) and shipped at step 62500 at
+# 07:44 (84 minutes that session, beside light work): probe 0.8906, +0.0046 in 9000 steps where stage 17 gave +0.0044
+# in 6000, so the gain per step fell by about a third. Each stage re-warms to the 5e-4 peak, which raises the training
+# loss for its first few thousand steps (about 2.08 -> 2.13 in stage 18). Stage 19: one 9000-step cosine at a lower
+# peak, 3e-4, started at the lowest CPU priority at the end of that session; its state stays in $COURSE_RUNS_DIR.
+SPECS["course-othello-gpt.stage19"] = replace(SPECS["course-othello-gpt.stage18"], lr=3e-4)
 
 
 def chain(model: str) -> list[str]:

@@ -95,10 +95,9 @@ def test_readme_othello_figures_are_the_shipped_ones(othello):
     read_ratio = m["intervention_probe_read_p_gained"] / m["intervention_none_read_p_gained"]
     misread_ratio = m["intervention_probe_misread_p_gained"] / m["intervention_none_misread_p_gained"]
     assert 1 < misread_ratio < 2 and 1 < read_ratio < 2  # "du même ordre": a weak rise in both groups
-    assert "change chacune de moins de 4 %" in text
-    for key in ["p_gained", "p_lost"]:
-        before, after = m[f"intervention_none_{key}"], m[f"intervention_random_{key}"]
-        assert abs(after - before) < 0.04 * before, key
+    bound = int(re.search(r"change chacune de moins de (\d+) %", text).group(1))
+    changes = [abs(m[f"intervention_random_{k}"] / m[f"intervention_none_{k}"] - 1) for k in ("p_gained", "p_lost")]
+    assert max(changes) < bound / 100 and bound <= 10, changes  # "moins de N %", and N small enough to mean "no effect"
     low, high = (float(x.replace(",", ".")) for x in re.search(
         r"reste faible sur tous ces modèles \(×(\d,\d\d) à ×(\d,\d\d)", text).groups())
     assert low <= round(probe / none, 2) <= high

@@ -20,6 +20,8 @@ ABLATION = "control = int(torch.randint("
 LAYERS = "layer_ablations = {}"
 HEADS = "head_ablations = {}"
 NEURONS = "top10 = neuron_attr.topk(10).indices"
+AMPLITUDES = "amplitudes = (1, 2, 4, 8, 16)"
+TOTAL = "by_estimate = estimate.argsort()"
 
 
 def table(code_line: str) -> tuple[list[str], list[list[float]]]:
@@ -137,6 +139,49 @@ def test_08_just_before_the_last_layer_and_at_the_output_the_edit_mostly_removes
     for depth in (n - 1, n):
         _, gained, lost = rows["seule", depth]
         assert lost < none[2] and none[2] - lost > gained - none[1]
+
+
+def _amplitudes() -> tuple[dict[int, list[tuple[float, float]]], dict[int, float], tuple[float, float], float]:
+    """Per depth, (p gained, top-1 legal) at each amplitude; the best kept p(gained) per depth; (p gained, top-1)
+    without the edit; p(gained) of the edit at every depth from 0 at amplitude 1."""
+    text = printed("08", AMPLITUDES)
+    rows, best = {}, {}
+    for line in text.splitlines():
+        if re.fullmatch(r"\s*\d+(\s+\d\.\d+ \(\d\.\d+\))+\s+.*", line):
+            depth = int(line.split()[0])
+            rows[depth] = [(float(p), float(t)) for p, t in re.findall(r"(\d\.\d+) \((\d\.\d+)\)", line)]
+            best[depth] = value(line, r"{n} \(α = \d+\)$")
+    none = tuple(values(text, r"Sans intervention : {n} \({n}\)"))
+    every = values(text, r"de 0 à la fin, α = 1 : {n}")[0]
+    assert len(rows) == len(best) and all(len(r) == 5 for r in rows.values()), text
+    return rows, best, none, every
+
+
+def test_08_one_layer_at_amplitude_1_does_less_but_pushed_harder_in_the_middle_nearly_matches_every_layer():
+    """« multipliée par 4 à 8, l'intervention à une seule profondeur du milieu (L = 2 à 4) approche l'effet de
+    toutes les couches sans faire baisser le top-1 légal »."""
+    rows, best, none, every = _amplitudes()
+    n = max(rows)
+    assert max(rows[depth][0][0] for depth in range(n)) < 0.6 * every  # amplitude 1
+    for depth in range(2, n - 1):
+        kept = [(p, t) for p, t in rows[depth][2:4] if t >= none[1]]  # α = 4 or 8
+        assert kept and max(p for p, _ in kept) >= 0.65 * every and best[depth] >= 0.65 * every
+
+
+def test_08_at_amplitude_16_the_model_breaks_at_depths_0_to_4():
+    """« Plus forte encore (α = 16), elle dérègle le modèle aux profondeurs 0 à 4 : le coup préféré y est moins
+    souvent légal que sans intervention »."""
+    rows, _, none, _ = _amplitudes()
+    assert [depth for depth, row in rows.items() if row[4][1] < none[1]] == [0, 1, 2, 3, 4]
+
+
+def test_08_just_before_the_last_layer_amplified_stays_behind_the_middle_but_the_output_gains_much():
+    """« amplifiée, elle reste loin derrière les profondeurs du milieu [...] très amplifié (α = 16), il fait pourtant
+    monter les coups devenus légaux bien plus qu'à α = 1, directement sur les logits »."""
+    rows, best, _, _ = _amplitudes()
+    n = max(rows)
+    assert max(p for p, _ in rows[n - 1]) < min(best[depth] for depth in range(2, n - 1)) - 0.01
+    assert rows[n][4][0] > 3 * rows[n][0][0]
 
 
 # --- 5. before / after ---------------------------------------------------------------------------------------
@@ -266,3 +311,24 @@ def test_08_top_neurons_of_mlp_0_matter_more_than_random_ones_but_little_next_to
     random = value(text, r"10 au hasard éteints : écart vide − occupée {n}")
     assert top < random
     assert clean - top < 0.25 * (clean - gaps["MLP 0"])
+
+
+def test_08_neurons_chosen_by_their_total_effect_matter_more_but_even_a_hundred_carry_less_than_half():
+    """« les dix premiers neurones comptent plus que les dix de l'attribution directe, mais restent loin du MLP
+    entier : même cent neurones [...] en retirent moins de la moitié [...] L'estimation au premier ordre
+    sous-estime d'ailleurs l'effet réel, d'autant plus que le groupe est grand »."""
+    clean, gaps = _layer_gaps()
+    direct_top = value(printed("08", NEURONS), r"les 10 plus attribués éteints : écart vide − occupée {n}")
+    text = printed("08", TOTAL)
+    whole = value(text, r"MLP 0 entier éteint : l'écart baisse de {n}")
+    assert abs(whole - (clean - gaps["MLP 0"])) < 0.011
+    found = {int(k): (float(drop), float(share), float(est)) for k, drop, share, est in re.findall(
+        r"les\s+(\d+) premiers selon l'estimation éteints : baisse (\S+) \((\d+) % du MLP entier\), estimée au "
+        r"premier ordre à (\S+)", text)}
+    assert sorted(found) == [10, 30, 100, 300]
+    assert found[10][0] > clean - direct_top
+    assert found[100][0] < 0.5 * whole
+    drops = [found[k][0] for k in sorted(found)]
+    assert drops == sorted(drops)
+    assert all(est < drop for drop, _, est in found.values())
+    assert found[300][0] / found[300][2] > found[10][0] / found[10][2]
