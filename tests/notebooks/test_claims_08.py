@@ -315,7 +315,8 @@ def test_08_top_neurons_of_mlp_0_matter_more_than_random_ones_but_little_next_to
 
 def test_08_neurons_chosen_by_their_total_effect_matter_more_but_even_a_hundred_carry_less_than_half():
     """« les dix premiers neurones comptent plus que les dix de l'attribution directe, mais restent loin du MLP
-    entier : même cent neurones [...] en retirent moins de la moitié [...] L'estimation au premier ordre
+    entier : même cent neurones [...] en retirent moins de la moitié. Les chemins indirects n'expliquent donc qu'une
+    petite partie de ce qui manquait aux dix premiers [...] L'estimation au premier ordre
     sous-estime d'ailleurs l'effet réel, d'autant plus que le groupe est grand »."""
     clean, gaps = _layer_gaps()
     direct_top = value(printed("08", NEURONS), r"les 10 plus attribués éteints : écart vide − occupée {n}")
@@ -326,7 +327,7 @@ def test_08_neurons_chosen_by_their_total_effect_matter_more_but_even_a_hundred_
         r"les\s+(\d+) premiers selon l'estimation éteints : baisse (\S+) \((\d+) % du MLP entier\), estimée au "
         r"premier ordre à (\S+)", text)}
     assert sorted(found) == [10, 30, 100, 300]
-    assert found[10][0] > clean - direct_top
+    assert clean - direct_top < found[10][0] < clean - direct_top + 0.25 * (whole - (clean - direct_top))
     assert found[100][0] < 0.5 * whole
     drops = [found[k][0] for k in sorted(found)]
     assert drops == sorted(drops)
