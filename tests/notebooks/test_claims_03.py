@@ -192,8 +192,12 @@ def test_03_L0H5_is_the_strongest_patched_head_with_no_direct_attribution_and_lo
     assert f"patch −{fr(-value(l1h0, r'patch {n},'))}" in markdown("03", "Ce qui suit décrit le modèle embarqué")
     text = printed("03", "patch_in_logits = head_result.values * (clean_diff - corrupted_diff)")
     assert text.startswith("L0H5 : effet de patch")
+    total, direct, indirect = values(text, r"L0H5 : effet de patch {n} logits, dont direct {n} et indirect {n}")
+    assert abs(direct) < 0.05 * total and indirect > 0.95 * total  # "son effet passe entièrement par d'autres"
     s2 = value(text, r"L0H5 : attention de la dernière position vers IO [\d.]+, S1 [\d.]+, S2 {n}")
-    assert s2 > 0.5 and f"regarde S2 ({fr(s2)})" in markdown("03", "L0H5 compte plus que toute autre tête")
+    prose = " ".join(markdown("03", "L0H5 compte plus que toute autre tête").split())
+    assert f"(part directe −{fr(-direct)})" in prose and f"(part indirecte +{fr(indirect)})" in prose
+    assert s2 > 0.5 and f"regarde S2 ({fr(s2)})" in prose
 
 
 def test_03_the_quoted_ioi_accuracy_is_the_shipped_models():
