@@ -18,7 +18,8 @@ derived from their name (the real 163 SoLU checkpoints would be 35 GB).
 
 Shapes: ``scale="small"`` shrinks every model to 2 layers (GPT-2 and DistilGPT-2 through their config.json;
 SoLU-2L and Othello-GPT to width 64, sizes the loader reads from the weights files); ``scale="real"`` keeps
-the real shapes: GPT-2 small 12 layers, d_model 768; SoLU 2L512W; Othello-GPT 8L512W.
+the real shapes: GPT-2 small 12 layers, d_model 768; SoLU 2L512W; Othello-GPT 8L512W; Qwen2.5-0.5B 24 layers,
+d_model 896.
 
 Tests add their own files and repositories (``add``, ``add_dir``), put files in the cache as a download would
 (``cache``), and can let the loader download: ``serve(monkeypatch)`` puts this FakeHub in the Hub's place behind
@@ -27,8 +28,9 @@ huggingface_hub's ``hf_hub_download`` and ``list_repo_files`` and helpers.hub's 
 
 The repositories of the families beyond GPT-2 (Qwen 2.5 and 3, Pythia and its checkpoints, Llama 3.2, Mistral 7B,
 Gemma 2, OLMo 2, ARENA's attn_only_2L_half and GPT-NeoX-20B's tokenizer) come from tests/fake_hub_families.py: their
-real file layout, small random weights at either scale. A revision other than main (Pythia's ``step<N>``) is the
-repository key ``"<repo>@<revision>"`` here; ``hf download ... --revision <revision>`` writes its ``refs/<revision>``.
+real file layout, small random weights (Qwen2.5-0.5B at its real sizes when scale="real"). A revision other than
+main (Pythia's ``step<N>``) is the repository key ``"<repo>@<revision>"`` here; ``hf download ... --revision
+<revision>`` writes its ``refs/<revision>``.
 
 Tokenizers: gpt2 and distilgpt2 carry the real GPT-2 tokenizer (data/tokenizer, saved by transformers).
 NeelNanda/gpt-neox-tokenizer-digits is a stand-in built with the tokenizers library: the same size (48262),
@@ -224,7 +226,7 @@ class FakeHub:
                          for name, data in jbloom_sae_files(GPT2_SHAPES[scale]["gpt2"][1]).items()},
                 [f"blocks.8.hook_resid_pre/{name}" for name in ("cfg.json", "sae_weights.safetensors")]),
             # The families beyond GPT-2 (tests/fake_hub_families.py), and Pythia's checkpoints as revisions.
-            **{repo: self._lazy_dict(lambda repo=repo: families.repo_files(repo), self._family_names(repo))
+            **{repo: self._lazy_dict(lambda repo=repo: families.repo_files(repo, scale=scale), self._family_names(repo))
                for repo in families.REPOS},
             **{f"{repo}@step{step}": self._lazy_dict(
                 lambda repo=repo, step=step: families.pythia_checkpoint(repo, step),

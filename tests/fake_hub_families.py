@@ -9,11 +9,13 @@ files, and the other files listed but never generated. Pythia's training checkpo
 ``step<N>`` (config.json and pytorch_model.bin each). ARENA's attn_only_2L_half is a classic state dict, with
 GPT-NeoX-20B's tokenizer.
 
-The shapes are small whatever the scale (2 layers, d_model 64, 512 tokens): the real ones go up to 7 billion
-parameters. The tokenizers are byte-level BPEs of 400 tokens with each family's special tokens (Llama's, Mistral's
-and Gemma's add their BOS themselves, as the real ones do); they split real text differently from the real ones.
-Qwen 2.5's is GPT-2's BPE with Qwen's special tokens after it (50,304 embedding rows), so that notebook 09 finds
-what the real one has: common words and first names as single tokens, ids 1000 to 9999 ordinary tokens.
+The shapes are small (2 layers, d_model 64, 512 tokens): the real ones go up to 7 billion parameters. One exception:
+at ``scale="real"``, Qwen2.5-0.5B, the model of notebook 09, keeps its published sizes (494 million parameters, 1 GB
+in bfloat16), so that ``make test-real`` runs that notebook at the real shapes. The tokenizers are byte-level BPEs
+of 400 tokens with each family's special tokens (Llama's, Mistral's and Gemma's add their BOS themselves, as the
+real ones do); they split real text differently from the real ones. Qwen 2.5's is GPT-2's BPE with Qwen's special
+tokens after it (50,304 embedding rows; 151,936 at the real sizes, as published), so that notebook 09 finds what the
+real one has: common words and first names as single tokens, ids 1000 to 9999 ordinary tokens.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ REPOS = {
 GEMMA3 = ("google/gemma-3-270m", "google/gemma-3-1b-pt", "google/gemma-3-4b-pt")
 ADDS_BOS = {"meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b", *GEMMA3}
 ADDED = {repo: ("<image_soft_token>",) for repo in GEMMA3}  # added_tokens.json: tokens after the vocabulary
+REAL_SIZES = {"Qwen/Qwen2.5-0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                                        intermediate_size=4864, max_window_layers=24, vocab_size=151936)}
 GPT2_BPE = {"Qwen/Qwen2.5-0.5B"}  # GPT-2's vocabulary and merges, the family's special tokens after them
 LISTED_ONLY = {
     "Qwen/Qwen2.5-0.5B": [".gitattributes", "LICENSE", "README.md", "merges.txt"],
@@ -178,15 +182,16 @@ def _random_weights(model, seed: int) -> None:
                 p.copy_(noise / math.sqrt(p.shape[-1]))
 
 
-def hf_config(repo: str) -> dict:
+def hf_config(repo: str, scale: str = "small") -> dict:
     """config.json of ``repo`` as published (transformers 4.x fields), sizes shrunk (in a multimodal model's
-    text_config)."""
+    text_config), except REAL_SIZES' at scale="real"."""
     architecture, fields, *_ = REPOS[repo]
     if "text_config" in fields:
         sizes = {k: v for k, v in SMALL.items() if k not in fields["text_config"]}
         fields = {**fields, "text_config": {**sizes, **fields["text_config"]}}
         return {"architectures": [architecture], **fields, "torch_dtype": "bfloat16", "transformers_version": "4.50.0"}
-    return {"architectures": [architecture], **SMALL, **fields, "torch_dtype": "bfloat16",
+    real = REAL_SIZES.get(repo, {}) if scale == "real" else {}
+    return {"architectures": [architecture], **SMALL, **fields, **real, "torch_dtype": "bfloat16",
             "transformers_version": "4.45.0"}
 
 
@@ -238,10 +243,10 @@ def _safetensors(sd: dict) -> bytes:
     return save(sd, metadata={"format": "pt"})
 
 
-def repo_files(repo: str, seed: int = 0) -> dict[str, bytes]:
+def repo_files(repo: str, seed: int = 0, scale: str = "small") -> dict[str, bytes]:
     """Every generated file of ``repo`` (main)."""
     architecture, _, specials, tokenizer_config, shards = REPOS[repo]
-    config = hf_config(repo)
+    config = hf_config(repo, scale)
     files = {"config.json": json.dumps(config, indent=2).encode(),
              "generation_config.json": json.dumps({"bos_token_id": config.get("bos_token_id"),
                                                    "eos_token_id": config.get("eos_token_id")}).encode(),

@@ -129,6 +129,21 @@ def _snapshot(cache_dir, repo: str, fake) -> object:
     return cache_dir / f"models--{repo.split('@')[0].replace('/', '--')}" / "snapshots" / fake.commit(repo)
 
 
+def test_qwen25_has_its_published_sizes_at_the_real_scale():
+    """`make test-real` times notebook 09 on Qwen2.5-0.5B's published shapes: 24 layers, d_model 896, 494,032,768
+    parameters with the embeddings tied (0.36 billion without them, as its model card says); small otherwise."""
+    import transformers
+
+    from tests.fake_hub_families import hf_config
+
+    config = hf_config("Qwen/Qwen2.5-0.5B", "real")
+    with torch.device("meta"):
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**config))
+    total = sum(p.numel() for p in model.parameters())
+    assert total == 494_032_768 and round((total - 151_936 * 896) / 1e9, 2) == 0.36
+    assert hf_config("Qwen/Qwen2.5-0.5B")["num_hidden_layers"] == 2
+
+
 @pytest.mark.parametrize("name", FAMILY_MODELS)
 def test_family_repository_loads_offline_as_transformers_reads_it(offline_cache, name):
     """The offline message's commands fill the cache; the model then loads by its short alias, equal to transformers'
