@@ -62,8 +62,36 @@ def run_memory(quick: bool) -> list[Check]:
                 f"({out['seconds']:.1f} s)")
             checks.append(Check("memory", "the loading of before issue 33, float32 (context)", out["ratio"], "x",
                                 detail=f"{out['seconds']:.1f} s"))
+    if not quick:
+        checks += _family_memory()
     for c in checks:
         say(c.line())
+    return checks
+
+
+#: Put before PEAK_MEMORY: each weights file of a family beyond GPT-2 read whole, as before 07/12/2026.
+WHOLE_FILE = "from helpers import hub\nhub._open_tensors = hub._load_tensors\n"
+
+
+def _family_memory() -> list[Check]:
+    """The same peak on a family beyond GPT-2 at Qwen2.5-0.5B's shapes, its file read tensor by tensor or whole."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="bench-qwen-") as directory:
+        torch.manual_seed(0)
+        config = Qwen2Config(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                             intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True)
+        Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
+        say("a save_pretrained directory of a random model of Qwen2.5-0.5B's shapes (24 layers, d_model 896, 151,936 "
+            "embedding rows tied to the unembedding; bfloat16 safetensors as published, 988 MB), loaded in float32")
+        for label, prefix in (("tensor by tensor", ""), ("the whole file first (before 07/12/2026)", WHOLE_FILE)):
+            out = json.loads(run_python(prefix + PEAK_MEMORY.format(path=directory, dtype="float32", old=False)))
+            say(f"  {label:<42} parameters {out['params'] / 1e6:6.0f} MB  peak {out['ratio']:.2f}x of them  "
+                f"({out['seconds']:.1f} s)")
+            checks.append(Check("memory", f"Qwen2.5-0.5B's shapes, float32, {label} (context)", out["ratio"], "x",
+                                detail=f"{out['seconds']:.1f} s"))
     return checks
 
 

@@ -14,9 +14,11 @@ Loading, in order:
    device; for ``"disk"``, written to ``offload_folder`` and read back at each forward pass, by accelerate).
 
 Each tensor reaches the model once: the peak memory is the model's parameters plus one block (or the globals) in
-float32. Safetensors files of GPT-2 models are read one tensor at a time with plain reads (``SafetensorsReader``);
-the other sources (classic ``.pth`` files, the course's models, a transformers model in memory) give their whole
-state dict first, which is then processed and handed over block by block.
+float32. Safetensors files are read one tensor at a time with plain reads (``hub.SafetensorsReader``): a GPT-2's
+straight into the pieces, layer by layer; the other families' converted tensor by tensor into a whole classic state
+dict in ``dtype``, which then moves into the model piece by piece, so the file is never in memory beside it. The
+other sources (classic ``.pth`` files, ``pytorch_model.bin``, the course's models, a transformers model in memory)
+give their whole state dict first, which is then processed and handed over block by block.
 
 The processing steps (``helpers.weights``) act on each block apart and on the globals apart, so they are run on
 each piece with a one-block (or zero-block) config; the globals a step also reads when it processes a block
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -43,7 +44,7 @@ import torch
 from helpers import checks, hub, loading, weights
 from helpers.config import HookedTransformerConfig
 from helpers.conversion import gpt2
-from helpers.hub import DamagedFileError
+from helpers.hub import DamagedFileError, SafetensorsReader
 
 #: The precisions from_pretrained loads in, and the names it accepts for them.
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -53,9 +54,7 @@ AUTO_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 NO_SPLIT = ["TransformerBlock"]  # a device map never cuts a block: the residual stream moves between blocks only
 
 _LAYER = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")  # the first integer segment of a weight's name: its layer
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
+
 
 
 def resolve_dtype(dtype) -> torch.dtype:
@@ -69,65 +68,6 @@ def resolve_dtype(dtype) -> torch.dtype:
     raise ValueError(f"dtype={dtype!r} is not a precision helpers loads in: use torch.float32 (the default), "
                      "torch.bfloat16 or torch.float16 (half the memory; bfloat16 keeps float32's range), or "
                      "torch.float64.")
-
-
-# ================================================================================================
-# Reading a safetensors file one tensor at a time
-# ================================================================================================
-
-
-class SafetensorsReader(Mapping):
-    """The tensors of a ``.safetensors`` file, each read from disk when it is asked for and not kept.
-
-    Plain reads rather than a memory map: the pages read stay in the system's file cache, not in this process's
-    memory, so reading a model tensor by tensor costs one tensor of memory at a time.
-    """
-
-    def __init__(self, path, repair: str):
-        self.path, self.repair = str(path), repair
-        self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
-        size = os.path.getsize(self.path)
-        with open(self.path, "rb") as f:
-            head = f.read(8)
-            length = int.from_bytes(head, "little") if len(head) == 8 else -1
-            try:
-                if not 0 < length <= size - 8:
-                    raise ValueError("the header length is wrong")
-                header = json.loads(f.read(length))
-                for name, info in header.items():
-                    if name == "__metadata__":
-                        continue
-                    start, end = info["data_offsets"]
-                    dtype, shape = _SAFETENSORS_DTYPES[info["dtype"]], tuple(info["shape"])
-                    if not 0 <= start <= end <= size - 8 - length:
-                        raise ValueError(f"tensor {name} lies outside the file")
-                    self.entries[name] = (dtype, shape, 8 + length + start, end - start)
-            except (ValueError, KeyError, TypeError) as e:
-                raise DamagedFileError(f"Cannot read the weights file {self.path} ({e}): it is damaged or incomplete "
-                                       f"(a download cut short?); {repair}.") from None
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        dtype, shape, offset, nbytes = self.entries[name]
-        expected = dtype.itemsize * int(torch.Size(shape).numel())
-        if nbytes != expected:
-            raise DamagedFileError(f"In the weights file {self.path}, tensor {name} holds {nbytes} bytes for shape "
-                                   f"{shape} ({dtype}), which needs {expected}: the file is damaged; {self.repair}.")
-        if nbytes == 0:
-            return torch.empty(shape, dtype=dtype)
-        buffer = bytearray(nbytes)
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            f.readinto(buffer)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.entries)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.entries[name][1]
 
 
 def layer_of(name: str) -> int | None:

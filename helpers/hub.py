@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -221,6 +222,79 @@ def _read_json(path, repair: str) -> dict:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DamagedFileError(f"{path} is not valid JSON ({e}): the file is damaged; {repair}.") from None
+
+
+#: The dtypes of a safetensors header, as torch dtypes.
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
+                       "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U64": torch.uint64,
+                       "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class SafetensorsReader(Mapping):
+    """The tensors of a ``.safetensors`` file, each read from disk when it is asked for and not kept.
+
+    Plain reads rather than a memory map: the pages read stay in the system's file cache, not in this process's
+    memory, so reading a model tensor by tensor costs one tensor of memory at a time.
+    """
+
+    def __init__(self, path, repair: str):
+        self.path, self.repair = str(path), repair
+        self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
+        size = os.path.getsize(self.path)
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            try:
+                if not 0 < length <= size - 8:
+                    raise ValueError("the header length is wrong")
+                header = json.loads(f.read(length))
+                for name, info in header.items():
+                    if name == "__metadata__":
+                        continue
+                    start, end = info["data_offsets"]
+                    dtype, shape = _SAFETENSORS_DTYPES[info["dtype"]], tuple(info["shape"])
+                    if not 0 <= start <= end <= size - 8 - length:
+                        raise ValueError(f"tensor {name} lies outside the file")
+                    self.entries[name] = (dtype, shape, 8 + length + start, end - start)
+            except (ValueError, KeyError, TypeError) as e:
+                raise DamagedFileError(f"Cannot read the weights file {self.path} ({e}): it is damaged or incomplete "
+                                       f"(a download cut short?); {repair}.") from None
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        dtype, shape, offset, nbytes = self.entries[name]
+        expected = dtype.itemsize * int(torch.Size(shape).numel())
+        if nbytes != expected:
+            raise DamagedFileError(f"In the weights file {self.path}, tensor {name} holds {nbytes} bytes for shape "
+                                   f"{shape} ({dtype}), which needs {expected}: the file is damaged; {self.repair}.")
+        if nbytes == 0:
+            return torch.empty(shape, dtype=dtype)
+        buffer = bytearray(nbytes)
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            f.readinto(buffer)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+    def pop(self, name: str) -> torch.Tensor:
+        """Read tensor ``name`` and forget it (as dict.pop does, but nothing was held)."""
+        tensor = self[name]
+        del self.entries[name]
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name][1]
+
+
+def _open_tensors(path: str, repair: str) -> Mapping[str, torch.Tensor]:
+    """The tensors of a weights file: a ``SafetensorsReader`` (each tensor read from disk when it is taken) for a
+    .safetensors file, else ``_load_tensors``' whole state dict."""
+    return SafetensorsReader(path, repair) if path.endswith(".safetensors") else _load_tensors(path, repair)
 
 
 def _load_tensors(path: str, repair: str) -> dict[str, torch.Tensor]:

@@ -468,9 +468,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def _convert_hf(raw: dict, name: str, shards, where: str, repair,
                 dtype: torch.dtype = torch.float32) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config dict, classic state dict in ``dtype``) of a transformers checkpoint of a supported family: ``raw`` its
-    config.json, ``shards`` an iterable of (path, state dict) read one at a time (each converted, then dropped; each
-    tensor converted in float32, then kept in ``dtype``). Every tensor is checked (shape against the config, float
-    dtype, finite); one that is missing is named."""
+    config.json, ``shards`` an iterable of (path, tensors) read one at a time: a state dict, or a
+    ``SafetensorsReader`` whose tensors are read from disk one by one (each tensor converted in float32, then kept
+    in ``dtype``). Every tensor is checked (shape against the config, float dtype, finite); one that is missing is
+    named."""
     family = conversion.family_for(raw, name)
     config = family.config_from_hf(raw, name)
     hf_decoder.check_sizes(config)
@@ -484,7 +485,8 @@ def _convert_hf(raw: dict, name: str, shards, where: str, repair,
         for full_name in list(tensors):
             key = strip(full_name, layout)
             if key in expected:
-                _check_tensors({key: tensors[full_name]}, {key: expected[key]}, str(path), f"its config ({where})",
+                tensor = tensors.pop(full_name)
+                _check_tensors({key: tensor}, {key: expected[key]}, str(path), f"its config ({where})",
                                repair(Path(path).name))
                 seen.add(key)
             else:
@@ -495,7 +497,8 @@ def _convert_hf(raw: dict, name: str, shards, where: str, repair,
                                            f"{repair('config.json')}.")
                 if hf_decoder.NOT_WEIGHTS.match(key):
                     continue
-            converted = convert_tensor(key, tensors.pop(full_name).float(), layout, cfg)
+                tensor = tensors.pop(full_name)
+            converted = convert_tensor(key, tensor.float(), layout, cfg)
             sd.update({k: v.to(dtype) for k, v in converted.items()})
     missing = sorted(set(expected) - seen)
     if missing:
@@ -510,14 +513,14 @@ def _shards(weights: str, locate, repair):
     """(path, state dict) of each weight file of a checkpoint, read one at a time: ``weights`` is one of
     WEIGHT_FILES' paths; an index (``*.index.json``) names the shards, which ``locate(file name)`` finds."""
     if not weights.endswith(".index.json"):
-        yield weights, hub._load_tensors(weights, repair(Path(weights).name))
+        yield weights, hub._open_tensors(weights, repair(Path(weights).name))
         return
     index = hub._read_json(weights, repair(Path(weights).name))
     if not isinstance(index.get("weight_map"), dict):
         raise DamagedFileError(f"{weights} has no weight_map: the file is damaged; {repair(Path(weights).name)}.")
     for shard in sorted(set(index["weight_map"].values())):
         path = locate(shard)
-        yield path, hub._load_tensors(path, repair(shard))
+        yield path, hub._open_tensors(path, repair(shard))
 
 
 def _tokenizer_from_dir(directory: Path):

@@ -185,8 +185,8 @@ def test_sharded_checkpoint_is_read_shard_by_shard(tmp_path, monkeypatch):
     shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
     assert len(shards) > 2 and (tmp_path / "model.safetensors.index.json").is_file()
     read = []
-    original = loading.hub._load_tensors
-    monkeypatch.setattr(loading.hub, "_load_tensors", lambda path, repair: read.append(path) or original(path, repair))
+    original = loading.hub._open_tensors
+    monkeypatch.setattr(loading.hub, "_open_tensors", lambda path, repair: read.append(path) or original(path, repair))
     model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
     assert sorted(p.split("/")[-1] for p in read) == shards
     with torch.no_grad():
