@@ -553,3 +553,29 @@ def test_real_offline_failure_is_quick(tmp_path, monkeypatch):
         assert elapsed < 10, f"{name}: gave up after {elapsed:.1f} s"
         assert stand_in in str(error.value) and "unreachable" in str(error.value)
         print(f"{name}: offline failure in {elapsed:.2f} s")
+
+
+def test_safetensors_reader_reads_every_dtype_as_safetensors_does(tmp_path):
+    """hub.SafetensorsReader, which the loaders read weights files with one tensor at a time, gives what the
+    safetensors library gives, for each dtype a checkpoint may hold (float8 and unsigned ones included); pop reads a
+    tensor and forgets it."""
+    from safetensors.torch import load_file, save_file
+
+    gen = torch.Generator().manual_seed(0)
+    floats = {str(d).removeprefix("torch."): (torch.randn(3, 5, generator=gen) * 4).to(d)
+              for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn,
+                        torch.float8_e5m2)}
+    ints = {str(d).removeprefix("torch."): torch.randint(0, 100, (4,), generator=gen).to(d)
+            for d in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint64, torch.uint32, torch.uint16,
+                      torch.uint8)}
+    tensors = {**floats, **ints, "bool": torch.tensor([True, False, True]), "empty": torch.zeros(0, 4)}
+    path = tmp_path / "all.safetensors"
+    save_file(tensors, str(path))
+    reader = hub_layer.SafetensorsReader(path, "download it again")
+    expected = load_file(str(path))
+    assert set(reader) == set(tensors) and len(reader) == len(tensors)
+    for name, tensor in expected.items():
+        got = reader[name]
+        assert got.dtype == tensor.dtype and got.shape == tensor.shape
+        assert torch.equal(got.view(torch.uint8), tensor.view(torch.uint8)), name  # bit for bit
+    assert torch.equal(reader.pop("float32"), expected["float32"]) and "float32" not in reader
