@@ -343,6 +343,12 @@ SPECS["course-othello-gpt.stage18"] = replace(SPECS["course-othello-gpt.stage7"]
 # loss for its first few thousand steps (about 2.08 -> 2.13 in stage 18). Stage 19: one 9000-step cosine at a lower
 # peak, 3e-4, started at the lowest CPU priority at the end of that session; its state stays in $COURSE_RUNS_DIR.
 SPECS["course-othello-gpt.stage19"] = replace(SPECS["course-othello-gpt.stage18"], lr=3e-4)
+# Stage 19 was resumed from its step-4084 state in the next session (2026-12-07, 09:19) and shipped at step 71500 at
+# 10:33 (73 minutes that session, paused or slowed by measurements beside it): probe 0.8930, +0.0024 in 9000 steps,
+# half of stage 18's +0.0046 at the 5e-4 peak, though its training loss stayed lower through the warm-up (2.09-2.10
+# against 2.13). The lower peak costs more than the re-warming: stage 20 goes the other way, one 9000-step cosine at
+# a 7e-4 peak, started at the lowest CPU priority in that session; its state stays in $COURSE_RUNS_DIR.
+SPECS["course-othello-gpt.stage20"] = replace(SPECS["course-othello-gpt.stage18"], lr=7e-4)
 
 
 def chain(model: str) -> list[str]:
