@@ -74,7 +74,8 @@ def test_readme_othello_figures_are_the_shipped_ones(othello):
         f"illégaux {fr(none_lost, 3)} → {fr(probe_lost, 3)}",
         f"sur les {percent(m['intervention_read_share'])} de cas où elle lisait bien",
         f"« à l'adversaire », {fr(m['intervention_none_read_p_gained'], 3)} → "
-        f"{fr(m['intervention_probe_read_p_gained'], 3)} ; sur la vingtaine d'autres, l'effet est du même ordre "
+        f"{fr(m['intervention_probe_read_p_gained'], 3)} ; sur les {round(200 * (1 - m['intervention_read_share']))} "
+        f"autres, l'effet est du même ordre "
         f"(×{fr(m['intervention_probe_misread_p_gained'] / m['intervention_none_misread_p_gained'], 2)} ;",
         f"coups devenus illégaux {fr(none_lost, 3)} → {fr(mean_lost, 3)} (×{fr(mean_lost / none_lost, 2)} ; la "
         f"moitié visée est {'atteinte' if mean_lost <= none_lost / 2 else 'manquée'}",
@@ -91,7 +92,6 @@ def test_readme_othello_figures_are_the_shipped_ones(othello):
     for phrase in expected:
         assert phrase in text, phrase
     assert text.count("; livré)") == 1
-    assert 15 <= round(200 * (1 - m["intervention_read_share"])) <= 25  # "la vingtaine d'autres"
     read_ratio = m["intervention_probe_read_p_gained"] / m["intervention_none_read_p_gained"]
     misread_ratio = m["intervention_probe_misread_p_gained"] / m["intervention_none_misread_p_gained"]
     assert 1 < misread_ratio < 2 and 1 < read_ratio < 2  # "du même ordre": a weak rise in both groups

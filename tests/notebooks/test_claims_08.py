@@ -85,7 +85,10 @@ def _code_cells():
 
 
 def test_08_who_plays_is_read_at_every_depth():
-    assert min(column(FEATURES, "noirs à jouer")) >= 0.98
+    """« « Qui joue » se lit à toutes les profondeurs (0,95 au moins ; 0,99 avant la dernière couche) »."""
+    who = column(FEATURES, "noirs à jouer")
+    assert min(who) >= 0.95 and min(who[:-1]) >= 0.99
+    assert "(0,95 au moins ; 0,99 avant la dernière couche)" in " ".join(markdown("08", "Lecture du tableau").split())
 
 
 def test_08_flipped_is_above_chance_from_the_embedding_and_levels_off_after_two_layers():
