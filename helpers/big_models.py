@@ -56,7 +56,6 @@ NO_SPLIT = ["TransformerBlock"]  # a device map never cuts a block: the residual
 _LAYER = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")  # the first integer segment of a weight's name: its layer
 
 
-
 def resolve_dtype(dtype) -> torch.dtype:
     """``dtype`` as a torch dtype (torch.float32 / float16 / bfloat16 / float64, or a name of ``DTYPES``)."""
     if isinstance(dtype, str):
