@@ -510,7 +510,7 @@ def _convert_hf(raw: dict, name: str, shards, where: str, repair,
 
 
 def _shards(weights: str, locate, repair):
-    """(path, state dict) of each weight file of a checkpoint, read one at a time: ``weights`` is one of
+    """(path, tensors) of each weight file of a checkpoint (``hub._open_tensors``), one at a time: ``weights`` is one of
     WEIGHT_FILES' paths; an index (``*.index.json``) names the shards, which ``locate(file name)`` finds."""
     if not weights.endswith(".index.json"):
         yield weights, hub._open_tensors(weights, repair(Path(weights).name))
