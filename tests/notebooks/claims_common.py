@@ -61,12 +61,15 @@ def markdown(prefix: str, needle: str) -> str:
     return "".join(cells[0]["source"])
 
 
-# Numbers as the prose spells them, 0 to 20.
+# Numbers as the prose spells them, 0 to 30.
 NUMBER_WORDS = {"fr": ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze",
-                       "douze", "treize", "quatorze", "quinze", "seize", "dix-sept", "dix-huit", "dix-neuf", "vingt"],
+                       "douze", "treize", "quatorze", "quinze", "seize", "dix-sept", "dix-huit", "dix-neuf", "vingt",
+                       "vingt et un", "vingt-deux", "vingt-trois", "vingt-quatre", "vingt-cinq", "vingt-six",
+                       "vingt-sept", "vingt-huit", "vingt-neuf", "trente"],
                 "en": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                        "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
-                       "twenty"]}
+                       "twenty", "twenty-one", "twenty-two", "twenty-three", "twenty-four", "twenty-five", "twenty-six",
+                       "twenty-seven", "twenty-eight", "twenty-nine", "thirty"]}
 
 
 def fr(x: float, digits: int = 2) -> str:
