@@ -5,8 +5,8 @@
 # most MINUTES and, when it ends, ships as usual if it beats the shipped weights (training.ship). What comes back
 # under $OUT: train.log; if the stage shipped, the model's files in data/models (copy them back into the same
 # folders); if it stopped before its end, its state.pt in pieces of 15 MiB (the device tool brings back files of at
-# most 16 MiB): `cat state.pt.part-* > ~/course-runs/STAGE/state.pt` here, then resume on any machine with
-# `python -m training.train STAGE --device cuda` (or cpu).
+# most 16 MiB): `mkdir -p ~/course-runs/STAGE && cat state.pt.part-* > ~/course-runs/STAGE/state.pt` here, then resume
+# with `python -m training.train STAGE --device cuda` (or cpu) on any machine.
 # The GPU machine's python3 has torch, numpy, einops, jaxtyping, safetensors and tqdm, all that training needs.
 # DEVICE=cpu runs the same steps without a GPU (to try the script).
 set -uo pipefail
