@@ -7,8 +7,11 @@ are stored in full, so this plugin turns each float of a plotly figure (base64 `
 and plain scalars such as ``zmin``/``zmax``, axis ranges, annotation and line positions) and each float
 of a circuitsvis page's props into an object that compares with a tolerance:
 
-- an array equals another of the same shape when every element is within ``RTOL`` times the array's
-  largest magnitude (its scale on the plot); a scalar, within ``RTOL`` of its own magnitude;
+- an array equals another of the same shape when every element is within ``RTOL`` times its scale on the
+  plot: the array's largest magnitude, or, for a heatmap's ``z`` drawn on fixed colour bounds (the trace's
+  ``zmin``/``zmax``, its colour axis' ``cmin``/``cmax``), the largest bound when it is larger (a map of
+  float noise drawn on a scale of a few logits shows no colour, and its bits vary from CPU to CPU); a scalar,
+  within ``RTOL`` of its own magnitude;
 - circuitsvis rounds its values to 4 decimals, so one rounding step (``ROUNDING_STEP``) is allowed on
   top: the same noise can flip the last digit.
 
@@ -37,8 +40,8 @@ _CIRCUITSVIS_CALL = re.compile(r'CircuitsVis\.render\("[^"]*", CircuitsVis\.\w+,
 class CloseArray:
     """A float array that equals another of the same shape up to ``RTOL`` of its scale (+ ``step``)."""
 
-    def __init__(self, values: np.ndarray, step: float = 0.0):
-        self.values, self.step = np.asarray(values, dtype=float), step
+    def __init__(self, values: np.ndarray, step: float = 0.0, scale: float = 0.0):
+        self.values, self.step, self.scale = np.asarray(values, dtype=float), step, scale
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, CloseArray) or self.values.shape != other.values.shape:
@@ -50,7 +53,7 @@ class CloseArray:
         a, b = a[finite], b[finite]
         if a.size == 0:
             return True
-        scale = max(np.abs(a).max(), np.abs(b).max())
+        scale = max(np.abs(a).max(), np.abs(b).max(), self.scale, other.scale)
         return bool(np.all(np.abs(a - b) <= RTOL * scale + max(self.step, other.step)))
 
     def __repr__(self) -> str:
@@ -89,24 +92,46 @@ def _numeric_list(node) -> np.ndarray | None:
     return None
 
 
-def _decode(node, step: float = 0.0):
-    """The JSON tree with every float (array or scalar) replaced by a Close* object."""
+def _decode(node, step: float = 0.0, scale: float = 0.0):
+    """The JSON tree with every float (array or scalar) replaced by a Close* object; ``scale``: the least scale
+    of its arrays (see CloseArray)."""
     if isinstance(node, dict):
         if "bdata" in node and "dtype" in node:
             values = np.frombuffer(base64.b64decode(node["bdata"]), dtype=node["dtype"])
             shape = node.get("shape")
             if shape:
                 values = values.reshape([int(n) for n in str(shape).split(",")])
-            return CloseArray(values, step) if values.dtype.kind == "f" else values.tolist()
-        return {key: _decode(value, step) for key, value in node.items()}
+            return CloseArray(values, step, scale) if values.dtype.kind == "f" else values.tolist()
+        return {key: _decode(value, step, scale) for key, value in node.items()}
     if isinstance(node, list):
         values = _numeric_list(node)
         if values is not None:
-            return CloseArray(values, step)
-        return [_decode(v, step) for v in node]
+            return CloseArray(values, step, scale)
+        return [_decode(v, step, scale) for v in node]
     if isinstance(node, float):
         return CloseFloat(node, step)
     return node
+
+
+def _colour_bounds(trace: dict, layout: dict) -> float:
+    """The largest magnitude of a trace's fixed colour bounds (its zmin / zmax, else its colour axis' cmin / cmax);
+    0 when it has none."""
+    axis = layout.get(trace.get("coloraxis", ""), {}) if isinstance(trace.get("coloraxis"), str) else {}
+    bounds = [trace.get("zmin"), trace.get("zmax")]
+    if bounds == [None, None] and isinstance(axis, dict):
+        bounds = [axis.get("cmin"), axis.get("cmax")]
+    return max((abs(b) for b in bounds if isinstance(b, (int, float)) and not isinstance(b, bool)), default=0.0)
+
+
+def _decode_figure(figure: dict) -> dict:
+    """A plotly figure decoded: each trace's ``z`` compared on the scale of its colour bounds, if fixed."""
+    layout = figure["layout"] if isinstance(figure["layout"], dict) else {}
+    decoded = _decode(figure)
+    if isinstance(figure["data"], list):
+        for trace, out in zip(figure["data"], decoded["data"], strict=True):
+            if isinstance(trace, dict) and "z" in trace:
+                out["z"] = _decode(trace["z"], scale=_colour_bounds(trace, layout))
+    return decoded
 
 
 def _split_circuitsvis(self, html: str) -> list:
@@ -124,7 +149,7 @@ _sanitize = IPyNbCell.sanitize
 
 def sanitize(self, s):
     if isinstance(s, dict) and "data" in s and "layout" in s:  # a plotly figure
-        return _decode(s)
+        return _decode_figure(s)
     if isinstance(s, str) and _CIRCUITSVIS_CALL.search(s):  # a circuitsvis page
         return _split_circuitsvis(self, s)
     return _sanitize(self, s)

@@ -57,6 +57,25 @@ def test_array_tolerance_is_relative_to_the_array_scale():
     assert not same(figure_output(z), figure_output(flipped))
 
 
+def test_a_map_on_fixed_colour_bounds_is_compared_on_their_scale():
+    """A map of float noise (09's patching map on the embedded model: values near 0.003) drawn on a colour scale of
+    [-1, 1] shows no colour; its bits vary from CPU to CPU by more than RTOL of its own tiny magnitude."""
+    z = np.array([[0.0025, 0.0025], [-0.0044, 0.0041]])
+    noisy = z + 1e-5  # 2e-3 of the map's own magnitude, 1e-5 of the colour scale
+    moved = z + 2e-3  # 2e-3 of the colour scale: a visible change
+    for layout in [{"coloraxis": {"cmin": -1.0, "cmax": 1.0}}, {}]:
+        trace = {"coloraxis": "coloraxis"} if layout else {"zmin": -1.0, "zmax": 1.0}
+
+        def fig(values, trace=trace, layout=layout):
+            return stored(go.Figure(go.Heatmap(z=values.astype(np.float32), **trace), layout=layout))
+
+        assert same(fig(z), fig(noisy))
+        assert not same(fig(z), fig(moved))
+    assert not same(figure_output(z), figure_output(noisy))  # without fixed bounds, the map's own scale
+    assert same(stored(plot.imshow(torch.tensor(z), zmin=-1, zmax=1, return_fig=True)),
+                stored(plot.imshow(torch.tensor(noisy), zmin=-1, zmax=1, return_fig=True)))
+
+
 def test_figures_whose_order_changed_still_differ():
     """A scatter of eigenvalues listed in another order is another figure (the notebooks sort them)."""
     real = np.array([2.0, 0.5, 0.5, -1.0])
