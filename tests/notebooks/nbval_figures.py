@@ -19,7 +19,9 @@ Integers, booleans and strings (labels, titles, tokens, hover text, the page's s
 the elements are still compared exactly. ``RTOL`` is 1e-3: a quarter of one step of a 256-colour scale,
 half a pixel on a 500-pixel axis, and ten times the largest difference measured between the CPU variants
 of ``make test`` (native vs AVX2-only, 2 threads vs 1): 9e-5 of the scale, in notebook 06's map of the
-difference of two nearly equal probabilities; below 5e-6 of the scale in every other figure. Used by
+difference of two nearly equal probabilities; below 5e-6 of the scale in every other figure (notebook 09's
+patching map on the embedded model, float noise near 0.003 drawn on [-1, 1]: 4.8e-6 of its colour scale, but
+1.1e-3 of its own magnitude, between 2 threads and 1 on an AMD EPYC, 2026-12-07). Used by
 ``make test`` (``-p tests.notebooks.nbval_figures``).
 """
 
