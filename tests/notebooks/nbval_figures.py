@@ -128,12 +128,16 @@ def _colour_bounds(trace: dict, layout: dict) -> float:
 def _decode_figure(figure: dict) -> dict:
     """A plotly figure decoded: each trace's ``z`` compared on the scale of its colour bounds, if fixed."""
     layout = figure["layout"] if isinstance(figure["layout"], dict) else {}
-    decoded = _decode(figure)
-    if isinstance(figure["data"], list):
-        for trace, out in zip(figure["data"], decoded["data"], strict=True):
-            if isinstance(trace, dict) and "z" in trace:
-                out["z"] = _decode(trace["z"], scale=_colour_bounds(trace, layout))
-    return decoded
+    if not isinstance(figure["data"], list):
+        return _decode(figure)
+
+    def trace(node):
+        if not isinstance(node, dict):
+            return _decode(node)
+        scale = _colour_bounds(node, layout)
+        return {key: _decode(value, scale=scale if key == "z" else 0.0) for key, value in node.items()}
+
+    return {key: [trace(t) for t in value] if key == "data" else _decode(value) for key, value in figure.items()}
 
 
 def _split_circuitsvis(self, html: str) -> list:
