@@ -69,12 +69,17 @@ def run_memory(quick: bool) -> list[Check]:
     return checks
 
 
-#: Put before PEAK_MEMORY: each weights file of a family beyond GPT-2 read whole, as before 07/12/2026.
-WHOLE_FILE = "from helpers import hub\nhub._open_tensors = hub._load_tensors\n"
+#: Put before PEAK_MEMORY: the loading of a family beyond GPT-2 as a transformers model in memory still takes it (and
+#: as its files were, until the afternoon of 07/12/2026): its whole classic state dict first, then piece by piece.
+WHOLE_STATE_DICT = ("from helpers import loading\n_load = loading._load\n"
+                    "loading._load = lambda *a: _load(*a[:5], False, a[6])\n")
+#: Put before PEAK_MEMORY: besides, each weights file read whole first (as before the morning of 07/12/2026).
+WHOLE_FILE = WHOLE_STATE_DICT + "from helpers import hub\nhub._open_tensors = hub._load_tensors\n"
 
 
 def _family_memory() -> list[Check]:
-    """The same peak on a family beyond GPT-2 at Qwen2.5-0.5B's shapes, its file read tensor by tensor or whole."""
+    """The same peak on a family beyond GPT-2 at Qwen2.5-0.5B's shapes: its files read block by block, its whole state
+    dict first, or besides each file read whole first."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -85,12 +90,16 @@ def _family_memory() -> list[Check]:
                              intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True)
         Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
         say("a save_pretrained directory of a random model of Qwen2.5-0.5B's shapes (24 layers, d_model 896, 151,936 "
-            "embedding rows tied to the unembedding; bfloat16 safetensors as published, 988 MB), loaded in float32")
-        for label, prefix in (("tensor by tensor", ""), ("the whole file first (before 07/12/2026)", WHOLE_FILE)):
-            out = json.loads(run_python(prefix + PEAK_MEMORY.format(path=directory, dtype="float32", old=False)))
-            say(f"  {label:<42} parameters {out['params'] / 1e6:6.0f} MB  peak {out['ratio']:.2f}x of them  "
-                f"({out['seconds']:.1f} s)")
-            checks.append(Check("memory", f"Qwen2.5-0.5B's shapes, float32, {label} (context)", out["ratio"], "x",
+            "embedding rows tied to the unembedding; bfloat16 safetensors as published, 988 MB)")
+        for dtype, label, prefix in (("float32", "block by block", ""),
+                                     ("float32", "the whole state dict first", WHOLE_STATE_DICT),
+                                     ("float32", "the whole file, then the whole state dict", WHOLE_FILE),
+                                     ("bfloat16", "block by block", ""),
+                                     ("bfloat16", "the whole state dict first", WHOLE_STATE_DICT)):
+            out = json.loads(run_python(prefix + PEAK_MEMORY.format(path=directory, dtype=dtype, old=False)))
+            say(f"  {dtype:<9} {label:<42} parameters {out['params'] / 1e6:6.0f} MB  peak {out['ratio']:.2f}x of them"
+                f"  ({out['seconds']:.1f} s)")
+            checks.append(Check("memory", f"Qwen2.5-0.5B's shapes, {dtype}, {label} (context)", out["ratio"], "x",
                                 detail=f"{out['seconds']:.1f} s"))
     return checks
 

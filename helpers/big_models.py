@@ -14,11 +14,11 @@ Loading, in order:
    device; for ``"disk"``, written to ``offload_folder`` and read back at each forward pass, by accelerate).
 
 Each tensor reaches the model once: the peak memory is the model's parameters plus one block (or the globals) in
-float32. Safetensors files are read one tensor at a time with plain reads (``hub.SafetensorsReader``): a GPT-2's
-straight into the pieces, layer by layer; the other families' converted tensor by tensor into a whole classic state
-dict in ``dtype``, which then moves into the model piece by piece, so the file is never in memory beside it. The
-other sources (classic ``.pth`` files, ``pytorch_model.bin``, the course's models, a transformers model in memory)
-give their whole state dict first, which is then processed and handed over block by block.
+float32. Safetensors files (one, or the shards of an index) are read one tensor at a time with plain reads
+(``hub.SafetensorsReader``), straight into the pieces: the globals, then each layer, converted when that piece is
+processed, so neither the file nor a whole state dict is ever in memory. The other sources (classic ``.pth`` files,
+``pytorch_model.bin``, the course's models, a transformers model in memory) give their whole state dict first,
+which is then processed and handed over block by block, each piece leaving the state dict as it goes.
 
 The processing steps (``helpers.weights``) act on each block apart and on the globals apart, so they are run on
 each piece with a one-block (or zero-block) config; the globals a step also reads when it processes a block
@@ -168,16 +168,30 @@ def _streamed_pieces(source: SafetensorsReader, cfg: HookedTransformerConfig, dt
         yield layer, [_cast_(convert(_LayerView(source, layer, cfg.d_model), one), dtype)], None
 
 
-def _dict_pieces(sd: dict[str, torch.Tensor], cfg: HookedTransformerConfig, dtype: torch.dtype) -> Pieces:
-    """The pieces of a whole classic state dict, taken out of it one by one (the dict is emptied as they go)."""
-    globals_ = {k: sd.pop(k) for k in [k for k in sd if not k.startswith("blocks.")]}
+def _pieces(take: Callable[[int | None], Piece], cfg: HookedTransformerConfig, dtype: torch.dtype) -> Pieces:
+    """The pieces of a model whose classic tensors ``take(layer)`` gives one block at a time (``take(None)``: those
+    outside the blocks, first)."""
+    globals_ = _cast_(take(None), dtype)
     stand_ins = {k: _stand_in(tuple(v.shape), v.dtype, cfg.d_model) for k, v in globals_.items()}
-    yield from _split_globals(_cast_(globals_, dtype), cfg.d_model)
+    yield from _split_globals(globals_, cfg.d_model)
     for layer in range(cfg.n_layers):
         prefix = f"blocks.{layer}."
-        holder = [{"blocks.0." + k.removeprefix(prefix): sd.pop(k) for k in [k for k in sd if k.startswith(prefix)]}]
+        holder = [{"blocks.0." + k.removeprefix(prefix): v for k, v in take(layer).items()}]
         holder[0].update(stand_ins)
         yield layer, [_cast_(holder.pop(), dtype)], None
+
+
+def _taker(sd: dict[str, torch.Tensor]) -> Callable[[int | None], Piece]:
+    """``take(layer)`` of a whole classic state dict: the tensors of block ``layer`` (None: those outside the
+    blocks), taken out of it (the dict is emptied as they go)."""
+    def take(layer: int | None) -> Piece:
+        if layer is None:
+            names = [k for k in sd if not k.startswith("blocks.")]
+        else:
+            names = [k for k in sd if k.startswith(f"blocks.{layer}.")]
+        return {k: sd.pop(k) for k in names}
+
+    return take
 
 
 _FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases", "refactor_factored_attn_matrices")
@@ -283,14 +297,13 @@ def _check_gpt2(source: SafetensorsReader, hf_config, config_file, repair: Calla
 
 
 def _source(model_name, checkpoint_index, checkpoint_value, hf_model, dtype: torch.dtype, cfg_overrides: dict):
-    """(config, pieces, tokenizer): streamed when the weights file allows it, else from loading's whole state dict."""
+    """(config, pieces, tokenizer): streamed when the weights files allow it, else from loading's whole state dict."""
     streamed = _gpt2_source(model_name, hf_model, checkpoint_index, checkpoint_value, dtype, cfg_overrides)
     if streamed is not None:
         return streamed
-    cfg, sd, tokenizer = loading.load_pretrained(model_name, checkpoint_index, checkpoint_value, hf_model=hf_model,
-                                                 weights_dtype=torch.float32 if dtype.itemsize >= 4 else dtype,
-                                                 **cfg_overrides)
-    return cfg, _dict_pieces(sd, cfg, dtype), tokenizer
+    cfg, loaded, tokenizer = loading._load(model_name, checkpoint_index, checkpoint_value, hf_model,
+                                           torch.float32 if dtype.itemsize >= 4 else dtype, True, cfg_overrides)
+    return cfg, _pieces(loaded if callable(loaded) else _taker(loaded), cfg, dtype), tokenizer
 
 
 # ================================================================================================

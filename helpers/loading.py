@@ -44,6 +44,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -465,48 +466,85 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def _convert_hf(raw: dict, name: str, shards, where: str, repair,
-                dtype: torch.dtype = torch.float32) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config dict, classic state dict in ``dtype``) of a transformers checkpoint of a supported family: ``raw`` its
-    config.json, ``shards`` an iterable of (path, tensors) read one at a time: a state dict, or a
-    ``SafetensorsReader`` whose tensors are read from disk one by one (each tensor converted in float32, then kept
-    in ``dtype``). Every tensor is checked (shape against the config, float dtype, finite); one that is missing is
-    named."""
-    family = conversion.family_for(raw, name)
-    config = family.config_from_hf(raw, name)
-    hf_decoder.check_sizes(config)
-    cfg = HookedTransformerConfig.from_dict(config)
-    layout = family.layout(raw)
-    hf_shapes, strip, convert_tensor, finish = conversion.converter(family)
-    expected = hf_shapes(raw, layout, cfg)
-    sd, seen, paths = {}, set(), []
-    for path, tensors in shards:
-        paths.append(str(path))
-        for full_name in list(tensors):
-            key = strip(full_name, layout)
-            if key in expected:
-                tensor = tensors.pop(full_name)
-                _check_tensors({key: tensor}, {key: expected[key]}, str(path), f"its config ({where})",
-                               repair(Path(path).name))
-                seen.add(key)
-            else:
-                layer = re.match(r"layers\.(\d+)\.", key)
-                if layer and int(layer.group(1)) >= cfg.n_layers:
-                    raise DamagedFileError(f"The weights file {path} holds layer {layer.group(1)}, but its config "
-                                           f"({where}) says {cfg.n_layers} layers: the files do not match; "
-                                           f"{repair('config.json')}.")
-                if hf_decoder.NOT_WEIGHTS.match(key):
+_LAYER_KEY = re.compile(r"layers\.(\d+)\.")  # a decoder tensor's name without its prefix: "layers.3.mlp..."
+
+
+class _HFConversion:
+    """The conversion of a transformers checkpoint of a supported family (``raw``: its config.json) to classic
+    tensors in ``dtype``; ``config`` is its HookedTransformerConfig dict."""
+
+    def __init__(self, raw: dict, name: str, where: str, repair, dtype: torch.dtype):
+        family = conversion.family_for(raw, name)
+        self.config = family.config_from_hf(raw, name)
+        hf_decoder.check_sizes(self.config)
+        self.cfg = HookedTransformerConfig.from_dict(self.config)
+        self.layout = family.layout(raw)
+        hf_shapes, self.strip, self.convert_tensor = conversion.converter(family)
+        self.expected = hf_shapes(raw, self.layout, self.cfg)
+        self.name, self.where, self.repair, self.dtype = name, where, repair, dtype
+
+    def part_of(self, key: str) -> int | None:
+        """The block a tensor (its name without the prefix) belongs to; None outside the blocks, and for a layer the
+        config does not have (refused with the tensors outside the blocks)."""
+        match = _LAYER_KEY.match(key)
+        return None if match is None or int(match.group(1)) >= self.cfg.n_layers else int(match.group(1))
+
+    def __call__(self, shards, parts) -> dict[str, torch.Tensor]:
+        """The classic state dict of the tensors of ``shards`` (an iterable of (path, tensors): a state dict, or a
+        ``SafetensorsReader`` whose tensors are read from disk one by one) that belong to ``parts`` (block indices,
+        None for the tensors outside the blocks), each converted in float32, then kept in ``dtype``. Every tensor
+        is checked (shape against the config, float dtype, finite); one of ``parts`` that is missing is named."""
+        parts = set(parts)
+        sd, seen, paths = {}, set(), []
+        for path, tensors in shards:
+            paths.append(str(path))
+            for full_name in list(tensors):
+                key = self.strip(full_name, self.layout)
+                if self.part_of(key) not in parts:
                     continue
-                tensor = tensors.pop(full_name)
-            converted = convert_tensor(key, tensor.float(), layout, cfg)
-            sd.update({k: v.to(dtype) for k, v in converted.items()})
-    missing = sorted(set(expected) - seen)
-    if missing:
-        raise DamagedFileError(f"The weights of {name} ({', '.join(paths)}) have no tensor {missing[0]}"
-                               f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, which its config "
-                               f"({where}) requires: the files are incomplete or belong to another model; "
-                               f"{repair(Path(paths[-1]).name if paths else 'model.safetensors')}.")
-    return config, finish(sd, layout, cfg)
+                if key in self.expected:
+                    tensor = tensors.pop(full_name)
+                    _check_tensors({key: tensor}, {key: self.expected[key]}, str(path), f"its config ({self.where})",
+                                   self.repair(Path(path).name))
+                    seen.add(key)
+                else:
+                    layer = _LAYER_KEY.match(key)
+                    if layer and int(layer.group(1)) >= self.cfg.n_layers:
+                        raise DamagedFileError(f"The weights file {path} holds layer {layer.group(1)}, but its "
+                                               f"config ({self.where}) says {self.cfg.n_layers} layers: the files do "
+                                               f"not match; {self.repair('config.json')}.")
+                    if hf_decoder.NOT_WEIGHTS.match(key):
+                        continue
+                    tensor = tensors.pop(full_name)
+                converted = self.convert_tensor(key, tensor.float(), self.layout, self.cfg)
+                sd.update({k: v.to(self.dtype) for k, v in converted.items()})
+        self.check_complete({k for k in self.expected if self.part_of(k) in parts} - seen, paths)
+        return hf_decoder.finish(sd, self.cfg, self.dtype, parts)
+
+    def check_complete(self, missing: set[str], paths: list[str]) -> None:
+        """A clear error naming the first of the ``missing`` tensors, if there are any."""
+        if missing:
+            raise DamagedFileError(f"The weights of {self.name} ({', '.join(paths)}) have no tensor {min(missing)}"
+                                   f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, which its "
+                                   f"config ({self.where}) requires: the files are incomplete or belong to another "
+                                   f"model; {self.repair(Path(paths[-1]).name if paths else 'model.safetensors')}.")
+
+
+def _convert_hf(raw: dict, name: str, shards, where: str, repair, dtype: torch.dtype = torch.float32,
+                lazy: bool = False) -> tuple[dict, dict[str, torch.Tensor] | Callable]:
+    """(config dict, weights) of a transformers checkpoint of a supported family, ``raw`` its config.json and
+    ``shards`` its files (see ``_HFConversion``): ``weights`` the whole classic state dict in ``dtype``, converted
+    as the shards come, one at a time. With ``lazy``, when every shard is a safetensors file, ``weights`` is
+    ``take(part)`` instead, which reads and converts the tensors of one block (``part``: its index) or those
+    outside the blocks (None) when it is called; the names of the tensors are checked now."""
+    convert = _HFConversion(raw, name, where, repair, dtype)
+    if lazy:
+        shards = list(shards)  # each file opened once: a safetensors file's header only is read now
+        if all(isinstance(tensors, hub.SafetensorsReader) for _, tensors in shards):
+            present = {convert.strip(n, convert.layout) for _, tensors in shards for n in tensors}
+            convert.check_complete(set(convert.expected) - present, [str(path) for path, _ in shards])
+            return convert.config, lambda part: convert(shards, [part])
+    return convert.config, convert(shards, [None, *range(convert.cfg.n_layers)])
 
 
 def _shards(weights: str, locate, repair):
@@ -536,8 +574,10 @@ def _tokenizer_from_dir(directory: Path):
     return tokenizer
 
 
-def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value, dtype: torch.dtype = torch.float32):
-    """A transformers repository of a supported architecture (Pythia's checkpoints are its revisions step<N>)."""
+def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value, dtype: torch.dtype = torch.float32,
+             lazy: bool = False):
+    """A transformers repository of a supported architecture (Pythia's checkpoints are its revisions step<N>); with
+    ``lazy``, its weights as ``_convert_hf`` gives them lazily."""
     revision = None
     label = None
     if checkpoint_index is not None or checkpoint_value is not None:
@@ -550,7 +590,7 @@ def _load_hf(name: str, spec: ModelSpec, checkpoint_index, checkpoint_value, dty
     raw = hub._read_json(hub._hub_file(spec.repo, "config.json", revision=revision), repair("config.json"))
     weights = _hub_weights(spec.repo, revision)
     config, sd = _convert_hf(raw, name, _shards(weights, lambda f: hub._hub_file(spec.repo, f, revision=revision),
-                                                 repair), f"{spec.repo}/config.json", repair, dtype)
+                                                 repair), f"{spec.repo}/config.json", repair, dtype, lazy)
     if label is not None:
         config.update(checkpoint_value=label, checkpoint_index=list(spec.checkpoint_steps).index(label))
     return config, sd, _hub_tokenizer(spec.repo)
@@ -592,9 +632,10 @@ def _hub_weights(repo: str, revision: str | None) -> str:
     raise FileNotFoundError(f"The Hub repository {repo} has none of the weight files {', '.join(WEIGHT_FILES)}.")
 
 
-def _load_user_hf(model_name: str, hf_model, raw: dict, dtype: torch.dtype = torch.float32):
+def _load_user_hf(model_name: str, hf_model, raw: dict, dtype: torch.dtype = torch.float32, lazy: bool = False):
     """(config, state dict, tokenizer) of a user's model of a supported family other than GPT-2: a transformers
-    model in memory, or a ``save_pretrained`` directory (single or sharded; its tokenizer too, if saved there)."""
+    model in memory, or a ``save_pretrained`` directory (single or sharded; its tokenizer too, if saved there; with
+    ``lazy``, its weights as ``_convert_hf`` gives them lazily)."""
     if hf_model is not None:
         name = resolve_name(model_name) if model_name.lower() in _alias_map() else model_name
         config, sd = _convert_hf(raw, name, [("hf_model", dict(hf_model.state_dict()))], "hf_model.config",
@@ -607,7 +648,7 @@ def _load_user_hf(model_name: str, hf_model, raw: dict, dtype: torch.dtype = tor
         raise FileNotFoundError(f"{directory} is not a directory written by save_pretrained: it has config.json but "
                                 f"none of {', '.join(WEIGHT_FILES)}.")
     config, sd = _convert_hf(raw, directory.name, _shards(str(weights), lambda f: str(directory / f), repair),
-                             str(directory / "config.json"), repair, dtype)
+                             str(directory / "config.json"), repair, dtype, lazy)
     return config, sd, _tokenizer_from_dir(directory)
 
 
@@ -682,21 +723,30 @@ def load_pretrained(model_name: str, checkpoint_index: int | None = None, checkp
     may also be a directory written by ``save_pretrained``. Keywords override fields of the
     HookedTransformerConfig (e.g. ``device="cpu"``, ``use_attn_result=True``).
     """
+    return _load(model_name, checkpoint_index, checkpoint_value, hf_model, weights_dtype, False, cfg_overrides)
+
+
+def _load(model_name: str, checkpoint_index, checkpoint_value, hf_model, weights_dtype: torch.dtype, lazy: bool,
+          cfg_overrides: dict) -> tuple[HookedTransformerConfig, dict[str, torch.Tensor] | Callable, object]:
+    """load_pretrained's (config, state dict, tokenizer); with ``lazy``, a family beyond GPT-2 whose weights are
+    safetensors files gives ``take(part)`` instead of its state dict, which converts one block's tensors (``part``:
+    its index), or those outside the blocks (None), when it is called (see ``_convert_hf``)."""
     user_model, name, spec = _check_request(model_name, hf_model, checkpoint_index, checkpoint_value, cfg_overrides)
     try:
         raw = _user_raw_config(model_name, hf_model) if user_model else None
         if raw is not None:  # a user's model of a family beyond GPT-2
-            config, sd, tokenizer = _load_user_hf(model_name, hf_model, raw, weights_dtype)
+            config, sd, tokenizer = _load_user_hf(model_name, hf_model, raw, weights_dtype, lazy)
         elif user_model:
             config, sd, tokenizer = _load_user_gpt2(model_name, hf_model)
         elif spec.family == "hf":
-            config, sd, tokenizer = _load_hf(name, spec, checkpoint_index, checkpoint_value, weights_dtype)
+            config, sd, tokenizer = _load_hf(name, spec, checkpoint_index, checkpoint_value, weights_dtype, lazy)
         else:
             config, sd, tokenizer = _LOADERS[spec.family](name, spec, checkpoint_index, checkpoint_value)
     except hub._NotAvailable as e:
         shown = name if model_name == name else f"{model_name} ({name})"
         raise HubUnavailableError(_unavailable_message(shown, e, spec)) from None
-    sd = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in sd.items()}  # no copy when already so
+    if isinstance(sd, dict):
+        sd = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in sd.items()}  # no copy when already so
     return _final_config(config, name, user_model, cfg_overrides), sd, tokenizer
 
 

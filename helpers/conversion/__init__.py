@@ -39,7 +39,6 @@ def family_for(raw: dict, name: str):
 
 
 def converter(family):
-    """(hf_shapes, strip, convert_tensor, finish) of a family: its own, or hf_decoder's Llama-like ones."""
+    """(hf_shapes, strip, convert_tensor) of a family: its own, or hf_decoder's Llama-like ones."""
     return (getattr(family, "hf_shapes", hf_decoder.hf_shapes), getattr(family, "strip", hf_decoder.strip),
-            getattr(family, "convert_tensor", hf_decoder.convert_tensor),
-            getattr(family, "finish", lambda sd, layout, cfg: hf_decoder.finish(sd, cfg)))
+            getattr(family, "convert_tensor", hf_decoder.convert_tensor))

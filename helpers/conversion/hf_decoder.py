@@ -6,8 +6,8 @@ A family module (llama, mistral, qwen, gemma, neox, olmo2) gives, for its archit
 - ``config_from_hf(raw, name)``: the HookedTransformerConfig dict of a ``config.json`` read as a dict (``raw``; for a
   transformers model in memory, ``model.config.to_dict()``);
 - a ``Layout``: how its tensors are named and transformed; ``hf_shapes(raw, layout, cfg)`` lists the tensors a
-  checkpoint must have, ``convert_tensor(name, tensor, layout, cfg)`` converts one, ``finish(sd, layout, cfg)`` adds
-  what the checkpoint leaves out (zero biases, a tied unembedding).
+  checkpoint must have, ``convert_tensor(name, tensor, layout, cfg)`` converts one (a tied embedding gives the
+  unembedding too), ``finish(sd, cfg, dtype, parts)`` adds the zero biases the checkpoint leaves out.
 
 Einsum letters as in helpers.model: h head, d d_model, e d_head, m d_mlp.
 """
@@ -239,14 +239,17 @@ def convert_tensor(name: str, t: torch.Tensor, layout: Layout, cfg) -> dict[str,
     return {}
 
 
-def finish(sd: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
-    """The classic tensors a checkpoint leaves out: zero biases where the family has none."""
+def finish(sd: dict[str, torch.Tensor], cfg, dtype: torch.dtype, parts) -> dict[str, torch.Tensor]:
+    """The classic tensors a checkpoint leaves out, zero biases where the family has none, for ``parts``: block
+    indices, and None for the tensors outside the blocks (the unembedding's bias)."""
     h, e, d, g = cfg.n_heads, cfg.d_head, cfg.d_model, cfg.n_key_value_heads or cfg.n_heads
     kv = "_" if cfg.n_key_value_heads is not None else ""
-    dtype = sd["embed.W_E"].dtype
-    zeros = {"unembed.b_U": (cfg.d_vocab_out,)}
-    for i in range(cfg.n_layers):
-        b = f"blocks.{i}."
+    zeros = {}
+    for part in parts:
+        if part is None:
+            zeros["unembed.b_U"] = (cfg.d_vocab_out,)
+            continue
+        b = f"blocks.{part}."
         zeros.update({b + "attn.b_Q": (h, e), b + f"attn.{kv}b_K": (g, e), b + f"attn.{kv}b_V": (g, e),
                       b + "attn.b_O": (d,)})
         if not cfg.attn_only:

@@ -92,7 +92,3 @@ def convert_tensor(name: str, t: torch.Tensor, layout: dict, cfg) -> dict[str, t
         W, bias = mlp[module]
         return {b + f"mlp.{W}": t.T.contiguous()} if kind == "weight" else {b + f"mlp.{bias}": t}
     return {}
-
-
-def finish(sd: dict[str, torch.Tensor], layout: dict, cfg) -> dict[str, torch.Tensor]:
-    return hf_decoder.finish(sd, cfg)

@@ -193,6 +193,49 @@ def test_sharded_checkpoint_is_read_shard_by_shard(tmp_path, monkeypatch):
         assert gap(model(tokens()), hf(tokens()).logits) < 1e-4
 
 
+def whole_state_dict_load(directory, **kwargs):
+    """The model built from load_pretrained's whole state dict, processed in one go (the reference)."""
+    from helpers import weights
+
+    processing, overrides = weights.split_processing(kwargs)
+    cfg, sd, _ = loading.load_pretrained(str(directory), **overrides)
+    model = HookedTransformer(cfg)
+    model.load_and_process_state_dict(sd, **processing)
+    return model
+
+
+@pytest.mark.parametrize("processing", [{}, dict(fold_ln=False, fold_value_biases=False)], ids=["processed", "raw"])
+def test_loading_block_by_block_from_the_files_gives_the_whole_state_dicts_weights(family, processing):
+    """from_pretrained reads a directory's safetensors file piece by piece (the globals, then each block, converted
+    when they are processed); the weights are those of the whole state dict processed in one go."""
+    arch, hf, directory = family
+    streamed, whole = HookedTransformer.from_pretrained(str(directory), **processing), whole_state_dict_load(
+        directory, **processing)
+    assert streamed.cfg.normalization_type == whole.cfg.normalization_type
+    expected = whole.state_dict()
+    assert streamed.state_dict().keys() == expected.keys()
+    for name, value in streamed.state_dict().items():
+        torch.testing.assert_close(value, expected[name], atol=1e-6, rtol=1e-6, msg=f"{arch}: {name}")
+
+
+def test_a_sharded_checkpoint_is_taken_block_by_block_each_tensor_read_once(tmp_path, monkeypatch):
+    """From the shards of an index, each tensor is read once, the globals' before any block's, and block i's before
+    block i + 1's; the logits are transformers'."""
+    hf = hf_model("Llama", num_hidden_layers=3)
+    hf.save_pretrained(tmp_path, max_shard_size="40KB")
+    read = []
+    original = loading.hub.SafetensorsReader.__getitem__
+    monkeypatch.setattr(loading.hub.SafetensorsReader, "__getitem__",
+                        lambda self, name: read.append(name) or original(self, name))
+    model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
+    stored = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    assert sorted(read) == sorted(stored) and len(stored) > 20
+    layers = [int(n.split(".")[2]) if n.startswith("model.layers.") else -1 for n in read]
+    assert layers == sorted(layers), layers
+    with torch.no_grad():
+        assert gap(model(tokens()), hf(tokens()).logits) < 1e-4
+
+
 @pytest.mark.parametrize("arch", ["Llama", "GPTNeoX"])
 def test_transformers_4_config_fields(tmp_path, arch):
     """A config.json written by transformers 4.x (rope_theta, rope_scaling; rotary_pct, rotary_emb_base) gives the
@@ -296,8 +339,15 @@ def test_missing_tensor_is_named(tmp_path):
     sd = load_file(tmp_path / "model.safetensors")
     del sd["model.layers.1.self_attn.k_norm.weight"]
     save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    read = []
+    original = loading.hub.SafetensorsReader.__getitem__
+    with pytest.MonkeyPatch.context() as patch:  # named from the file's header, before any tensor is read
+        patch.setattr(loading.hub.SafetensorsReader, "__getitem__", lambda self, n: read.append(n) or original(self, n))
+        with pytest.raises(DamagedFileError, match="layers.1.self_attn.k_norm.weight"):
+            HookedTransformer.from_pretrained(str(tmp_path))
+    assert read == []
     with pytest.raises(DamagedFileError, match="layers.1.self_attn.k_norm.weight"):
-        HookedTransformer.from_pretrained(str(tmp_path))
+        loading.load_pretrained(str(tmp_path))
 
 
 VARIANTS = [("Llama", dict(attention_bias=True)),  # biases on q, k, v and o
