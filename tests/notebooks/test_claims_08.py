@@ -85,10 +85,11 @@ def _code_cells():
 
 
 def test_08_who_plays_is_read_at_every_depth():
-    """« « Qui joue » se lit à toutes les profondeurs (0,95 au moins ; 0,99 avant la dernière couche) »."""
+    """« « Qui joue » se lit à toutes les profondeurs (plus de 0,9 partout ; 0,99 avant la dernière couche) »."""
     who = column(FEATURES, "noirs à jouer")
-    assert min(who) >= 0.95 and min(who[:-1]) >= 0.99
-    assert "(0,95 au moins ; 0,99 avant la dernière couche)" in " ".join(markdown("08", "Lecture du tableau").split())
+    assert min(who) > 0.9 and min(who[:-1]) >= 0.99
+    prose = " ".join(markdown("08", "Lecture du tableau").split())
+    assert "(plus de 0,9 partout ; 0,99 avant la dernière couche)" in prose
 
 
 def test_08_flipped_is_above_chance_from_the_embedding_and_levels_off_after_two_layers():
@@ -251,8 +252,8 @@ def test_08_the_neuron_fires_when_its_square_is_empty_but_illegal():
 
 def test_08_the_square_that_matters_most_is_two_columns_away_not_a_neighbour():
     """« La case qui compte le plus n'est pas une voisine, mais la case à deux colonnes de là sur la même rangée ; en
-    moyenne, ses voisines ne comptent guère plus que les autres cases, mais les cases alignées avec elle [...]
-    comptent davantage que les autres »."""
+    moyenne, ses voisines comptent un peu plus que les autres cases, mais les cases alignées avec elle [...]
+    comptent nettement davantage que les autres »."""
     square = re.search(r"de sa norme au carré sur (\w\d)", printed("08", SHARE)).group(1)
     _, (effect,) = heatmaps("08", NEIGHBOURS)
     top = int(effect.abs().flatten().argmax())
@@ -261,7 +262,7 @@ def test_08_the_square_that_matters_most_is_two_columns_away_not_a_neighbour():
     near, far = values(printed("08", NEIGHBOURS), r"voisines : {n} ; des autres cases : {n}")
     assert far < near < 1.5 * far
     aligned, others = values(printed("08", NEIGHBOURS), rf"Cases alignées avec {square} : {{n}} ; les autres : {{n}}")
-    assert aligned > 1.2 * others  # "les cases alignées avec elle ... comptent davantage que les autres"
+    assert aligned > 1.2 * others and aligned / others > near / far  # "nettement davantage" than the neighbours
 
 
 def test_08_ablating_the_neuron_raises_its_move_where_illegal_and_the_control_does_nothing():
@@ -316,23 +317,24 @@ def test_08_top_neurons_of_mlp_0_matter_more_than_random_ones_but_little_next_to
     assert clean - top < 0.25 * (clean - gaps["MLP 0"])
 
 
-def test_08_neurons_chosen_by_their_total_effect_matter_more_but_even_a_hundred_carry_less_than_half():
-    """« les dix premiers neurones comptent plus que les dix de l'attribution directe, mais restent loin du MLP
-    entier : même cent neurones [...] en retirent moins de la moitié. Les chemins indirects n'expliquent donc qu'une
-    petite partie de ce qui manquait aux dix premiers [...] L'estimation au premier ordre
-    sous-estime d'ailleurs l'effet réel, d'autant plus que le groupe est grand »."""
+def test_08_the_ten_neurons_of_the_estimate_misfire_and_even_a_hundred_carry_less_than_half():
+    """« l'estimation trompe sur les dix premiers : éteints ensemble, ils relèvent un peu l'écart (une baisse
+    négative) au lieu de l'abaisser comme elle l'annonçait, et font moins que les dix de l'attribution directe. Les
+    groupes plus grands retirent de plus en plus, mais restent loin du MLP entier : même cent neurones [...] en
+    retirent moins de la moitié, trois cents la moitié environ [...] l'estimation au premier ordre dépasse l'effet
+    réel pour dix neurones et le sous-estime pour cent et trois cents, d'autant plus que le groupe est grand »."""
     clean, gaps = _layer_gaps()
     direct_top = value(printed("08", NEURONS), r"les 10 plus attribués éteints : écart vide − occupée {n}")
     text = printed("08", TOTAL)
     whole = value(text, r"MLP 0 entier éteint : l'écart baisse de {n}")
     assert abs(whole - (clean - gaps["MLP 0"])) < 0.011
-    found = {int(k): (float(drop), float(share), float(est)) for k, drop, share, est in re.findall(
-        r"les\s+(\d+) premiers selon l'estimation éteints : baisse (\S+) \((\d+) % du MLP entier\), estimée au "
+    found = {int(k): (float(drop), float(est)) for k, drop, est in re.findall(
+        r"les\s+(\d+) premiers selon l'estimation éteints : baisse (\S+) \(-?\d+ % du MLP entier\), estimée au "
         r"premier ordre à (\S+)", text)}
     assert sorted(found) == [10, 30, 100, 300]
-    assert clean - direct_top < found[10][0] < clean - direct_top + 0.25 * (whole - (clean - direct_top))
-    assert found[100][0] < 0.5 * whole
+    assert found[10][0] < 0 < found[10][1] and found[10][0] < clean - direct_top
     drops = [found[k][0] for k in sorted(found)]
     assert drops == sorted(drops)
-    assert all(est < drop for drop, _, est in found.values())
-    assert found[300][0] / found[300][2] > found[10][0] / found[10][2]
+    assert found[100][0] < 0.5 * whole and 0.4 < found[300][0] / whole < 0.6
+    assert found[10][1] > found[10][0] and all(found[k][1] < found[k][0] for k in (100, 300))
+    assert found[300][0] / found[300][1] > found[100][0] / found[100][1]
