@@ -148,7 +148,8 @@ def save_gpt2(tmp_path, n_layer=2, n_embd=32, vocab=100, seed=0):
 
 
 def old_path(name, **kwargs):
-    """The loading of before issue 33: a random model, then the whole state dict processed and copied in."""
+    """The loading of before issue 33: a random model, then the whole state dict processed and copied in (the
+    reference the loading piece by piece is compared with)."""
     from helpers import loading, weights
 
     processing, overrides = weights.split_processing(kwargs)

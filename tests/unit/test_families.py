@@ -26,6 +26,7 @@ import torch
 from helpers import HookedTransformer, loading, patching
 from helpers.hub import DamagedFileError
 from helpers.past_key_value_caching import HookedTransformerKeyValueCache
+from tests.unit.test_big_models import old_path
 
 D_MODEL, N_HEADS, D_VOCAB = 64, 4, 96
 COMMON = dict(hidden_size=D_MODEL, num_hidden_layers=2, num_attention_heads=N_HEADS, intermediate_size=128,
@@ -193,24 +194,12 @@ def test_sharded_checkpoint_is_read_shard_by_shard(tmp_path, monkeypatch):
         assert gap(model(tokens()), hf(tokens()).logits) < 1e-4
 
 
-def whole_state_dict_load(directory, **kwargs):
-    """The model built from load_pretrained's whole state dict, processed in one go (the reference)."""
-    from helpers import weights
-
-    processing, overrides = weights.split_processing(kwargs)
-    cfg, sd, _ = loading.load_pretrained(str(directory), **overrides)
-    model = HookedTransformer(cfg)
-    model.load_and_process_state_dict(sd, **processing)
-    return model
-
-
 @pytest.mark.parametrize("processing", [{}, dict(fold_ln=False, fold_value_biases=False)], ids=["processed", "raw"])
 def test_loading_block_by_block_from_the_files_gives_the_whole_state_dicts_weights(family, processing):
     """from_pretrained reads a directory's safetensors file piece by piece (the globals, then each block, converted
     when they are processed); the weights are those of the whole state dict processed in one go."""
     arch, hf, directory = family
-    streamed, whole = HookedTransformer.from_pretrained(str(directory), **processing), whole_state_dict_load(
-        directory, **processing)
+    streamed, whole = HookedTransformer.from_pretrained(str(directory), **processing), old_path(directory, **processing)
     assert streamed.cfg.normalization_type == whole.cfg.normalization_type
     expected = whole.state_dict()
     assert streamed.state_dict().keys() == expected.keys()
