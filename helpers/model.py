@@ -591,16 +591,42 @@ class Unembed(nn.Module):
         self._shared = None  # ((W_U, b_U) storage addresses, _find_shared_columns()'s answer for them)
 
     def forward(self, x: Resid) -> Float[torch.Tensor, "batch pos d_vocab"]:
-        no_grad = not (torch.is_grad_enabled() and (self.W_U.requires_grad or self.b_U.requires_grad))
-        if no_grad and x[..., 0].numel() >= self.SHARED_COLUMNS_MIN_POSITIONS:
-            shared = self._shared_columns()
-            if shared is not None:
-                return self._logits_with_shared_columns(x, *shared)
+        shared = self._shared_columns_for(x)
+        if shared is not None:
+            return self._logits_with_shared_columns(x, *shared)
         # A zero bias (every family but GPT-2 has none) without gradient to compute: a plain product, not a pass
         # over [batch pos d_vocab] to write the zeros first (151936 logits per position for Qwen).
         if not (torch.is_grad_enabled() and self.b_U.requires_grad) and not self.b_U.any():
             return x @ self.W_U
         return affine(x, self.W_U, self.b_U)
+
+    def loss(self, x: Resid, tokens: Int[torch.Tensor, "batch pos"], per_token: bool = False) -> torch.Tensor:
+        """utils.lm_cross_entropy_loss of these logits: the mean next-token cross-entropy, or [batch pos-1] if
+        ``per_token``. With shared columns (see below), without the logits [batch pos d_vocab]: the shared tokens'
+        log-sum-exp is their common logit plus log(their number), so only the other columns are computed."""
+        shared = self._shared_columns_for(x)
+        if shared is None:
+            return utils.lm_cross_entropy_loss(self(x), tokens, per_token)
+        shared, one, others = shared
+        x = x[:, :-1]  # the last position predicts no token of the sequence
+        dtype = torch.promote_types(x.dtype, torch.float32)  # half precision upcast, as lm_cross_entropy_loss does
+        one_logit = (x @ self.W_U[:, one] + self.b_U[one]).to(dtype)  # [batch pos-1]
+        other_logits = affine(x, self.W_U[:, others], self.b_U[others]).to(dtype)  # [batch pos-1 others]
+        log_normalizer = torch.logaddexp(other_logits.logsumexp(-1), one_logit + math.log(len(shared)))
+        column = torch.full_like(self.b_U, -1, dtype=torch.long)  # each token's column among others, -1 if shared
+        column[others] = torch.arange(len(others), device=column.device)
+        target = column[tokens[:, 1:]]
+        target_logit = other_logits.gather(-1, target.clamp(min=0)[..., None])[..., 0].where(target >= 0, one_logit)
+        loss = log_normalizer - target_logit
+        return loss if per_token else loss.mean()
+
+    def _shared_columns_for(self, x: Resid) -> tuple[torch.Tensor, int, torch.Tensor] | None:
+        """_shared_columns() when they are worth using for ``x``: from SHARED_COLUMNS_MIN_POSITIONS positions on,
+        with no gradient to compute; None otherwise."""
+        no_grad = not (torch.is_grad_enabled() and (self.W_U.requires_grad or self.b_U.requires_grad))
+        if no_grad and x[..., 0].numel() >= self.SHARED_COLUMNS_MIN_POSITIONS:
+            return self._shared_columns()
+        return None
 
     def _shared_columns(self) -> tuple[torch.Tensor, int, torch.Tensor] | None:
         """(shared, one, others): the tokens whose W_U column and b_U entry are all equal, one of them, the rest;
@@ -769,13 +795,15 @@ class HookedTransformer(HookedRootModule):
         residual = self.ln_final(residual)
         if return_type is None:  # the hooks have run (ln_final's too); the unembedding is not needed
             return None
+        if return_type != "logits" and tokens is None:
+            raise ValueError("The loss needs the tokens: with start_at_layer, pass them as tokens=...")
+        if return_type == "loss" and self.cfg.output_logits_soft_cap <= 0:
+            return self.unembed.loss(residual, tokens, per_token=loss_per_token)  # no logits kept: see Unembed.loss
         logits = self.unembed(residual)
         if self.cfg.output_logits_soft_cap > 0:  # Gemma 2
             logits = torch.tanh(logits / self.cfg.output_logits_soft_cap) * self.cfg.output_logits_soft_cap
         if return_type == "logits":
             return logits
-        if tokens is None:
-            raise ValueError("The loss needs the tokens: with start_at_layer, pass them as tokens=...")
         loss = self.loss_fn(logits, tokens, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 

@@ -8,7 +8,7 @@ returns None on those points forces the plain path without changing anything, so
 import pytest
 import torch
 
-from helpers import HookedTransformer, HookedTransformerConfig
+from helpers import HookedTransformer, HookedTransformerConfig, utils
 from helpers.past_key_value_caching import HookedTransformerKeyValueCache
 
 CONFIGS = {
@@ -113,6 +113,31 @@ def test_shared_columns_give_the_dense_logits():
     plain = model(tokens.repeat(4, 1))
     model.unembed.SHARED_COLUMNS_MIN_POSITIONS = 256
     torch.testing.assert_close(model(tokens.repeat(4, 1)), plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@torch.no_grad()
+def test_the_loss_of_shared_columns_is_the_loss_of_the_dense_logits(dtype):
+    """return_type="loss" computes the cross-entropy without the shared columns' logits; it is the loss of the
+    logits the model returns, per token and on average, for targets among the shared tokens and among the others
+    (in float32, within 1e-5 of the dense product's)."""
+    model, used = model_with_unused_tokens()
+    unused = ~torch.isin(torch.arange(300), used)
+    model.unembed.b_U.data[unused] = 1.0  # still one shared column, now with most of the probability
+    model.to(dtype)
+    tokens = torch.randint(300, (8, 32), generator=torch.Generator().manual_seed(2))  # 256 positions: the fast path
+    tokens[:, 1::2] = used[torch.randint(len(used), (8, 16), generator=torch.Generator().manual_seed(3))]
+    shared = ~torch.isin(tokens[:, 1:], used)
+    assert shared.any() and not shared.all()
+    expected = utils.lm_cross_entropy_loss(model(tokens), tokens, per_token=True)  # float32 for both dtypes
+    per_token = model(tokens, return_type="loss", loss_per_token=True)
+    assert per_token.dtype == torch.float32 and per_token.shape == (8, 31)
+    torch.testing.assert_close(per_token, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(tokens, return_type="loss"), expected.mean(), rtol=1e-5, atol=1e-5)
+    if dtype == torch.float32:
+        x = model.ln_final(model(tokens, stop_at_layer=model.cfg.n_layers))
+        dense = utils.lm_cross_entropy_loss(x @ model.W_U + model.b_U, tokens, per_token=True)
+        torch.testing.assert_close(per_token, dense, rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
