@@ -43,8 +43,3 @@ def embedded_gpt2():
     """course-gpt2 as the notebooks load it on the embedded path (the notebooks' claims tests check against it)."""
     return HookedTransformer.from_pretrained("course-gpt2")
 
-
-def pytest_collection_modifyitems(items):
-    """tests/real_path first (a stable sort): with pytest-xdist's --dist loadfile, its file, the longest (it executes
-    every notebook), then goes to one worker while the other takes the rest, instead of starting near the end."""
-    items.sort(key=lambda item: not item.nodeid.startswith("tests/real_path/"))
