@@ -36,8 +36,9 @@ lint: install
 
 # pytest runs in PYTEST_WORKERS processes (pytest-xdist, whole files to a worker), each on one thread: two torch
 # processes of two threads on two cores wait on each other (a batched QR of notebook 04 took 100 s instead of 1).
+# The files are handed out in collection order, where tests/conftest.py puts the slow tests first.
 PYTEST_WORKERS ?= 2
-PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The full gate: lint, every level of tests/ (unit, notebooks, course_models, real_path), then nbval, which
 # re-executes the notebooks under four simulated CPUs and compares them with the committed outputs.

@@ -43,3 +43,10 @@ def embedded_gpt2():
     """course-gpt2 as the notebooks load it on the embedded path (the notebooks' claims tests check against it)."""
     return HookedTransformer.from_pretrained("course-gpt2")
 
+
+
+def pytest_collection_modifyitems(items):
+    """The tests marked slow first (a stable sort): with pytest-xdist's --dist loadfile and --no-loadscope-reorder
+    (the Makefile's), the files that hold them, the longest, start first, and the many short files even out the end
+    (by default xdist starts the files with the most tests first, and the longest files came last)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
