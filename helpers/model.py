@@ -615,7 +615,7 @@ class Unembed(nn.Module):
         log_normalizer = torch.logaddexp(other_logits.logsumexp(-1), one_logit + math.log(len(shared)))
         column = torch.full_like(self.b_U, -1, dtype=torch.long)  # each token's column among others, -1 if shared
         column[others] = torch.arange(len(others), device=column.device)
-        target = column[tokens[:, 1:]]
+        target = column[tokens[:, 1:].to(column.device)]
         target_logit = other_logits.gather(-1, target.clamp(min=0)[..., None])[..., 0].where(target >= 0, one_logit)
         loss = log_normalizer - target_logit
         return loss if per_token else loss.mean()
