@@ -809,7 +809,8 @@ class HookedTransformer(HookedRootModule):
 
     def loss_fn(self, logits: Float[torch.Tensor, "batch pos d_vocab"],
                 tokens: Int[torch.Tensor, "batch pos"], per_token: bool = False) -> torch.Tensor:
-        """Next-token cross-entropy: mean, or [batch pos-1] if ``per_token``."""
+        """Next-token cross-entropy: mean, or [batch pos-1] if ``per_token`` (forward's "loss" computes the same
+        from the final residual stream, Unembed.loss)."""
         return utils.lm_cross_entropy_loss(logits, tokens, per_token)
 
     def run_with_cache(self, *model_args, return_cache_object: bool = True, remove_batch_dim: bool = False,

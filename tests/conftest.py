@@ -44,7 +44,6 @@ def embedded_gpt2():
     return HookedTransformer.from_pretrained("course-gpt2")
 
 
-
 def pytest_collection_modifyitems(items):
     """The tests marked slow first (a stable sort): with pytest-xdist's --dist loadfile and --no-loadscope-reorder
     (the Makefile's), the files that hold them, the longest, start first, and the many short files even out the end
