@@ -5,7 +5,7 @@ Loading, in order:
 
 1. the config (from the registry or the model's ``config.json``);
 2. the weights that are not in a block (embeddings, final LayerNorm, unembedding), read, converted to classic names
-   and processed (fold_ln...) in float32, then cast to ``dtype``;
+   and processed (fold_ln...) in float32 (on copies of a 16-bit piece, changed in place), then cast to ``dtype``;
 3. the model, built on the meta device (its parameters take no memory and are not initialised);
 4. its placement: one device (``device``), or ``device_map`` (a dict over the model's module names in accelerate's
    format, e.g. ``{"embed": 0, "pos_embed": 0, "blocks.0": 0, ..., "ln_final": 1, "unembed": 1}``, or "auto" /
@@ -89,18 +89,18 @@ def _stand_in(shape: tuple[int, ...], dtype: torch.dtype, d_model: int) -> torch
 
 class _LayerView(Mapping):
     """The weights of one layer of a source (renamed to layer 0) with stand-ins for the weights outside the blocks;
-    ``layer=None``: the weights outside the blocks only, as they are."""
+    ``layer=None``: the weights outside the blocks only, as they are. Each tensor is read in ``dtype``."""
 
-    def __init__(self, source: SafetensorsReader, layer: int | None, d_model: int):
-        self.source, self.layer, self.d_model = source, layer, d_model
+    def __init__(self, source: SafetensorsReader, layer: int | None, d_model: int, dtype: torch.dtype):
+        self.source, self.layer, self.d_model, self.dtype = source, layer, d_model, dtype
         self.names = {(n if layer is None or layer_of(n) is None else _rename_layer(n, 0)): n
                       for n in source if layer_of(n) == layer or (layer is not None and layer_of(n) is None)}
 
     def __getitem__(self, name: str) -> torch.Tensor:
         original = self.names[name]
         if self.layer is not None and layer_of(original) is None:
-            return _stand_in(self.source.shape(original), self.source.entries[original][0], self.d_model)
-        return self.source[original]
+            return _stand_in(self.source.shape(original), self.dtype, self.d_model)
+        return self.source[original].to(self.dtype)  # no copy when the file holds that precision
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
@@ -159,13 +159,16 @@ def _split_globals(globals_: Piece, d_model: int) -> Pieces:
 def _streamed_pieces(source: SafetensorsReader, cfg: HookedTransformerConfig, dtype: torch.dtype,
                      convert: Callable[[Mapping, HookedTransformerConfig], Piece]) -> Pieces:
     """The pieces of a model converted from ``source`` one layer at a time by ``convert(source, cfg)`` (a conversion
-    of helpers.conversion, run with a config of 0 layers for the globals and of 1 layer for each block); each tensor
-    is cast to ``dtype`` as soon as it is converted, as if the file held that precision."""
-    globals_ = _cast_(convert(_LayerView(source, None, cfg.d_model), _layer_config(cfg, None)), dtype)
+    of helpers.conversion, run with a config of 0 layers for the globals and of 1 layer for each block). Each tensor
+    is read in ``dtype``, as if the file held that precision: ``convert`` only moves numbers (GPT-2's renames,
+    splits and transposes), so this is its result cast to ``dtype``, and a 16-bit load never holds a float32
+    embedding beside its converted unembedding."""
+    globals_ = convert(_LayerView(source, None, cfg.d_model, dtype), _layer_config(cfg, None))
+    _release_freed_memory()  # the float32 tensors read
     yield from _split_globals(globals_, cfg.d_model)
     one = _layer_config(cfg, 0)
     for layer in range(cfg.n_layers):
-        yield layer, [_cast_(convert(_LayerView(source, layer, cfg.d_model), one), dtype)], None
+        yield layer, [convert(_LayerView(source, layer, cfg.d_model, dtype), one)], None
 
 
 def _pieces(take: Callable[[int | None], Piece], cfg: HookedTransformerConfig, dtype: torch.dtype) -> Pieces:
@@ -198,20 +201,22 @@ _FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_bia
 
 
 def _process(holder: list[Piece], layer: int | None, group: list[str] | None, cfg: HookedTransformerConfig,
-             processing: dict) -> tuple[Piece, str | None]:
+             processing: dict, dtype: torch.dtype) -> tuple[Piece, str | None]:
     """The piece in ``holder`` (taken out of it: the processing steps hold its only reference) after the processing
     steps, computed in float32, with its real names (the block's, or the group's of the globals), and the
-    normalization type they leave."""
-    cfg = _layer_config(cfg, layer)
+    normalization type they leave. The piece is in ``dtype``: in any other than float32, its float32 tensors are
+    fresh copies, which the steps change in place."""
+    cfg, in_place = _layer_config(cfg, layer), dtype != torch.float32
     if set(weights.PROCESSING) == set(_FLAGS):
         # Keywords written out: a call with **flags keeps its positional arguments (the piece) alive until it returns.
         f = processing
         processed, normalization = weights.process_state_dict(
-            _cast_(holder.pop(), torch.float32), cfg, fold_ln=f["fold_ln"], center_writing_weights=f[_FLAGS[1]],
-            center_unembed=f["center_unembed"], fold_value_biases=f["fold_value_biases"],
-            refactor_factored_attn_matrices=f["refactor_factored_attn_matrices"])
+            _cast_(holder.pop(), torch.float32), cfg, in_place, fold_ln=f["fold_ln"],
+            center_writing_weights=f[_FLAGS[1]], center_unembed=f["center_unembed"],
+            fold_value_biases=f["fold_value_biases"], refactor_factored_attn_matrices=f[_FLAGS[4]])
     else:  # a processing step this module does not know: the same result, with the piece in memory twice
-        processed, normalization = weights.process_state_dict(_cast_(holder.pop(), torch.float32), cfg, **processing)
+        processed, normalization = weights.process_state_dict(_cast_(holder.pop(), torch.float32), cfg, in_place,
+                                                              **processing)
     if layer is None:
         return {k: v for k, v in processed.items() if k in group}, normalization
     return {f"blocks.{layer}." + k.removeprefix("blocks.0."): v for k, v in processed.items()
@@ -374,7 +379,7 @@ def from_pretrained(cls, model_name: str, checkpoint_index=None, checkpoint_valu
     source_cfg = cfg  # the processing steps read the normalization the weights come with
     processing = weights.valid_processing(cfg, **(processing or {}))  # once: a step left off is said once
     layer, holder, group = next(pieces)  # a group of the globals: it tells the normalization the model needs
-    done, normalization = _process(holder, layer, group, source_cfg, processing)
+    done, normalization = _process(holder, layer, group, source_cfg, processing, dtype)
     cfg = dataclasses.replace(cfg, dtype=dtype, normalization_type=normalization)
     model = _empty_model(cls, cfg, tokenizer if tokenizer is not None else own_tokenizer)
 
@@ -393,7 +398,7 @@ def from_pretrained(cls, model_name: str, checkpoint_index=None, checkpoint_valu
     del done
     _release_freed_memory()
     for layer, holder, group in pieces:
-        processed = _process(holder, layer, group, source_cfg, processing)[0]
+        processed = _process(holder, layer, group, source_cfg, processing, dtype)[0]
         given |= _give(model, processed, placement, dtype, offload_folder, offload_index)
         del processed
         _release_freed_memory()

@@ -516,8 +516,11 @@ class _HFConversion:
                     if hf_decoder.NOT_WEIGHTS.match(key):
                         continue
                     tensor = tensors.pop(full_name)
-                converted = self.convert_tensor(key, tensor.float(), self.layout, self.cfg)
-                sd.update({k: v.to(self.dtype) for k, v in converted.items()})
+                tensor = tensor.float()  # the file's tensor freed as soon as its float32 copy exists
+                converted = self.convert_tensor(key, tensor, self.layout, self.cfg)
+                del tensor
+                for k in list(converted):  # cast one at a time: a tied embedding's float32 copies go in turn
+                    sd[k] = converted.pop(k).to(self.dtype)
         self.check_complete({k for k in self.expected if self.part_of(k) in parts} - seen, paths)
         return hf_decoder.finish(sd, self.cfg, self.dtype, parts)
 

@@ -2,7 +2,9 @@
 in helpers.conversion).
 
 Each step takes a state dict with classic names (``blocks.0.attn.W_Q`` ...) and returns
-a new one that computes the same function (same log-probs):
+a new one that computes the same function (same log-probs); the tensors given are left as they are, unless the
+caller says they are its own copies (``in_place=True``: the large matrices are then changed where they lie, with no
+second copy of the unembedding in memory):
 
 - fold_layer_norm: multiply each LayerNorm's weight into the matrices that read its output and its
   bias into their biases; the LayerNorms become ``LNPre`` (centre and scale only).
@@ -71,17 +73,19 @@ def valid_processing(cfg: HookedTransformerConfig, **flags: bool) -> dict[str, b
     return flags
 
 
-def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, **flags: bool) -> tuple[Weights, str | None]:
+def process_state_dict(sd: Weights, cfg: HookedTransformerConfig, in_place: bool = False,
+                       **flags: bool) -> tuple[Weights, str | None]:
     """The state dict after the processing steps ``flags`` asks for (others at their ``PROCESSING``
-    default), and the normalization type the model then needs (``"LNPre"`` once LayerNorms are folded)."""
+    default), and the normalization type the model then needs (``"LNPre"`` once LayerNorms are folded);
+    ``in_place``: the tensors of ``sd`` are the caller's to overwrite."""
     flags = valid_processing(cfg, **flags)
     normalization = cfg.normalization_type
     if flags["fold_ln"] and normalization in ("LN", "RMS"):
-        sd, normalization = fold_layer_norm(sd, cfg), normalization + "Pre"
+        sd, normalization = fold_layer_norm(sd, cfg, in_place), normalization + "Pre"
     if flags["center_writing_weights"] and normalization in ("LN", "LNPre"):
-        sd = center_writing_weights(sd, cfg)
+        sd = center_writing_weights(sd, cfg, in_place)
     if flags["center_unembed"]:
-        sd = center_unembed(sd)
+        sd = center_unembed(sd, in_place)
     if flags["fold_value_biases"]:
         sd = fold_value_biases(sd, cfg)
     if flags["refactor_factored_attn_matrices"]:
@@ -118,7 +122,7 @@ def _attn(cfg, layer: int, name: str) -> str:
     return f"blocks.{layer}.attn.{'_' if grouped else ''}{name}"
 
 
-def fold_layer_norm(sd: Weights, cfg) -> Weights:
+def fold_layer_norm(sd: Weights, cfg, in_place: bool = False) -> Weights:
     sd = dict(sd)
 
     def fold(ln: str, readers: list[tuple[str, str | None, str]]):
@@ -134,9 +138,9 @@ def fold_layer_norm(sd: Weights, cfg) -> Weights:
             elif b is not None and b.any():
                 raise ValueError(f"fold_ln cannot fold {ln}.b into {W_name}, which has no bias: load or process "
                                  "this model with fold_ln=False.")
-            W = W * w[:, None]  # W's input dim is -2, for W_in [d m] as for W_Q [h d e]
+            W = W.mul_(w[:, None]) if in_place else W * w[:, None]  # W's input dim is -2 (W_in [d m], W_Q [h d e])
             # The LayerNorm's output is centred, so the mean of W over its input dim does nothing (an RMSNorm's is not).
-            sd[W_name] = W.sub_(W.mean(dim=-2, keepdim=True)) if b is not None else W  # in place: one copy less
+            sd[W_name] = W.sub_(W.mean(dim=-2, keepdim=True)) if b is not None else W  # W is a copy, or in_place
 
     for layer in _blocks(cfg):
         p = f"blocks.{layer}"
@@ -151,11 +155,17 @@ def fold_layer_norm(sd: Weights, cfg) -> Weights:
     return sd
 
 
-def center_writing_weights(sd: Weights, cfg) -> Weights:
+def _minus_mean(t: torch.Tensor, dim: int, in_place: bool) -> torch.Tensor:
+    """``t`` minus its mean over ``dim``, written into ``t`` when ``in_place``."""
+    mean = t.mean(dim=dim, keepdim=True)
+    return t.sub_(mean) if in_place else t - mean
+
+
+def center_writing_weights(sd: Weights, cfg, in_place: bool = False) -> Weights:
     sd = dict(sd)
 
     def center(name: str):
-        sd[name] = sd[name] - sd[name].mean(dim=-1, keepdim=True)
+        sd[name] = _minus_mean(sd[name], -1, in_place)
 
     center("embed.W_E")
     if "pos_embed.W_pos" in sd:  # rotary models have no learned positions
@@ -169,10 +179,10 @@ def center_writing_weights(sd: Weights, cfg) -> Weights:
     return sd
 
 
-def center_unembed(sd: Weights) -> Weights:
+def center_unembed(sd: Weights, in_place: bool = False) -> Weights:
     sd = dict(sd)
-    sd["unembed.W_U"] = sd["unembed.W_U"] - sd["unembed.W_U"].mean(dim=-1, keepdim=True)
-    sd["unembed.b_U"] = sd["unembed.b_U"] - sd["unembed.b_U"].mean()
+    sd["unembed.W_U"] = _minus_mean(sd["unembed.W_U"], -1, in_place)
+    sd["unembed.b_U"] = _minus_mean(sd["unembed.b_U"], -1, in_place)
     return sd
 
 

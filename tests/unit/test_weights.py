@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import randomise_
 
-from helpers import HookedTransformer, HookedTransformerConfig
+from helpers import HookedTransformer, HookedTransformerConfig, weights
 from helpers.conversion.gpt2 import config_from_hf_gpt2
 
 TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, d_vocab=40, n_ctx=10, seed=0, device="cpu")
@@ -130,6 +130,25 @@ def test_load_and_process_state_dict_into_a_fresh_model():
     unprocessed = HookedTransformer(HookedTransformerConfig(**{**TINY, "act_fn": "solu_ln", "seed": 7}))
     unprocessed.load_and_process_state_dict(source.state_dict(), **NONE)
     torch.testing.assert_close(unprocessed(tokens), source(tokens), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(normalization_type="RMS", gated_mlp=True, n_key_value_heads=1)],
+                         ids=["LN", "RMS grouped gated"])
+def test_processing_in_place_gives_the_same_bits_and_otherwise_leaves_the_tensors_given(overrides):
+    """The default steps (from_pretrained's) leave the caller's tensors as they were; in_place (the caller's own
+    copies) changes the large matrices where they lie, with the same result bit for bit."""
+    model = make_model(**overrides)
+    given = model.state_dict()
+    before = {k: v.clone() for k, v in given.items()}
+    expected, normalization = weights.process_state_dict(given, model.cfg)
+    assert all(torch.equal(v, before[k]) for k, v in given.items())
+    own = {k: v.clone() for k, v in before.items()}
+    W_U = own["unembed.W_U"]
+    processed, same = weights.process_state_dict(own, model.cfg, in_place=True)
+    assert same == normalization and processed.keys() == expected.keys()
+    for name, value in processed.items():
+        assert torch.equal(value, expected[name]), name
+    assert processed["unembed.W_U"] is W_U and not torch.equal(W_U, before["unembed.W_U"])
 
 
 def test_load_and_process_state_dict_rejects_mismatched_weights():
