@@ -218,9 +218,16 @@ def edit_hooks(n_layers: int, pos: torch.Tensor, edits: dict[int, torch.Tensor])
 
 @torch.no_grad()
 def edited_probs(model: HookedTransformer, tokens: torch.Tensor, pos: torch.Tensor,
-                 edits: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Next-move probabilities [n, d_vocab] at ``pos`` [n] of tokens [n, n_pos] with the edits added."""
-    logits = model.run_with_hooks(tokens, fwd_hooks=edit_hooks(model.cfg.n_layers, pos, edits))
+                 edits: dict[int, torch.Tensor], resid: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-move probabilities [n, d_vocab] at ``pos`` [n] of tokens [n, n_pos] with the edits added. With
+    ``resid``, the unedited residual stream of these tokens at every depth (:func:`residual_by_depth`), the run
+    starts at the first edited layer instead of the tokens: the same probabilities, bit for bit, for fewer layers."""
+    hooks, n_layers = edit_hooks(model.cfg.n_layers, pos, edits), model.cfg.n_layers
+    if resid is None or not edits:
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    else:
+        start = min(min(edits), n_layers - 1)  # the output depth is hooked at the last block's resid_post
+        logits = model.run_with_hooks(resid[start].clone(), start_at_layer=start, tokens=tokens, fwd_hooks=hooks)
     return logits[torch.arange(len(pos)), pos].softmax(-1)
 
 

@@ -96,6 +96,20 @@ def test_an_edit_at_the_output_depth_is_added_before_the_unembedding(tiny):
     assert torch.allclose(research.edited_probs(tiny, tokens, pos, {2: delta}), expected, atol=1e-6)
 
 
+def test_an_edited_run_started_from_the_first_edited_layer_gives_the_same_bits(tiny):
+    tokens = torch.randint(1, 61, (5, 12), generator=torch.Generator().manual_seed(5))
+    pos = torch.tensor([4, 11, 0, 7, 7])
+    delta = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(6))
+    resid = research.residual_by_depth(tiny, tokens)
+    before = resid.clone()
+    for edits in ({}, {0: delta[0]}, {1: delta[1]}, {2: delta[2]}, {1: delta[1], 2: delta[2]}):
+        full = research.edited_probs(tiny, tokens, pos, edits)
+        assert torch.equal(research.edited_probs(tiny, tokens, pos, edits, resid), full), list(edits)
+        if edits:
+            assert not torch.equal(full, research.edited_probs(tiny, tokens, pos, {}))
+    assert torch.equal(resid, before)  # the edits went into a copy
+
+
 def test_components_add_up_to_the_final_residual_and_their_attributions_to_the_logits(tiny):
     tokens = torch.randint(1, 61, (2, 12), generator=torch.Generator().manual_seed(4))
     pos = torch.tensor([5, 9])
