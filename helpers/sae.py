@@ -223,7 +223,7 @@ class SAE(HookedRootModule):
                            "reads, e.g. 'blocks.1.hook_resid_pre'.")
         bos = torch.zeros(1, 1, dtype=torch.long, device=model.W_E.device)
         with torch.no_grad():
-            width = _hook_acts(model, hook_name, bos).shape[-1]
+            width = hook_acts(model, hook_name, bos).shape[-1]
         self.check_width(width, f"the activation of {model.cfg.model_name} at {hook_name}")
 
     def _encode(self, x: torch.Tensor, hooked: bool = True) -> torch.Tensor:
@@ -403,8 +403,10 @@ def token_mask(model, tokens: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def _hook_acts(model, hook_name: str, tokens: torch.Tensor) -> torch.Tensor:
-    """The activation at ``hook_name``, running the model no further than the hook's block."""
+@torch.no_grad()
+def hook_acts(model, hook_name: str, tokens: torch.Tensor) -> torch.Tensor:
+    """The activation at ``hook_name`` of every position of tokens [batch pos] -> [batch pos d], running the
+    model no further than the hook's block (see collect_activations for the positions that count only)."""
     block = re.match(r"blocks\.(\d+)\.", hook_name)
     stop = int(block.group(1)) + 1 if block else None
     return model.run_with_cache(tokens, names_filter=hook_name, stop_at_layer=stop)[1][hook_name]
@@ -415,7 +417,7 @@ def collect_activations(model, hook_name: str, tokens: torch.Tensor, batch_size:
     """The activations at ``hook_name`` of the positions that count (see token_mask): [n_tokens d]."""
     if hook_name not in model.hook_dict:
         raise KeyError(f"{hook_name!r} is not a hook point of the model, e.g. 'blocks.1.hook_resid_pre'.")
-    return torch.cat([_hook_acts(model, hook_name, batch)[token_mask(model, batch)]
+    return torch.cat([hook_acts(model, hook_name, batch)[token_mask(model, batch)]
                       for batch in tokens.split(batch_size)])
 
 
@@ -531,7 +533,7 @@ def loss_recovered(model, sae: SAE, tokens: torch.Tensor) -> float:
 @torch.no_grad()
 def feature_acts(model, sae: SAE, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """[batch pos d_sae] activations of every feature; 0 at BOS and padding."""
-    return torch.cat([sae.encode(_hook_acts(model, sae.cfg.hook_name, batch)) * token_mask(model, batch)[..., None]
+    return torch.cat([sae.encode(hook_acts(model, sae.cfg.hook_name, batch)) * token_mask(model, batch)[..., None]
                       for batch in tokens.split(batch_size)])
 
 
@@ -662,6 +664,6 @@ def mean_difference(model, hook_name: str, prompts_a: list[str], prompts_b: list
         if not last_only:
             return collect_activations(model, hook_name, tokens).mean(0)
         last = token_mask(model, tokens).sum(1)  # BOS is position 0, so this is the last real token
-        return _hook_acts(model, hook_name, tokens)[torch.arange(len(tokens)), last].mean(0)
+        return hook_acts(model, hook_name, tokens)[torch.arange(len(tokens)), last].mean(0)
 
     return mean(prompts_a) - mean(prompts_b)

@@ -303,6 +303,15 @@ def test_token_mask_leaves_out_bos_and_padding(model):
     assert not mask[:, 0].any()
 
 
+def test_hook_acts_is_the_cached_activation_at_every_position_and_collect_keeps_those_that_count(model):
+    tokens = model.to_tokens(["Mary gave a ball to John", "Mary"])
+    full = model.run_with_cache(tokens)[1][HOOK]
+    acts = S.hook_acts(model, HOOK, tokens)
+    assert acts.shape == full.shape == (2, 7, model.cfg.d_model)
+    torch.testing.assert_close(acts, full, rtol=0, atol=1e-6)
+    torch.testing.assert_close(S.collect_activations(model, HOOK, tokens), acts[S.token_mask(model, tokens)])
+
+
 # ----- metrics ------------------------------------------------------------------------------
 
 
