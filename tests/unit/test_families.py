@@ -23,7 +23,7 @@ import warnings
 import pytest
 import torch
 
-from helpers import HookedTransformer, loading, patching
+from helpers import HookedTransformer, loading, patching, weights
 from helpers.hub import DamagedFileError
 from helpers.past_key_value_caching import HookedTransformerKeyValueCache
 from tests.unit.test_big_models import old_path
@@ -436,14 +436,19 @@ def test_key_value_cache_and_patching_from_the_corrupted_prefix(family):
 
 def test_a_16_bit_load_converts_the_weights_into_that_precision(family):
     """load_pretrained(weights_dtype=torch.bfloat16) keeps each converted tensor in bfloat16 (a 2-billion-parameter
-    Gemma never sits in float32 in memory), and from_pretrained(dtype=torch.bfloat16) gives the float32 model's
-    predictions."""
+    Gemma never sits in float32 in memory); from_pretrained(dtype=torch.bfloat16) gives, bit for bit, those weights
+    processed in float32 and cast back, and the float32 model's predictions."""
     arch, _, directory = family
-    _, sd, _ = loading.load_pretrained(str(directory), weights_dtype=torch.bfloat16)
+    cfg, sd, _ = loading.load_pretrained(str(directory), weights_dtype=torch.bfloat16)
     assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.bfloat16}, arch
     full = HookedTransformer.from_pretrained(str(directory), device="cpu")
     half = HookedTransformer.from_pretrained(str(directory), device="cpu", dtype=torch.bfloat16)
     assert half.W_Q.dtype == torch.bfloat16
+    # the 16-bit weights processed in float32, then cast
+    expected = weights.process_state_dict({k: v.float() for k, v in sd.items()}, cfg)[0]
+    assert half.state_dict().keys() == expected.keys(), arch
+    for name, value in half.state_dict().items():
+        assert torch.equal(value, expected[name].to(torch.bfloat16)), (arch, name)
     toks = tokens()
     agree = (half(toks).argmax(-1) == full(toks).argmax(-1)).float().mean().item()
     assert agree > 0.8, (arch, agree)
