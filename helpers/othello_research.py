@@ -222,7 +222,8 @@ def edited_probs(model: HookedTransformer, tokens: torch.Tensor, pos: torch.Tens
     """Next-move probabilities [n, d_vocab] at ``pos`` [n] of tokens [n, n_pos] with the edits added. With
     ``resid``, the unedited residual stream of these tokens at every depth (:func:`residual_by_depth`), the run
     starts at the first edited layer instead of the tokens: the same probabilities, bit for bit, for fewer layers."""
-    hooks, n_layers = edit_hooks(model.cfg.n_layers, pos, edits), model.cfg.n_layers
+    n_layers = model.cfg.n_layers
+    hooks = edit_hooks(n_layers, pos, edits)
     if resid is None or not edits:
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
     else:

@@ -140,7 +140,7 @@ def fold_layer_norm(sd: Weights, cfg, in_place: bool = False) -> Weights:
                                  "this model with fold_ln=False.")
             W = W.mul_(w[:, None]) if in_place else W * w[:, None]  # W's input dim is -2 (W_in [d m], W_Q [h d e])
             # The LayerNorm's output is centred, so the mean of W over its input dim does nothing (an RMSNorm's is not).
-            sd[W_name] = W.sub_(W.mean(dim=-2, keepdim=True)) if b is not None else W  # W is a copy, or in_place
+            sd[W_name] = _minus_mean(W, -2, in_place=True) if b is not None else W  # W is a copy, or in_place
 
     for layer in _blocks(cfg):
         p = f"blocks.{layer}"
