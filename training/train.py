@@ -375,6 +375,11 @@ SPECS["course-othello-gpt.stage22"] = replace(SPECS["course-othello-gpt.stage18"
 # costs as much as its 9000 steps give back (stage 18 had gained +0.0046 with it). Stage 23: stage 21's gentle
 # recipe (a 1e-4 peak over 5000 steps), the last to gain, from stage 21's weights.
 SPECS["course-othello-gpt.stage23"] = replace(SPECS["course-othello-gpt.stage21"])
+# Stage 23 stopped at its step 3495 at the end of that session, was resumed from its state in the next (2026-12-08,
+# 01:14; AMD EPYC, 1.15-1.2 s per step, alone) and shipped at step 81500 at 01:43: probe 0.8948, +0.0008 in 5000 steps
+# (stage 21's recipe had given +0.0010); top-1 legal 99.6 %. Stage 24: the same recipe, started right after it at
+# the lowest CPU priority; its state stays in $COURSE_RUNS_DIR for the next session.
+SPECS["course-othello-gpt.stage24"] = replace(SPECS["course-othello-gpt.stage21"])
 
 
 def chain(model: str) -> list[str]:
