@@ -161,6 +161,33 @@ def test_a_vocabulary_without_shared_columns_takes_the_dense_product():
     assert few_used.unembed._shared_columns() is None
 
 
+def test_a_loss_over_many_logits_is_computed_a_few_sequences_at_a_time(monkeypatch):
+    """Above Unembed.LOSS_MAX_LOGITS, return_type="loss" unembeds a few sequences at a time (never the logits of the
+    whole batch at once) and gives the loss of the whole batch's logits, per token, on average and in its
+    gradients."""
+    model = model_of("gpt2-like")  # no shared columns: the dense product
+    tokens = torch.randint(97, (8, 32), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = utils.lm_cross_entropy_loss(model(tokens), tokens, per_token=True)  # [8 31]
+    model.zero_grad()
+    model(tokens, return_type="loss").backward()
+    expected_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    monkeypatch.setattr(model.unembed, "LOSS_MAX_LOGITS", 3 * 32 * 97)  # three sequences' logits
+    shapes = []
+    model.unembed.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
+    with torch.no_grad():
+        per_token = model(tokens, return_type="loss", loss_per_token=True)
+    assert shapes == [(3, 32, 97), (3, 32, 97), (2, 32, 97)]
+    torch.testing.assert_close(per_token, expected, rtol=1e-6, atol=1e-6)
+    model.zero_grad()
+    loss = model(tokens, return_type="loss")
+    torch.testing.assert_close(loss, expected.mean(), rtol=1e-6, atol=1e-6)
+    loss.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_gradients_reach_every_column_of_the_unembedding():
     model, _ = model_with_unused_tokens()
     x = torch.randn(512, model.cfg.d_model)
