@@ -14,7 +14,8 @@ Items (``--only NAME``, repeatable or comma-separated):
   same weights.
 - ``generate``: ``generate`` with the key/value cache vs transformers' ``generate(do_sample=False)``, same weights.
 - ``memory``: the peak memory of ``from_pretrained`` (float32, bfloat16, float16) in a fresh process, over the
-  parameters' bytes, on a GPT-2-small-shaped ``save_pretrained`` directory.
+  parameters' bytes, on a GPT-2-small-shaped ``save_pretrained`` directory; and the peak memory of a loss over
+  GPT-2's vocabulary (100 x 94 tokens), ``return_type="loss"`` against the whole batch's logits at once.
 - ``import``: ``import helpers`` vs ``import torch``, fresh processes; no transformers/plotly/circuitsvis.
 - ``load``: ``from_pretrained`` of each embedded course model, in a fresh process and warm.
 - ``notebooks``: the notebook series executed offline (only with ``--notebooks`` or ``--only notebooks``).

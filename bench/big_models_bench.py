@@ -1,5 +1,6 @@
 """Items ``generate`` (generation with the key/value cache vs transformers' generate) and ``memory`` (the peak
-memory of from_pretrained, in a fresh process, against the parameters' bytes)."""
+memory of from_pretrained, in a fresh process, against the parameters' bytes; and of a loss over GPT-2's
+vocabulary)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,30 @@ print(json.dumps(dict(ratio=(kib("VmHWM") - before) * 1024 / params, params=para
 """
 
 
+#: A fresh process computes the mean next-token loss of 100 sequences of 94 tokens (notebook 10's test stories) on a
+#: random 2-layer model with GPT-2's vocabulary: ``{whole}`` from the whole batch's logits at once, as before
+#: 08/12/2026, else return_type="loss" (a few sequences at a time). Peak resident memory above what the process held
+#: before (VmHWM, reset just before), and the best of three times.
+LOSS_MEMORY = """
+import json, re, time, torch
+from helpers import HookedTransformer, HookedTransformerConfig, utils
+def kib(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+torch.set_grad_enabled(False)
+model = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=128,
+                                                  d_vocab=50257, act_fn="gelu_new", normalization_type="LN", seed=0))
+tokens = torch.randint(50257, (100, 94), generator=torch.Generator().manual_seed(0))
+model(tokens[:2])
+open("/proc/self/clear_refs", "w").write("5")
+before, times = kib("VmRSS"), []
+for _ in range(3):
+    start = time.perf_counter()
+    loss = utils.lm_cross_entropy_loss(model(tokens), tokens) if {whole} else model(tokens, return_type="loss")
+    times.append(time.perf_counter() - start)
+print(json.dumps(dict(peak=(kib("VmHWM") - before) * 1024, seconds=min(times), loss=loss.item())))
+"""
+
+
 def run_memory(quick: bool) -> list[Check]:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -64,9 +89,23 @@ def run_memory(quick: bool) -> list[Check]:
                                 detail=f"{out['seconds']:.1f} s"))
     if not quick:
         checks += _family_memory()
+    checks += _loss_memory()
     for c in checks:
         say(c.line())
     return checks
+
+
+def _loss_memory() -> list[Check]:
+    """The peak memory of a loss over GPT-2's vocabulary (100 x 94 tokens): return_type="loss" against the whole
+    batch's logits at once."""
+    out = {whole: json.loads(run_python(LOSS_MEMORY.format(whole=whole), env={"OMP_NUM_THREADS": "1"}))
+           for whole in (True, False)}
+    say(f"  loss of 100 x 94 tokens, GPT-2's vocabulary, one thread: whole batch's logits {out[True]['peak'] / 1e9:.2f}"
+        f" GB ({out[True]['seconds']:.2f} s), return_type=\"loss\" {out[False]['peak'] / 1e9:.2f} GB "
+        f"({out[False]['seconds']:.2f} s); losses {out[True]['loss']:.6f} and {out[False]['loss']:.6f}")
+    time_ratio = out[False]["seconds"] / out[True]["seconds"]
+    return [Check("memory", "loss over GPT-2's vocabulary: return_type=\"loss\" / whole batch's logits, peak memory",
+                  out[False]["peak"] / out[True]["peak"], "x", detail=f"{time_ratio:.2f}x the time")]
 
 
 #: Put before PEAK_MEMORY: the loading of a family beyond GPT-2 as a transformers model in memory still takes it (and
