@@ -12,18 +12,23 @@ from bench.core import Check, header, interleaved, ratio_check, run_python, say
 
 PROMPT, NEW = 16, 64
 
+#: The start of each measuring program below: kib("VmRSS") or kib("VmHWM"), from /proc/self/status.
+KIB = """
+import re
+def kib(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+"""
+
 #: A fresh process loads a save_pretrained directory; the peak resident memory (VmHWM, reset just before) above
 #: what the process held before, over the parameters' bytes. ``{old}``: the loading of before issue 33 (a random
 #: model, then the whole state dict converted, processed and copied in), for comparison.
-PEAK_MEMORY = """
-import json, re, time, torch
+PEAK_MEMORY = KIB + """
+import json, time, torch
 import accelerate, transformers
 from transformers import GPT2Config  # what loading imports, imported before the measure
 from helpers import HookedTransformer, loading, weights
 from helpers.tokenizer import gpt2_tokenizer
 gpt2_tokenizer()
-def kib(field):
-    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
 before, start = kib("VmRSS"), time.perf_counter()
 if {old}:
@@ -43,11 +48,9 @@ print(json.dumps(dict(ratio=(kib("VmHWM") - before) * 1024 / params, params=para
 #: random 2-layer model with GPT-2's vocabulary: ``{whole}`` from the whole batch's logits at once, as before
 #: 08/12/2026, else return_type="loss" (a few sequences at a time). Peak resident memory above what the process held
 #: before (VmHWM, reset just before), and the best of three times.
-LOSS_MEMORY = """
-import json, re, time, torch
+LOSS_MEMORY = KIB + """
+import json, time, torch
 from helpers import HookedTransformer, HookedTransformerConfig, utils
-def kib(field):
-    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 torch.set_grad_enabled(False)
 model = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=128,
                                                   d_vocab=50257, act_fn="gelu_new", normalization_type="LN", seed=0))
